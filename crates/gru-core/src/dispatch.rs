@@ -1,0 +1,485 @@
+//! Which path a call takes: the eight cuDNN conditions of Keras' GRU docstring, plus the facts
+//! of the machine, as one pure function.
+//!
+//! Keras documents eight conditions for its cuDNN kernel:
+//! 1. `activation == tanh`, 2. `recurrent_activation == sigmoid`,
+//! 3. `recurrent_dropout == 0`, 4. `unroll == False`, 5. `use_bias == True`,
+//! 6. `reset_after == True`, 7. masks (if any) strictly right-padded,
+//! 8. eager execution in the outermost context.
+//!
+//! **Condition 3.** The docstring says `recurrent_dropout == 0`. Keras 3's code
+//! (`GRU.inner_loop`) goes further for input dropout: in training it multiplies the inputs by
+//! one (batch, 1, features) dropout mask and still calls cuDNN, so input dropout never blocks
+//! cuDNN. We follow the code for input dropout. For recurrent dropout we block cuDNN only when
+//! it is *active in this call* (training with `0 < recurrent_dropout < 1`): at inference a
+//! recurrent dropout rate has no effect on the result (Keras' own golden outputs are bit-equal),
+//! so running cuDNN there gives Keras' numbers. Keras' code blocks cuDNN whenever
+//! `recurrent_dropout != 0`; that is the one place where we choose the faster path.
+//!
+//! **Condition 8.** Candle executes eagerly, always: there is no graph mode to be inside of,
+//! so the condition holds for every call and is reported as passed.
+//!
+//! Beyond the eight, cuDNN needs a CUDA device, this build's cuDNN path, a dtype cuDNN's RNN
+//! supports, and no all-False mask row (cuDNN rejects zero lengths). Those are reported the
+//! same way.
+
+use crate::activation::Activation;
+use crate::config::{GruConfig, UseCudnn};
+use crate::error::{GruError, Result};
+
+/// A condition of the cuDNN path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Condition {
+    /// 1. activation is tanh.
+    Activation,
+    /// 2. recurrent_activation is sigmoid.
+    RecurrentActivation,
+    /// 3. no recurrent dropout active in this call (input dropout is applied before cuDNN).
+    NoRecurrentDropout,
+    /// 4. unroll is false.
+    NotUnroll,
+    /// 5. use_bias is true.
+    UseBias,
+    /// 6. reset_after is true.
+    ResetAfter,
+    /// 7. the mask, if any, is strictly right-padded with no all-False row.
+    MaskRightPadded,
+    /// 8. eager execution (always true in Candle).
+    EagerExecution,
+    /// The inputs live on a CUDA device.
+    CudaDevice,
+    /// This build has a working cuDNN path (`cudnn` feature and gru-cudnn support).
+    CudnnBuilt,
+    /// The dtype is one cuDNN's RNN supports (f16, bf16, f32, f64).
+    DTypeSupported,
+}
+
+impl Condition {
+    /// The condition's short name, used in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Activation => "1. activation == tanh",
+            Condition::RecurrentActivation => "2. recurrent_activation == sigmoid",
+            Condition::NoRecurrentDropout => "3. no recurrent dropout in training",
+            Condition::NotUnroll => "4. unroll == false",
+            Condition::UseBias => "5. use_bias == true",
+            Condition::ResetAfter => "6. reset_after == true",
+            Condition::MaskRightPadded => "7. mask strictly right-padded",
+            Condition::EagerExecution => "8. eager execution",
+            Condition::CudaDevice => "device is CUDA",
+            Condition::CudnnBuilt => "cuDNN path built",
+            Condition::DTypeSupported => "dtype supported by cuDNN",
+        }
+    }
+}
+
+/// One condition's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionCheck {
+    /// Which condition.
+    pub condition: Condition,
+    /// Whether it holds for this call.
+    pub passed: bool,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// What the mask of a call looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskFacts {
+    /// No mask.
+    None,
+    /// Each row is a run of `true` followed by `false`s, every row with at least one `true`.
+    RightPadded,
+    /// A row has a `false` before a `true`.
+    NotRightPadded {
+        /// The first such row.
+        row: usize,
+    },
+    /// A row is all `false`.
+    EmptyRow {
+        /// The first such row.
+        row: usize,
+    },
+}
+
+impl MaskFacts {
+    /// Classifies a (batch, time) row-major boolean mask.
+    ///
+    /// ```
+    /// use gru_core::MaskFacts;
+    /// assert_eq!(MaskFacts::of(&[true, true, false, true, false, false], 2, 3), MaskFacts::RightPadded);
+    /// assert_eq!(MaskFacts::of(&[false, true], 1, 2), MaskFacts::NotRightPadded { row: 0 });
+    /// ```
+    pub fn of(mask: &[bool], batch: usize, time: usize) -> MaskFacts {
+        let mut empty = None;
+        for b in 0..batch {
+            let row = &mask[b * time..(b + 1) * time];
+            let len = row.iter().take_while(|&&m| m).count();
+            if row[len..].iter().any(|&m| m) {
+                return MaskFacts::NotRightPadded { row: b };
+            }
+            if len == 0 && empty.is_none() {
+                empty = Some(b);
+            }
+        }
+        match empty {
+            Some(row) => MaskFacts::EmptyRow { row },
+            None => MaskFacts::RightPadded,
+        }
+    }
+}
+
+/// The float types a call can compute in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatType {
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// f32.
+    F32,
+    /// f64.
+    F64,
+    /// Anything else.
+    Other,
+}
+
+/// The facts of one call that the decision depends on (besides the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallFacts {
+    /// `training=True`.
+    pub training: bool,
+    /// The mask's shape.
+    pub mask: MaskFacts,
+    /// The inputs are on a CUDA device.
+    pub device_is_cuda: bool,
+    /// This build can run the cuDNN path.
+    pub cudnn_built: bool,
+    /// The compute dtype.
+    pub dtype: FloatType,
+}
+
+/// The path a call runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// cuDNN's RNN kernels.
+    Cudnn,
+    /// The op-by-op time loop (Keras' `RNN` over `GRUCell`).
+    Loop,
+}
+
+/// The decision for a call: the path and every condition's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The chosen path.
+    pub path: Path,
+    /// The use_cudnn setting it was decided under.
+    pub use_cudnn: UseCudnn,
+    /// Every condition, in order, with pass/fail and reason.
+    pub checks: Vec<ConditionCheck>,
+}
+
+impl Dispatch {
+    /// The conditions that failed.
+    pub fn failed(&self) -> impl Iterator<Item = &ConditionCheck> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    /// One line: the path and why.
+    pub fn explain(&self) -> String {
+        let failed: Vec<String> = self
+            .failed()
+            .map(|c| format!("{} ({})", c.condition.name(), c.reason))
+            .collect();
+        match (self.path, self.use_cudnn) {
+            (Path::Cudnn, _) => "cudnn: every condition holds".to_string(),
+            (Path::Loop, UseCudnn::Never) => "loop: use_cudnn=Never".to_string(),
+            (Path::Loop, _) => format!("loop: {}", failed.join("; ")),
+        }
+    }
+}
+
+fn check(condition: Condition, passed: bool, reason: String) -> ConditionCheck {
+    ConditionCheck {
+        condition,
+        passed,
+        reason,
+    }
+}
+
+/// Every condition's verdict for a config and a call (pure: no device is touched).
+pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionCheck> {
+    let act = config.activation;
+    let ract = config.recurrent_activation;
+    let rd = config.recurrent_dropout;
+    let rd_active = facts.training && rd > 0.0 && rd < 1.0;
+    let mask_reason = match facts.mask {
+        MaskFacts::None => (true, "no mask".to_string()),
+        MaskFacts::RightPadded => (true, "mask is right-padded".to_string()),
+        MaskFacts::NotRightPadded { row } => (
+            false,
+            format!("mask row {row} has a masked step before a valid one"),
+        ),
+        MaskFacts::EmptyRow { row } => (
+            false,
+            format!("mask row {row} is all False (cuDNN needs every length >= 1)"),
+        ),
+    };
+    vec![
+        check(
+            Condition::Activation,
+            act == Activation::Tanh,
+            format!("activation is {}", act.keras_name()),
+        ),
+        check(
+            Condition::RecurrentActivation,
+            ract == Activation::Sigmoid,
+            format!("recurrent_activation is {}", ract.keras_name()),
+        ),
+        check(
+            Condition::NoRecurrentDropout,
+            !rd_active,
+            if rd_active {
+                format!("recurrent_dropout={rd} is active in training")
+            } else if rd > 0.0 {
+                format!(
+                    "recurrent_dropout={rd} has no effect with training={}",
+                    facts.training
+                )
+            } else {
+                "recurrent_dropout is 0".to_string()
+            },
+        ),
+        check(
+            Condition::NotUnroll,
+            !config.unroll,
+            format!("unroll is {}", config.unroll),
+        ),
+        check(
+            Condition::UseBias,
+            config.use_bias,
+            format!("use_bias is {}", config.use_bias),
+        ),
+        check(
+            Condition::ResetAfter,
+            config.reset_after,
+            format!("reset_after is {}", config.reset_after),
+        ),
+        check(Condition::MaskRightPadded, mask_reason.0, mask_reason.1),
+        check(
+            Condition::EagerExecution,
+            true,
+            "Candle always executes eagerly".to_string(),
+        ),
+        check(
+            Condition::CudaDevice,
+            facts.device_is_cuda,
+            if facts.device_is_cuda {
+                "inputs are on a CUDA device".to_string()
+            } else {
+                "inputs are not on a CUDA device".to_string()
+            },
+        ),
+        check(
+            Condition::CudnnBuilt,
+            facts.cudnn_built,
+            if facts.cudnn_built {
+                "this build has the cuDNN path".to_string()
+            } else {
+                "this build has no cuDNN path (build with the `cudnn` feature)".to_string()
+            },
+        ),
+        check(
+            Condition::DTypeSupported,
+            facts.dtype != FloatType::Other,
+            format!("dtype is {:?}", facts.dtype),
+        ),
+    ]
+}
+
+/// Decides the path under the config's `use_cudnn`: `Auto` takes cuDNN when every check
+/// passes and the loop otherwise; `Force` fails naming each failed check; `Never` takes the
+/// loop.
+pub fn decide(config: &GruConfig, facts: &CallFacts) -> Result<Dispatch> {
+    let checks = check_conditions(config, facts);
+    let all_pass = checks.iter().all(|c| c.passed);
+    let path = match config.use_cudnn {
+        UseCudnn::Never => Path::Loop,
+        UseCudnn::Auto if all_pass => Path::Cudnn,
+        UseCudnn::Auto => Path::Loop,
+        UseCudnn::Force if all_pass => Path::Cudnn,
+        UseCudnn::Force => {
+            return Err(GruError::CudnnUnavailable {
+                failed: checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| format!("{}: {}", c.condition.name(), c.reason))
+                    .collect(),
+            })
+        }
+    };
+    Ok(Dispatch {
+        path,
+        use_cudnn: config.use_cudnn,
+        checks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu_facts() -> CallFacts {
+        CallFacts {
+            training: false,
+            mask: MaskFacts::None,
+            device_is_cuda: true,
+            cudnn_built: true,
+            dtype: FloatType::F32,
+        }
+    }
+
+    fn only_failure(config: &GruConfig, facts: &CallFacts) -> Condition {
+        let checks = check_conditions(config, facts);
+        let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        failed[0].condition
+    }
+
+    #[test]
+    fn all_pass_takes_cudnn_under_auto_and_force() {
+        let mut c = GruConfig::new(3);
+        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, Path::Cudnn);
+        c.use_cudnn = UseCudnn::Force;
+        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, Path::Cudnn);
+        c.use_cudnn = UseCudnn::Never;
+        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, Path::Loop);
+    }
+
+    #[test]
+    fn condition_1_activation() {
+        let mut c = GruConfig::new(3);
+        c.activation = Activation::Relu;
+        assert_eq!(only_failure(&c, &gpu_facts()), Condition::Activation);
+    }
+
+    #[test]
+    fn condition_2_recurrent_activation() {
+        let mut c = GruConfig::new(3);
+        c.recurrent_activation = Activation::HardSigmoid;
+        assert_eq!(
+            only_failure(&c, &gpu_facts()),
+            Condition::RecurrentActivation
+        );
+    }
+
+    #[test]
+    fn condition_3_recurrent_dropout_only_in_training() {
+        let mut c = GruConfig::new(3);
+        c.recurrent_dropout = 0.3;
+        c.dropout = 0.5;
+        let mut f = gpu_facts();
+        assert!(check_conditions(&c, &f).iter().all(|c| c.passed));
+        f.training = true;
+        assert_eq!(only_failure(&c, &f), Condition::NoRecurrentDropout);
+        // Input dropout alone never blocks cuDNN.
+        c.recurrent_dropout = 0.0;
+        assert!(check_conditions(&c, &f).iter().all(|c| c.passed));
+        // A rate of 1 is not applied by Keras (0 < rate < 1 only).
+        c.recurrent_dropout = 1.0;
+        assert!(check_conditions(&c, &f).iter().all(|c| c.passed));
+    }
+
+    #[test]
+    fn condition_4_unroll() {
+        let mut c = GruConfig::new(3);
+        c.unroll = true;
+        assert_eq!(only_failure(&c, &gpu_facts()), Condition::NotUnroll);
+    }
+
+    #[test]
+    fn condition_5_use_bias() {
+        let mut c = GruConfig::new(3);
+        c.use_bias = false;
+        assert_eq!(only_failure(&c, &gpu_facts()), Condition::UseBias);
+    }
+
+    #[test]
+    fn condition_6_reset_after() {
+        let mut c = GruConfig::new(3);
+        c.reset_after = false;
+        assert_eq!(only_failure(&c, &gpu_facts()), Condition::ResetAfter);
+    }
+
+    #[test]
+    fn condition_7_mask() {
+        let c = GruConfig::new(3);
+        let mut f = gpu_facts();
+        f.mask = MaskFacts::RightPadded;
+        assert!(check_conditions(&c, &f).iter().all(|c| c.passed));
+        f.mask = MaskFacts::NotRightPadded { row: 1 };
+        assert_eq!(only_failure(&c, &f), Condition::MaskRightPadded);
+        f.mask = MaskFacts::EmptyRow { row: 0 };
+        assert_eq!(only_failure(&c, &f), Condition::MaskRightPadded);
+    }
+
+    #[test]
+    fn condition_8_eager_always_holds() {
+        let c = GruConfig::new(3);
+        let checks = check_conditions(&c, &gpu_facts());
+        let eager = checks
+            .iter()
+            .find(|c| c.condition == Condition::EagerExecution)
+            .unwrap();
+        assert!(eager.passed);
+        assert_eq!(checks.len(), 11);
+    }
+
+    #[test]
+    fn environment_conditions() {
+        let c = GruConfig::new(3);
+        let mut f = gpu_facts();
+        f.device_is_cuda = false;
+        assert_eq!(only_failure(&c, &f), Condition::CudaDevice);
+        let mut f = gpu_facts();
+        f.cudnn_built = false;
+        assert_eq!(only_failure(&c, &f), Condition::CudnnBuilt);
+        let mut f = gpu_facts();
+        f.dtype = FloatType::Other;
+        assert_eq!(only_failure(&c, &f), Condition::DTypeSupported);
+    }
+
+    #[test]
+    fn force_names_every_failed_condition() {
+        let mut c = GruConfig::new(3);
+        c.use_cudnn = UseCudnn::Force;
+        c.activation = Activation::Relu;
+        let mut f = gpu_facts();
+        f.device_is_cuda = false;
+        let err = decide(&c, &f).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("activation == tanh") && msg.contains("device is CUDA"),
+            "{msg}"
+        );
+        // Auto falls back and says why.
+        c.use_cudnn = UseCudnn::Auto;
+        let d = decide(&c, &f).unwrap();
+        assert_eq!(d.path, Path::Loop);
+        assert!(d.explain().contains("relu"));
+    }
+
+    #[test]
+    fn mask_facts_classification() {
+        assert_eq!(
+            MaskFacts::of(&[true, false, false, false], 2, 2),
+            MaskFacts::EmptyRow { row: 1 }
+        );
+        assert_eq!(MaskFacts::of(&[true, true], 1, 2), MaskFacts::RightPadded);
+        assert_eq!(
+            MaskFacts::of(&[true, false, false, false, true, true], 2, 3),
+            MaskFacts::NotRightPadded { row: 1 }
+        );
+    }
+}

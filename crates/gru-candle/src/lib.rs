@@ -1,1 +1,58 @@
-//! placeholder
+//! A Keras-exact GRU layer (`keras.layers.GRU`, Keras 3) as a Candle [`Module`](candle_core::Module).
+//!
+//! [`Gru`] holds Keras' weights (`kernel`, `recurrent_kernel`, `bias`, gate order z, r, h),
+//! is configured by a [`gru_core::GruConfig`] (Keras' `get_config` JSON), and computes what
+//! Keras computes: both `reset_after` forms, masks, `go_backwards`, initial and stateful
+//! states, dropout in training. Gradients flow through Candle's autograd.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use gru_candle::{CallOptions, Gru};
+//! use gru_core::GruConfig;
+//!
+//! let mut cfg = GruConfig::new(4);
+//! cfg.return_sequences = true;
+//! cfg.return_state = true;
+//! let varmap = VarMap::new();
+//! let gru = Gru::new(cfg, 3, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+//! let x = Tensor::ones((2, 5, 3), DType::F32, &Device::Cpu)?;
+//! let mask = Tensor::new(&[[1u8, 1, 1, 0, 0], [1, 1, 1, 1, 1]], &Device::Cpu)?;
+//! let out = gru.call(&x, CallOptions { mask: Some(&mask), ..Default::default() })?;
+//! assert_eq!(out.output.dims(), &[2, 5, 4]);
+//! assert_eq!(out.state.unwrap().dims(), &[2, 4]);
+//! println!("{}", out.dispatch.explain()); // which path ran, and why
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod activation;
+pub mod call;
+pub mod dropout;
+pub mod error;
+pub mod layer;
+pub mod loop_path;
+pub mod regularizer;
+
+pub use call::{CallOptions, GruOutput};
+pub use error::{Error, Result};
+pub use layer::Gru;
+
+/// The Candle dtype of a Keras dtype policy's variables (`"float64"` -> F64, mixed policies
+/// -> F32).
+pub fn dtype_of_policy(policy: &gru_core::DTypePolicy) -> Result<candle_core::DType> {
+    use candle_core::DType;
+    Ok(match policy.variable_dtype() {
+        "float16" => DType::F16,
+        "bfloat16" => DType::BF16,
+        "float32" => DType::F32,
+        "float64" => DType::F64,
+        other => {
+            return Err(Error::Gru(gru_core::GruError::DType {
+                what: "dtype policy".into(),
+                expected: "float16, bfloat16, float32 or float64".into(),
+                got: other.to_string(),
+            }))
+        }
+    })
+}

@@ -1,0 +1,297 @@
+//! A call of the layer: validation (typed errors), the dispatch decision, stateful state,
+//! dropout masks, the loop, and the outputs Keras returns.
+
+use crate::dropout;
+use crate::error::{Error, Result};
+use crate::layer::Gru;
+use crate::loop_path::{self, CellWeights, DropoutMasks};
+use candle_core::{DType, Module, Tensor};
+use gru_core::{decide, CallFacts, Dispatch, FloatType, GruError, Implementation, MaskFacts, Path};
+
+/// Whether this build carries a cuDNN path the dispatcher may choose. The cuDNN custom op
+/// lands with the `cudnn` feature in gru-cudnn; until then every call takes the loop and the
+/// dispatcher reports the condition as failed.
+pub const CUDNN_PATH_BUILT: bool = gru_cudnn::AVAILABLE;
+
+/// The optional arguments of a call (Keras' `mask`, `initial_state`, `training`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions<'a> {
+    /// (batch, timesteps) u8 mask: 1 = use the step, 0 = skip it.
+    pub mask: Option<&'a Tensor>,
+    /// (batch, units) initial state.
+    pub initial_state: Option<&'a Tensor>,
+    /// Training mode: dropout acts only here.
+    pub training: bool,
+}
+
+/// What a call returns.
+#[derive(Debug, Clone)]
+pub struct GruOutput {
+    /// (batch, timesteps, units) with `return_sequences`, else the last output (batch, units).
+    pub output: Tensor,
+    /// The final state (batch, units), with `return_state`.
+    pub state: Option<Tensor>,
+    /// The activity regularization loss of this call (Keras: the regularizer of each returned
+    /// tensor divided by the batch size, summed), when an `activity_regularizer` is set.
+    pub activity_loss: Option<Tensor>,
+    /// The path this call took and why.
+    pub dispatch: Dispatch,
+}
+
+impl GruOutput {
+    /// The tensors in the order Keras returns them: `[output]` or `[output, state]`.
+    pub fn to_vec(&self) -> Vec<Tensor> {
+        let mut v = vec![self.output.clone()];
+        v.extend(self.state.clone());
+        v
+    }
+}
+
+fn shape_err(what: &str, expected: String, got: &Tensor) -> Error {
+    Error::Gru(GruError::Shape {
+        what: what.into(),
+        expected,
+        got: format!("{:?}", got.dims()),
+    })
+}
+
+fn float_type(dtype: DType) -> FloatType {
+    match dtype {
+        DType::F16 => FloatType::F16,
+        DType::BF16 => FloatType::BF16,
+        DType::F32 => FloatType::F32,
+        DType::F64 => FloatType::F64,
+        _ => FloatType::Other,
+    }
+}
+
+impl Gru {
+    /// Checks the call's tensors and returns (batch, timesteps, mask facts).
+    fn validate(&self, inputs: &Tensor, opts: &CallOptions) -> Result<(usize, usize, MaskFacts)> {
+        let u = self.config.units;
+        let (b, t, f) = match inputs.dims() {
+            [b, t, f] => (*b, *t, *f),
+            _ => {
+                return Err(shape_err(
+                    "inputs",
+                    format!("rank 3 (batch, timesteps, {})", self.input_dim),
+                    inputs,
+                ))
+            }
+        };
+        if f != self.input_dim {
+            return Err(shape_err(
+                "inputs",
+                format!(
+                    "(batch, timesteps, {}) to match the built kernel",
+                    self.input_dim
+                ),
+                inputs,
+            ));
+        }
+        if b == 0 || t == 0 {
+            return Err(shape_err(
+                "inputs",
+                "at least one sample and one timestep".into(),
+                inputs,
+            ));
+        }
+        if inputs.dtype() != self.dtype() {
+            return Err(Error::Gru(GruError::DType {
+                what: "inputs".into(),
+                expected: format!("{:?} (the layer's weights)", self.dtype()),
+                got: format!("{:?}", inputs.dtype()),
+            }));
+        }
+        if !inputs.device().same_device(self.device()) {
+            return Err(Error::Gru(GruError::Shape {
+                what: "inputs device".into(),
+                expected: format!("{:?} (the layer's weights)", self.device()),
+                got: format!("{:?}", inputs.device()),
+            }));
+        }
+        let mut facts = MaskFacts::None;
+        if let Some(m) = opts.mask {
+            if m.dims() != [b, t] {
+                return Err(shape_err(
+                    "mask",
+                    format!("(batch, timesteps) = [{b}, {t}]"),
+                    m,
+                ));
+            }
+            if m.dtype() != DType::U8 {
+                return Err(Error::Gru(GruError::DType {
+                    what: "mask".into(),
+                    expected: "U8 (booleans: 1 = use the step)".into(),
+                    got: format!("{:?}", m.dtype()),
+                }));
+            }
+            let rows: Vec<Vec<u8>> = m.to_vec2()?;
+            let flat: Vec<bool> = rows.iter().flatten().map(|&v| v != 0).collect();
+            facts = MaskFacts::of(&flat, b, t);
+        }
+        if let Some(h0) = opts.initial_state {
+            if h0.dims() != [b, u] {
+                return Err(shape_err(
+                    "initial_state",
+                    format!("(batch, units) = [{b}, {u}]"),
+                    h0,
+                ));
+            }
+            if h0.dtype() != self.dtype() {
+                return Err(Error::Gru(GruError::DType {
+                    what: "initial_state".into(),
+                    expected: format!("{:?} (the layer's weights)", self.dtype()),
+                    got: format!("{:?}", h0.dtype()),
+                }));
+            }
+        }
+        if self.config.stateful {
+            let kept = self.kept.lock().map_err(|_| poisoned())?;
+            if let Some(kb) = kept.batch {
+                if kb != b {
+                    return Err(Error::Gru(GruError::StatefulBatch {
+                        expected: kb,
+                        got: b,
+                    }));
+                }
+            }
+        }
+        Ok((b, t, facts))
+    }
+
+    fn facts(&self, inputs: &Tensor, mask: MaskFacts, training: bool) -> CallFacts {
+        CallFacts {
+            training,
+            mask,
+            device_is_cuda: inputs.device().is_cuda(),
+            cudnn_built: CUDNN_PATH_BUILT,
+            dtype: float_type(inputs.dtype()),
+        }
+    }
+
+    /// The path a call with these arguments would take, with every condition's verdict,
+    /// without running it. Errors like the call would (bad shapes, `Force` with a failed
+    /// condition).
+    pub fn explain_dispatch(&self, inputs: &Tensor, opts: CallOptions) -> Result<Dispatch> {
+        let (_, _, mask) = self.validate(inputs, &opts)?;
+        Ok(decide(
+            &self.config,
+            &self.facts(inputs, mask, opts.training),
+        )?)
+    }
+
+    /// Runs the layer: Keras' `layer(inputs, mask=..., training=..., initial_state=[...])`.
+    pub fn call(&self, inputs: &Tensor, opts: CallOptions) -> Result<GruOutput> {
+        let cfg = &self.config;
+        let (b, _t, mask_facts) = self.validate(inputs, &opts)?;
+        let dispatch = decide(cfg, &self.facts(inputs, mask_facts, opts.training))?;
+        if dispatch.path == Path::Cudnn {
+            // Unreachable while CUDNN_PATH_BUILT is false; never run the wrong path silently.
+            return Err(Error::Gru(GruError::CudnnUnavailable {
+                failed: vec!["cuDNN path chosen but not built".into()],
+            }));
+        }
+        let u = cfg.units;
+        let h0 = match opts.initial_state {
+            Some(h) => h.clone(),
+            None => {
+                let kept = if cfg.stateful {
+                    self.kept.lock().map_err(|_| poisoned())?.h.clone()
+                } else {
+                    None
+                };
+                match kept {
+                    Some(h) => h,
+                    None => Tensor::zeros((b, u), self.dtype(), self.device())?,
+                }
+            }
+        };
+        let masks = self.dropout_masks(b, opts.training)?;
+        let (input_bias, recurrent_bias) = match (&self.bias, cfg.reset_after) {
+            (Some(bias), true) => (Some(bias.get(0)?), Some(bias.get(1)?)),
+            (Some(bias), false) => (Some(bias.clone()), None),
+            (None, _) => (None, None),
+        };
+        let weights = CellWeights {
+            kernel: &self.kernel,
+            recurrent_kernel: &self.recurrent_kernel,
+            input_bias,
+            recurrent_bias,
+        };
+        let out = loop_path::run(cfg, &weights, inputs, &h0, opts.mask, &masks)?;
+        if cfg.stateful {
+            let mut kept = self.kept.lock().map_err(|_| poisoned())?;
+            kept.batch = Some(b);
+            kept.h = Some(out.state.detach());
+        }
+        let output = if cfg.return_sequences {
+            out.sequence
+        } else {
+            out.last_output
+        };
+        let state = cfg.return_state.then_some(out.state);
+        let activity_loss = match &cfg.activity_regularizer {
+            Some(reg) => {
+                let mut total = Tensor::zeros((), self.dtype(), self.device())?;
+                for t in std::iter::once(&output).chain(state.as_ref()) {
+                    let l = (crate::regularizer::loss(reg, t)? / b as f64)?;
+                    total = (total + l)?;
+                }
+                Some(total)
+            }
+            None => None,
+        };
+        if let Ok(mut d) = self.last_dispatch.lock() {
+            *d = Some(dispatch.clone());
+        }
+        Ok(GruOutput {
+            output,
+            state,
+            activity_loss,
+            dispatch,
+        })
+    }
+
+    /// Draws this call's dropout masks (training only; Keras' counts per implementation).
+    fn dropout_masks(&self, batch: usize, training: bool) -> Result<DropoutMasks> {
+        let cfg = &self.config;
+        let count = match cfg.effective_implementation() {
+            Implementation::One => 3,
+            Implementation::Two => 1,
+        };
+        let mut masks = DropoutMasks::default();
+        let (dt, dev) = (self.dtype(), self.device());
+        let mut rng = self.rng.lock().map_err(|_| poisoned())?;
+        if dropout::active(cfg.dropout, training) {
+            masks.input =
+                dropout::masks(&mut rng, count, batch, self.input_dim, cfg.dropout, dt, dev)?;
+        }
+        if dropout::active(cfg.recurrent_dropout, training) {
+            masks.recurrent = dropout::masks(
+                &mut rng,
+                3,
+                batch,
+                cfg.units,
+                cfg.recurrent_dropout,
+                dt,
+                dev,
+            )?;
+        }
+        Ok(masks)
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Candle(candle_core::Error::Msg(
+        "GRU state lock poisoned by a panic in another thread".into(),
+    ))
+}
+
+impl Module for Gru {
+    /// `layer(inputs)`: no mask, `training=false`; returns the output (the state is dropped;
+    /// use [`Gru::call`] with `return_state`).
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(self.call(xs, CallOptions::default())?.output)
+    }
+}

@@ -1,0 +1,338 @@
+//! [`Gru`]: the layer, its weights, construction from a `VarBuilder`, regularization losses,
+//! constraints and stateful state.
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use gru_core::{Dispatch, GruConfig, GruError, Initializer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Mutex;
+
+/// The state a stateful layer keeps between calls.
+#[derive(Default)]
+pub(crate) struct KeptState {
+    /// The batch size fixed by the first call.
+    pub batch: Option<usize>,
+    /// The final state of the last call (`None` = zeros).
+    pub h: Option<Tensor>,
+}
+
+/// A Keras-exact GRU layer (`keras.layers.GRU`) on Candle.
+///
+/// Weights have Keras' names, shapes and gate order `[z | r | h]`: `kernel`
+/// (input_dim, 3u), `recurrent_kernel` (u, 3u), `bias` (2, 3u) with `reset_after` or (3u,)
+/// without, none with `use_bias = false`.
+///
+/// ```
+/// use candle_core::{DType, Device, Module, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use gru_candle::Gru;
+/// use gru_core::GruConfig;
+///
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let gru = Gru::new(GruConfig::new(8), 5, vb.pp("gru"))?;
+/// let x = Tensor::zeros((2, 7, 5), DType::F32, &Device::Cpu)?;
+/// assert_eq!(gru.forward(&x)?.dims(), &[2, 8]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Gru {
+    pub(crate) config: GruConfig,
+    pub(crate) input_dim: usize,
+    pub(crate) kernel: Tensor,
+    pub(crate) recurrent_kernel: Tensor,
+    pub(crate) bias: Option<Tensor>,
+    pub(crate) kept: Mutex<KeptState>,
+    pub(crate) rng: Mutex<StdRng>,
+    pub(crate) last_dispatch: Mutex<Option<Dispatch>>,
+}
+
+impl std::fmt::Debug for Gru {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gru")
+            .field("name", &self.config.name)
+            .field("units", &self.config.units)
+            .field("input_dim", &self.input_dim)
+            .field("dtype", &self.kernel.dtype())
+            .finish()
+    }
+}
+
+/// Gets a weight from the VarBuilder, or creates it with the Keras initializer.
+fn weight(vb: &VarBuilder, name: &str, shape: &[usize], init: &Initializer) -> Result<Tensor> {
+    if vb.contains_tensor(name) {
+        return vb.get(shape, name).map_err(|e| {
+            Error::Gru(GruError::Shape {
+                what: format!("weight `{name}`"),
+                expected: format!("{shape:?}"),
+                got: e.to_string(),
+            })
+        });
+    }
+    let values = init.generate(name, shape)?;
+    let value = Tensor::from_vec(values, shape, vb.device())?.to_dtype(vb.dtype())?;
+    let t = vb.get_with_hints(shape, name, candle_nn::Init::Const(0.0))?;
+    if t.is_variable() {
+        Var::from_tensor(&t)?.set(&value)?;
+        Ok(t)
+    } else {
+        Ok(value)
+    }
+}
+
+fn float_dtype(what: &str, dtype: DType) -> Result<()> {
+    match dtype {
+        DType::F16 | DType::BF16 | DType::F32 | DType::F64 => Ok(()),
+        other => Err(Error::Gru(GruError::DType {
+            what: what.to_string(),
+            expected: "a float dtype (f16, bf16, f32, f64)".into(),
+            got: format!("{other:?}"),
+        })),
+    }
+}
+
+fn check_shape(what: &str, t: &Tensor, want: &[usize]) -> Result<()> {
+    if t.dims() != want {
+        return Err(Error::Gru(GruError::Shape {
+            what: what.to_string(),
+            expected: format!("{want:?}"),
+            got: format!("{:?}", t.dims()),
+        }));
+    }
+    Ok(())
+}
+
+impl Gru {
+    /// Builds the layer for inputs with `input_dim` features. Weights named `kernel`,
+    /// `recurrent_kernel` and `bias` are taken from `vb` when it has them (a loaded
+    /// checkpoint, a filled `VarMap`) and created with the config's initializers otherwise
+    /// (in a `VarMap` they become trainable `Var`s). The dtype is `vb`'s.
+    pub fn new(mut config: GruConfig, input_dim: usize, vb: VarBuilder) -> Result<Gru> {
+        config.validate()?;
+        if input_dim == 0 {
+            return Err(Error::Gru(GruError::Shape {
+                what: "input_dim".into(),
+                expected: "at least 1 feature".into(),
+                got: "0".into(),
+            }));
+        }
+        float_dtype("VarBuilder", vb.dtype())?;
+        let u = config.units;
+        let kernel = weight(
+            &vb,
+            "kernel",
+            &[input_dim, 3 * u],
+            &config.kernel_initializer,
+        )?;
+        let recurrent_kernel = weight(
+            &vb,
+            "recurrent_kernel",
+            &[u, 3 * u],
+            &config.recurrent_initializer,
+        )?;
+        let bias = match config.bias_shape() {
+            Some(shape) => Some(weight(&vb, "bias", &shape, &config.bias_initializer)?),
+            None => None,
+        };
+        Self::assemble(config, kernel, recurrent_kernel, bias)
+    }
+
+    /// Builds the layer from given weight tensors (Keras shapes and gate order); checks
+    /// shapes, dtypes and devices.
+    pub fn from_weights(
+        mut config: GruConfig,
+        kernel: Tensor,
+        recurrent_kernel: Tensor,
+        bias: Option<Tensor>,
+    ) -> Result<Gru> {
+        config.validate()?;
+        Self::assemble_checked(&config, &kernel, &recurrent_kernel, bias.as_ref())?;
+        Self::assemble(config, kernel, recurrent_kernel, bias)
+    }
+
+    fn assemble_checked(
+        config: &GruConfig,
+        kernel: &Tensor,
+        recurrent_kernel: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<()> {
+        let u = config.units;
+        float_dtype("kernel", kernel.dtype())?;
+        if !matches!(kernel.dims(), [i, c] if *c == 3 * u && *i > 0) {
+            return Err(Error::Gru(GruError::Shape {
+                what: "kernel".into(),
+                expected: format!("(input_dim, {})", 3 * u),
+                got: format!("{:?}", kernel.dims()),
+            }));
+        }
+        check_shape("recurrent_kernel", recurrent_kernel, &[u, 3 * u])?;
+        match (config.bias_shape(), bias) {
+            (Some(shape), Some(b)) => check_shape("bias", b, &shape)?,
+            (None, None) => {}
+            (want, got) => {
+                return Err(Error::Gru(GruError::Shape {
+                    what: "bias".into(),
+                    expected: match want {
+                        Some(s) => format!("{s:?}"),
+                        None => "no bias (use_bias=false)".into(),
+                    },
+                    got: match got {
+                        Some(b) => format!("{:?}", b.dims()),
+                        None => "none".into(),
+                    },
+                }))
+            }
+        }
+        for (what, t) in [("recurrent_kernel", Some(recurrent_kernel)), ("bias", bias)] {
+            if let Some(t) = t {
+                if t.dtype() != kernel.dtype() {
+                    return Err(Error::Gru(GruError::DType {
+                        what: what.into(),
+                        expected: format!("{:?} (the kernel's dtype)", kernel.dtype()),
+                        got: format!("{:?}", t.dtype()),
+                    }));
+                }
+                if !t.device().same_device(kernel.device()) {
+                    return Err(Error::Gru(GruError::Shape {
+                        what: format!("{what} device"),
+                        expected: format!("{:?} (the kernel's device)", kernel.device()),
+                        got: format!("{:?}", t.device()),
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn assemble(
+        config: GruConfig,
+        kernel: Tensor,
+        recurrent_kernel: Tensor,
+        bias: Option<Tensor>,
+    ) -> Result<Gru> {
+        let input_dim = kernel.dim(0)?;
+        let seed = config.seed.unwrap_or_else(|| rand::rng().random());
+        Ok(Gru {
+            config,
+            input_dim,
+            kernel,
+            recurrent_kernel,
+            bias,
+            kept: Mutex::new(KeptState::default()),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            last_dispatch: Mutex::new(None),
+        })
+    }
+
+    /// The layer's configuration.
+    pub fn config(&self) -> &GruConfig {
+        &self.config
+    }
+
+    /// The number of input features the weights were built for.
+    pub fn input_dim(&self) -> usize {
+        self.input_dim
+    }
+
+    /// `kernel` (input_dim, 3u).
+    pub fn kernel(&self) -> &Tensor {
+        &self.kernel
+    }
+
+    /// `recurrent_kernel` (u, 3u).
+    pub fn recurrent_kernel(&self) -> &Tensor {
+        &self.recurrent_kernel
+    }
+
+    /// `bias`: (2, 3u) with reset_after, (3u,) without, `None` without bias.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The weights in Keras' order `[kernel, recurrent_kernel, bias]`.
+    pub fn weights(&self) -> Vec<&Tensor> {
+        let mut w = vec![&self.kernel, &self.recurrent_kernel];
+        w.extend(self.bias.as_ref());
+        w
+    }
+
+    /// The weights' dtype.
+    pub fn dtype(&self) -> DType {
+        self.kernel.dtype()
+    }
+
+    /// The weights' device.
+    pub fn device(&self) -> &Device {
+        self.kernel.device()
+    }
+
+    /// Zeroes the state a stateful layer keeps (Keras' `reset_states`). The batch size stays
+    /// fixed.
+    pub fn reset_states(&self) {
+        if let Ok(mut k) = self.kept.lock() {
+            k.h = None;
+        }
+    }
+
+    /// The state a stateful layer keeps, `None` when it is zeros or was never set.
+    pub fn states(&self) -> Option<Tensor> {
+        self.kept.lock().ok().and_then(|k| k.h.clone())
+    }
+
+    /// The dispatch decision of the last call (path and every condition).
+    pub fn last_dispatch(&self) -> Option<Dispatch> {
+        self.last_dispatch.lock().ok().and_then(|d| d.clone())
+    }
+
+    /// The sum of the weight regularization losses (kernel, recurrent kernel, bias) as a
+    /// differentiable scalar, for a training loop to add to its loss. Zero without
+    /// regularizers.
+    pub fn regularization_loss(&self) -> Result<Tensor> {
+        let c = &self.config;
+        let mut total = Tensor::zeros((), self.dtype(), self.device())?;
+        for (reg, w) in [
+            (c.kernel_regularizer, Some(&self.kernel)),
+            (c.recurrent_regularizer, Some(&self.recurrent_kernel)),
+            (c.bias_regularizer, self.bias.as_ref()),
+        ] {
+            if let (Some(reg), Some(w)) = (reg, w) {
+                total = (total + crate::regularizer::loss(&reg, w)?)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Applies the config's constraints to the weights in place (call after each optimizer
+    /// step, as Keras does). The weights must be trainable `Var`s (built from a `VarMap`).
+    pub fn apply_constraints(&self) -> Result<()> {
+        let c = &self.config;
+        for (name, constraint, w) in [
+            ("kernel", &c.kernel_constraint, Some(&self.kernel)),
+            (
+                "recurrent_kernel",
+                &c.recurrent_constraint,
+                Some(&self.recurrent_kernel),
+            ),
+            ("bias", &c.bias_constraint, self.bias.as_ref()),
+        ] {
+            let (Some(constraint), Some(w)) = (constraint, w) else {
+                continue;
+            };
+            if !w.is_variable() {
+                return Err(Error::Gru(GruError::InvalidConfig {
+                    key: format!("{name}_constraint"),
+                    expected: format!(
+                        "`{name}` to be a trainable Var (build the layer from a VarMap)"
+                    ),
+                    got: "a constant tensor".into(),
+                }));
+            }
+            let mut values: Vec<f64> = w.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+            constraint.apply(name, w.dims(), &mut values)?;
+            let new = Tensor::from_vec(values, w.dims(), w.device())?.to_dtype(w.dtype())?;
+            Var::from_tensor(w)?.set(&new)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,418 @@
+//! The golden-case format (made with the real Keras 3.15.1 GRU, see `tests/data/README.md`)
+//! and a runner that checks a [`Gru`] against it, in f32 and f64, outputs and gradients.
+
+use crate::Gru;
+use candle_core::{DType, Device, Tensor, Var};
+use gru_candle::CallOptions;
+use gru_core::GruConfig;
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+
+/// f32 outputs: |got - want| <= F32_ABS + F32_REL * |want|.
+pub const F32_ABS: f64 = 1e-5;
+/// f32 outputs, relative part.
+pub const F32_REL: f64 = 1e-5;
+/// f64 outputs: absolute tolerance.
+pub const F64_ABS: f64 = 1e-12;
+/// f32 gradients: absolute tolerance.
+pub const GRAD_F32_ABS: f64 = 5e-6;
+/// f64 gradients: absolute tolerance.
+pub const GRAD_F64_ABS: f64 = 1e-10;
+
+/// One golden case file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Case {
+    /// Case name (the file stem).
+    pub name: String,
+    /// Feature tags.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Exactly Keras' `get_config()` of the layer.
+    pub config: Value,
+    /// Keras weights: `kernel`, `recurrent_kernel`, `bias` (nested lists, bias may be null).
+    pub weights: Weights,
+    /// Names of the returned tensors, in order.
+    pub output_names: Vec<String>,
+    /// Calls applied in order to one layer instance.
+    pub calls: Vec<Call>,
+    /// Gradient check of `sum(outputs[0] * R)` for the first call, if present.
+    #[serde(default)]
+    pub gradient: Option<Gradient>,
+}
+
+/// The case's weights as nested JSON lists.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Weights {
+    /// (input_dim, 3u).
+    pub kernel: Value,
+    /// (u, 3u).
+    pub recurrent_kernel: Value,
+    /// (2, 3u), (3u,) or null.
+    #[serde(default)]
+    pub bias: Value,
+}
+
+/// One call of a case.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Call {
+    /// Call `reset_states()` first.
+    #[serde(default)]
+    pub reset_states_before: bool,
+    /// Training flag (false in every stored case).
+    #[serde(default)]
+    pub training: bool,
+    /// (B, T, F).
+    pub inputs: Value,
+    /// (B, T) booleans or null.
+    #[serde(default)]
+    pub mask: Value,
+    /// (B, u) or null.
+    #[serde(default)]
+    pub initial_state: Value,
+    /// `{"float32": [outputs...], "float64": [outputs...]}`.
+    pub expected: Expected,
+}
+
+/// Expected outputs per dtype.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Expected {
+    /// Outputs of the float32 layer.
+    pub float32: Vec<Value>,
+    /// Outputs of the float64 layer.
+    pub float64: Vec<Value>,
+}
+
+/// A gradient check.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gradient {
+    /// The weighting array R, shaped like `outputs[0]`.
+    #[serde(rename = "R")]
+    pub r: Value,
+    /// `{"float32": {name: array}, "float64": {...}}`.
+    pub expected: GradExpected,
+}
+
+/// Expected gradients per dtype.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GradExpected {
+    /// float32 gradients by name.
+    pub float32: serde_json::Map<String, Value>,
+    /// float64 gradients by name.
+    pub float64: serde_json::Map<String, Value>,
+}
+
+/// A dense array read from nested JSON lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Row-major values (booleans as 0/1).
+    pub data: Vec<f64>,
+}
+
+impl Array {
+    /// Flattens nested lists of numbers or booleans.
+    pub fn from_json(v: &Value) -> anyhow::Result<Array> {
+        fn walk(
+            v: &Value,
+            depth: usize,
+            shape: &mut Vec<usize>,
+            out: &mut Vec<f64>,
+        ) -> anyhow::Result<()> {
+            match v {
+                Value::Array(items) => {
+                    if shape.len() == depth {
+                        shape.push(items.len());
+                    } else if shape[depth] != items.len() {
+                        anyhow::bail!("ragged array at depth {depth}");
+                    }
+                    for it in items {
+                        walk(it, depth + 1, shape, out)?;
+                    }
+                    Ok(())
+                }
+                Value::Number(n) => {
+                    out.push(n.as_f64().ok_or_else(|| anyhow::anyhow!("bad number"))?);
+                    Ok(())
+                }
+                Value::Bool(b) => {
+                    out.push(if *b { 1.0 } else { 0.0 });
+                    Ok(())
+                }
+                other => anyhow::bail!("expected a number or list, got {other}"),
+            }
+        }
+        let (mut shape, mut data) = (Vec::new(), Vec::new());
+        walk(v, 0, &mut shape, &mut data)?;
+        Ok(Array { shape, data })
+    }
+
+    /// As a tensor of `dtype` (values are read as f64 and cast, which is exact for the
+    /// f32-valued inputs of the cases).
+    pub fn tensor(&self, dtype: DType, dev: &Device) -> anyhow::Result<Tensor> {
+        Ok(Tensor::from_vec(self.data.clone(), self.shape.as_slice(), dev)?.to_dtype(dtype)?)
+    }
+}
+
+/// Loads a case from a JSON file.
+pub fn load_case(path: &Path) -> anyhow::Result<Case> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The result of running one case in one dtype.
+#[derive(Debug, Clone, Default)]
+pub struct DtypeReport {
+    /// Largest |got - want| over every output of every call.
+    pub max_output_err: f64,
+    /// Largest |got - want| over every gradient (when the case has one).
+    pub max_grad_err: Option<f64>,
+    /// What failed, in words (empty when everything passed).
+    pub failures: Vec<String>,
+}
+
+/// The result of running one case.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    /// Case name.
+    pub name: String,
+    /// f32 results.
+    pub f32: DtypeReport,
+    /// f64 results.
+    pub f64: DtypeReport,
+}
+
+impl CaseReport {
+    /// Whether both dtypes passed.
+    pub fn passed(&self) -> bool {
+        self.f32.failures.is_empty() && self.f64.failures.is_empty()
+    }
+
+    /// One line: name, PASS/FAIL, max errors (and the failures).
+    pub fn line(&self) -> String {
+        let g = |r: &DtypeReport| {
+            r.max_grad_err
+                .map(|e| format!(" grad {e:.1e}"))
+                .unwrap_or_default()
+        };
+        let mut s = format!(
+            "{:<55} {}  f32 {:.1e}{}  f64 {:.1e}{}",
+            self.name,
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.f32.max_output_err,
+            g(&self.f32),
+            self.f64.max_output_err,
+            g(&self.f64),
+        );
+        for f in self.f32.failures.iter().chain(&self.f64.failures) {
+            s.push_str("\n    ");
+            s.push_str(f);
+        }
+        s
+    }
+}
+
+fn compare(
+    what: &str,
+    got: &Tensor,
+    want: &Array,
+    within: impl Fn(f64, f64) -> bool,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<f64> {
+    if got.dims() != want.shape.as_slice() {
+        failures.push(format!(
+            "{what}: shape {:?}, expected {:?}",
+            got.dims(),
+            want.shape
+        ));
+        return Ok(f64::INFINITY);
+    }
+    let g: Vec<f64> = got.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+    let mut max = 0.0f64;
+    let mut worst = None;
+    for (i, (a, b)) in g.iter().zip(&want.data).enumerate() {
+        let e = (a - b).abs();
+        if !e.is_finite() || e > max {
+            max = if e.is_finite() { e } else { f64::INFINITY };
+        }
+        if !within(*a, *b) && worst.is_none() {
+            worst = Some((i, *a, *b));
+        }
+    }
+    if let Some((i, a, b)) = worst {
+        failures.push(format!(
+            "{what}: element {i} = {a:e}, expected {b:e} (max abs err {max:.2e})"
+        ));
+    }
+    Ok(max)
+}
+
+/// Runs a case in one dtype and compares against its expected values.
+pub fn run_case_dtype(case: &Case, dtype: DType) -> anyhow::Result<DtypeReport> {
+    let dev = Device::Cpu;
+    let f64_mode = dtype == DType::F64;
+    let config = GruConfig::from_keras_json(&case.config)?;
+    let var = |v: &Value| -> anyhow::Result<Var> {
+        Ok(Var::from_tensor(
+            &Array::from_json(v)?.tensor(dtype, &dev)?,
+        )?)
+    };
+    let kernel = var(&case.weights.kernel)?;
+    let recurrent = var(&case.weights.recurrent_kernel)?;
+    let bias = if case.weights.bias.is_null() {
+        None
+    } else {
+        Some(var(&case.weights.bias)?)
+    };
+    let gru = Gru::from_weights(
+        config,
+        kernel.as_tensor().clone(),
+        recurrent.as_tensor().clone(),
+        bias.as_ref().map(|b| b.as_tensor().clone()),
+    )?;
+    let mut report = DtypeReport::default();
+    let out_ok = |a: f64, b: f64| {
+        let e = (a - b).abs();
+        if f64_mode {
+            e <= F64_ABS
+        } else {
+            e <= F32_ABS + F32_REL * b.abs()
+        }
+    };
+    for (ci, call) in case.calls.iter().enumerate() {
+        if call.reset_states_before {
+            gru.reset_states();
+        }
+        let inputs = Var::from_tensor(&Array::from_json(&call.inputs)?.tensor(dtype, &dev)?)?;
+        let mask = if call.mask.is_null() {
+            None
+        } else {
+            Some(Array::from_json(&call.mask)?.tensor(DType::U8, &dev)?)
+        };
+        let h0 = if call.initial_state.is_null() {
+            None
+        } else {
+            Some(Array::from_json(&call.initial_state)?.tensor(dtype, &dev)?)
+        };
+        let out = gru.call(
+            inputs.as_tensor(),
+            CallOptions {
+                mask: mask.as_ref(),
+                initial_state: h0.as_ref(),
+                training: call.training,
+            },
+        )?;
+        let outs = out.to_vec();
+        let expected = if f64_mode {
+            &call.expected.float64
+        } else {
+            &call.expected.float32
+        };
+        if outs.len() != expected.len() {
+            report.failures.push(format!(
+                "call {ci}: {} outputs, expected {}",
+                outs.len(),
+                expected.len()
+            ));
+            continue;
+        }
+        for (oi, (got, want)) in outs.iter().zip(expected).enumerate() {
+            let name = case
+                .output_names
+                .get(oi)
+                .map(String::as_str)
+                .unwrap_or("output");
+            let e = compare(
+                &format!("call {ci} {name}"),
+                got,
+                &Array::from_json(want)?,
+                out_ok,
+                &mut report.failures,
+            )?;
+            report.max_output_err = report.max_output_err.max(e);
+        }
+        if let (0, Some(grad)) = (ci, &case.gradient) {
+            let r = Array::from_json(&grad.r)?.tensor(dtype, &dev)?;
+            let loss = outs[0].mul(&r)?.sum_all()?;
+            let grads = loss.backward()?;
+            let tol = if f64_mode { GRAD_F64_ABS } else { GRAD_F32_ABS };
+            let wanted = if f64_mode {
+                &grad.expected.float64
+            } else {
+                &grad.expected.float32
+            };
+            let mut gmax = 0.0f64;
+            for (name, want) in wanted {
+                let t = match name.as_str() {
+                    "kernel" => kernel.as_tensor(),
+                    "recurrent_kernel" => recurrent.as_tensor(),
+                    "bias" => match &bias {
+                        Some(b) => b.as_tensor(),
+                        None => {
+                            report
+                                .failures
+                                .push("gradient of bias expected but the layer has none".into());
+                            continue;
+                        }
+                    },
+                    "inputs" => inputs.as_tensor(),
+                    other => {
+                        report
+                            .failures
+                            .push(format!("unknown gradient name {other}"));
+                        continue;
+                    }
+                };
+                let Some(g) = grads.get(t) else {
+                    report.failures.push(format!("no gradient reached {name}"));
+                    continue;
+                };
+                let e = compare(
+                    &format!("grad {name}"),
+                    g,
+                    &Array::from_json(want)?,
+                    |a, b| (a - b).abs() <= tol,
+                    &mut report.failures,
+                )?;
+                gmax = gmax.max(e);
+            }
+            report.max_grad_err = Some(gmax);
+        }
+    }
+    Ok(report)
+}
+
+/// Runs a case in f32 and f64. A case that cannot run is reported as a failure with the
+/// reason, never skipped.
+pub fn run_case(case: &Case) -> CaseReport {
+    let run = |dt| {
+        run_case_dtype(case, dt).unwrap_or_else(|e| DtypeReport {
+            max_output_err: f64::NAN,
+            max_grad_err: None,
+            failures: vec![format!("could not run: {e}")],
+        })
+    };
+    CaseReport {
+        name: case.name.clone(),
+        f32: run(DType::F32),
+        f64: run(DType::F64),
+    }
+}
+
+/// The case files under `path` (a file, or a folder searched for `*.json`, sorted).
+pub fn case_files(path: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    if path.is_dir() {
+        let mut v: Vec<_> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        v.sort();
+        Ok(v)
+    } else if path.exists() {
+        Ok(vec![path.to_path_buf()])
+    } else {
+        anyhow::bail!("{}: no such file or folder", path.display())
+    }
+}

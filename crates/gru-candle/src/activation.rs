@@ -43,6 +43,8 @@ pub fn apply(act: Activation, x: &Tensor) -> Result<Tensor> {
             let upper = x.ge(1.0)?.where_cond(x, &mid)?;
             x.le(-1.0)?.where_cond(&x.zeros_like()?, &upper)
         }
+        Activation::HardShrink => x.mul(&x.abs()?.gt(0.5)?.to_dtype(x.dtype())?),
+        Activation::SoftShrink => x - x.clamp(-0.5, 0.5)?,
         other => candle_core::bail!("activation {} has no tensor form", other.keras_name()),
     }
 }

@@ -295,3 +295,70 @@ impl Module for Gru {
         Ok(self.call(xs, CallOptions::default())?.output)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::{VarBuilder, VarMap};
+    use gru_core::GruConfig;
+
+    fn layer(dropout: f64, recurrent: f64, implementation: Implementation) -> Gru {
+        let mut c = GruConfig::new(6);
+        c.dropout = dropout;
+        c.recurrent_dropout = recurrent;
+        c.implementation = implementation;
+        c.seed = Some(1);
+        let vm = VarMap::new();
+        Gru::new(c, 5, VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu)).unwrap()
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn mask_counts_follow_keras_implementations() {
+        let m = layer(0.3, 0.0, Implementation::Two)
+            .dropout_masks(4, true)
+            .unwrap();
+        assert_eq!((m.input.len(), m.recurrent.len()), (1, 0));
+        // recurrent_dropout switches Keras to implementation 1: three masks of each kind.
+        let m = layer(0.3, 0.2, Implementation::Two)
+            .dropout_masks(4, true)
+            .unwrap();
+        assert_eq!((m.input.len(), m.recurrent.len()), (3, 3));
+        assert_eq!(m.input[0].dims(), &[4, 5]);
+        assert_eq!(m.recurrent[0].dims(), &[4, 6]);
+        assert_ne!(values(&m.recurrent[0]), values(&m.recurrent[1]));
+        let m = layer(0.3, 0.0, Implementation::One)
+            .dropout_masks(4, true)
+            .unwrap();
+        assert_eq!((m.input.len(), m.recurrent.len()), (3, 0));
+        // Nothing outside training, and nothing at rate 1 (Keras applies 0 < rate < 1 only).
+        let m = layer(0.3, 0.2, Implementation::Two)
+            .dropout_masks(4, false)
+            .unwrap();
+        assert!(m.input.is_empty() && m.recurrent.is_empty());
+        let m = layer(1.0, 0.0, Implementation::Two)
+            .dropout_masks(4, true)
+            .unwrap();
+        assert!(m.input.is_empty());
+    }
+
+    #[test]
+    fn masks_are_inverted_dropout() {
+        let rate = 0.25;
+        let m = layer(rate, 0.0, Implementation::Two)
+            .dropout_masks(2000, true)
+            .unwrap();
+        let v = values(&m.input[0]);
+        let keep = 1.0 / (1.0 - rate);
+        assert!(v.iter().all(|&x| x == 0.0 || x == keep));
+        let dropped = v.iter().filter(|&&x| x == 0.0).count() as f64 / v.len() as f64;
+        // 10,000 draws: standard error 0.0043.
+        assert!((dropped - rate).abs() < 0.02, "dropped fraction {dropped}");
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        assert!((mean - 1.0).abs() < 0.03, "mean {mean}");
+    }
+}

@@ -61,14 +61,22 @@ pub enum Activation {
     Squareplus,
     /// `0` for `x <= -1`, `x` for `x >= 1`, `(x + 1)^2 / 4` between.
     SparsePlus,
+    /// `x` where `|x| > 0.5`, else 0 (threshold 0.5).
+    HardShrink,
+    /// `x - 0.5` above 0.5, `x + 0.5` below -0.5, else 0 (threshold 0.5).
+    SoftShrink,
 }
+
+/// Keras activations that act over an axis (or need arguments) and so cannot be a GRU gate's
+/// elementwise activation.
+const NOT_ELEMENTWISE: &[&str] = &["softmax", "log_softmax", "glu", "sparsemax", "threshold"];
 
 const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
 const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
 
 impl Activation {
     /// Every activation, for tests and tables.
-    pub const ALL: [Activation; 22] = [
+    pub const ALL: [Activation; 24] = [
         Activation::Tanh,
         Activation::Sigmoid,
         Activation::HardSigmoid,
@@ -91,6 +99,8 @@ impl Activation {
         Activation::TanhShrink,
         Activation::Squareplus,
         Activation::SparsePlus,
+        Activation::HardShrink,
+        Activation::SoftShrink,
     ];
 
     /// The name Keras' `activations.serialize` writes.
@@ -118,6 +128,8 @@ impl Activation {
             Activation::TanhShrink => "tanh_shrink",
             Activation::Squareplus => "squareplus",
             Activation::SparsePlus => "sparse_plus",
+            Activation::HardShrink => "hard_shrink",
+            Activation::SoftShrink => "soft_shrink",
         }
     }
 
@@ -150,6 +162,13 @@ impl Activation {
         };
         match value {
             Value::Null => Ok(Activation::Linear),
+            Value::String(s) if NOT_ELEMENTWISE.contains(&s.as_str()) => {
+                Err(crate::error::invalid(
+                    key,
+                    "an elementwise activation (softmax, log_softmax, glu, sparsemax and threshold act over an axis or need arguments)",
+                    format!("{s:?}"),
+                ))
+            }
             Value::String(s) => Activation::from_name(s).ok_or_else(|| unknown(format!("{s:?}"))),
             Value::Object(map) => {
                 let name = map
@@ -214,6 +233,14 @@ impl Activation {
                     (x + 1.0) * (x + 1.0) / 4.0
                 }
             }
+            Activation::HardShrink => {
+                if x.abs() > 0.5 {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            Activation::SoftShrink => x - x.clamp(-0.5, 0.5),
         }
     }
 }

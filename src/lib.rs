@@ -33,3 +33,8 @@ pub use gru_cudnn as cudnn;
 
 pub use gru_candle::{CallOptions, Error, Gru, GruOutput};
 pub use gru_core::{Dispatch, GruConfig, GruError, Path, UseCudnn};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

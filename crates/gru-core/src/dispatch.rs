@@ -287,7 +287,7 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
             if facts.cudnn_built {
                 "this build has the cuDNN path".to_string()
             } else {
-                "this build has no cuDNN path (build with the `cudnn` feature)".to_string()
+                "this build has no cuDNN GRU path (gru-cudnn with the `cudnn` feature)".to_string()
             },
         ),
         check(

@@ -174,21 +174,28 @@ impl Regularizer {
                     });
                 }
                 let (r, c) = (shape[0], shape[1]);
-                let (n, len, at): (usize, usize, Box<dyn Fn(usize, usize) -> f64>) = match mode {
-                    OrthoMode::Rows => (r, c, Box::new(move |i, k| values[i * c + k])),
-                    OrthoMode::Columns => (c, r, Box::new(move |i, k| values[k * c + i])),
+                // The vectors as rows of an (n, len) matrix.
+                let (n, len, vecs) = match mode {
+                    OrthoMode::Rows => (r, c, values.to_vec()),
+                    OrthoMode::Columns => {
+                        let mut t = vec![0.0; r * c];
+                        for i in 0..r {
+                            for j in 0..c {
+                                t[j * r + i] = values[i * c + j];
+                            }
+                        }
+                        (c, r, t)
+                    }
                 };
+                let row = |i: usize| &vecs[i * len..(i + 1) * len];
                 let norms: Vec<f64> = (0..n)
-                    .map(|i| {
-                        let s: f64 = (0..len).map(|k| at(i, k) * at(i, k)).sum();
-                        s.max(1e-12).sqrt()
-                    })
+                    .map(|i| row(i).iter().map(|v| v * v).sum::<f64>().max(1e-12).sqrt())
                     .collect();
                 let mut total = 0.0;
                 for i in 0..n {
                     for j in 0..n {
                         if i != j {
-                            let d: f64 = (0..len).map(|k| at(i, k) * at(j, k)).sum();
+                            let d: f64 = row(i).iter().zip(row(j)).map(|(a, b)| a * b).sum();
                             total += (d / (norms[i] * norms[j])).abs();
                         }
                     }

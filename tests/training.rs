@@ -356,3 +356,71 @@ fn explain_dispatch_says_the_path_without_running() {
     g.call(&x, CallOptions::default()).unwrap();
     assert_eq!(g.last_dispatch().unwrap(), d);
 }
+
+#[test]
+fn trainable_false_stops_gradients_at_the_weights() {
+    let vm = VarMap::new();
+    let mut c = GruConfig::new(3);
+    c.trainable = false;
+    let g = Gru::new(c, 2, VarBuilder::from_varmap(&vm, DType::F32, &dev())).unwrap();
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 2), &dev()).unwrap()).unwrap();
+    let out = g
+        .call(x.as_tensor(), CallOptions::default())
+        .unwrap()
+        .output;
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(g.kernel()).is_none() && grads.get(g.recurrent_kernel()).is_none());
+    assert!(
+        grads.get(x.as_tensor()).is_some(),
+        "inputs still get gradients"
+    );
+}
+
+#[test]
+fn half_precision_runs_close_to_f32() {
+    let vm = VarMap::new();
+    let mut c = GruConfig::new(8);
+    c.return_sequences = true;
+    let g32 = Gru::new(
+        c.clone(),
+        4,
+        VarBuilder::from_varmap(&vm, DType::F32, &dev()),
+    )
+    .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (3, 6, 4), &dev()).unwrap();
+    let want: Vec<f32> = g32
+        .call(&x, CallOptions::default())
+        .unwrap()
+        .output
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for dt in [DType::F16, DType::BF16] {
+        let b = g32.bias().map(|b| b.to_dtype(dt).unwrap());
+        let g = Gru::from_weights(
+            c.clone(),
+            g32.kernel().to_dtype(dt).unwrap(),
+            g32.recurrent_kernel().to_dtype(dt).unwrap(),
+            b,
+        )
+        .unwrap();
+        let got: Vec<f32> = g
+            .call(&x.to_dtype(dt).unwrap(), CallOptions::default())
+            .unwrap()
+            .output
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // bf16 keeps 8 bits of mantissa, f16 11: stated tolerance 3e-2.
+        assert!(err < 3e-2, "{dt:?}: max abs err {err}");
+    }
+}

@@ -208,14 +208,17 @@ impl Gru {
             }
         };
         let masks = self.dropout_masks(b, opts.training)?;
-        let (input_bias, recurrent_bias) = match (&self.bias, cfg.reset_after) {
+        // trainable=false (Keras): the weights take part as constants, no gradient reaches them.
+        let frozen = |t: &Tensor| if cfg.trainable { t.clone() } else { t.detach() };
+        let (kernel, recurrent_kernel) = (frozen(&self.kernel), frozen(&self.recurrent_kernel));
+        let (input_bias, recurrent_bias) = match (self.bias.as_ref().map(frozen), cfg.reset_after) {
             (Some(bias), true) => (Some(bias.get(0)?), Some(bias.get(1)?)),
-            (Some(bias), false) => (Some(bias.clone()), None),
+            (Some(bias), false) => (Some(bias), None),
             (None, _) => (None, None),
         };
         let weights = CellWeights {
-            kernel: &self.kernel,
-            recurrent_kernel: &self.recurrent_kernel,
+            kernel: &kernel,
+            recurrent_kernel: &recurrent_kernel,
             input_bias,
             recurrent_bias,
         };

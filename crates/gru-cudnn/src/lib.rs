@@ -7,6 +7,7 @@
 //! forward and backward. Its feature wiring is in place (`cudnn` turns on candle's CUDA and
 //! cuDNN support); the descriptors and the op are not built yet, so [`AVAILABLE`] is false and
 //! the layer's dispatcher reports "cuDNN path built" as a failed condition.
+#![deny(missing_docs)]
 
 /// Whether this build has a working cuDNN GRU path.
 pub const AVAILABLE: bool = false;

@@ -66,6 +66,30 @@ fn float_type(dtype: DType) -> FloatType {
 }
 
 impl Gru {
+    /// The tensor must have the weights' dtype (no silent casts).
+    fn check_dtype(&self, what: &str, t: &Tensor) -> Result<()> {
+        if t.dtype() != self.dtype() {
+            return Err(Error::Gru(GruError::DType {
+                what: what.into(),
+                expected: format!("{:?} (the layer's weights)", self.dtype()),
+                got: format!("{:?}", t.dtype()),
+            }));
+        }
+        Ok(())
+    }
+
+    /// The tensor must live on the weights' device.
+    fn check_device(&self, what: &str, t: &Tensor) -> Result<()> {
+        if !t.device().same_device(self.device()) {
+            return Err(Error::Gru(GruError::Shape {
+                what: format!("{what} device"),
+                expected: format!("{:?} (the layer's weights)", self.device()),
+                got: format!("{:?}", t.device()),
+            }));
+        }
+        Ok(())
+    }
+
     /// Checks the call's tensors and returns (batch, timesteps, mask facts).
     fn validate(&self, inputs: &Tensor, opts: &CallOptions) -> Result<(usize, usize, MaskFacts)> {
         let u = self.config.units;
@@ -96,20 +120,8 @@ impl Gru {
                 inputs,
             ));
         }
-        if inputs.dtype() != self.dtype() {
-            return Err(Error::Gru(GruError::DType {
-                what: "inputs".into(),
-                expected: format!("{:?} (the layer's weights)", self.dtype()),
-                got: format!("{:?}", inputs.dtype()),
-            }));
-        }
-        if !inputs.device().same_device(self.device()) {
-            return Err(Error::Gru(GruError::Shape {
-                what: "inputs device".into(),
-                expected: format!("{:?} (the layer's weights)", self.device()),
-                got: format!("{:?}", inputs.device()),
-            }));
-        }
+        self.check_dtype("inputs", inputs)?;
+        self.check_device("inputs", inputs)?;
         let mut facts = MaskFacts::None;
         if let Some(m) = opts.mask {
             if m.dims() != [b, t] {
@@ -119,6 +131,7 @@ impl Gru {
                     m,
                 ));
             }
+            self.check_device("mask", m)?;
             if m.dtype() != DType::U8 {
                 return Err(Error::Gru(GruError::DType {
                     what: "mask".into(),
@@ -138,13 +151,8 @@ impl Gru {
                     h0,
                 ));
             }
-            if h0.dtype() != self.dtype() {
-                return Err(Error::Gru(GruError::DType {
-                    what: "initial_state".into(),
-                    expected: format!("{:?} (the layer's weights)", self.dtype()),
-                    got: format!("{:?}", h0.dtype()),
-                }));
-            }
+            self.check_dtype("initial_state", h0)?;
+            self.check_device("initial_state", h0)?;
         }
         if self.config.stateful {
             let kept = self.kept.lock().map_err(|_| poisoned())?;

@@ -11,6 +11,51 @@ pub enum Error {
     Gru(GruError),
     /// An error raised by Candle itself.
     Candle(candle_core::Error),
+    /// A model or weight file that cannot be used.
+    File {
+        /// The file (or archive member).
+        path: String,
+        /// What is wrong with it.
+        problem: FileProblem,
+    },
+}
+
+/// What is wrong with a model or weight file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileProblem {
+    /// It cannot be read (missing, permissions, truncated, not the expected format).
+    Unreadable(String),
+    /// A variable or member the model needs is absent.
+    Missing(String),
+    /// A variable has the wrong shape.
+    Shape {
+        /// The variable.
+        name: String,
+        /// Its expected shape.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        got: Vec<usize>,
+    },
+    /// A layer, class or structure this crate does not run.
+    Unsupported(String),
+}
+
+impl fmt::Display for FileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileProblem::Unreadable(why) => write!(f, "cannot be read: {why}"),
+            FileProblem::Missing(what) => write!(f, "missing {what}"),
+            FileProblem::Shape {
+                name,
+                expected,
+                got,
+            } => write!(
+                f,
+                "variable {name}: expected shape {expected:?}, got {got:?}"
+            ),
+            FileProblem::Unsupported(what) => write!(f, "unsupported: {what}"),
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -18,6 +63,7 @@ impl fmt::Display for Error {
         match self {
             Error::Gru(e) => write!(f, "{e}"),
             Error::Candle(e) => write!(f, "candle: {e}"),
+            Error::File { path, problem } => write!(f, "{path}: {problem}"),
         }
     }
 }
@@ -27,6 +73,7 @@ impl std::error::Error for Error {
         match self {
             Error::Gru(e) => Some(e),
             Error::Candle(e) => Some(e),
+            Error::File { .. } => None,
         }
     }
 }
@@ -48,6 +95,7 @@ impl From<Error> for candle_core::Error {
         match e {
             Error::Candle(e) => e,
             Error::Gru(g) => candle_core::Error::wrap(g),
+            file @ Error::File { .. } => candle_core::Error::msg(file),
         }
     }
 }
@@ -60,7 +108,15 @@ impl Error {
     pub fn as_gru(&self) -> Option<&GruError> {
         match self {
             Error::Gru(g) => Some(g),
-            Error::Candle(_) => None,
+            _ => None,
         }
+    }
+}
+
+/// Builds an [`Error::File`].
+pub fn file_error(path: impl Into<String>, problem: FileProblem) -> Error {
+    Error::File {
+        path: path.into(),
+        problem,
     }
 }

@@ -225,6 +225,13 @@ impl Gru {
         })
     }
 
+    /// The same layer with `zero_output_for_mask` set (Keras' `Bidirectional` sets it to
+    /// `return_sequences` on both directions).
+    pub fn with_zero_output_for_mask(mut self, zero: bool) -> Gru {
+        self.config.zero_output_for_mask = zero;
+        self
+    }
+
     /// The layer's configuration.
     pub fn config(&self) -> &GruConfig {
         &self.config

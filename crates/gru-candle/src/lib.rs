@@ -27,16 +27,21 @@
 #![deny(missing_docs)]
 
 pub mod activation;
+pub mod bidirectional;
 pub mod call;
 pub mod dropout;
 pub mod error;
+pub mod io;
 pub mod layer;
 pub mod loop_path;
 pub mod regularizer;
+pub mod stack;
 
+pub use bidirectional::{Bidirectional, BidirectionalOutput, MergeMode};
 pub use call::{CallOptions, GruOutput};
-pub use error::{Error, Result};
+pub use error::{Error, FileProblem, Result};
 pub use layer::Gru;
+pub use stack::{GruStack, StackLayer, StackOutput};
 
 /// The Candle dtype of a Keras dtype policy's variables (`"float64"` -> F64, mixed policies
 /// -> F32).

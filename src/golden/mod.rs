@@ -214,7 +214,7 @@ impl CaseReport {
     }
 }
 
-fn compare(
+pub(crate) fn compare(
     what: &str,
     got: &Tensor,
     want: &Array,
@@ -416,3 +416,5 @@ pub fn case_files(path: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
         anyhow::bail!("{}: no such file or folder", path.display())
     }
 }
+
+pub mod models;

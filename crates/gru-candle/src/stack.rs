@@ -12,9 +12,9 @@ use gru_core::GruError;
 #[derive(Debug)]
 pub enum StackLayer {
     /// A single-direction GRU.
-    Gru(Gru),
+    Gru(Box<Gru>),
     /// A bidirectional GRU.
-    Bidirectional(Bidirectional),
+    Bidirectional(Box<Bidirectional>),
 }
 
 impl StackLayer {

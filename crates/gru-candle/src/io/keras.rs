@@ -54,9 +54,9 @@ pub enum ModelLayer {
         mask_value: f64,
     },
     /// A GRU.
-    Gru(Gru),
+    Gru(Box<Gru>),
     /// `Bidirectional(GRU)`.
-    Bidirectional(Bidirectional),
+    Bidirectional(Box<Bidirectional>),
     /// `Dense`.
     Dense(Dense),
 }
@@ -326,7 +326,7 @@ impl KerasModel {
                     let units = c.units;
                     let g = w.gru(&group, c, input_dim()?, dtype, device)?;
                     features = Some(units);
-                    ModelLayer::Gru(g)
+                    ModelLayer::Gru(Box::new(g))
                 }
                 "Bidirectional" => {
                     let merge =
@@ -354,7 +354,7 @@ impl KerasModel {
                     let bw = w.gru(&format!("{group}/backward_layer"), bw_cfg, d, dtype, device)?;
                     let b = Bidirectional::from_layers(fw, bw, merge)?;
                     features = Some(b.output_dim());
-                    ModelLayer::Bidirectional(b)
+                    ModelLayer::Bidirectional(Box::new(b))
                 }
                 "Dense" => {
                     let units = cfg["units"]

@@ -158,9 +158,13 @@ impl TorchGru {
             let layer = if dirs == 2 {
                 let bw = directions.pop().expect("two directions");
                 let fw = directions.pop().expect("two directions");
-                StackLayer::Bidirectional(Bidirectional::from_layers(fw, bw, MergeMode::Concat)?)
+                StackLayer::Bidirectional(Box::new(Bidirectional::from_layers(
+                    fw,
+                    bw,
+                    MergeMode::Concat,
+                )?))
             } else {
-                StackLayer::Gru(directions.pop().expect("one direction"))
+                StackLayer::Gru(Box::new(directions.pop().expect("one direction")))
             };
             layers.push(layer);
         }

@@ -3,7 +3,10 @@
 //! of a variable-length, masked sequence. Prints one line per epoch, saves the weights and the GRU's Keras config,
 //! and writes a loss/accuracy plot.
 //!
-//! `cargo run --release --example train [-- --epochs N] [--out DIR] [--cuda]`
+//! `cargo run --release --example train [-- --epochs N] [--out DIR] [--cpu]`
+//!
+//! Built with `--features cuda` it runs on GPU 0 when one is present (`--cpu` forces the
+//! CPU); the default build runs on the CPU.
 
 use anyhow::Context;
 use candle_core::Device;
@@ -12,14 +15,17 @@ use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
     let mut cfg = TrainConfig::default();
+    if cfg!(feature = "cuda") {
+        cfg.device = Device::cuda_if_available(0)?;
+    }
     let mut out = PathBuf::from("target/train");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--epochs" => cfg.epochs = args.next().context("--epochs N")?.parse()?,
             "--out" => out = PathBuf::from(args.next().context("--out DIR")?),
-            "--cuda" => cfg.device = Device::new_cuda(0)?,
-            other => anyhow::bail!("unknown argument {other} (--epochs N, --out DIR, --cuda)"),
+            "--cpu" => cfg.device = Device::Cpu,
+            other => anyhow::bail!("unknown argument {other} (--epochs N, --out DIR, --cpu)"),
         }
     }
     std::fs::create_dir_all(&out)?;

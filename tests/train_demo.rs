@@ -1,4 +1,4 @@
-//! The README's main example, on a small budget: it learns the task, saves weights that
+//! The README's main example: it learns the task to the stated accuracy, saves weights that
 //! reload, and writes a PNG plot.
 
 use candle_gru::demo::{make_data, plot, train, Classifier, TrainConfig};
@@ -6,13 +6,9 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 
 #[test]
-fn training_reaches_the_stated_accuracy_on_a_small_budget() {
-    let cfg = TrainConfig {
-        epochs: 5,
-        train_size: 1024,
-        test_size: 512,
-        ..Default::default()
-    };
+fn training_reaches_the_stated_accuracy() {
+    // The README's run, exactly: the default configuration (about 10 s on 2 cores).
+    let cfg = TrainConfig::default();
     let mut lines = 0;
     let report = train(&cfg, |e| {
         lines += 1;
@@ -22,7 +18,7 @@ fn training_reaches_the_stated_accuracy_on_a_small_budget() {
         );
     })
     .unwrap();
-    assert_eq!(lines, 5);
+    assert_eq!(lines, cfg.epochs);
     let first = report.epochs[0];
     let last = *report.epochs.last().unwrap();
     assert!(
@@ -31,9 +27,9 @@ fn training_reaches_the_stated_accuracy_on_a_small_budget() {
         first.loss,
         last.loss
     );
-    // Chance is 1/3; the stated goal on this budget is 85%.
+    // Chance is 1/3; the README states >= 95% held-out accuracy.
     assert!(
-        last.test_accuracy >= 0.85,
+        last.test_accuracy >= 0.95,
         "test accuracy {}",
         last.test_accuracy
     );

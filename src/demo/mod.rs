@@ -13,7 +13,8 @@ pub mod plot;
 use crate::{CallOptions, Gru, GruConfig};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Linear, Optimizer, VarBuilder, VarMap};
-use gru_core::{Axis, Constraint, Num, Regularizer};
+use gru_candle::layer::keras_variable;
+use gru_core::{Axis, Constraint, Initializer, Num, Regularizer, ScalingPreset};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
@@ -146,18 +147,41 @@ pub struct Classifier {
 impl Classifier {
     /// Builds the model's variables in `vb`.
     pub fn new(cfg: &TrainConfig, vb: VarBuilder) -> crate::candle::Result<Classifier> {
-        let embedding = candle_nn::embedding(VOCAB, cfg.embedding_dim, vb.pp("embedding"))?;
+        // Keras' defaults (Embedding: uniform(-0.05, 0.05); Dense: glorot_uniform, zeros),
+        // seeded so that a run is reproducible.
+        let var = |name: &str, shape: &[usize], init: Initializer| {
+            keras_variable(&vb, name, shape, &init)
+        };
+        let uniform = Initializer::RandomUniform {
+            minval: Num::Float(-0.05),
+            maxval: Num::Float(0.05),
+            seed: Some(cfg.seed),
+        };
+        let glorot = |s: u64| Initializer::preset(ScalingPreset::GlorotUniform, Some(cfg.seed + s));
+        let embedding = Embedding::new(
+            var("embedding.embeddings", &[VOCAB, cfg.embedding_dim], uniform)?,
+            cfg.embedding_dim,
+        );
+        // candle's Linear keeps (out, in); a Keras Dense kernel is (in, out).
+        let head = Linear::new(
+            var("head.kernel", &[cfg.units, CLASSES], glorot(1))?.t()?,
+            Some(var("head.bias", &[CLASSES], Initializer::Zeros)?),
+        );
         let mut g = GruConfig::new(cfg.units);
         g.name = "gru".into();
         g.dropout = 0.1;
         g.seed = Some(cfg.seed);
+        g.kernel_initializer = glorot(2);
+        g.recurrent_initializer = Initializer::Orthogonal {
+            gain: Num::Float(1.0),
+            seed: Some(cfg.seed + 3),
+        };
         g.kernel_regularizer = Some(Regularizer::L2 { l2: 1e-4 });
         g.kernel_constraint = Some(Constraint::MaxNorm {
             max_value: Num::Float(3.0),
             axis: Axis::One(0),
         });
         let gru = Gru::new(g, cfg.embedding_dim, vb.pp("gru"))?;
-        let head = candle_nn::linear(cfg.units, CLASSES, vb.pp("head"))?;
         Ok(Classifier {
             embedding,
             gru,

@@ -59,8 +59,28 @@ impl std::fmt::Debug for Gru {
     }
 }
 
-/// Gets a weight from the VarBuilder, or creates it with the Keras initializer.
-fn weight(vb: &VarBuilder, name: &str, shape: &[usize], init: &Initializer) -> Result<Tensor> {
+/// Gets the variable `name` from the VarBuilder (shape-checked), or creates it there with a
+/// Keras initializer (a trainable `Var` when the VarBuilder is backed by a `VarMap`). A
+/// seeded initializer makes the weights reproducible, which candle's own CPU random
+/// generator cannot.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use candle_nn::{VarBuilder, VarMap};
+/// use gru_core::{Initializer, ScalingPreset};
+/// let vm = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+/// let init = Initializer::preset(ScalingPreset::GlorotUniform, Some(1));
+/// let w = gru_candle::layer::keras_variable(&vb, "dense.kernel", &[4, 2], &init)?;
+/// assert!(w.is_variable());
+/// # Ok::<(), gru_candle::Error>(())
+/// ```
+pub fn keras_variable(
+    vb: &VarBuilder,
+    name: &str,
+    shape: &[usize],
+    init: &Initializer,
+) -> Result<Tensor> {
     if vb.contains_tensor(name) {
         return vb.get(shape, name).map_err(|e| {
             Error::Gru(GruError::Shape {
@@ -119,20 +139,25 @@ impl Gru {
         }
         float_dtype("VarBuilder", vb.dtype())?;
         let u = config.units;
-        let kernel = weight(
+        let kernel = keras_variable(
             &vb,
             "kernel",
             &[input_dim, 3 * u],
             &config.kernel_initializer,
         )?;
-        let recurrent_kernel = weight(
+        let recurrent_kernel = keras_variable(
             &vb,
             "recurrent_kernel",
             &[u, 3 * u],
             &config.recurrent_initializer,
         )?;
         let bias = match config.bias_shape() {
-            Some(shape) => Some(weight(&vb, "bias", &shape, &config.bias_initializer)?),
+            Some(shape) => Some(keras_variable(
+                &vb,
+                "bias",
+                &shape,
+                &config.bias_initializer,
+            )?),
             None => None,
         };
         Self::assemble(config, kernel, recurrent_kernel, bias)

@@ -245,6 +245,99 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// The derivative at `x`, in f64 (the reference for every backward pass). At kinks the
+    /// value is TensorFlow's choice: the right-side derivative where the function is flat on
+    /// the left (relu, relu6 and hard_sigmoid at their lower corner give 0), else 1 inside.
+    ///
+    /// ```
+    /// use gru_core::Activation;
+    /// assert!((Activation::Tanh.derivative(0.5) - (1.0 - 0.5f64.tanh().powi(2))).abs() < 1e-15);
+    /// assert_eq!(Activation::Relu.derivative(-1.0), 0.0);
+    /// ```
+    pub fn derivative(self, x: f64) -> f64 {
+        match self {
+            Activation::Tanh => 1.0 - x.tanh().powi(2),
+            Activation::Sigmoid => {
+                let s = sigmoid(x);
+                s * (1.0 - s)
+            }
+            Activation::HardSigmoid => {
+                if x > -3.0 && x < 3.0 {
+                    1.0 / 6.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Relu => (x > 0.0) as u8 as f64,
+            Activation::Linear => 1.0,
+            Activation::Elu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    x.exp()
+                }
+            }
+            Activation::Selu => SELU_SCALE * if x > 0.0 { 1.0 } else { SELU_ALPHA * x.exp() },
+            Activation::Softplus => sigmoid(x),
+            Activation::Softsign => 1.0 / (1.0 + x.abs()).powi(2),
+            Activation::Silu => {
+                let s = sigmoid(x);
+                s * (1.0 + x * (1.0 - s))
+            }
+            Activation::Gelu => {
+                let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+                0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2)) + x * pdf
+            }
+            Activation::Exponential => x.exp(),
+            Activation::Relu6 => (x > 0.0 && x < 6.0) as u8 as f64,
+            Activation::LeakyRelu => {
+                if x >= 0.0 {
+                    1.0
+                } else {
+                    0.2
+                }
+            }
+            Activation::HardTanh => (x > -1.0 && x < 1.0) as u8 as f64,
+            Activation::LogSigmoid => sigmoid(-x),
+            Activation::Mish => {
+                let sp = softplus(x);
+                let t = sp.tanh();
+                t + x * (1.0 - t * t) * sigmoid(x)
+            }
+            Activation::HardSilu => {
+                if x <= -3.0 {
+                    0.0
+                } else if x >= 3.0 {
+                    1.0
+                } else {
+                    x / 3.0 + 0.5
+                }
+            }
+            Activation::Celu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    x.exp()
+                }
+            }
+            Activation::TanhShrink => x.tanh().powi(2),
+            Activation::Squareplus => 0.5 * (1.0 + x / (x * x + 4.0).sqrt()),
+            Activation::SparsePlus => {
+                if x <= -1.0 {
+                    0.0
+                } else if x >= 1.0 {
+                    1.0
+                } else {
+                    (x + 1.0) / 2.0
+                }
+            }
+            Activation::HardShrink => (x.abs() > 0.5) as u8 as f64,
+            Activation::SoftShrink => (x.abs() > 0.5) as u8 as f64,
+        }
+    }
+}
+
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -318,6 +411,25 @@ mod tests {
             Activation::from_keras_value("activation", &v).unwrap(),
             Activation::Relu
         );
+    }
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        // Points away from every kink (0, +-0.5, +-1, +-3, 6).
+        let xs = [
+            -4.2, -2.1, -0.77, -0.31, 0.13, 0.42, 0.83, 1.7, 2.6, 4.4, 7.1,
+        ];
+        for a in Activation::ALL {
+            for x in xs {
+                let h = 1e-6;
+                let fd = (a.apply(x + h) - a.apply(x - h)) / (2.0 * h);
+                let d = a.derivative(x);
+                assert!(
+                    (fd - d).abs() < 1e-6 * (1.0 + d.abs()),
+                    "{a:?}'({x}) = {d}, fd {fd}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod initializer;
 pub mod keras_object;
 pub mod layout;
 pub mod regularizer;
+pub mod seq;
 
 pub use activation::Activation;
 pub use config::{DTypePolicy, GruConfig, Implementation, UseCudnn};

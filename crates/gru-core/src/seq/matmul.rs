@@ -1,0 +1,178 @@
+//! `C (+)= A @ B` on strided row-major views, through `gemm` (candle's own CPU matmul
+//! backend: AVX-512/AVX2/portable kernels chosen at run time).
+
+use super::float::Float;
+
+/// A read-only matrix view: element (i, j) is `data[offset + i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a, T> {
+    /// Backing storage.
+    pub data: &'a [T],
+    /// Offset of element (0, 0).
+    pub offset: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl<'a, T> View<'a, T> {
+    /// A dense row-major (rows, cols) matrix starting at `offset`, rows `rs` apart.
+    pub fn rows(data: &'a [T], offset: usize, rows: usize, cols: usize, rs: usize) -> Self {
+        View {
+            data,
+            offset,
+            rows,
+            cols,
+            rs,
+            cs: 1,
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        View {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+
+    fn last(&self) -> Option<usize> {
+        if self.rows == 0 || self.cols == 0 {
+            return Some(self.offset);
+        }
+        (self.rows - 1)
+            .checked_mul(self.rs)?
+            .checked_add((self.cols - 1).checked_mul(self.cs)?)?
+            .checked_add(self.offset)
+    }
+
+    fn in_bounds(&self) -> bool {
+        self.last()
+            .is_some_and(|l| self.rows == 0 || self.cols == 0 || l < self.data.len())
+    }
+}
+
+/// `dst[i, j] (+)= sum_k a[i, k] b[k, j]`; `dst` is row-major (m, n) with rows `dst_rs`
+/// apart from `dst_offset`. Panics if a view reaches outside its slice (an internal
+/// invariant, never user data).
+pub fn gemm<T: Float>(
+    dst: &mut [T],
+    dst_offset: usize,
+    dst_rs: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+    threads: usize,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "inner dimensions");
+    let d = View {
+        data: &*dst,
+        offset: dst_offset,
+        rows: m,
+        cols: n,
+        rs: dst_rs,
+        cs: 1,
+    };
+    assert!(
+        a.in_bounds() && b.in_bounds() && d.in_bounds(),
+        "gemm view out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[dst_offset + i * dst_rs..dst_offset + i * dst_rs + n].fill(T::ZERO);
+            }
+        }
+        return;
+    }
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every element each view addresses lies inside its slice (checked above with
+    // overflow-checked arithmetic); `dst` is a unique borrow that neither `a` nor `b` aliases
+    // (they are shared borrows of other slices, which the borrow checker guarantees); T is
+    // f32 or f64, both supported by gemm.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dst_offset),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.offset),
+            b.cs as isize,
+            b.rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_and_transposed_products() {
+        // a (2, 3), b (3, 2) inside wider buffers.
+        let a = [1.0, 2.0, 3.0, 9.0, 4.0, 5.0, 6.0, 9.0];
+        let b = [1.0, 0.0, 7.0, 0.0, 1.0, 7.0, 1.0, 1.0, 7.0];
+        let mut d = vec![0.0f64; 6];
+        gemm(
+            &mut d,
+            0,
+            3,
+            View::rows(&a, 0, 2, 3, 4),
+            View::rows(&b, 0, 3, 2, 3),
+            false,
+            1,
+        );
+        assert_eq!(d, vec![4.0, 5.0, 0.0, 10.0, 11.0, 0.0]);
+        // Accumulating doubles it.
+        gemm(
+            &mut d,
+            0,
+            3,
+            View::rows(&a, 0, 2, 3, 4),
+            View::rows(&b, 0, 3, 2, 3),
+            true,
+            1,
+        );
+        assert_eq!(d, vec![8.0, 10.0, 0.0, 20.0, 22.0, 0.0]);
+        // a @ a^T through a transposed view.
+        let mut e = vec![0.0f64; 4];
+        gemm(
+            &mut e,
+            0,
+            2,
+            View::rows(&a, 0, 2, 3, 4),
+            View::rows(&a, 0, 2, 3, 4).t(),
+            false,
+            1,
+        );
+        assert_eq!(e, vec![14.0, 32.0, 32.0, 77.0]);
+    }
+}

@@ -1,0 +1,201 @@
+//! The GRU over a whole sequence on host slices: forward and backward (BPTT), for every
+//! semantic the loop supports (both reset_after forms, every activation, masks,
+//! go_backwards, initial state, zero_output_for_mask, dropout masks given as inputs), f32
+//! and f64.
+//!
+//! The input projection of all timesteps is one matrix product; each step does one
+//! recurrent product (three with recurrent dropout masks, two for reset_before) and one
+//! gate pass over the batch. The gate equations are Keras' `GRUCell` (see the golden
+//! README); `gru-candle`'s loop computes the same and the tests compare the two on every
+//! golden case.
+
+pub mod backward;
+pub mod float;
+pub mod forward;
+pub mod matmul;
+
+pub use backward::{backward, SeqGrads};
+pub use float::Float;
+pub use forward::{forward, Saved, SeqOutput};
+
+use crate::activation::Activation;
+use crate::config::GruConfig;
+use crate::error::{GruError, Result};
+
+/// Shapes and flags of one sequence computation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqSpec {
+    /// Batch size.
+    pub batch: usize,
+    /// Timesteps.
+    pub time: usize,
+    /// Input features.
+    pub input: usize,
+    /// Units.
+    pub units: usize,
+    /// Candidate activation.
+    pub activation: Activation,
+    /// Gate activation.
+    pub recurrent_activation: Activation,
+    /// Reset gate after the recurrent product (bias (2, 3u)) or before (bias (3u,)).
+    pub reset_after: bool,
+    /// Whether there is a bias.
+    pub use_bias: bool,
+    /// Process t = T-1..0 (outputs stay in processing order).
+    pub go_backwards: bool,
+    /// Masked steps output zeros instead of the previous output.
+    pub zero_output_for_mask: bool,
+    /// Threads for the matrix products (1 = none).
+    pub threads: usize,
+}
+
+impl SeqSpec {
+    /// The spec of a layer's call.
+    pub fn new(config: &GruConfig, batch: usize, time: usize, input: usize) -> SeqSpec {
+        SeqSpec {
+            batch,
+            time,
+            input,
+            units: config.units,
+            activation: config.activation,
+            recurrent_activation: config.recurrent_activation,
+            reset_after: config.reset_after,
+            use_bias: config.use_bias,
+            go_backwards: config.go_backwards,
+            zero_output_for_mask: config.zero_output_for_mask,
+            threads: 1,
+        }
+    }
+
+    /// Rows of the bias: 2 (reset_after), 1, or 0 without bias.
+    pub fn bias_rows(&self) -> usize {
+        match (self.use_bias, self.reset_after) {
+            (false, _) => 0,
+            (true, true) => 2,
+            (true, false) => 1,
+        }
+    }
+
+    /// The input index processed at step `k`.
+    pub fn t_of(&self, k: usize) -> usize {
+        if self.go_backwards {
+            self.time - 1 - k
+        } else {
+            k
+        }
+    }
+}
+
+/// The weights, row-major, Keras layout and gate order (z, r, h).
+#[derive(Debug, Clone, Copy)]
+pub struct SeqWeights<'a, T> {
+    /// (input, 3u).
+    pub kernel: &'a [T],
+    /// (u, 3u).
+    pub recurrent: &'a [T],
+    /// (bias_rows, 3u), empty without bias.
+    pub bias: &'a [T],
+}
+
+/// The data of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqInputs<'a, T> {
+    /// (batch, time, input).
+    pub x: &'a [T],
+    /// (batch, units).
+    pub h0: &'a [T],
+    /// (batch, time), nonzero = use the step.
+    pub mask: Option<&'a [u8]>,
+    /// Input dropout masks (batch, input): none, one for all gates, or one per gate z, r, h.
+    pub input_masks: &'a [Vec<T>],
+    /// Recurrent dropout masks (batch, units): none or one per gate z, r, h.
+    pub recurrent_masks: &'a [Vec<T>],
+}
+
+fn check(what: &str, got: usize, want: usize, shape: String) -> Result<()> {
+    if got != want {
+        return Err(GruError::Shape {
+            what: what.to_string(),
+            expected: format!("{shape} = {want} values"),
+            got: format!("{got} values"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks every slice length against the spec.
+pub fn validate<T>(spec: &SeqSpec, w: &SeqWeights<T>, inp: &SeqInputs<T>) -> Result<()> {
+    let (b, t, i, u) = (spec.batch, spec.time, spec.input, spec.units);
+    check(
+        "kernel",
+        w.kernel.len(),
+        i * 3 * u,
+        format!("({i}, {})", 3 * u),
+    )?;
+    check(
+        "recurrent_kernel",
+        w.recurrent.len(),
+        u * 3 * u,
+        format!("({u}, {})", 3 * u),
+    )?;
+    check(
+        "bias",
+        w.bias.len(),
+        spec.bias_rows() * 3 * u,
+        format!("({}, {})", spec.bias_rows(), 3 * u),
+    )?;
+    check("inputs", inp.x.len(), b * t * i, format!("({b}, {t}, {i})"))?;
+    check("initial_state", inp.h0.len(), b * u, format!("({b}, {u})"))?;
+    if let Some(m) = inp.mask {
+        check("mask", m.len(), b * t, format!("({b}, {t})"))?;
+    }
+    if !matches!(inp.input_masks.len(), 0 | 1 | 3) {
+        return Err(GruError::Shape {
+            what: "input dropout masks".into(),
+            expected: "0, 1 or 3 masks".into(),
+            got: format!("{} masks", inp.input_masks.len()),
+        });
+    }
+    for m in inp.input_masks {
+        check("input dropout mask", m.len(), b * i, format!("({b}, {i})"))?;
+    }
+    if !matches!(inp.recurrent_masks.len(), 0 | 3) {
+        return Err(GruError::Shape {
+            what: "recurrent dropout masks".into(),
+            expected: "0 or 3 masks".into(),
+            got: format!("{} masks", inp.recurrent_masks.len()),
+        });
+    }
+    for m in inp.recurrent_masks {
+        check(
+            "recurrent dropout mask",
+            m.len(),
+            b * u,
+            format!("({b}, {u})"),
+        )?;
+    }
+    if b == 0 || t == 0 || u == 0 || i == 0 {
+        return Err(GruError::Shape {
+            what: "sequence".into(),
+            expected: "non-empty batch, time, input and units".into(),
+            got: format!("({b}, {t}, {i}) with {u} units"),
+        });
+    }
+    Ok(())
+}
+
+/// `x` with per-(batch, feature) mask `m` applied at every timestep: (batch, time, input).
+fn masked_inputs<T: Float>(spec: &SeqSpec, x: &[T], m: &[T]) -> Vec<T> {
+    let (t, i) = (spec.time, spec.input);
+    let mut out = x.to_vec();
+    for (row, chunk) in out.chunks_mut(i).enumerate() {
+        let b = row / t;
+        for (v, &mm) in chunk.iter_mut().zip(&m[b * i..(b + 1) * i]) {
+            *v *= mm;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,311 @@
+//! Backward against central finite differences of forward, in f64, over every flag.
+
+use super::*;
+use crate::activation::Activation;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+struct Case {
+    spec: SeqSpec,
+    kernel: Vec<f64>,
+    recurrent: Vec<f64>,
+    bias: Vec<f64>,
+    x: Vec<f64>,
+    h0: Vec<f64>,
+    mask: Option<Vec<u8>>,
+    imasks: Vec<Vec<f64>>,
+    rmasks: Vec<Vec<f64>>,
+    r_seq: Vec<f64>,
+    r_state: Vec<f64>,
+}
+
+fn vals(rng: &mut StdRng, n: usize, s: f64) -> Vec<f64> {
+    (0..n)
+        .map(|_| s * (rng.random::<f64>() * 2.0 - 1.0))
+        .collect()
+}
+
+fn case(seed: u64, spec: SeqSpec, masked: bool, imasks: usize, rmasks: bool) -> Case {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (b, t, i, u) = (spec.batch, spec.time, spec.input, spec.units);
+    let mask = masked.then(|| {
+        (0..b * t)
+            .map(|k| !(k * 7 + seed as usize).is_multiple_of(3) as u8)
+            .collect()
+    });
+    let drop = |rng: &mut StdRng, n| {
+        (0..n)
+            .map(|_| {
+                if rng.random::<f64>() < 0.3 {
+                    0.0
+                } else {
+                    1.0 / 0.7
+                }
+            })
+            .collect()
+    };
+    Case {
+        kernel: vals(&mut rng, i * 3 * u, 0.6),
+        recurrent: vals(&mut rng, u * 3 * u, 0.6),
+        bias: vals(&mut rng, spec.bias_rows() * 3 * u, 0.3),
+        x: vals(&mut rng, b * t * i, 1.0),
+        h0: vals(&mut rng, b * u, 0.5),
+        mask,
+        imasks: (0..imasks).map(|_| drop(&mut rng, b * i)).collect(),
+        rmasks: if rmasks {
+            (0..3).map(|_| drop(&mut rng, b * u)).collect()
+        } else {
+            vec![]
+        },
+        r_seq: vals(&mut rng, b * t * u, 1.0),
+        r_state: vals(&mut rng, b * u, 1.0),
+        spec,
+    }
+}
+
+impl Case {
+    fn loss(&self) -> f64 {
+        let w = SeqWeights {
+            kernel: &self.kernel,
+            recurrent: &self.recurrent,
+            bias: &self.bias,
+        };
+        let inp = SeqInputs {
+            x: &self.x,
+            h0: &self.h0,
+            mask: self.mask.as_deref(),
+            input_masks: &self.imasks,
+            recurrent_masks: &self.rmasks,
+        };
+        let (out, _) = forward(&self.spec, &w, &inp, false).unwrap();
+        out.sequence
+            .iter()
+            .zip(&self.r_seq)
+            .map(|(a, b)| a * b)
+            .sum::<f64>()
+            + out
+                .state
+                .iter()
+                .zip(&self.r_state)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+    }
+
+    fn check(mut self) {
+        let grads = {
+            let w = SeqWeights {
+                kernel: &self.kernel,
+                recurrent: &self.recurrent,
+                bias: &self.bias,
+            };
+            let inp = SeqInputs {
+                x: &self.x,
+                h0: &self.h0,
+                mask: self.mask.as_deref(),
+                input_masks: &self.imasks,
+                recurrent_masks: &self.rmasks,
+            };
+            let (_, saved) = forward(&self.spec, &w, &inp, true).unwrap();
+            backward(
+                &self.spec,
+                &w,
+                &inp,
+                &saved.unwrap(),
+                &self.r_seq,
+                &self.r_state,
+            )
+            .unwrap()
+        };
+        let eps = 1e-6;
+        let spec = format!("{:?}", self.spec);
+        macro_rules! fd {
+            ($field:ident, $grad:expr) => {
+                for i in 0..self.$field.len() {
+                    let v = self.$field[i];
+                    self.$field[i] = v + eps;
+                    let up = self.loss();
+                    self.$field[i] = v - eps;
+                    let down = self.loss();
+                    self.$field[i] = v;
+                    let num = (up - down) / (2.0 * eps);
+                    let got = $grad[i];
+                    assert!(
+                        (num - got).abs() <= 1e-6 * (1.0 + num.abs()),
+                        "d{}[{i}]: {got} vs fd {num}\n{spec}",
+                        stringify!($field)
+                    );
+                }
+            };
+        }
+        fd!(x, grads.x);
+        fd!(kernel, grads.kernel);
+        fd!(recurrent, grads.recurrent);
+        fd!(bias, grads.bias);
+        fd!(h0, grads.h0);
+    }
+}
+
+fn spec(
+    reset_after: bool,
+    act: Activation,
+    ract: Activation,
+    go_backwards: bool,
+    zero: bool,
+    use_bias: bool,
+) -> SeqSpec {
+    SeqSpec {
+        batch: 3,
+        time: 5,
+        input: 4,
+        units: 3,
+        activation: act,
+        recurrent_activation: ract,
+        reset_after,
+        use_bias,
+        go_backwards,
+        zero_output_for_mask: zero,
+        threads: 1,
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences_over_every_flag() {
+    use Activation::*;
+    let mut seed = 0;
+    for reset_after in [true, false] {
+        for (act, ract) in [
+            (Tanh, Sigmoid),
+            (Selu, Softplus),
+            (Mish, Silu),
+            (Softsign, Tanh),
+        ] {
+            for (gb, zero, masked) in [
+                (false, false, false),
+                (true, false, true),
+                (false, true, true),
+                (true, true, true),
+            ] {
+                seed += 1;
+                case(
+                    seed,
+                    spec(reset_after, act, ract, gb, zero, seed % 3 != 0),
+                    masked,
+                    0,
+                    false,
+                )
+                .check();
+            }
+        }
+        // Dropout masks given as inputs: one input mask, three per gate, recurrent ones.
+        seed += 1;
+        case(
+            seed,
+            spec(reset_after, Tanh, Sigmoid, false, false, true),
+            true,
+            1,
+            false,
+        )
+        .check();
+        seed += 1;
+        case(
+            seed,
+            spec(reset_after, Tanh, Sigmoid, true, false, true),
+            true,
+            3,
+            true,
+        )
+        .check();
+        seed += 1;
+        case(
+            seed,
+            spec(reset_after, Elu, Sigmoid, false, true, false),
+            false,
+            0,
+            true,
+        )
+        .check();
+    }
+}
+
+#[test]
+fn f32_forward_is_close_to_f64() {
+    let c = case(
+        99,
+        spec(
+            true,
+            Activation::Tanh,
+            Activation::Sigmoid,
+            false,
+            false,
+            true,
+        ),
+        true,
+        0,
+        false,
+    );
+    let f = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let (k, r, b, x, h0) = (f(&c.kernel), f(&c.recurrent), f(&c.bias), f(&c.x), f(&c.h0));
+    let w = SeqWeights {
+        kernel: &k[..],
+        recurrent: &r[..],
+        bias: &b[..],
+    };
+    let inp = SeqInputs {
+        x: &x[..],
+        h0: &h0[..],
+        mask: c.mask.as_deref(),
+        input_masks: &[],
+        recurrent_masks: &[],
+    };
+    let (o32, _) = forward(&c.spec, &w, &inp, false).unwrap();
+    let w = SeqWeights {
+        kernel: &c.kernel,
+        recurrent: &c.recurrent,
+        bias: &c.bias,
+    };
+    let inp = SeqInputs {
+        x: &c.x,
+        h0: &c.h0,
+        mask: c.mask.as_deref(),
+        input_masks: &[],
+        recurrent_masks: &[],
+    };
+    let (o64, _) = forward(&c.spec, &w, &inp, false).unwrap();
+    for (a, b) in o32.sequence.iter().zip(&o64.sequence) {
+        assert!((*a as f64 - b).abs() < 2e-6);
+    }
+}
+
+#[test]
+fn bad_lengths_are_typed_errors() {
+    let c = case(
+        1,
+        spec(
+            true,
+            Activation::Tanh,
+            Activation::Sigmoid,
+            false,
+            false,
+            true,
+        ),
+        false,
+        0,
+        false,
+    );
+    let w = SeqWeights {
+        kernel: &c.kernel[1..],
+        recurrent: &c.recurrent,
+        bias: &c.bias,
+    };
+    let inp = SeqInputs {
+        x: &c.x,
+        h0: &c.h0,
+        mask: None,
+        input_masks: &[],
+        recurrent_masks: &[],
+    };
+    assert!(matches!(
+        forward(&c.spec, &w, &inp, false),
+        Err(GruError::Shape { .. })
+    ));
+}

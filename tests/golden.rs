@@ -2,7 +2,8 @@
 //! outputs of every call, stateful sequences, gradients; f32 and f64.
 
 use candle_core::DType;
-use candle_gru::golden::{case_files, load_case, run_case, run_case_dtype};
+use candle_gru::candle::CpuPath;
+use candle_gru::golden::{case_files, load_case, run_case, run_case_dtype, run_case_path};
 use std::path::Path;
 
 fn dir() -> &'static Path {
@@ -11,6 +12,15 @@ fn dir() -> &'static Path {
 
 #[test]
 fn all_57_public_cases_pass_in_f32_and_f64() {
+    all_cases_pass_on(CpuPath::Fused);
+}
+
+#[test]
+fn all_57_public_cases_pass_on_the_reference_loop_too() {
+    all_cases_pass_on(CpuPath::Loop);
+}
+
+fn all_cases_pass_on(path: CpuPath) {
     let files = case_files(dir()).unwrap();
     assert_eq!(files.len(), 57, "expected the 57 public cases");
     let mut failed = Vec::new();
@@ -18,8 +28,8 @@ fn all_57_public_cases_pass_in_f32_and_f64() {
     for f in &files {
         let case = load_case(f).unwrap();
         with_grad += case.gradient.is_some() as usize;
-        let report = run_case(&case);
-        println!("{}", report.line());
+        let report = run_case_path(&case, path);
+        println!("{:?} {}", path, report.line());
         if !report.passed() {
             failed.push(report.line());
         }

@@ -353,7 +353,9 @@ fn explain_dispatch_says_the_path_without_running() {
     let mut c = GruConfig::new(2);
     c.activation = Activation::Relu;
     c.unroll = true;
-    let g = Gru::new(c, 3, VarBuilder::from_varmap(&vm, DType::F32, &dev())).unwrap();
+    let g = Gru::new(c, 3, VarBuilder::from_varmap(&vm, DType::F32, &dev()))
+        .unwrap()
+        .with_cpu_path(candle_gru::candle::CpuPath::Loop);
     let x = Tensor::zeros((1, 4, 3), DType::F32, &dev()).unwrap();
     let d = g.explain_dispatch(&x, CallOptions::default()).unwrap();
     assert_eq!(d.path, candle_gru::Path::Loop);

@@ -3,7 +3,7 @@
 
 use crate::Gru;
 use candle_core::{DType, Device, Tensor, Var};
-use gru_candle::CallOptions;
+use gru_candle::{CallOptions, CpuPath};
 use gru_core::GruConfig;
 use serde::Deserialize;
 use serde_json::Value;
@@ -249,8 +249,14 @@ pub(crate) fn compare(
     Ok(max)
 }
 
-/// Runs a case in one dtype and compares against its expected values.
+/// Runs a case in one dtype on the default CPU path (the fused kernels) and compares
+/// against its expected values.
 pub fn run_case_dtype(case: &Case, dtype: DType) -> anyhow::Result<DtypeReport> {
+    run_case_on(case, dtype, CpuPath::Fused)
+}
+
+/// Runs a case in one dtype on the given CPU path; checks that every call took that path.
+pub fn run_case_on(case: &Case, dtype: DType, cpu_path: CpuPath) -> anyhow::Result<DtypeReport> {
     let dev = Device::Cpu;
     let f64_mode = dtype == DType::F64;
     let config = GruConfig::from_keras_json(&case.config)?;
@@ -271,7 +277,12 @@ pub fn run_case_dtype(case: &Case, dtype: DType) -> anyhow::Result<DtypeReport> 
         kernel.as_tensor().clone(),
         recurrent.as_tensor().clone(),
         bias.as_ref().map(|b| b.as_tensor().clone()),
-    )?;
+    )?
+    .with_cpu_path(cpu_path);
+    let want_path = match cpu_path {
+        CpuPath::Fused => gru_core::Path::Fused,
+        CpuPath::Loop => gru_core::Path::Loop,
+    };
     let mut report = DtypeReport::default();
     let out_ok = |a: f64, b: f64| {
         let e = (a - b).abs();
@@ -304,6 +315,12 @@ pub fn run_case_dtype(case: &Case, dtype: DType) -> anyhow::Result<DtypeReport> 
                 training: call.training,
             },
         )?;
+        if out.dispatch.path != want_path {
+            report.failures.push(format!(
+                "call {ci} ran on {:?}, not {want_path:?}",
+                out.dispatch.path
+            ));
+        }
         let outs = out.to_vec();
         let expected = if f64_mode {
             &call.expected.float64
@@ -384,11 +401,16 @@ pub fn run_case_dtype(case: &Case, dtype: DType) -> anyhow::Result<DtypeReport> 
     Ok(report)
 }
 
-/// Runs a case in f32 and f64. A case that cannot run is reported as a failure with the
-/// reason, never skipped.
+/// Runs a case in f32 and f64 on the default CPU path. A case that cannot run is reported as
+/// a failure with the reason, never skipped.
 pub fn run_case(case: &Case) -> CaseReport {
+    run_case_path(case, CpuPath::Fused)
+}
+
+/// Runs a case in f32 and f64 on the given CPU path.
+pub fn run_case_path(case: &Case, cpu_path: CpuPath) -> CaseReport {
     let run = |dt| {
-        run_case_dtype(case, dt).unwrap_or_else(|e| DtypeReport {
+        run_case_on(case, dt, cpu_path).unwrap_or_else(|e| DtypeReport {
             max_output_err: f64::NAN,
             max_grad_err: None,
             failures: vec![format!("could not run: {e}")],

@@ -3,7 +3,7 @@
 
 use crate::dropout;
 use crate::error::{Error, Result};
-use crate::layer::Gru;
+use crate::layer::{CpuPath, Gru};
 use crate::loop_path::{self, CellWeights, DropoutMasks};
 use candle_core::{DType, Module, Tensor};
 use gru_core::{decide, CallFacts, Dispatch, FloatType, GruError, Implementation, MaskFacts, Path};
@@ -169,12 +169,16 @@ impl Gru {
     }
 
     fn facts(&self, inputs: &Tensor, mask: MaskFacts, training: bool) -> CallFacts {
+        let dtype = float_type(inputs.dtype());
         CallFacts {
             training,
             mask,
             device_is_cuda: inputs.device().is_cuda(),
             cudnn_built: CUDNN_PATH_BUILT,
-            dtype: float_type(inputs.dtype()),
+            dtype,
+            fused_available: self.cpu_path == CpuPath::Fused
+                && inputs.device().is_cpu()
+                && matches!(dtype, FloatType::F32 | FloatType::F64),
         }
     }
 
@@ -230,7 +234,10 @@ impl Gru {
             input_bias,
             recurrent_bias,
         };
-        let out = loop_path::run(cfg, &weights, inputs, &h0, opts.mask, &masks)?;
+        let out = match dispatch.path {
+            Path::Fused => crate::fused_op::run(self, &weights, inputs, &h0, opts.mask, &masks)?,
+            _ => loop_path::run(cfg, &weights, inputs, &h0, opts.mask, &masks)?,
+        };
         if cfg.stateful {
             let mut kept = self.kept.lock().map_err(|_| poisoned())?;
             kept.batch = Some(b);

@@ -9,6 +9,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Mutex;
 
+/// Which CPU implementation calls on CPU tensors use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuPath {
+    /// gru-core's fused whole-sequence kernels with their own backward (f32, f64).
+    #[default]
+    Fused,
+    /// The op-by-op Candle loop: the reference, differentiated by Candle's autograd.
+    Loop,
+}
+
 /// The state a stateful layer keeps between calls.
 #[derive(Default)]
 pub(crate) struct KeptState {
@@ -46,6 +56,8 @@ pub struct Gru {
     pub(crate) kept: Mutex<KeptState>,
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) last_dispatch: Mutex<Option<Dispatch>>,
+    pub(crate) cpu_path: CpuPath,
+    pub(crate) threads: Option<usize>,
 }
 
 impl std::fmt::Debug for Gru {
@@ -247,6 +259,8 @@ impl Gru {
             kept: Mutex::new(KeptState::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             last_dispatch: Mutex::new(None),
+            cpu_path: CpuPath::Fused,
+            threads: None,
         })
     }
 
@@ -255,6 +269,39 @@ impl Gru {
     pub fn with_zero_output_for_mask(mut self, zero: bool) -> Gru {
         self.config.zero_output_for_mask = zero;
         self
+    }
+
+    /// The same layer with another CPU implementation (the fused kernels are the default;
+    /// the loop is the reference path).
+    pub fn with_cpu_path(mut self, path: CpuPath) -> Gru {
+        self.cpu_path = path;
+        self
+    }
+
+    /// The CPU implementation calls use.
+    pub fn cpu_path(&self) -> CpuPath {
+        self.cpu_path
+    }
+
+    /// The same layer with a fixed number of threads for the fused path's matrix products
+    /// (`None`: all cores when a step's product is large enough, else one).
+    pub fn with_threads(mut self, threads: Option<usize>) -> Gru {
+        self.threads = threads.map(|t| t.max(1));
+        self
+    }
+
+    /// The threads a fused call with this batch size uses.
+    pub fn threads_for(&self, batch: usize) -> usize {
+        self.threads.unwrap_or_else(|| {
+            let u = self.config.units;
+            // One step's recurrent product: batch x u x 3u multiply-adds. Below ~1M the
+            // threads cost more than they save.
+            if batch * u * 3 * u >= 1 << 20 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                1
+            }
+        })
     }
 
     /// The layer's configuration.

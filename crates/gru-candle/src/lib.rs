@@ -31,6 +31,7 @@ pub mod bidirectional;
 pub mod call;
 pub mod dropout;
 pub mod error;
+pub mod fused_op;
 pub mod io;
 pub mod layer;
 pub mod loop_path;
@@ -40,7 +41,7 @@ pub mod stack;
 pub use bidirectional::{Bidirectional, BidirectionalOutput, MergeMode};
 pub use call::{CallOptions, GruOutput};
 pub use error::{Error, FileProblem, Result};
-pub use layer::Gru;
+pub use layer::{CpuPath, Gru};
 pub use stack::{GruStack, StackLayer, StackOutput};
 
 /// The Candle dtype of a Keras dtype policy's variables (`"float64"` -> F64, mixed policies

@@ -158,6 +158,8 @@ pub struct CallFacts {
     pub cudnn_built: bool,
     /// The compute dtype.
     pub dtype: FloatType,
+    /// The fused CPU path can run this call (CPU tensors, f32/f64, not switched off).
+    pub fused_available: bool,
 }
 
 /// The path a call runs on.
@@ -165,7 +167,9 @@ pub struct CallFacts {
 pub enum Path {
     /// cuDNN's RNN kernels.
     Cudnn,
-    /// The op-by-op time loop (Keras' `RNN` over `GRUCell`).
+    /// The fused whole-sequence CPU kernels (gru-core's `seq`), with their own backward.
+    Fused,
+    /// The op-by-op time loop (Keras' `RNN` over `GRUCell`), the reference.
     Loop,
 }
 
@@ -192,10 +196,14 @@ impl Dispatch {
             .failed()
             .map(|c| format!("{} ({})", c.condition.name(), c.reason))
             .collect();
-        match (self.path, self.use_cudnn) {
-            (Path::Cudnn, _) => "cudnn: every condition holds".to_string(),
-            (Path::Loop, UseCudnn::Never) => "loop: use_cudnn=Never".to_string(),
-            (Path::Loop, _) => format!("loop: {}", failed.join("; ")),
+        let why_not = match self.use_cudnn {
+            UseCudnn::Never => "use_cudnn=Never".to_string(),
+            _ => failed.join("; "),
+        };
+        match self.path {
+            Path::Cudnn => "cudnn: every condition holds".to_string(),
+            Path::Fused => format!("fused CPU kernels; not cuDNN: {why_not}"),
+            Path::Loop => format!("op-by-op loop; not cuDNN: {why_not}"),
         }
     }
 }
@@ -299,15 +307,20 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
 }
 
 /// Decides the path under the config's `use_cudnn`: `Auto` takes cuDNN when every check
-/// passes and the loop otherwise; `Force` fails naming each failed check; `Never` takes the
-/// loop.
+/// passes; `Force` fails naming each failed check; otherwise (and always with `Never`) the
+/// fused CPU kernels when they can run the call, else the loop.
 pub fn decide(config: &GruConfig, facts: &CallFacts) -> Result<Dispatch> {
     let checks = check_conditions(config, facts);
     let all_pass = checks.iter().all(|c| c.passed);
+    let fallback = if facts.fused_available {
+        Path::Fused
+    } else {
+        Path::Loop
+    };
     let path = match config.use_cudnn {
-        UseCudnn::Never => Path::Loop,
+        UseCudnn::Never => fallback,
         UseCudnn::Auto if all_pass => Path::Cudnn,
-        UseCudnn::Auto => Path::Loop,
+        UseCudnn::Auto => fallback,
         UseCudnn::Force if all_pass => Path::Cudnn,
         UseCudnn::Force => {
             return Err(GruError::CudnnUnavailable {
@@ -337,6 +350,7 @@ mod tests {
             device_is_cuda: true,
             cudnn_built: true,
             dtype: FloatType::F32,
+            fused_available: false,
         }
     }
 
@@ -468,6 +482,23 @@ mod tests {
         let d = decide(&c, &f).unwrap();
         assert_eq!(d.path, Path::Loop);
         assert!(d.explain().contains("relu"));
+    }
+
+    #[test]
+    fn cpu_calls_take_the_fused_path_when_available() {
+        let c = GruConfig::new(3);
+        let mut f = gpu_facts();
+        f.device_is_cuda = false;
+        f.fused_available = true;
+        let d = decide(&c, &f).unwrap();
+        assert_eq!(d.path, Path::Fused);
+        assert!(d.explain().starts_with("fused"));
+        f.fused_available = false;
+        assert_eq!(decide(&c, &f).unwrap().path, Path::Loop);
+        // cuDNN wins when it can run.
+        let mut g = gpu_facts();
+        g.fused_available = true;
+        assert_eq!(decide(&c, &g).unwrap().path, Path::Cudnn);
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! The fused CPU kernels against the reference loop where the golden cases do not reach:
+//! dropout in training (same seed, same masks), every implementation, threads.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_gru::candle::CpuPath;
+use candle_gru::core::{Activation, Implementation, Initializer, Num};
+use candle_gru::{CallOptions, Gru, GruConfig, Path};
+
+fn build(c: &GruConfig, path: CpuPath, threads: Option<usize>) -> Gru {
+    let vm = candle_nn::VarMap::new();
+    Gru::new(
+        c.clone(),
+        5,
+        candle_nn::VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
+    )
+    .unwrap()
+    .with_cpu_path(path)
+    .with_threads(threads)
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Runs a training call with a mask and an initial state; returns outputs and gradients.
+fn run(g: &Gru, want: Path) -> Vec<Vec<f64>> {
+    let x = Var::from_tensor(
+        &Tensor::arange(0f64, 120.0, &Device::Cpu)
+            .unwrap()
+            .reshape((4, 6, 5))
+            .unwrap()
+            .affine(0.013, -0.7)
+            .unwrap()
+            .sin()
+            .unwrap(),
+    )
+    .unwrap();
+    let h0 = Var::from_tensor(
+        &Tensor::arange(0f64, 12.0, &Device::Cpu)
+            .unwrap()
+            .reshape((4, 3))
+            .unwrap()
+            .affine(0.1, -0.5)
+            .unwrap(),
+    )
+    .unwrap();
+    let mask = Tensor::new(
+        &[
+            [1u8, 1, 0, 1, 1, 0],
+            [1, 0, 0, 1, 1, 1],
+            [0, 0, 1, 1, 1, 1],
+            [1, 1, 1, 1, 1, 1],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let out = g
+        .call(
+            x.as_tensor(),
+            CallOptions {
+                mask: Some(&mask),
+                initial_state: Some(h0.as_tensor()),
+                training: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(out.dispatch.path, want);
+    let w = Tensor::arange(0f64, out.output.elem_count() as f64, &Device::Cpu)
+        .unwrap()
+        .reshape(out.output.shape())
+        .unwrap()
+        .cos()
+        .unwrap();
+    let mut loss = out.output.mul(&w).unwrap().sum_all().unwrap();
+    if let Some(s) = &out.state {
+        loss = (loss + s.sqr().unwrap().sum_all().unwrap()).unwrap();
+    }
+    let grads = loss.backward().unwrap();
+    let mut v = vec![flat(&out.output)];
+    for t in [
+        g.kernel(),
+        g.recurrent_kernel(),
+        x.as_tensor(),
+        h0.as_tensor(),
+    ]
+    .into_iter()
+    .chain(g.bias())
+    {
+        v.push(flat(grads.get(t).expect("gradient")));
+    }
+    v
+}
+
+#[test]
+fn fused_matches_the_loop_with_dropout_in_training() {
+    let mut n = 0;
+    for reset_after in [true, false] {
+        for (dropout, recurrent_dropout, implementation) in [
+            (0.3, 0.0, Implementation::Two),
+            (0.3, 0.0, Implementation::One),
+            (0.25, 0.4, Implementation::Two),
+            (0.0, 0.4, Implementation::Two),
+        ] {
+            for (go_backwards, zero) in [(false, false), (true, true)] {
+                let mut c = GruConfig::new(3);
+                c.return_sequences = true;
+                c.return_state = true;
+                c.reset_after = reset_after;
+                c.dropout = dropout;
+                c.recurrent_dropout = recurrent_dropout;
+                c.implementation = implementation;
+                c.go_backwards = go_backwards;
+                c.zero_output_for_mask = zero;
+                c.activation = Activation::Selu;
+                c.seed = Some(11);
+                c.kernel_initializer = Initializer::RandomUniform {
+                    minval: Num::Float(-0.7),
+                    maxval: Num::Float(0.7),
+                    seed: Some(1),
+                };
+                c.recurrent_initializer = Initializer::Orthogonal {
+                    gain: Num::Float(1.0),
+                    seed: Some(2),
+                };
+                c.bias_initializer = Initializer::RandomUniform {
+                    minval: Num::Float(-0.3),
+                    maxval: Num::Float(0.3),
+                    seed: Some(3),
+                };
+                let fused = run(&build(&c, CpuPath::Fused, None), Path::Fused);
+                let reference = run(&build(&c, CpuPath::Loop, None), Path::Loop);
+                for (k, (a, b)) in fused.iter().zip(&reference).enumerate() {
+                    let d = max_diff(a, b);
+                    assert!(d < 1e-12, "{c:?}\nitem {k}: fused vs loop differ by {d}");
+                }
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, 16);
+}
+
+#[test]
+fn threads_do_not_change_results() {
+    let mut c = GruConfig::new(3);
+    c.return_sequences = true;
+    c.kernel_initializer = Initializer::RandomUniform {
+        minval: Num::Float(-0.7),
+        maxval: Num::Float(0.7),
+        seed: Some(1),
+    };
+    c.recurrent_initializer = Initializer::Orthogonal {
+        gain: Num::Float(1.0),
+        seed: Some(2),
+    };
+    let one = run(&build(&c, CpuPath::Fused, Some(1)), Path::Fused);
+    let two = run(&build(&c, CpuPath::Fused, Some(2)), Path::Fused);
+    for (a, b) in one.iter().zip(&two) {
+        assert!(max_diff(a, b) < 1e-12);
+    }
+}
+
+#[test]
+fn half_precision_uses_the_loop_and_f32_uses_fused() {
+    let vm = candle_nn::VarMap::new();
+    let g = Gru::new(
+        GruConfig::new(4),
+        3,
+        candle_nn::VarBuilder::from_varmap(&vm, DType::BF16, &Device::Cpu),
+    )
+    .unwrap();
+    let x = Tensor::zeros((2, 3, 3), DType::BF16, &Device::Cpu).unwrap();
+    assert_eq!(
+        g.call(&x, CallOptions::default()).unwrap().dispatch.path,
+        Path::Loop
+    );
+    let g = Gru::new(
+        GruConfig::new(4),
+        3,
+        candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("f"),
+    )
+    .unwrap();
+    let x = Tensor::zeros((2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let d = g.call(&x, CallOptions::default()).unwrap().dispatch;
+    assert_eq!(d.path, Path::Fused);
+    assert!(d.explain().starts_with("fused"), "{}", d.explain());
+}

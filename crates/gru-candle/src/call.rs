@@ -235,7 +235,15 @@ impl Gru {
             recurrent_bias,
         };
         let out = match dispatch.path {
-            Path::Fused => crate::fused_op::run(self, &weights, inputs, &h0, opts.mask, &masks)?,
+            Path::Fused => crate::fused_op::run(
+                self,
+                &weights,
+                inputs,
+                &h0,
+                opts.mask,
+                &masks,
+                opts.training,
+            )?,
             _ => loop_path::run(cfg, &weights, inputs, &h0, opts.mask, &masks)?,
         };
         if cfg.stateful {

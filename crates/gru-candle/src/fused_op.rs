@@ -8,8 +8,34 @@
 use crate::layer::Gru;
 use crate::loop_path::{CellWeights, DropoutMasks, LoopOutput};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use gru_core::seq::{self, Float, Saved, SeqInputs, SeqSpec, SeqWeights};
-use std::sync::Mutex;
+use gru_core::seq::parallel::{backward_chunked, forward_chunked};
+use gru_core::seq::{Float, Saved, SeqInputs, SeqSpec, SeqWeights, Workspace};
+use std::sync::{Arc, Mutex};
+
+/// The fused path's reusable buffers: per float type, one workspace per batch slice (a
+/// layer keeps one set).
+#[derive(Debug, Default)]
+pub struct Workspaces {
+    f32: Vec<Workspace<f32>>,
+    f64: Vec<Workspace<f64>>,
+}
+
+/// Picks the workspaces of a float type.
+trait Pick: Sized {
+    fn pick(ws: &mut Workspaces) -> &mut Vec<Workspace<Self>>;
+}
+
+impl Pick for f32 {
+    fn pick(ws: &mut Workspaces) -> &mut Vec<Workspace<f32>> {
+        &mut ws.f32
+    }
+}
+
+impl Pick for f64 {
+    fn pick(ws: &mut Workspaces) -> &mut Vec<Workspace<f64>> {
+        &mut ws.f64
+    }
+}
 
 /// Dropout masks of one call, on the host, in the call's float type.
 #[derive(Debug, Clone, Default)]
@@ -30,8 +56,8 @@ pub enum Masks {
 }
 
 enum SavedAny {
-    F32(Saved<f32>),
-    F64(Saved<f64>),
+    F32(Vec<Saved<f32>>),
+    F64(Vec<Saved<f64>>),
 }
 
 /// The fused GRU op.
@@ -41,19 +67,38 @@ pub struct FusedGru {
     masks: Masks,
     save: bool,
     saved: Mutex<Option<SavedAny>>,
+    ws: Arc<Mutex<Workspaces>>,
+    chunks: usize,
 }
 
 impl FusedGru {
     /// An op for `spec`. With `save`, the forward keeps its activations for the backward
     /// (otherwise a backward recomputes them).
-    pub fn new(spec: SeqSpec, mask: Option<Vec<u8>>, masks: Masks, save: bool) -> FusedGru {
+    /// `chunks` batch slices run on their own threads (1: one thread, with `spec.threads`
+    /// for the matrix products).
+    pub fn new(
+        spec: SeqSpec,
+        mask: Option<Vec<u8>>,
+        masks: Masks,
+        save: bool,
+        ws: Arc<Mutex<Workspaces>>,
+        chunks: usize,
+    ) -> FusedGru {
         FusedGru {
             spec,
             mask,
             masks,
             save,
             saved: Mutex::new(None),
+            ws,
+            chunks: chunks.max(1),
         }
+    }
+
+    fn workspace(&self) -> Result<std::sync::MutexGuard<'_, Workspaces>> {
+        self.ws
+            .lock()
+            .map_err(|_| candle_core::Error::msg("gru-fused workspace poisoned"))
     }
 
     fn split<'a, T>(&self, p: &'a [T]) -> SeqWeights<'a, T> {
@@ -66,13 +111,13 @@ impl FusedGru {
         }
     }
 
-    fn run<T: Float + candle_core::WithDType>(
+    fn run<T: Float + candle_core::WithDType + Pick>(
         &self,
         x: &[T],
         p: &[T],
         h0: &[T],
         masks: &HostMasks<T>,
-        wrap: fn(Saved<T>) -> SavedAny,
+        wrap: fn(Vec<Saved<T>>) -> SavedAny,
     ) -> Result<(Vec<T>, Shape)> {
         let s = &self.spec;
         let inputs = SeqInputs {
@@ -82,41 +127,40 @@ impl FusedGru {
             input_masks: &masks.input,
             recurrent_masks: &masks.recurrent,
         };
-        let (out, saved) = seq::forward(s, &self.split(p), &inputs, self.save)
-            .map_err(candle_core::Error::wrap)?;
+        let (b, t, u) = (s.batch, s.time, s.units);
+        let mut packed = vec![T::ZERO; b * (t + 1) * u];
+        let saved = {
+            let mut ws = self.workspace()?;
+            forward_chunked(
+                s,
+                &self.split(p),
+                &inputs,
+                self.save,
+                T::pick(&mut ws),
+                &mut packed,
+                self.chunks,
+            )
+            .map_err(candle_core::Error::wrap)?
+        };
+        let saved: Option<Vec<Saved<T>>> = saved.into_iter().collect();
         if let (Some(saved), Ok(mut slot)) = (saved, self.saved.lock()) {
             *slot = Some(wrap(saved));
-        }
-        let (b, t, u) = (s.batch, s.time, s.units);
-        let mut packed = Vec::with_capacity(b * (t + 1) * u);
-        for bi in 0..b {
-            packed.extend_from_slice(&out.sequence[bi * t * u..(bi + 1) * t * u]);
-            packed.extend_from_slice(&out.state[bi * u..(bi + 1) * u]);
         }
         Ok((packed, Shape::from((b, t + 1, u))))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn grads<T: Float + candle_core::WithDType>(
+    fn grads<T: Float + candle_core::WithDType + Pick>(
         &self,
         x: &Tensor,
         params: &Tensor,
         h0: &Tensor,
         grad: &Tensor,
         masks: &HostMasks<T>,
-        saved: Option<&Saved<T>>,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+        saved: Option<Vec<Saved<T>>>,
+    ) -> Result<(Tensor, Tensor, Tensor, Vec<Saved<T>>)> {
         let s = &self.spec;
         let host = |t: &Tensor| -> Result<Vec<T>> { t.flatten_all()?.to_vec1::<T>() };
         let (xv, pv, hv, gv) = (host(x)?, host(params)?, host(h0)?, host(grad)?);
-        let (b, t, u) = (s.batch, s.time, s.units);
-        let mut d_seq = Vec::with_capacity(b * t * u);
-        let mut d_state = Vec::with_capacity(b * u);
-        for bi in 0..b {
-            let row = &gv[bi * (t + 1) * u..(bi + 1) * (t + 1) * u];
-            d_seq.extend_from_slice(&row[..t * u]);
-            d_state.extend_from_slice(&row[t * u..]);
-        }
         let inputs = SeqInputs {
             x: &xv,
             h0: &hv,
@@ -125,19 +169,22 @@ impl FusedGru {
             recurrent_masks: &masks.recurrent,
         };
         let w = self.split(&pv);
-        let recomputed;
+        let mut ws = self.workspace()?;
+        let ws = T::pick(&mut ws);
         let saved = match saved {
             Some(sv) => sv,
             None => {
-                recomputed = seq::forward(s, &w, &inputs, true)
+                // The forward kept nothing (an inference call): run it again, saving.
+                let mut scratch = vec![T::ZERO; gv.len()];
+                forward_chunked(s, &w, &inputs, true, ws, &mut scratch, self.chunks)
                     .map_err(candle_core::Error::wrap)?
-                    .1
-                    .ok_or_else(|| candle_core::Error::msg("forward kept nothing"))?;
-                &recomputed
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| candle_core::Error::msg("forward kept nothing"))?
             }
         };
-        let g = seq::backward(s, &w, &inputs, saved, &d_seq, &d_state)
-            .map_err(candle_core::Error::wrap)?;
+        let g =
+            backward_chunked(s, &w, &inputs, &saved, &gv, ws).map_err(candle_core::Error::wrap)?;
         let dev = x.device();
         let mut dp = g.kernel;
         dp.extend_from_slice(&g.recurrent);
@@ -146,6 +193,7 @@ impl FusedGru {
             Tensor::from_vec(g.x, x.shape(), dev)?,
             Tensor::from_vec(dp, params.shape(), dev)?,
             Tensor::from_vec(g.h0, h0.shape(), dev)?,
+            saved,
         ))
     }
 }
@@ -204,26 +252,39 @@ impl CustomOp3 for FusedGru {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Take the saved activations; after the backward they go back to the workspace pool
+        // for the next forward (a second backward of the same call recomputes them).
         let saved = self
             .saved
             .lock()
-            .map_err(|_| candle_core::Error::msg("gru-fused saved state poisoned"))?;
-        let (dx, dp, dh) = match (x.dtype(), &self.masks, saved.as_ref()) {
-            (DType::F32, Masks::F32(m), sv) => {
-                let sv = match sv {
+            .map_err(|_| candle_core::Error::msg("gru-fused saved state poisoned"))?
+            .take();
+        let (dx, dp, dh) = match (x.dtype(), &self.masks) {
+            (DType::F32, Masks::F32(m)) => {
+                let sv = match saved {
                     Some(SavedAny::F32(s)) => Some(s),
                     _ => None,
                 };
-                self.grads(x, params, h0, grad_res, m, sv)?
+                let (dx, dp, dh, sv) = self.grads(x, params, h0, grad_res, m, sv)?;
+                let mut ws = self.workspace()?;
+                for (w, s) in ws.f32.iter_mut().zip(sv) {
+                    w.pool = Some(s);
+                }
+                (dx, dp, dh)
             }
-            (DType::F64, Masks::F64(m), sv) => {
-                let sv = match sv {
+            (DType::F64, Masks::F64(m)) => {
+                let sv = match saved {
                     Some(SavedAny::F64(s)) => Some(s),
                     _ => None,
                 };
-                self.grads(x, params, h0, grad_res, m, sv)?
+                let (dx, dp, dh, sv) = self.grads(x, params, h0, grad_res, m, sv)?;
+                let mut ws = self.workspace()?;
+                for (w, s) in ws.f64.iter_mut().zip(sv) {
+                    w.pool = Some(s);
+                }
+                (dx, dp, dh)
             }
-            (dt, _, _) => candle_core::bail!("gru-fused backward: unsupported dtype {dt:?}"),
+            (dt, _) => candle_core::bail!("gru-fused backward: unsupported dtype {dt:?}"),
         };
         Ok((Some(dx), Some(dp), Some(dh)))
     }
@@ -247,12 +308,17 @@ pub(crate) fn run(
     h0: &Tensor,
     mask: Option<&Tensor>,
     dropout: &DropoutMasks,
+    training: bool,
 ) -> Result<LoopOutput> {
     let cfg = gru.config();
     let (b, t, i) = x.dims3()?;
     let u = cfg.units;
     let mut spec = SeqSpec::new(cfg, b, t, i);
-    spec.threads = gru.threads_for(b);
+    // Threads split the batch (rows are independent: no synchronization per step); a batch
+    // smaller than the thread count gives its threads to the matrix products instead.
+    let threads = gru.threads_for(b);
+    let chunks = if b >= 2 * threads { threads } else { 1 };
+    spec.threads = if chunks == 1 { threads } else { 1 };
     let mut parts = vec![w.kernel.clone(), w.recurrent_kernel.clone()];
     for bias in w.input_bias.iter().chain(&w.recurrent_bias) {
         parts.push(bias.reshape((1, 3 * u))?);
@@ -269,8 +335,10 @@ pub(crate) fn run(
     };
     let x = x.contiguous()?;
     let h0 = h0.contiguous()?;
-    let save = x.track_op() || params.track_op() || h0.track_op();
-    let op = FusedGru::new(spec, host_mask, masks, save);
+    // Keep the activations for a backward only in training calls; an inference call that
+    // is differentiated anyway recomputes them.
+    let save = training && (x.track_op() || params.track_op() || h0.track_op());
+    let op = FusedGru::new(spec, host_mask, masks, save, gru.workspaces.clone(), chunks);
     let packed = x.apply_op3(&params, &h0, op)?;
     // Contiguous, like the loop's output: some Candle ops (index_select) need it.
     let sequence = packed.narrow(1, 0, t)?.contiguous()?;

@@ -58,6 +58,7 @@ pub struct Gru {
     pub(crate) last_dispatch: Mutex<Option<Dispatch>>,
     pub(crate) cpu_path: CpuPath,
     pub(crate) threads: Option<usize>,
+    pub(crate) workspaces: std::sync::Arc<Mutex<crate::fused_op::Workspaces>>,
 }
 
 impl std::fmt::Debug for Gru {
@@ -261,6 +262,7 @@ impl Gru {
             last_dispatch: Mutex::new(None),
             cpu_path: CpuPath::Fused,
             threads: None,
+            workspaces: Default::default(),
         })
     }
 

@@ -1,7 +1,12 @@
 //! Backward through the whole sequence (BPTT), from the gradients of the sequence and of
 //! the final state.
+//!
+//! Per step (newest first) only what is sequential: the masking rules, the gate
+//! derivatives and `dh += dHP @ U^T`. The weight gradients are then one product each over
+//! all steps: `dU = H^T @ dHP` with the states and recurrent gradients of every step
+//! stacked, `dW = X^T @ dXP`, `dX = dXP @ W^T`.
 
-use super::forward::Saved;
+use super::forward::{Saved, Workspace};
 use super::matmul::{gemm, View};
 use super::{masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::{GruError, Result};
@@ -31,33 +36,71 @@ pub fn backward<T: Float>(
     d_sequence: &[T],
     d_state: &[T],
 ) -> Result<SeqGrads<T>> {
+    let (b, t, u) = (spec.batch, spec.time, spec.units);
+    if d_sequence.len() != b * t * u || d_state.len() != b * u {
+        return Err(GruError::Shape {
+            what: "backward inputs".into(),
+            expected: format!("d_sequence ({b}, {t}, {u}) and d_state ({b}, {u})"),
+            got: format!("{} and {} values", d_sequence.len(), d_state.len()),
+        });
+    }
+    let mut packed = Vec::with_capacity(b * (t + 1) * u);
+    for bi in 0..b {
+        packed.extend_from_slice(&d_sequence[bi * t * u..(bi + 1) * t * u]);
+        packed.extend_from_slice(&d_state[bi * u..(bi + 1) * u]);
+    }
+    backward_packed(spec, w, inp, saved, &packed, &mut Workspace::default())
+}
+
+fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    v.clear();
+    v.resize(n, T::ZERO);
+    v
+}
+
+/// [`backward`] from the gradient of the packed output of [`super::forward_into`]
+/// (batch, time + 1, units), with buffers from `ws`.
+pub fn backward_packed<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    inp: &SeqInputs<T>,
+    saved: &Saved<T>,
+    d_packed: &[T],
+    ws: &mut Workspace<T>,
+) -> Result<SeqGrads<T>> {
     validate(spec, w, inp)?;
     let (bsz, time, n_in, u) = (spec.batch, spec.time, spec.input, spec.units);
     let (u3, bu) = (3 * u, bsz * u);
-    if d_sequence.len() != bsz * time * u || d_state.len() != bu || saved.z.len() != time * bu {
+    if d_packed.len() != bsz * (time + 1) * u || saved.z.len() != time * bu {
         return Err(GruError::Shape {
             what: "backward inputs".into(),
             expected: format!(
-                "d_sequence ({bsz}, {time}, {u}), d_state ({bsz}, {u}) and a matching forward"
+                "a ({bsz}, {}, {u}) gradient and a matching forward",
+                time + 1
             ),
-            got: format!("{} and {} values", d_sequence.len(), d_state.len()),
+            got: format!("{} values", d_packed.len()),
         });
     }
     let th = spec.threads;
     let rec_masks = inp.recurrent_masks;
-    let mut d_xp = vec![T::ZERO; bsz * time * u3];
-    let mut d_rec = vec![T::ZERO; u * u3];
-    let mut d_brec = vec![T::ZERO; u3];
-    let mut dh = d_state.to_vec();
-    let mut d_carry = vec![T::ZERO; bu]; // d(out_k) from the next step repeating it
+    let gates = if spec.reset_after { 3 } else { 2 };
+    let d_xp = sized(&mut ws.d_xp, bsz * time * u3);
+    let dhp_all = sized(&mut ws.d_hp_all, time * bsz * u3); // rows k * B + b
+    let mut dh: Vec<T> = (0..bsz)
+        .flat_map(|b| {
+            d_packed[b * (time + 1) * u + time * u..(b + 1) * (time + 1) * u]
+                .iter()
+                .copied()
+        })
+        .collect();
+    let buf = |v: &mut Vec<T>| sized(v, bu).to_vec();
+    let mut d_carry = buf(&mut ws.out_prev); // d(out_k) from the next step repeating it
     let mut dh_new = vec![T::ZERO; bu];
     let mut dz = vec![T::ZERO; bu];
     let mut dr = vec![T::ZERO; bu];
     let mut da_h = vec![T::ZERO; bu];
-    let mut dhp = vec![T::ZERO; bsz * u3]; // d(recurrent product) per gate column
-    let mut scratch = vec![T::ZERO; bu];
-    let mut scratch2 = vec![T::ZERO; bu];
-    let gates = if spec.reset_after { 3 } else { 2 };
+    let scratch = sized(&mut ws.scratch, bu);
+    let scratch2 = sized(&mut ws.scratch2, bu);
     for k in (0..time).rev() {
         let t = spec.t_of(k);
         let s = k * bu..(k + 1) * bu;
@@ -71,39 +114,51 @@ pub fn backward<T: Float>(
         // The output and state rules of masked steps.
         for b in 0..bsz {
             let valid = inp.mask.is_none_or(|m| m[b * time + t] != 0);
-            for j in 0..u {
-                let i = b * u + j;
-                let dout = d_sequence[(b * time + k) * u + j] + d_carry[i];
+            let dseq = &d_packed[b * (time + 1) * u + k * u..b * (time + 1) * u + (k + 1) * u];
+            let row = b * u..(b + 1) * u;
+            for ((((dn, dc), dhv), &zv), &ds) in dh_new[row.clone()]
+                .iter_mut()
+                .zip(&mut d_carry[row.clone()])
+                .zip(&mut dh[row.clone()])
+                .zip(&z[row.clone()])
+                .zip(dseq)
+            {
+                let dout = ds + *dc;
                 if valid {
-                    dh_new[i] = dh[i] + dout;
-                    d_carry[i] = T::ZERO;
-                    dh[i] = dh_new[i] * z[i];
+                    *dn = *dhv + dout;
+                    *dc = T::ZERO;
+                    *dhv = *dn * zv;
                 } else {
-                    dh_new[i] = T::ZERO;
-                    d_carry[i] = if spec.zero_output_for_mask {
+                    *dn = T::ZERO;
+                    *dc = if spec.zero_output_for_mask {
                         T::ZERO
                     } else {
                         dout
                     };
-                    // dh passes through unchanged.
                 }
             }
         }
         // h_new = z h + (1 - z) hh.
-        for i in 0..bu {
-            dz[i] = dh_new[i] * (h_prev[i] - hh[i]);
-            da_h[i] = dh_new[i] * (T::ONE - z[i]);
+        for ((((dzv, dav), &dn), (&hp, &hv)), &zv) in dz
+            .iter_mut()
+            .zip(da_h.iter_mut())
+            .zip(&dh_new)
+            .zip(h_prev.iter().zip(hh))
+            .zip(z)
+        {
+            *dzv = dn * (hp - hv);
+            *dav = dn * (T::ONE - zv);
         }
         T::mul_derivative(spec.activation, &saved.a_h[s.clone()], hh, &mut da_h);
         if spec.reset_after {
             // a_h = x_h + r * pre.
-            for i in 0..bu {
-                dr[i] = da_h[i] * extra[i];
+            for ((d, &a), &p) in dr.iter_mut().zip(&da_h).zip(extra) {
+                *d = a * p;
             }
         } else {
             // a_h = x_h + q @ U_h with q = r * h_h: dq = da_h @ U_h^T.
             gemm(
-                &mut scratch,
+                scratch,
                 0,
                 u,
                 View::rows(&da_h, 0, bsz, u, u),
@@ -111,102 +166,159 @@ pub fn backward<T: Float>(
                 false,
                 th,
             );
-            gemm(
-                &mut d_rec,
-                2 * u,
-                u3,
-                View::rows(extra, 0, bsz, u, u).t(),
-                View::rows(&da_h, 0, bsz, u, u),
-                true,
-                th,
-            );
-            for i in 0..bu {
-                let h_h = match rec_masks.get(2) {
-                    Some(m) => h_prev[i] * m[i],
-                    None => h_prev[i],
-                };
-                dr[i] = scratch[i] * h_h;
-                let d_hh = scratch[i] * r[i];
-                dh[i] += match rec_masks.get(2) {
-                    Some(m) => d_hh * m[i],
-                    None => d_hh,
-                };
+            match rec_masks.get(2) {
+                Some(m) => {
+                    for (((((d, dhv), &sv), &hp), &rv), &mv) in dr
+                        .iter_mut()
+                        .zip(dh.iter_mut())
+                        .zip(scratch.iter())
+                        .zip(h_prev)
+                        .zip(r)
+                        .zip(m)
+                    {
+                        *d = sv * (hp * mv);
+                        *dhv += sv * rv * mv;
+                    }
+                }
+                None => {
+                    for ((((d, dhv), &sv), &hp), &rv) in dr
+                        .iter_mut()
+                        .zip(dh.iter_mut())
+                        .zip(scratch.iter())
+                        .zip(h_prev)
+                        .zip(r)
+                    {
+                        *d = sv * hp;
+                        *dhv += sv * rv;
+                    }
+                }
             }
         }
         T::mul_derivative(spec.recurrent_activation, &saved.a_z[s.clone()], z, &mut dz);
         T::mul_derivative(spec.recurrent_activation, &saved.a_r[s.clone()], r, &mut dr);
-        // d(xp) of this step and d(recurrent product).
+        // d(xp) of this step; d(recurrent product) into row block k of dhp_all (reset_before
+        // keeps da_h in the third block, for dU_h = q^T @ da_h).
+        let dhp = &mut dhp_all[k * bsz * u3..(k + 1) * bsz * u3];
         for b in 0..bsz {
             let row = (b * time + t) * u3;
-            for j in 0..u {
-                let i = b * u + j;
-                d_xp[row + j] = dz[i];
-                d_xp[row + u + j] = dr[i];
-                d_xp[row + 2 * u + j] = da_h[i];
-                dhp[b * u3 + j] = dz[i];
-                dhp[b * u3 + u + j] = dr[i];
-                if spec.reset_after {
-                    dhp[b * u3 + 2 * u + j] = da_h[i] * r[i];
+            let (zr, rr, hr) = (
+                &dz[b * u..(b + 1) * u],
+                &dr[b * u..(b + 1) * u],
+                &da_h[b * u..(b + 1) * u],
+            );
+            d_xp[row..row + u].copy_from_slice(zr);
+            d_xp[row + u..row + 2 * u].copy_from_slice(rr);
+            d_xp[row + 2 * u..row + u3].copy_from_slice(hr);
+            let drow = &mut dhp[b * u3..(b + 1) * u3];
+            drow[..u].copy_from_slice(zr);
+            drow[u..2 * u].copy_from_slice(rr);
+            if spec.reset_after {
+                for ((d, &a), &rv) in drow[2 * u..].iter_mut().zip(hr).zip(&r[b * u..(b + 1) * u]) {
+                    *d = a * rv;
                 }
+            } else {
+                drow[2 * u..].copy_from_slice(hr);
             }
         }
-        if spec.reset_after && spec.use_bias {
-            for row in dhp.chunks(u3) {
-                for (acc, &v) in d_brec.iter_mut().zip(row) {
-                    *acc += v;
-                }
-            }
-        }
-        // Through the recurrent products: d U_g += h_g^T dhp_g, dh += (dhp_g U_g^T) (* m_g).
+        // dh += (dhp_g @ U_g^T) (* m_g).
         if rec_masks.is_empty() {
             let cols = gates * u;
-            gemm(
-                &mut d_rec,
-                0,
-                u3,
-                View::rows(h_prev, 0, bsz, u, u).t(),
-                View::rows(&dhp, 0, bsz, cols, u3),
-                true,
-                th,
-            );
             gemm(
                 &mut dh,
                 0,
                 u,
-                View::rows(&dhp, 0, bsz, cols, u3),
+                View::rows(dhp, 0, bsz, cols, u3),
                 View::rows(w.recurrent, 0, u, cols, u3).t(),
                 true,
                 th,
             );
         } else {
             for (g, m) in rec_masks.iter().take(gates).enumerate() {
-                for ((sv, &hv), &mv) in scratch.iter_mut().zip(h_prev).zip(m) {
-                    *sv = hv * mv;
-                }
                 gemm(
-                    &mut d_rec,
-                    g * u,
-                    u3,
-                    View::rows(&scratch, 0, bsz, u, u).t(),
-                    View::rows(&dhp, g * u, bsz, u, u3),
-                    true,
-                    th,
-                );
-                gemm(
-                    &mut scratch2,
+                    scratch2,
                     0,
                     u,
-                    View::rows(&dhp, g * u, bsz, u, u3),
+                    View::rows(dhp, g * u, bsz, u, u3),
                     View::rows(w.recurrent, g * u, u, u, u3).t(),
                     false,
                     th,
                 );
-                for ((d, &v), &mv) in dh.iter_mut().zip(&scratch2).zip(m) {
+                for ((d, &v), &mv) in dh.iter_mut().zip(scratch2.iter()).zip(m) {
                     *d += v * mv;
                 }
             }
         }
     }
+    // Recurrent weights over all steps at once: dU_g = H_g^T @ dHP_g (k = time * batch).
+    let tb = time * bsz;
+    let mut d_rec = vec![T::ZERO; u * u3];
+    if rec_masks.is_empty() {
+        gemm(
+            &mut d_rec,
+            0,
+            u3,
+            View::rows(&saved.h_prev, 0, tb, u, u).t(),
+            View::rows(dhp_all, 0, tb, 2 * u, u3),
+            false,
+            th,
+        );
+    } else {
+        let mut hm = vec![T::ZERO; tb * u];
+        for (g, m) in rec_masks.iter().take(2).enumerate() {
+            for (row, (dst, src)) in hm
+                .chunks_exact_mut(u)
+                .zip(saved.h_prev.chunks_exact(u))
+                .enumerate()
+            {
+                let b = row % bsz;
+                for ((d, &s), &mv) in dst.iter_mut().zip(src).zip(&m[b * u..(b + 1) * u]) {
+                    *d = s * mv;
+                }
+            }
+            gemm(
+                &mut d_rec,
+                g * u,
+                u3,
+                View::rows(&hm, 0, tb, u, u).t(),
+                View::rows(dhp_all, g * u, tb, u, u3),
+                false,
+                th,
+            );
+        }
+    }
+    // The candidate block: reset_after H_h^T @ d(pre); reset_before q^T @ da_h.
+    let h_left: Vec<T>;
+    let left: &[T] = if spec.reset_after {
+        match rec_masks.get(2) {
+            Some(m) => {
+                h_left = saved
+                    .h_prev
+                    .chunks_exact(u)
+                    .enumerate()
+                    .flat_map(|(row, src)| {
+                        let b = row % bsz;
+                        src.iter()
+                            .zip(&m[b * u..(b + 1) * u])
+                            .map(|(&s, &mv)| s * mv)
+                            .collect::<Vec<T>>()
+                    })
+                    .collect();
+                &h_left
+            }
+            None => &saved.h_prev,
+        }
+    } else {
+        &saved.extra
+    };
+    gemm(
+        &mut d_rec,
+        2 * u,
+        u3,
+        View::rows(left, 0, tb, u, u).t(),
+        View::rows(dhp_all, 2 * u, tb, u, u3),
+        false,
+        th,
+    );
     // Input side: xp_g = (x * mi_g) @ W_g + b_in.
     let n = bsz * time;
     let mut d_kernel = vec![T::ZERO; n_in * u3];
@@ -218,7 +330,7 @@ pub fn backward<T: Float>(
                 0,
                 u3,
                 View::rows(inp.x, 0, n, n_in, n_in).t(),
-                View::rows(&d_xp, 0, n, u3, u3),
+                View::rows(d_xp, 0, n, u3, u3),
                 false,
                 th,
             );
@@ -226,7 +338,7 @@ pub fn backward<T: Float>(
                 &mut d_x,
                 0,
                 n_in,
-                View::rows(&d_xp, 0, n, u3, u3),
+                View::rows(d_xp, 0, n, u3, u3),
                 View::rows(w.kernel, 0, n_in, u3, u3).t(),
                 false,
                 th,
@@ -243,7 +355,7 @@ pub fn backward<T: Float>(
                     g * u,
                     u3,
                     View::rows(&xm, 0, n, n_in, n_in).t(),
-                    View::rows(&d_xp, g * u, n, u, u3),
+                    View::rows(d_xp, g * u, n, u, u3),
                     false,
                     th,
                 );
@@ -251,7 +363,7 @@ pub fn backward<T: Float>(
                     &mut dxg,
                     0,
                     n_in,
-                    View::rows(&d_xp, g * u, n, u, u3),
+                    View::rows(d_xp, g * u, n, u, u3),
                     View::rows(w.kernel, g * u, n_in, u, u3).t(),
                     false,
                     th,
@@ -268,15 +380,22 @@ pub fn backward<T: Float>(
     let mut d_bias = Vec::new();
     if spec.use_bias {
         d_bias = vec![T::ZERO; u3];
-        for row in d_xp.chunks(u3) {
+        for row in d_xp.chunks_exact(u3) {
             for (acc, &v) in d_bias.iter_mut().zip(row) {
                 *acc += v;
             }
         }
         if spec.reset_after {
+            let mut d_brec = vec![T::ZERO; u3];
+            for row in dhp_all.chunks_exact(u3) {
+                for (acc, &v) in d_brec.iter_mut().zip(row) {
+                    *acc += v;
+                }
+            }
             d_bias.extend_from_slice(&d_brec);
         }
     }
+    ws.out_prev = d_carry;
     Ok(SeqGrads {
         x: d_x,
         kernel: d_kernel,

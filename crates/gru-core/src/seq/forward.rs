@@ -37,18 +37,24 @@ pub struct Saved<T> {
 }
 
 /// The input projection of every timestep, bias included: (batch * time, 3u), row b*T + t.
-pub(crate) fn project_inputs<T: Float>(
+/// The input projection of every timestep, without bias (the biases are added per step,
+/// into the small recurrent buffer): (batch * time, 3u), row b*T + t.
+pub(crate) fn project_inputs_into<T: Float>(
     spec: &SeqSpec,
     w: &SeqWeights<T>,
     inp: &SeqInputs<T>,
-) -> Vec<T> {
+    xp: &mut Vec<T>,
+) {
     let (n, i, u) = (spec.batch * spec.time, spec.input, spec.units);
     let u3 = 3 * u;
-    let mut xp = vec![T::ZERO; n * u3];
+    if xp.len() != n * u3 {
+        xp.clear();
+        xp.resize(n * u3, T::ZERO);
+    }
     let th = spec.threads;
     match inp.input_masks {
         [] => gemm(
-            &mut xp,
+            xp,
             0,
             u3,
             View::rows(inp.x, 0, n, i, i),
@@ -59,7 +65,7 @@ pub(crate) fn project_inputs<T: Float>(
         [m] => {
             let xm = masked_inputs(spec, inp.x, m);
             gemm(
-                &mut xp,
+                xp,
                 0,
                 u3,
                 View::rows(&xm, 0, n, i, i),
@@ -72,7 +78,7 @@ pub(crate) fn project_inputs<T: Float>(
             for (g, m) in masks.iter().enumerate() {
                 let xm = masked_inputs(spec, inp.x, m);
                 gemm(
-                    &mut xp,
+                    xp,
                     g * u,
                     u3,
                     View::rows(&xm, 0, n, i, i),
@@ -83,15 +89,23 @@ pub(crate) fn project_inputs<T: Float>(
             }
         }
     }
-    if spec.use_bias {
-        let b_in = &w.bias[..u3];
-        for row in xp.chunks_mut(u3) {
-            for (v, &b) in row.iter_mut().zip(b_in) {
-                *v += b;
-            }
+}
+
+/// What the recurrent buffer starts from: z and r get the input and recurrent biases, the
+/// candidate (reset_after) its recurrent bias; the candidate's input bias is added with x_h.
+pub(crate) fn step_bias<T: Float>(spec: &SeqSpec, w: &SeqWeights<T>) -> Option<Vec<T>> {
+    let u3 = 3 * spec.units;
+    if !spec.use_bias {
+        return None;
+    }
+    let mut b: Vec<T> = w.bias[..u3].to_vec();
+    if spec.reset_after {
+        for (j, v) in b.iter_mut().enumerate() {
+            let rec = w.bias[u3 + j];
+            *v = if j < 2 * spec.units { *v + rec } else { rec };
         }
     }
-    xp
+    Some(b)
 }
 
 /// The recurrent product of one step into `hp` (batch, 3u): z and r columns always, the
@@ -101,12 +115,20 @@ pub(crate) fn recurrent_product<T: Float>(
     w: &SeqWeights<T>,
     h: &[T],
     rec_masks: &[Vec<T>],
+    step_bias: Option<&[T]>,
     hp: &mut [T],
     scratch: &mut [T],
 ) {
     let (b, u) = (spec.batch, spec.units);
     let u3 = 3 * u;
     let gates = if spec.reset_after { 3 } else { 2 };
+    // Start from the step bias and accumulate the product onto it.
+    let accumulate = step_bias.is_some();
+    if let Some(sb) = step_bias {
+        for row in hp.chunks_exact_mut(u3) {
+            row.copy_from_slice(sb);
+        }
+    }
     if rec_masks.is_empty() {
         gemm(
             hp,
@@ -114,7 +136,7 @@ pub(crate) fn recurrent_product<T: Float>(
             u3,
             View::rows(h, 0, b, u, u),
             View::rows(w.recurrent, 0, u, gates * u, u3),
-            false,
+            accumulate,
             spec.threads,
         );
     } else {
@@ -128,18 +150,86 @@ pub(crate) fn recurrent_product<T: Float>(
                 u3,
                 View::rows(scratch, 0, b, u, u),
                 View::rows(w.recurrent, g * u, u, u, u3),
-                false,
+                accumulate,
                 spec.threads,
             );
         }
     }
-    if spec.use_bias && spec.reset_after {
-        let b_rec = &w.bias[u3..2 * u3];
-        for row in hp.chunks_mut(u3) {
-            for (v, &bv) in row.iter_mut().zip(b_rec) {
-                *v += bv;
-            }
+}
+
+/// Buffers the fused path reuses from call to call (a layer keeps one per float type):
+/// fresh multi-megabyte allocations cost page faults on every call.
+#[derive(Debug, Default)]
+pub struct Workspace<T> {
+    pub(crate) xp: Vec<T>,
+    pub(crate) hp: Vec<T>,
+    pub(crate) scratch: Vec<T>,
+    pub(crate) scratch2: Vec<T>,
+    pub(crate) h: Vec<T>,
+    pub(crate) out_prev: Vec<T>,
+    pub(crate) step: Saved<T>,
+    pub(crate) d_xp: Vec<T>,
+    pub(crate) d_hp_all: Vec<T>,
+    /// Saved activations handed back after a backward, reused by the next forward.
+    pub pool: Option<Saved<T>>,
+}
+
+fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    v.clear();
+    v.resize(n, T::ZERO);
+    v
+}
+
+impl<T: Float> Saved<T> {
+    fn fields(&mut self) -> [&mut Vec<T>; 8] {
+        [
+            &mut self.h_prev,
+            &mut self.z,
+            &mut self.a_z,
+            &mut self.r,
+            &mut self.a_r,
+            &mut self.hh,
+            &mut self.a_h,
+            &mut self.extra,
+        ]
+    }
+
+    /// Step k's blocks of `bu` values: (h_prev, z, a_z, r, a_r, hh, a_h, extra).
+    #[allow(clippy::type_complexity)]
+    fn block(
+        &mut self,
+        k: usize,
+        bu: usize,
+    ) -> (
+        &mut [T],
+        &mut [T],
+        &mut [T],
+        &mut [T],
+        &mut [T],
+        &mut [T],
+        &mut [T],
+        &mut [T],
+    ) {
+        let r = k * bu..(k + 1) * bu;
+        (
+            &mut self.h_prev[r.clone()],
+            &mut self.z[r.clone()],
+            &mut self.a_z[r.clone()],
+            &mut self.r[r.clone()],
+            &mut self.a_r[r.clone()],
+            &mut self.hh[r.clone()],
+            &mut self.a_h[r.clone()],
+            &mut self.extra[r],
+        )
+    }
+
+    fn sized(mut self, n: usize) -> Saved<T> {
+        for v in self.fields() {
+            // Every element is written before it is read; resize only fills new room.
+            v.resize(n, T::ZERO);
+            v.truncate(n);
         }
+        self
     }
 }
 
@@ -150,117 +240,176 @@ pub fn forward<T: Float>(
     inp: &SeqInputs<T>,
     save: bool,
 ) -> Result<(SeqOutput<T>, Option<Saved<T>>)> {
+    let (b, t, u) = (spec.batch, spec.time, spec.units);
+    let mut packed = vec![T::ZERO; b * (t + 1) * u];
+    let saved = forward_into(spec, w, inp, save, &mut Workspace::default(), &mut packed)?;
+    let mut sequence = Vec::with_capacity(b * t * u);
+    let mut state = Vec::with_capacity(b * u);
+    for row in packed.chunks_exact((t + 1) * u) {
+        sequence.extend_from_slice(&row[..t * u]);
+        state.extend_from_slice(&row[t * u..]);
+    }
+    Ok((SeqOutput { sequence, state }, saved))
+}
+
+/// Runs the sequence into `out`, packed as (batch, time + 1, units): each batch row's
+/// sequence (processing order) then its final state. Buffers come from `ws`; with `save`,
+/// the activations the backward needs are returned (in the pooled buffers when `ws` has
+/// them).
+pub fn forward_into<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    inp: &SeqInputs<T>,
+    save: bool,
+    ws: &mut Workspace<T>,
+    out: &mut [T],
+) -> Result<Option<Saved<T>>> {
     validate(spec, w, inp)?;
     let (bsz, time, u) = (spec.batch, spec.time, spec.units);
     let (u3, bu) = (3 * u, bsz * u);
-    let xp = project_inputs(spec, w, inp);
+    if out.len() != bsz * (time + 1) * u {
+        return Err(crate::error::GruError::Shape {
+            what: "packed output".into(),
+            expected: format!("({bsz}, {}, {u})", time + 1),
+            got: format!("{} values", out.len()),
+        });
+    }
+    project_inputs_into(spec, w, inp, &mut ws.xp);
+    let sbias = step_bias(spec, w);
+    let b_in_h: Vec<T> = if spec.use_bias {
+        w.bias[2 * u..u3].to_vec()
+    } else {
+        vec![T::ZERO; u]
+    };
     let mut saved = if save {
-        let z = vec![T::ZERO; time * bu];
-        Some(Saved {
-            h_prev: z.clone(),
-            z: z.clone(),
-            a_z: z.clone(),
-            r: z.clone(),
-            a_r: z.clone(),
-            hh: z.clone(),
-            a_h: z.clone(),
-            extra: z,
-        })
+        Some(ws.pool.take().unwrap_or_default().sized(time * bu))
     } else {
         None
     };
-    // Per-step buffers, reused when nothing is saved.
-    let mut step = Saved {
-        h_prev: vec![T::ZERO; bu],
-        z: vec![T::ZERO; bu],
-        a_z: vec![T::ZERO; bu],
-        r: vec![T::ZERO; bu],
-        a_r: vec![T::ZERO; bu],
-        hh: vec![T::ZERO; bu],
-        a_h: vec![T::ZERO; bu],
-        extra: vec![T::ZERO; bu],
-    };
-    let mut hp = vec![T::ZERO; bsz * u3];
-    let mut scratch = vec![T::ZERO; bu];
-    let mut h = inp.h0.to_vec();
-    let mut out_prev = vec![T::ZERO; bu];
-    let mut sequence = vec![T::ZERO; bsz * time * u];
+    let mut step = std::mem::take(&mut ws.step).sized(bu);
+    let hp = sized(&mut ws.hp, bsz * u3);
+    let scratch = sized(&mut ws.scratch, bu);
+    let h = sized(&mut ws.h, bu);
+    h.copy_from_slice(inp.h0);
+    let out_prev = sized(&mut ws.out_prev, bu);
+    let xp = &ws.xp;
     let h_gate_mask = inp.recurrent_masks.get(2);
     for k in 0..time {
         let t = spec.t_of(k);
-        step.h_prev.copy_from_slice(&h);
-        recurrent_product(spec, w, &h, inp.recurrent_masks, &mut hp, &mut scratch);
-        for b in 0..bsz {
-            let xrow = &xp[(b * time + t) * u3..(b * time + t + 1) * u3];
-            let hrow = &hp[b * u3..(b + 1) * u3];
-            for j in 0..u {
-                step.a_z[b * u + j] = xrow[j] + hrow[j];
-                step.a_r[b * u + j] = xrow[u + j] + hrow[u + j];
+        let (h_prev, z, a_z, r, a_r, hh, a_h, extra) = match saved.as_mut() {
+            Some(sv) => sv.block(k, bu),
+            None => step.block(0, bu),
+        };
+        h_prev.copy_from_slice(h);
+        recurrent_product(
+            spec,
+            w,
+            h,
+            inp.recurrent_masks,
+            sbias.as_deref(),
+            hp,
+            scratch,
+        );
+        let xrow = |b: usize| &xp[(b * time + t) * u3..(b * time + t + 1) * u3];
+        for (b, ((az, ar), hrow)) in a_z
+            .chunks_exact_mut(u)
+            .zip(a_r.chunks_exact_mut(u))
+            .zip(hp.chunks_exact(u3))
+            .enumerate()
+        {
+            let x = xrow(b);
+            for ((o, &xv), &hv) in az.iter_mut().zip(&x[..u]).zip(&hrow[..u]) {
+                *o = xv + hv;
+            }
+            for ((o, &xv), &hv) in ar.iter_mut().zip(&x[u..2 * u]).zip(&hrow[u..2 * u]) {
+                *o = xv + hv;
             }
         }
-        T::activate(spec.recurrent_activation, &step.a_z, &mut step.z);
-        T::activate(spec.recurrent_activation, &step.a_r, &mut step.r);
+        T::activate(spec.recurrent_activation, a_z, z);
+        T::activate(spec.recurrent_activation, a_r, r);
         if spec.reset_after {
-            for b in 0..bsz {
-                let xrow = &xp[(b * time + t) * u3 + 2 * u..(b * time + t + 1) * u3];
-                let pre = &hp[b * u3 + 2 * u..(b + 1) * u3];
-                for j in 0..u {
-                    let i = b * u + j;
-                    step.extra[i] = pre[j];
-                    step.a_h[i] = xrow[j] + step.r[i] * pre[j];
+            for (b, (((ah, pre), rr), hrow)) in a_h
+                .chunks_exact_mut(u)
+                .zip(extra.chunks_exact_mut(u))
+                .zip(r.chunks_exact(u))
+                .zip(hp.chunks_exact(u3))
+                .enumerate()
+            {
+                let xh = &xrow(b)[2 * u..];
+                pre.copy_from_slice(&hrow[2 * u..]);
+                for ((((o, &xv), &bv), &rv), &pv) in ah
+                    .iter_mut()
+                    .zip(xh)
+                    .zip(&b_in_h)
+                    .zip(rr.iter())
+                    .zip(pre.iter())
+                {
+                    *o = (xv + bv) + rv * pv;
                 }
             }
         } else {
             // q = r * h (h masked for the candidate gate), then q @ U_h.
-            for i in 0..bu {
-                let hv = match h_gate_mask {
-                    Some(m) => h[i] * m[i],
-                    None => h[i],
-                };
-                step.extra[i] = step.r[i] * hv;
+            match h_gate_mask {
+                Some(m) => {
+                    for (((q, &rv), &hv), &mv) in
+                        extra.iter_mut().zip(r.iter()).zip(h.iter()).zip(m)
+                    {
+                        *q = rv * (hv * mv);
+                    }
+                }
+                None => {
+                    for ((q, &rv), &hv) in extra.iter_mut().zip(r.iter()).zip(h.iter()) {
+                        *q = rv * hv;
+                    }
+                }
             }
             gemm(
-                &mut scratch,
+                scratch,
                 0,
                 u,
-                View::rows(&step.extra, 0, bsz, u, u),
+                View::rows(extra, 0, bsz, u, u),
                 View::rows(w.recurrent, 2 * u, u, u, u3),
                 false,
                 spec.threads,
             );
-            for b in 0..bsz {
-                let xrow = &xp[(b * time + t) * u3 + 2 * u..(b * time + t + 1) * u3];
-                for j in 0..u {
-                    step.a_h[b * u + j] = xrow[j] + scratch[b * u + j];
+            for (b, (ah, rh)) in a_h
+                .chunks_exact_mut(u)
+                .zip(scratch.chunks_exact(u))
+                .enumerate()
+            {
+                for (((o, &xv), &bv), &rv) in
+                    ah.iter_mut().zip(&xrow(b)[2 * u..]).zip(&b_in_h).zip(rh)
+                {
+                    *o = (xv + bv) + rv;
                 }
             }
         }
-        T::activate(spec.activation, &step.a_h, &mut step.hh);
-        for b in 0..bsz {
+        T::activate(spec.activation, a_h, hh);
+        for (b, ((hrow, orow), (zrow, hhrow))) in h
+            .chunks_exact_mut(u)
+            .zip(out_prev.chunks_exact_mut(u))
+            .zip(z.chunks_exact(u).zip(hh.chunks_exact(u)))
+            .enumerate()
+        {
             let valid = inp.mask.is_none_or(|m| m[b * time + t] != 0);
-            let row = b * u..(b + 1) * u;
             if valid {
-                for i in row.clone() {
-                    let z = step.z[i];
-                    h[i] = z * h[i] + (T::ONE - z) * step.hh[i];
-                    out_prev[i] = h[i];
+                for (((hv, ov), &zv), &cv) in
+                    hrow.iter_mut().zip(orow.iter_mut()).zip(zrow).zip(hhrow)
+                {
+                    *hv = zv * *hv + (T::ONE - zv) * cv;
+                    *ov = *hv;
                 }
             } else if spec.zero_output_for_mask {
-                out_prev[row.clone()].fill(T::ZERO);
+                orow.fill(T::ZERO);
             }
-            sequence[(b * time + k) * u..(b * time + k + 1) * u].copy_from_slice(&out_prev[row]);
-        }
-        if let Some(s) = saved.as_mut() {
-            let dst = k * bu..(k + 1) * bu;
-            s.h_prev[dst.clone()].copy_from_slice(&step.h_prev);
-            s.z[dst.clone()].copy_from_slice(&step.z);
-            s.a_z[dst.clone()].copy_from_slice(&step.a_z);
-            s.r[dst.clone()].copy_from_slice(&step.r);
-            s.a_r[dst.clone()].copy_from_slice(&step.a_r);
-            s.hh[dst.clone()].copy_from_slice(&step.hh);
-            s.a_h[dst.clone()].copy_from_slice(&step.a_h);
-            s.extra[dst].copy_from_slice(&step.extra);
+            let base = b * (time + 1) * u;
+            out[base + k * u..base + (k + 1) * u].copy_from_slice(orow);
         }
     }
-    Ok((SeqOutput { sequence, state: h }, saved))
+    for (b, hrow) in h.chunks_exact(u).enumerate() {
+        let base = b * (time + 1) * u + time * u;
+        out[base..base + u].copy_from_slice(hrow);
+    }
+    ws.step = step;
+    Ok(saved)
 }

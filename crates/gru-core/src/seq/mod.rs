@@ -13,10 +13,11 @@ pub mod backward;
 pub mod float;
 pub mod forward;
 pub mod matmul;
+pub mod parallel;
 
-pub use backward::{backward, SeqGrads};
+pub use backward::{backward, backward_packed, SeqGrads};
 pub use float::Float;
-pub use forward::{forward, Saved, SeqOutput};
+pub use forward::{forward, forward_into, Saved, SeqOutput, Workspace};
 
 use crate::activation::Activation;
 use crate::config::GruConfig;

@@ -1,0 +1,256 @@
+//! Batch-parallel forward and backward: GRU rows never interact, so each thread runs the
+//! whole sequence for its own slice of the batch, with no synchronization per step. The
+//! weight gradients of the slices are summed.
+
+use super::backward::{backward_packed, SeqGrads};
+use super::forward::{forward_into, Saved, Workspace};
+use super::{Float, SeqInputs, SeqSpec, SeqWeights};
+use crate::error::Result;
+
+/// Row ranges of `chunks` near-equal slices of `batch`.
+pub fn split(batch: usize, chunks: usize) -> Vec<std::ops::Range<usize>> {
+    let chunks = chunks.clamp(1, batch.max(1));
+    (0..chunks)
+        .map(|c| (c * batch / chunks)..((c + 1) * batch / chunks))
+        .collect()
+}
+
+fn sub_spec(spec: &SeqSpec, rows: &std::ops::Range<usize>) -> SeqSpec {
+    SeqSpec {
+        batch: rows.len(),
+        threads: 1,
+        ..spec.clone()
+    }
+}
+
+/// The inputs of rows `rows`; `owned` keeps the sliced dropout masks alive.
+fn sub_inputs<'a, T: Float>(
+    spec: &SeqSpec,
+    inp: &SeqInputs<'a, T>,
+    rows: &std::ops::Range<usize>,
+    owned: &'a (Vec<Vec<T>>, Vec<Vec<T>>),
+) -> SeqInputs<'a, T> {
+    let (t, i, u) = (spec.time, spec.input, spec.units);
+    SeqInputs {
+        x: &inp.x[rows.start * t * i..rows.end * t * i],
+        h0: &inp.h0[rows.start * u..rows.end * u],
+        mask: inp.mask.map(|m| &m[rows.start * t..rows.end * t]),
+        input_masks: &owned.0,
+        recurrent_masks: &owned.1,
+    }
+}
+
+fn sliced_masks<T: Float>(
+    spec: &SeqSpec,
+    inp: &SeqInputs<T>,
+    rows: &std::ops::Range<usize>,
+) -> (Vec<Vec<T>>, Vec<Vec<T>>) {
+    let (i, u) = (spec.input, spec.units);
+    (
+        inp.input_masks
+            .iter()
+            .map(|m| m[rows.start * i..rows.end * i].to_vec())
+            .collect(),
+        inp.recurrent_masks
+            .iter()
+            .map(|m| m[rows.start * u..rows.end * u].to_vec())
+            .collect(),
+    )
+}
+
+/// [`forward_into`] over `chunks` batch slices in parallel (`wss` grows to one workspace per
+/// slice). Returns one `Saved` per slice when saving.
+pub fn forward_chunked<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    inp: &SeqInputs<T>,
+    save: bool,
+    wss: &mut Vec<Workspace<T>>,
+    out: &mut [T],
+    chunks: usize,
+) -> Result<Vec<Option<Saved<T>>>> {
+    let ranges = split(spec.batch, chunks);
+    if ranges.len() == 1 {
+        if wss.is_empty() {
+            wss.push(Workspace::default());
+        }
+        return Ok(vec![forward_into(spec, w, inp, save, &mut wss[0], out)?]);
+    }
+    while wss.len() < ranges.len() {
+        wss.push(Workspace::default());
+    }
+    let per_row = (spec.time + 1) * spec.units;
+    let masks: Vec<_> = ranges.iter().map(|r| sliced_masks(spec, inp, r)).collect();
+    let mut outs: Vec<&mut [T]> = Vec::new();
+    let mut rest = out;
+    for r in &ranges {
+        let (head, tail) = rest.split_at_mut(r.len() * per_row);
+        outs.push(head);
+        rest = tail;
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .zip(wss.iter_mut())
+            .zip(outs)
+            .zip(&masks)
+            .map(|(((r, ws), o), m)| {
+                scope.spawn(move || {
+                    let sub = sub_spec(spec, r);
+                    let si = sub_inputs(spec, inp, r, m);
+                    forward_into(&sub, w, &si, save, ws, o)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// [`backward_packed`] over the slices of [`forward_chunked`], in parallel.
+pub fn backward_chunked<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    inp: &SeqInputs<T>,
+    saved: &[Saved<T>],
+    d_packed: &[T],
+    wss: &mut Vec<Workspace<T>>,
+) -> Result<SeqGrads<T>> {
+    let ranges = split(spec.batch, saved.len());
+    if ranges.len() == 1 {
+        if wss.is_empty() {
+            wss.push(Workspace::default());
+        }
+        return backward_packed(spec, w, inp, &saved[0], d_packed, &mut wss[0]);
+    }
+    while wss.len() < ranges.len() {
+        wss.push(Workspace::default());
+    }
+    let per_row = (spec.time + 1) * spec.units;
+    let masks: Vec<_> = ranges.iter().map(|r| sliced_masks(spec, inp, r)).collect();
+    let parts: Vec<Result<SeqGrads<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .zip(wss.iter_mut())
+            .zip(saved)
+            .zip(&masks)
+            .map(|(((r, ws), sv), m)| {
+                scope.spawn(move || {
+                    let sub = sub_spec(spec, r);
+                    let si = sub_inputs(spec, inp, r, m);
+                    backward_packed(
+                        &sub,
+                        w,
+                        &si,
+                        sv,
+                        &d_packed[r.start * per_row..r.end * per_row],
+                        ws,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut total: Option<SeqGrads<T>> = None;
+    for p in parts {
+        let p = p?;
+        total = Some(match total {
+            None => p,
+            Some(mut acc) => {
+                acc.x.extend_from_slice(&p.x);
+                acc.h0.extend_from_slice(&p.h0);
+                for (a, b) in [
+                    (&mut acc.kernel, &p.kernel),
+                    (&mut acc.recurrent, &p.recurrent),
+                    (&mut acc.bias, &p.bias),
+                ] {
+                    for (x, &y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                }
+                acc
+            }
+        });
+    }
+    total.ok_or_else(|| crate::error::GruError::Shape {
+        what: "batch".into(),
+        expected: "at least one row".into(),
+        got: "0".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::Activation;
+
+    #[test]
+    fn chunked_equals_whole() {
+        let spec = SeqSpec {
+            batch: 5,
+            time: 4,
+            input: 3,
+            units: 2,
+            activation: Activation::Tanh,
+            recurrent_activation: Activation::Sigmoid,
+            reset_after: true,
+            use_bias: true,
+            go_backwards: true,
+            zero_output_for_mask: false,
+            threads: 1,
+        };
+        let f = |n: usize, s: f64| {
+            (0..n)
+                .map(|k| (k as f64 * 0.37 + s).sin())
+                .collect::<Vec<f64>>()
+        };
+        let (k, r, b, x, h0) = (f(18, 0.1), f(12, 0.2), f(12, 0.3), f(60, 0.4), f(10, 0.5));
+        let mask: Vec<u8> = (0..20).map(|i| (i % 3 != 1) as u8).collect();
+        let rm: Vec<Vec<f64>> = (0..3)
+            .map(|g| {
+                f(10, g as f64)
+                    .iter()
+                    .map(|v| if *v > 0.0 { 2.0 } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        let w = SeqWeights {
+            kernel: &k,
+            recurrent: &r,
+            bias: &b,
+        };
+        let inp = SeqInputs {
+            x: &x,
+            h0: &h0,
+            mask: Some(&mask),
+            input_masks: &[],
+            recurrent_masks: &rm,
+        };
+        let n = 5 * 5 * 2;
+        let (mut o1, mut o2) = (vec![0.0; n], vec![0.0; n]);
+        let s1 = forward_chunked(&spec, &w, &inp, true, &mut Vec::new(), &mut o1, 1).unwrap();
+        let s2 = forward_chunked(&spec, &w, &inp, true, &mut Vec::new(), &mut o2, 2).unwrap();
+        assert_eq!(o1, o2);
+        let d: Vec<f64> = f(n, 0.9);
+        let s1: Vec<_> = s1.into_iter().map(|s| s.unwrap()).collect();
+        let s2: Vec<_> = s2.into_iter().map(|s| s.unwrap()).collect();
+        let g1 = backward_chunked(&spec, &w, &inp, &s1, &d, &mut Vec::new()).unwrap();
+        let g2 = backward_chunked(&spec, &w, &inp, &s2, &d, &mut Vec::new()).unwrap();
+        assert_eq!(g1.x, g2.x);
+        assert_eq!(g1.h0, g2.h0);
+        for (a, b) in g1
+            .kernel
+            .iter()
+            .chain(&g1.recurrent)
+            .chain(&g1.bias)
+            .zip(g2.kernel.iter().chain(&g2.recurrent).chain(&g2.bias))
+        {
+            assert!((a - b).abs() < 1e-14);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Anchors for the CPU benchmark: Keras 3 (TensorFlow backend) and PyTorch on the same shapes
+and thread counts as `bench_cpu`, merged with its JSON into one table with ratios.
+
+    python3 scripts/bench_anchors.py [--threads 1,2] [--shape B,T,I,H ...] [--out DIR]
+
+It installs keras==3.15.1, tensorflow-cpu==2.21.0, torch==2.15.0 and matplotlib into
+target/anchors-venv (from PyPI) on first use, runs `cargo run --release --example bench_cpu`
+for each thread count, times the anchors in fresh processes (thread settings must precede
+TensorFlow's start), and writes DIR/bench.json, DIR/bench.md and DIR/bench.png
+(DIR defaults to target/bench).
+
+Timings are medians after a warm-up, f32, return_sequences=True: "forward" is inference
+(Keras: a tf.function of the layer call; PyTorch: nn.GRU under no_grad); "train" is forward +
+backward of sum(output) (Keras: GradientTape in a tf.function; PyTorch: autograd).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, "target", "anchors-venv")
+PY = os.path.join(VENV, "bin", "python")
+PINS = ["keras==3.15.1", "tensorflow-cpu==2.21.0", "torch==2.15.0", "numpy", "matplotlib"]
+DEFAULT_SHAPES = ["64,100,128,256", "1,100,128,256", "32,500,64,128", "256,50,256,512"]
+
+
+def ensure_venv():
+    if not os.path.exists(PY):
+        subprocess.check_call([sys.executable, "-m", "venv", VENV])
+    probe = "import keras, tensorflow, torch, matplotlib"
+    if subprocess.call([PY, "-c", probe], stderr=subprocess.DEVNULL) != 0:
+        subprocess.check_call([PY, "-m", "pip", "install", "-q", "--upgrade", "pip"])
+        subprocess.check_call([PY, "-m", "pip", "install", "-q"] + PINS)
+
+
+def median_ms(fn, min_time=2.0, min_runs=5, max_runs=200):
+    fn()
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < min_time and len(times) < max_runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def worker(threads, shapes):
+    """Runs inside the venv, in a fresh process per thread count."""
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    rows = []
+    for s in shapes:
+        b, t, i, h = s
+        x = np.random.default_rng(0).standard_normal((b, t, i)).astype("float32")
+        layer = keras.layers.GRU(h, return_sequences=True)
+        xt = tf.constant(x)
+        layer(xt)
+
+        @tf.function
+        def fwd(v):
+            return layer(v, training=False)
+
+        @tf.function
+        def step(v):
+            with tf.GradientTape() as tape:
+                y = layer(v, training=True)
+                loss = tf.reduce_sum(y)
+            return tape.gradient(loss, layer.trainable_weights)
+
+        rows.append(("keras-tf", "forward", s, median_ms(lambda: fwd(xt).numpy())))
+        rows.append(("keras-tf", "train", s, median_ms(lambda: [g.numpy() for g in step(xt)])))
+        gru = torch.nn.GRU(i, h, batch_first=True)
+        xp = torch.from_numpy(x)
+
+        def tfwd():
+            with torch.no_grad():
+                gru(xp)
+
+        def ttrain():
+            gru.zero_grad()
+            y, _ = gru(xp)
+            y.sum().backward()
+
+        rows.append(("torch", "forward", s, median_ms(tfwd)))
+        rows.append(("torch", "train", s, median_ms(ttrain)))
+        for r in rows[-4:]:
+            print(f"{r[0]:<10} {r[1]:<8} {r[2]} threads={threads} {r[3]:.3f} ms", file=sys.stderr)
+    return [
+        {"impl": n, "mode": m, "B": s[0], "T": s[1], "I": s[2], "H": s[3], "threads": threads, "median_ms": ms}
+        for n, m, s, ms in rows
+    ]
+
+
+def plot(rows, path, shapes, threads_list):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    impls = ["fused", "keras-tf", "torch", "candle-nn", "loop"]
+    colors = {"fused": "#d62728", "keras-tf": "#1f77b4", "torch": "#2ca02c", "candle-nn": "#9467bd", "loop": "#8c564b"}
+    fig, axes = plt.subplots(len(threads_list), 2, figsize=(12, 4 * len(threads_list)), squeeze=False)
+    for ti, th in enumerate(threads_list):
+        for mi, mode in enumerate(["forward", "train"]):
+            ax = axes[ti][mi]
+            width = 0.8 / len(impls)
+            for k, imp in enumerate(impls):
+                vals = []
+                for s in shapes:
+                    m = [r["median_ms"] for r in rows if r["impl"] == imp and r["mode"] == mode and r["threads"] == th
+                         and (r["B"], r["T"], r["I"], r["H"]) == tuple(s)]
+                    vals.append(m[0] if m else 0)
+                ax.bar([x + k * width for x in range(len(shapes))], vals, width, label=imp, color=colors[imp])
+            ax.set_yscale("log")
+            ax.set_xticks([x + 0.4 - width / 2 for x in range(len(shapes))])
+            ax.set_xticklabels(["B%d T%d I%d H%d" % tuple(s) for s in shapes], fontsize=8)
+            ax.set_ylabel("median ms (log)")
+            ax.set_title(f"{mode}, {th} thread(s)")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--shape", action="append")
+    ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shape or DEFAULT_SHAPES)]
+    threads_list = [int(t) for t in args.threads.split(",")]
+    if args.worker:
+        print(json.dumps(worker(threads_list[0], shapes)))
+        return
+    ensure_venv()
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    shape_args = sum([["--shape", ",".join(map(str, s))] for s in shapes], [])
+    for th in threads_list:
+        ours = os.path.join(args.out, f"ours_t{th}.json")
+        subprocess.check_call(["cargo", "run", "--release", "-q", "--example", "bench_cpu", "--",
+                               "--threads", str(th), "--json", ours] + shape_args, cwd=ROOT)
+        rows += json.load(open(ours))
+        out = subprocess.check_output([PY, os.path.abspath(__file__), "--worker", "--threads", str(th)] + shape_args)
+        rows += json.loads(out)
+    json.dump(rows, open(os.path.join(args.out, "bench.json"), "w"), indent=1)
+
+    def get(imp, mode, s, th):
+        m = [r["median_ms"] for r in rows if r["impl"] == imp and r["mode"] == mode and r["threads"] == th
+             and (r["B"], r["T"], r["I"], r["H"]) == tuple(s)]
+        return m[0] if m else float("nan")
+
+    lines = ["| shape (B,T,I,H) | mode | threads | fused ms | Keras-TF ms | torch ms | candle-nn ms | loop ms "
+             "| fused / Keras-TF | fused / torch | candle-nn / fused |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in shapes:
+        for mode in ["forward", "train"]:
+            for th in threads_list:
+                f, k, t, c, lp = (get(n, mode, s, th) for n in ["fused", "keras-tf", "torch", "candle-nn", "loop"])
+                lines.append(f"| {','.join(map(str, s))} | {mode} | {th} | {f:.2f} | {k:.2f} | {t:.2f} | {c:.2f} | {lp:.2f} "
+                             f"| {f / k:.2f}x | {f / t:.2f}x | {c / f:.2f}x |")
+    table = "\n".join(lines)
+    open(os.path.join(args.out, "bench.md"), "w").write(table + "\n")
+    print(table)
+    subprocess.check_call([PY, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+                           f"import bench_anchors as b, json; b.plot(json.load(open({os.path.join(args.out, 'bench.json')!r})), "
+                           f"{os.path.join(args.out, 'bench.png')!r}, {[list(s) for s in shapes]!r}, {threads_list!r})"])
+    print("wrote", os.path.join(args.out, "bench.json"), os.path.join(args.out, "bench.md"), os.path.join(args.out, "bench.png"))
+
+
+if __name__ == "__main__":
+    main()

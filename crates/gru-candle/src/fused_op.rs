@@ -2,8 +2,9 @@
 //!
 //! Inputs: `x` (batch, time, input), `params` = `[kernel; recurrent_kernel; bias rows]`
 //! stacked on axis 0 ((input + units + bias_rows, 3u); Candle's autograd splits its gradient
-//! back), `h0` (batch, units). Output: (batch, time + 1, units): the sequence in processing
-//! order, then the final state. The mask and dropout masks are constants of the op.
+//! back), `h0` (batch, units). Output: one flat vector, the sequence (batch, time, units; in
+//! processing order) then the final state (batch, units), so that both are contiguous
+//! views. The mask and dropout masks are constants of the op.
 
 use crate::layer::Gru;
 use crate::loop_path::{CellWeights, DropoutMasks, LoopOutput};
@@ -128,8 +129,9 @@ impl FusedGru {
             recurrent_masks: &masks.recurrent,
         };
         let (b, t, u) = (s.batch, s.time, s.units);
-        let mut packed = vec![T::ZERO; b * (t + 1) * u];
+        let mut flat = vec![T::ZERO; b * t * u + b * u];
         let saved = {
+            let (seq, state) = flat.split_at_mut(b * t * u);
             let mut ws = self.workspace()?;
             forward_chunked(
                 s,
@@ -137,7 +139,7 @@ impl FusedGru {
                 &inputs,
                 self.save,
                 T::pick(&mut ws),
-                &mut packed,
+                (seq, state),
                 self.chunks,
             )
             .map_err(candle_core::Error::wrap)?
@@ -146,7 +148,7 @@ impl FusedGru {
         if let (Some(saved), Ok(mut slot)) = (saved, self.saved.lock()) {
             *slot = Some(wrap(saved));
         }
-        Ok((packed, Shape::from((b, t + 1, u))))
+        Ok((flat, Shape::from(b * t * u + b * u)))
     }
 
     fn grads<T: Float + candle_core::WithDType + Pick>(
@@ -175,16 +177,28 @@ impl FusedGru {
             Some(sv) => sv,
             None => {
                 // The forward kept nothing (an inference call): run it again, saving.
-                let mut scratch = vec![T::ZERO; gv.len()];
-                forward_chunked(s, &w, &inputs, true, ws, &mut scratch, self.chunks)
-                    .map_err(candle_core::Error::wrap)?
-                    .into_iter()
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| candle_core::Error::msg("forward kept nothing"))?
+                let (mut seq, mut state) = (
+                    vec![T::ZERO; s.batch * s.time * s.units],
+                    vec![T::ZERO; s.batch * s.units],
+                );
+                forward_chunked(
+                    s,
+                    &w,
+                    &inputs,
+                    true,
+                    ws,
+                    (&mut seq, &mut state),
+                    self.chunks,
+                )
+                .map_err(candle_core::Error::wrap)?
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| candle_core::Error::msg("forward kept nothing"))?
             }
         };
-        let g =
-            backward_chunked(s, &w, &inputs, &saved, &gv, ws).map_err(candle_core::Error::wrap)?;
+        let (d_seq, d_state) = gv.split_at(s.batch * s.time * s.units);
+        let g = backward_chunked(s, &w, &inputs, &saved, d_seq, d_state, ws)
+            .map_err(candle_core::Error::wrap)?;
         let dev = x.device();
         let mut dp = g.kernel;
         dp.extend_from_slice(&g.recurrent);
@@ -339,12 +353,13 @@ pub(crate) fn run(
     // is differentiated anyway recomputes them.
     let save = training && (x.track_op() || params.track_op() || h0.track_op());
     let op = FusedGru::new(spec, host_mask, masks, save, gru.workspaces.clone(), chunks);
-    let packed = x.apply_op3(&params, &h0, op)?;
-    // Contiguous, like the loop's output: some Candle ops (index_select) need it.
-    let sequence = packed.narrow(1, 0, t)?.contiguous()?;
+    let flat = x.apply_op3(&params, &h0, op)?;
+    // Both are contiguous views of the op's output (no copy).
+    let sequence = flat.narrow(0, 0, b * t * u)?.reshape((b, t, u))?;
+    let state = flat.narrow(0, b * t * u, b * u)?.reshape((b, u))?;
     Ok(LoopOutput {
         last_output: sequence.narrow(1, t - 1, 1)?.squeeze(1)?,
-        state: packed.narrow(1, t, 1)?.squeeze(1)?,
+        state,
         sequence,
     })
 }

@@ -36,20 +36,15 @@ pub fn backward<T: Float>(
     d_sequence: &[T],
     d_state: &[T],
 ) -> Result<SeqGrads<T>> {
-    let (b, t, u) = (spec.batch, spec.time, spec.units);
-    if d_sequence.len() != b * t * u || d_state.len() != b * u {
-        return Err(GruError::Shape {
-            what: "backward inputs".into(),
-            expected: format!("d_sequence ({b}, {t}, {u}) and d_state ({b}, {u})"),
-            got: format!("{} and {} values", d_sequence.len(), d_state.len()),
-        });
-    }
-    let mut packed = Vec::with_capacity(b * (t + 1) * u);
-    for bi in 0..b {
-        packed.extend_from_slice(&d_sequence[bi * t * u..(bi + 1) * t * u]);
-        packed.extend_from_slice(&d_state[bi * u..(bi + 1) * u]);
-    }
-    backward_packed(spec, w, inp, saved, &packed, &mut Workspace::default())
+    backward_with(
+        spec,
+        w,
+        inp,
+        saved,
+        d_sequence,
+        d_state,
+        &mut Workspace::default(),
+    )
 }
 
 fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
@@ -58,27 +53,26 @@ fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v
 }
 
-/// [`backward`] from the gradient of the packed output of [`super::forward_into`]
-/// (batch, time + 1, units), with buffers from `ws`.
-pub fn backward_packed<T: Float>(
+/// [`backward`] with buffers from `ws`.
+pub fn backward_with<T: Float>(
     spec: &SeqSpec,
     w: &SeqWeights<T>,
     inp: &SeqInputs<T>,
     saved: &Saved<T>,
-    d_packed: &[T],
+    d_sequence: &[T],
+    d_state: &[T],
     ws: &mut Workspace<T>,
 ) -> Result<SeqGrads<T>> {
     validate(spec, w, inp)?;
     let (bsz, time, n_in, u) = (spec.batch, spec.time, spec.input, spec.units);
     let (u3, bu) = (3 * u, bsz * u);
-    if d_packed.len() != bsz * (time + 1) * u || saved.z.len() != time * bu {
+    if d_sequence.len() != bsz * time * u || d_state.len() != bu || saved.z.len() != time * bu {
         return Err(GruError::Shape {
             what: "backward inputs".into(),
             expected: format!(
-                "a ({bsz}, {}, {u}) gradient and a matching forward",
-                time + 1
+                "d_sequence ({bsz}, {time}, {u}), d_state ({bsz}, {u}) and a matching forward"
             ),
-            got: format!("{} values", d_packed.len()),
+            got: format!("{} and {} values", d_sequence.len(), d_state.len()),
         });
     }
     let th = spec.threads;
@@ -86,13 +80,7 @@ pub fn backward_packed<T: Float>(
     let gates = if spec.reset_after { 3 } else { 2 };
     let d_xp = sized(&mut ws.d_xp, bsz * time * u3);
     let dhp_all = sized(&mut ws.d_hp_all, time * bsz * u3); // rows k * B + b
-    let mut dh: Vec<T> = (0..bsz)
-        .flat_map(|b| {
-            d_packed[b * (time + 1) * u + time * u..(b + 1) * (time + 1) * u]
-                .iter()
-                .copied()
-        })
-        .collect();
+    let mut dh: Vec<T> = d_state.to_vec();
     let buf = |v: &mut Vec<T>| sized(v, bu).to_vec();
     let mut d_carry = buf(&mut ws.out_prev); // d(out_k) from the next step repeating it
     let mut dh_new = vec![T::ZERO; bu];
@@ -114,7 +102,7 @@ pub fn backward_packed<T: Float>(
         // The output and state rules of masked steps.
         for b in 0..bsz {
             let valid = inp.mask.is_none_or(|m| m[b * time + t] != 0);
-            let dseq = &d_packed[b * (time + 1) * u + k * u..b * (time + 1) * u + (k + 1) * u];
+            let dseq = &d_sequence[(b * time + k) * u..(b * time + k + 1) * u];
             let row = b * u..(b + 1) * u;
             for ((((dn, dc), dhv), &zv), &ds) in dh_new[row.clone()]
                 .iter_mut()

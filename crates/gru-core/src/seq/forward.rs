@@ -241,37 +241,40 @@ pub fn forward<T: Float>(
     save: bool,
 ) -> Result<(SeqOutput<T>, Option<Saved<T>>)> {
     let (b, t, u) = (spec.batch, spec.time, spec.units);
-    let mut packed = vec![T::ZERO; b * (t + 1) * u];
-    let saved = forward_into(spec, w, inp, save, &mut Workspace::default(), &mut packed)?;
-    let mut sequence = Vec::with_capacity(b * t * u);
-    let mut state = Vec::with_capacity(b * u);
-    for row in packed.chunks_exact((t + 1) * u) {
-        sequence.extend_from_slice(&row[..t * u]);
-        state.extend_from_slice(&row[t * u..]);
-    }
+    let mut sequence = vec![T::ZERO; b * t * u];
+    let mut state = vec![T::ZERO; b * u];
+    let saved = forward_into(
+        spec,
+        w,
+        inp,
+        save,
+        &mut Workspace::default(),
+        &mut sequence,
+        &mut state,
+    )?;
     Ok((SeqOutput { sequence, state }, saved))
 }
 
-/// Runs the sequence into `out`, packed as (batch, time + 1, units): each batch row's
-/// sequence (processing order) then its final state. Buffers come from `ws`; with `save`,
-/// the activations the backward needs are returned (in the pooled buffers when `ws` has
-/// them).
+/// Runs the sequence into `sequence` (batch, time, units; processing order) and `state`
+/// (batch, units). Buffers come from `ws`; with `save`, the activations the backward needs
+/// are returned (in the pooled buffers when `ws` has them).
 pub fn forward_into<T: Float>(
     spec: &SeqSpec,
     w: &SeqWeights<T>,
     inp: &SeqInputs<T>,
     save: bool,
     ws: &mut Workspace<T>,
-    out: &mut [T],
+    sequence: &mut [T],
+    state: &mut [T],
 ) -> Result<Option<Saved<T>>> {
     validate(spec, w, inp)?;
     let (bsz, time, u) = (spec.batch, spec.time, spec.units);
     let (u3, bu) = (3 * u, bsz * u);
-    if out.len() != bsz * (time + 1) * u {
+    if sequence.len() != bsz * time * u || state.len() != bu {
         return Err(crate::error::GruError::Shape {
-            what: "packed output".into(),
-            expected: format!("({bsz}, {}, {u})", time + 1),
-            got: format!("{} values", out.len()),
+            what: "output buffers".into(),
+            expected: format!("({bsz}, {time}, {u}) and ({bsz}, {u})"),
+            got: format!("{} and {} values", sequence.len(), state.len()),
         });
     }
     project_inputs_into(spec, w, inp, &mut ws.xp);
@@ -402,14 +405,10 @@ pub fn forward_into<T: Float>(
             } else if spec.zero_output_for_mask {
                 orow.fill(T::ZERO);
             }
-            let base = b * (time + 1) * u;
-            out[base + k * u..base + (k + 1) * u].copy_from_slice(orow);
+            sequence[(b * time + k) * u..(b * time + k + 1) * u].copy_from_slice(orow);
         }
     }
-    for (b, hrow) in h.chunks_exact(u).enumerate() {
-        let base = b * (time + 1) * u + time * u;
-        out[base..base + u].copy_from_slice(hrow);
-    }
+    state.copy_from_slice(h);
     ws.step = step;
     Ok(saved)
 }

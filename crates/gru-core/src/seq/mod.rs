@@ -15,7 +15,7 @@ pub mod forward;
 pub mod matmul;
 pub mod parallel;
 
-pub use backward::{backward, backward_packed, SeqGrads};
+pub use backward::{backward, backward_with, SeqGrads};
 pub use float::Float;
 pub use forward::{forward, forward_into, Saved, SeqOutput, Workspace};
 

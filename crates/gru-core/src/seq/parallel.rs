@@ -2,7 +2,7 @@
 //! whole sequence for its own slice of the batch, with no synchronization per step. The
 //! weight gradients of the slices are summed.
 
-use super::backward::{backward_packed, SeqGrads};
+use super::backward::{backward_with, SeqGrads};
 use super::forward::{forward_into, Saved, Workspace};
 use super::{Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::Result;
@@ -59,14 +59,14 @@ fn sliced_masks<T: Float>(
 }
 
 /// [`forward_into`] over `chunks` batch slices in parallel (`wss` grows to one workspace per
-/// slice). Returns one `Saved` per slice when saving.
+/// slice), into `(sequence, state)`. Returns one `Saved` per slice when saving.
 pub fn forward_chunked<T: Float>(
     spec: &SeqSpec,
     w: &SeqWeights<T>,
     inp: &SeqInputs<T>,
     save: bool,
     wss: &mut Vec<Workspace<T>>,
-    out: &mut [T],
+    (sequence, state): (&mut [T], &mut [T]),
     chunks: usize,
 ) -> Result<Vec<Option<Saved<T>>>> {
     let ranges = split(spec.batch, chunks);
@@ -74,19 +74,29 @@ pub fn forward_chunked<T: Float>(
         if wss.is_empty() {
             wss.push(Workspace::default());
         }
-        return Ok(vec![forward_into(spec, w, inp, save, &mut wss[0], out)?]);
+        return Ok(vec![forward_into(
+            spec,
+            w,
+            inp,
+            save,
+            &mut wss[0],
+            sequence,
+            state,
+        )?]);
     }
     while wss.len() < ranges.len() {
         wss.push(Workspace::default());
     }
-    let per_row = (spec.time + 1) * spec.units;
+    let (seq_row, u) = (spec.time * spec.units, spec.units);
     let masks: Vec<_> = ranges.iter().map(|r| sliced_masks(spec, inp, r)).collect();
-    let mut outs: Vec<&mut [T]> = Vec::new();
-    let mut rest = out;
+    let mut outs: Vec<(&mut [T], &mut [T])> = Vec::new();
+    let (mut rest_seq, mut rest_state) = (sequence, state);
     for r in &ranges {
-        let (head, tail) = rest.split_at_mut(r.len() * per_row);
-        outs.push(head);
-        rest = tail;
+        let (s_head, s_tail) = rest_seq.split_at_mut(r.len() * seq_row);
+        let (h_head, h_tail) = rest_state.split_at_mut(r.len() * u);
+        outs.push((s_head, h_head));
+        rest_seq = s_tail;
+        rest_state = h_tail;
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = ranges
@@ -98,7 +108,7 @@ pub fn forward_chunked<T: Float>(
                 scope.spawn(move || {
                     let sub = sub_spec(spec, r);
                     let si = sub_inputs(spec, inp, r, m);
-                    forward_into(&sub, w, &si, save, ws, o)
+                    forward_into(&sub, w, &si, save, ws, o.0, o.1)
                 })
             })
             .collect();
@@ -109,13 +119,14 @@ pub fn forward_chunked<T: Float>(
     })
 }
 
-/// [`backward_packed`] over the slices of [`forward_chunked`], in parallel.
+/// [`backward_with`] over the slices of [`forward_chunked`], in parallel.
 pub fn backward_chunked<T: Float>(
     spec: &SeqSpec,
     w: &SeqWeights<T>,
     inp: &SeqInputs<T>,
     saved: &[Saved<T>],
-    d_packed: &[T],
+    d_sequence: &[T],
+    d_state: &[T],
     wss: &mut Vec<Workspace<T>>,
 ) -> Result<SeqGrads<T>> {
     let ranges = split(spec.batch, saved.len());
@@ -123,12 +134,12 @@ pub fn backward_chunked<T: Float>(
         if wss.is_empty() {
             wss.push(Workspace::default());
         }
-        return backward_packed(spec, w, inp, &saved[0], d_packed, &mut wss[0]);
+        return backward_with(spec, w, inp, &saved[0], d_sequence, d_state, &mut wss[0]);
     }
     while wss.len() < ranges.len() {
         wss.push(Workspace::default());
     }
-    let per_row = (spec.time + 1) * spec.units;
+    let (seq_row, u) = (spec.time * spec.units, spec.units);
     let masks: Vec<_> = ranges.iter().map(|r| sliced_masks(spec, inp, r)).collect();
     let parts: Vec<Result<SeqGrads<T>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = ranges
@@ -140,14 +151,8 @@ pub fn backward_chunked<T: Float>(
                 scope.spawn(move || {
                     let sub = sub_spec(spec, r);
                     let si = sub_inputs(spec, inp, r, m);
-                    backward_packed(
-                        &sub,
-                        w,
-                        &si,
-                        sv,
-                        &d_packed[r.start * per_row..r.end * per_row],
-                        ws,
-                    )
+                    let ds = &d_sequence[r.start * seq_row..r.end * seq_row];
+                    backward_with(&sub, w, &si, sv, ds, &d_state[r.start * u..r.end * u], ws)
                 })
             })
             .collect();
@@ -231,16 +236,35 @@ mod tests {
             input_masks: &[],
             recurrent_masks: &rm,
         };
-        let n = 5 * 5 * 2;
-        let (mut o1, mut o2) = (vec![0.0; n], vec![0.0; n]);
-        let s1 = forward_chunked(&spec, &w, &inp, true, &mut Vec::new(), &mut o1, 1).unwrap();
-        let s2 = forward_chunked(&spec, &w, &inp, true, &mut Vec::new(), &mut o2, 2).unwrap();
-        assert_eq!(o1, o2);
-        let d: Vec<f64> = f(n, 0.9);
+        let (n, ns) = (5 * 4 * 2, 5 * 2);
+        let (mut o1, mut o2, mut h1, mut h2) =
+            (vec![0.0; n], vec![0.0; n], vec![0.0; ns], vec![0.0; ns]);
+        let s1 = forward_chunked(
+            &spec,
+            &w,
+            &inp,
+            true,
+            &mut Vec::new(),
+            (&mut o1, &mut h1),
+            1,
+        )
+        .unwrap();
+        let s2 = forward_chunked(
+            &spec,
+            &w,
+            &inp,
+            true,
+            &mut Vec::new(),
+            (&mut o2, &mut h2),
+            2,
+        )
+        .unwrap();
+        assert_eq!((&o1, &h1), (&o2, &h2));
+        let (d, dstate): (Vec<f64>, Vec<f64>) = (f(n, 0.9), f(ns, 1.3));
         let s1: Vec<_> = s1.into_iter().map(|s| s.unwrap()).collect();
         let s2: Vec<_> = s2.into_iter().map(|s| s.unwrap()).collect();
-        let g1 = backward_chunked(&spec, &w, &inp, &s1, &d, &mut Vec::new()).unwrap();
-        let g2 = backward_chunked(&spec, &w, &inp, &s2, &d, &mut Vec::new()).unwrap();
+        let g1 = backward_chunked(&spec, &w, &inp, &s1, &d, &dstate, &mut Vec::new()).unwrap();
+        let g2 = backward_chunked(&spec, &w, &inp, &s2, &d, &dstate, &mut Vec::new()).unwrap();
         assert_eq!(g1.x, g2.x);
         assert_eq!(g1.h0, g2.h0);
         for (a, b) in g1

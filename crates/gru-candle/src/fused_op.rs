@@ -332,7 +332,13 @@ pub(crate) fn run(
     // smaller than the thread count gives its threads to the matrix products instead.
     let threads = gru.threads_for(b);
     let chunks = if b >= 2 * threads { threads } else { 1 };
-    spec.threads = if chunks == 1 { threads } else { 1 };
+    // Unchunked, threads go to the matrix products only when a step's product is large
+    // enough to pay for them (never slower than one thread).
+    spec.threads = if chunks == 1 && b * u * 3 * u >= 1 << 20 {
+        threads
+    } else {
+        1
+    };
     let mut parts = vec![w.kernel.clone(), w.recurrent_kernel.clone()];
     for bias in w.input_bias.iter().chain(&w.recurrent_bias) {
         parts.push(bias.reshape((1, 3 * u))?);

@@ -121,3 +121,15 @@ pub(crate) fn invalid(key: &str, expected: &str, got: impl fmt::Display) -> GruE
         got: got.to_string(),
     }
 }
+
+/// A length check: `got` values where `shape` (= `want` values) was expected.
+pub(crate) fn check_len(what: &str, got: usize, want: usize, shape: &str) -> Result<()> {
+    if got != want {
+        return Err(GruError::Shape {
+            what: what.to_string(),
+            expected: format!("{shape} = {want} values"),
+            got: format!("{got} values"),
+        });
+    }
+    Ok(())
+}

@@ -10,7 +10,7 @@
 //!
 //! Only the reset-after form maps: PyTorch and cuDNN have no reset-before GRU.
 
-use crate::error::{GruError, Result};
+use crate::error::{check_len, GruError, Result};
 
 /// Keras gate index of PyTorch/cuDNN gate `g` (r, z, n order): r -> 1, z -> 0, n -> 2.
 pub const KERAS_GATE_OF_TORCH: [usize; 3] = [1, 0, 2];
@@ -50,17 +50,6 @@ pub struct CudnnWeights<T> {
     pub matrices: [Vec<T>; 6],
     /// The matching biases (u,), or `None` without bias.
     pub biases: Option<[Vec<T>; 6]>,
-}
-
-fn check_len(what: &str, got: usize, want: usize, shape: &str) -> Result<()> {
-    if got != want {
-        return Err(GruError::Shape {
-            what: what.to_string(),
-            expected: format!("{shape} = {want} values"),
-            got: format!("{got} values"),
-        });
-    }
-    Ok(())
 }
 
 impl<T: Copy + Default> KerasWeights<T> {

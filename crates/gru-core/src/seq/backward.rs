@@ -47,6 +47,21 @@ pub fn backward<T: Float>(
     )
 }
 
+/// The saved states of every step (rows k * batch + b), each row times its batch row's
+/// recurrent dropout mask.
+fn masked_rows<T: Float>(h_prev: &[T], m: &[T], bsz: usize, u: usize) -> Vec<T> {
+    h_prev
+        .chunks_exact(u)
+        .enumerate()
+        .flat_map(|(row, src)| {
+            let b = row % bsz;
+            src.iter()
+                .zip(&m[b * u..(b + 1) * u])
+                .map(|(&s, &mv)| s * mv)
+        })
+        .collect()
+}
+
 fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v.clear();
     v.resize(n, T::ZERO);
@@ -251,18 +266,8 @@ pub fn backward_with<T: Float>(
             th,
         );
     } else {
-        let mut hm = vec![T::ZERO; tb * u];
         for (g, m) in rec_masks.iter().take(2).enumerate() {
-            for (row, (dst, src)) in hm
-                .chunks_exact_mut(u)
-                .zip(saved.h_prev.chunks_exact(u))
-                .enumerate()
-            {
-                let b = row % bsz;
-                for ((d, &s), &mv) in dst.iter_mut().zip(src).zip(&m[b * u..(b + 1) * u]) {
-                    *d = s * mv;
-                }
-            }
+            let hm = masked_rows(&saved.h_prev, m, bsz, u);
             gemm(
                 &mut d_rec,
                 g * u,
@@ -279,18 +284,7 @@ pub fn backward_with<T: Float>(
     let left: &[T] = if spec.reset_after {
         match rec_masks.get(2) {
             Some(m) => {
-                h_left = saved
-                    .h_prev
-                    .chunks_exact(u)
-                    .enumerate()
-                    .flat_map(|(row, src)| {
-                        let b = row % bsz;
-                        src.iter()
-                            .zip(&m[b * u..(b + 1) * u])
-                            .map(|(&s, &mv)| s * mv)
-                            .collect::<Vec<T>>()
-                    })
-                    .collect();
+                h_left = masked_rows(&saved.h_prev, m, bsz, u);
                 &h_left
             }
             None => &saved.h_prev,

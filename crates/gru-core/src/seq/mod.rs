@@ -114,14 +114,7 @@ pub struct SeqInputs<'a, T> {
 }
 
 fn check(what: &str, got: usize, want: usize, shape: String) -> Result<()> {
-    if got != want {
-        return Err(GruError::Shape {
-            what: what.to_string(),
-            expected: format!("{shape} = {want} values"),
-            got: format!("{got} values"),
-        });
-    }
-    Ok(())
+    crate::error::check_len(what, got, want, &shape)
 }
 
 /// Checks every slice length against the spec.

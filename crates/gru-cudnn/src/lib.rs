@@ -6,8 +6,12 @@
 //! weight-space packing with gru-core's Keras -> cuDNN layout, and the Candle custom op with
 //! forward and backward. Its feature wiring is in place (`cudnn` turns on candle's CUDA and
 //! cuDNN support); the descriptors and the op are not built yet, so [`AVAILABLE`] is false and
-//! the layer's dispatcher reports "cuDNN path built" as a failed condition.
+//! the layer's dispatcher reports "cuDNN path built" as a failed condition. [`host`] holds
+//! the host reference of the mask handling (lengths, compaction, expansion), tested against
+//! the fused CPU path.
 #![deny(missing_docs)]
+
+pub mod host;
 
 /// Whether this build has a working cuDNN GRU path.
 pub const AVAILABLE: bool = false;

@@ -8,10 +8,12 @@
 //! cuDNN support); the descriptors and the op are not built yet, so [`AVAILABLE`] is false and
 //! the layer's dispatcher reports "cuDNN path built" as a failed condition. [`host`] holds
 //! the host reference of the mask handling (lengths, compaction, expansion), tested against
-//! the fused CPU path.
+//! the fused CPU path; [`weights`] fills cuDNN's weight space from Keras weights and reads
+//! gradients back, given each linear layer's offset.
 #![deny(missing_docs)]
 
 pub mod host;
+pub mod weights;
 
 /// Whether this build has a working cuDNN GRU path.
 pub const AVAILABLE: bool = false;

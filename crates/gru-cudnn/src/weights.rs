@@ -1,0 +1,158 @@
+//! Filling cuDNN's weight space from Keras weights, and reading gradients back.
+//!
+//! cuDNN's weight space is opaque: `cudnnGetRNNWeightParams(pseudoLayer 0, linLayerID)`
+//! gives the address of each linear layer's matrix and bias. These functions take those
+//! addresses as element offsets into the space ([`Offsets`]), so the packing is the same
+//! code on the device path and in the host tests (which use a host model of the layout:
+//! six matrices then six biases).
+
+use gru_core::layout::{CudnnWeights, KerasWeights};
+use gru_core::{GruError, Result};
+
+/// Element offsets of linear layers 0..6 (input r, z, n; recurrent r, z, n) in the weight
+/// space: matrix and bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    /// Matrix offsets, (units, in) row-major each.
+    pub matrix: [usize; 6],
+    /// Bias offsets, (units,) each.
+    pub bias: [usize; 6],
+}
+
+impl Offsets {
+    /// The host model: six matrices in ID order, then six biases (cuDNN's standard layout for
+    /// one unidirectional layer; the device path reads the real offsets instead).
+    pub fn host_model(input: usize, units: usize) -> (Offsets, usize) {
+        let mut at = 0;
+        let mut matrix = [0; 6];
+        for (id, m) in matrix.iter_mut().enumerate() {
+            *m = at;
+            at += units * if id < 3 { input } else { units };
+        }
+        let mut bias = [0; 6];
+        for b in bias.iter_mut() {
+            *b = at;
+            at += units;
+        }
+        (Offsets { matrix, bias }, at)
+    }
+
+    fn check(&self, len: usize, input: usize, units: usize) -> Result<()> {
+        for id in 0..6 {
+            let m_end = self.matrix[id] + units * if id < 3 { input } else { units };
+            if m_end > len || self.bias[id] + units > len {
+                return Err(GruError::Shape {
+                    what: format!("cuDNN weight space (linear layer {id})"),
+                    expected: format!("at least {} elements", m_end.max(self.bias[id] + units)),
+                    got: format!("{len} elements"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes Keras weights (reset_after form) into a weight space. Without a Keras bias the
+/// bias slots are zeroed.
+pub fn fill<T: Copy + Default>(
+    space: &mut [T],
+    at: &Offsets,
+    keras: &KerasWeights<T>,
+) -> Result<()> {
+    let (i, u) = (keras.input_dim, keras.units);
+    at.check(space.len(), i, u)?;
+    let c = keras.to_cudnn()?;
+    for id in 0..6 {
+        space[at.matrix[id]..at.matrix[id] + c.matrices[id].len()].copy_from_slice(&c.matrices[id]);
+        let dst = &mut space[at.bias[id]..at.bias[id] + u];
+        match &c.biases {
+            Some(b) => dst.copy_from_slice(&b[id]),
+            None => dst.fill(T::default()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a weight space (e.g. the gradients cuDNN accumulated) back into Keras' layout.
+pub fn read<T: Copy + Default>(
+    space: &[T],
+    at: &Offsets,
+    input: usize,
+    units: usize,
+    with_bias: bool,
+) -> Result<KerasWeights<T>> {
+    at.check(space.len(), input, units)?;
+    let matrices: [Vec<T>; 6] = std::array::from_fn(|id| {
+        let n = units * if id < 3 { input } else { units };
+        space[at.matrix[id]..at.matrix[id] + n].to_vec()
+    });
+    let biases = with_bias
+        .then(|| std::array::from_fn(|id| space[at.bias[id]..at.bias[id] + units].to_vec()));
+    CudnnWeights { matrices, biases }.to_keras(input, units)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keras(i: usize, u: usize, bias: bool) -> KerasWeights<f32> {
+        KerasWeights {
+            kernel: (0..i * 3 * u).map(|x| 1000.0 + x as f32).collect(),
+            recurrent_kernel: (0..u * 3 * u).map(|x| 2000.0 + x as f32).collect(),
+            bias: bias.then(|| (0..6 * u).map(|x| 3000.0 + x as f32).collect()),
+            input_dim: i,
+            units: u,
+        }
+    }
+
+    #[test]
+    fn host_model_round_trip_and_placement() {
+        let (i, u) = (3, 2);
+        let (at, len) = Offsets::host_model(i, u);
+        assert_eq!(len, 3 * u * i + 3 * u * u + 6 * u);
+        let k = keras(i, u, true);
+        let mut space = vec![0.0f32; len];
+        fill(&mut space, &at, &k).unwrap();
+        // Linear layer 1 = the update gate z's input matrix: Keras kernel[:, 0:u] transposed.
+        assert_eq!(
+            &space[at.matrix[1]..at.matrix[1] + i],
+            &[1000.0, 1006.0, 1012.0]
+        );
+        // Linear layer 3 = the reset gate r's recurrent matrix: recurrent[:, u:2u] transposed.
+        assert_eq!(&space[at.matrix[3]..at.matrix[3] + u], &[2002.0, 2008.0]);
+        // Bias 5 = the candidate's recurrent bias: Keras bias[1][2u:3u].
+        assert_eq!(&space[at.bias[5]..at.bias[5] + u], &[3010.0, 3011.0]);
+        assert_eq!(read(&space, &at, i, u, true).unwrap(), k);
+    }
+
+    #[test]
+    fn scattered_offsets_and_errors() {
+        // Offsets need not be contiguous or ordered (cuDNN decides): shuffle them, with gaps.
+        let (i, u) = (2, 3);
+        let sizes: Vec<usize> = (0..6).map(|id| u * if id < 3 { i } else { u }).collect();
+        let mut cursor = 7;
+        let mut matrix = [0; 6];
+        for id in [4, 1, 5, 0, 3, 2] {
+            matrix[id] = cursor;
+            cursor += sizes[id] + 1;
+        }
+        let mut bias = [0; 6];
+        for id in [2, 0, 5, 1, 4, 3] {
+            bias[id] = cursor;
+            cursor += u + 2;
+        }
+        let at = Offsets { matrix, bias };
+        let k = keras(i, u, false);
+        let mut space = vec![7.0f32; cursor];
+        fill(&mut space, &at, &k).unwrap();
+        assert!(
+            space[at.bias[4]..at.bias[4] + u].iter().all(|&v| v == 0.0),
+            "no Keras bias: zeros"
+        );
+        assert_eq!(read(&space, &at, i, u, false).unwrap(), k);
+        assert!(matches!(
+            fill(&mut [0.0f32; 10], &at, &k),
+            Err(GruError::Shape { .. })
+        ));
+    }
+}

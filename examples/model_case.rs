@@ -3,6 +3,7 @@
 //! folders). One line per case, then `N passed, M failed`; exit 0 only when all pass.
 
 use candle_gru::golden::models::{model_case_files, run_model_case};
+use candle_gru::golden::run_paths;
 use std::path::PathBuf;
 
 fn main() {
@@ -11,33 +12,8 @@ fn main() {
         eprintln!("usage: model_case PATH... (model case JSON files or folders)");
         std::process::exit(2);
     }
-    let (mut passed, mut failed) = (0usize, 0usize);
-    for arg in &args {
-        let files = match model_case_files(arg) {
-            Ok(f) => f,
-            Err(e) => {
-                println!("{:<30} FAIL  {e}", arg.display());
-                failed += 1;
-                continue;
-            }
-        };
-        for f in files {
-            match run_model_case(&f) {
-                Ok(r) => {
-                    println!("{}", r.line());
-                    if r.passed() {
-                        passed += 1
-                    } else {
-                        failed += 1
-                    }
-                }
-                Err(e) => {
-                    println!("{:<30} FAIL  {e}", f.display());
-                    failed += 1;
-                }
-            }
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(if failed == 0 && passed > 0 { 0 } else { 1 });
+    std::process::exit(run_paths(&args, model_case_files, |file| {
+        let report = run_model_case(file)?;
+        Ok((report.line(), report.passed()))
+    }));
 }

@@ -440,3 +440,47 @@ pub fn case_files(path: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
 }
 
 pub mod models;
+
+/// The runners' command line: for every path argument (a case file or a folder of them,
+/// listed by `files`), runs `run` and prints its line, then `N passed, M failed`. Returns
+/// the process exit status: 0 only when at least one case ran and all passed. A path or case
+/// that cannot be read counts as a failure, never a skip.
+pub fn run_paths(
+    args: &[std::path::PathBuf],
+    files: impl Fn(&Path) -> anyhow::Result<Vec<std::path::PathBuf>>,
+    run: impl Fn(&Path) -> anyhow::Result<(String, bool)>,
+) -> i32 {
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for arg in args {
+        let list = match files(arg) {
+            Ok(f) => f,
+            Err(e) => {
+                println!("{:<55} FAIL  {e}", arg.display());
+                failed += 1;
+                continue;
+            }
+        };
+        for file in list {
+            match run(&file) {
+                Ok((line, ok)) => {
+                    println!("{line}");
+                    if ok {
+                        passed += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                Err(e) => {
+                    println!("{:<55} FAIL  {e}", file.display());
+                    failed += 1;
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 && passed > 0 {
+        0
+    } else {
+        1
+    }
+}

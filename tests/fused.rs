@@ -193,3 +193,51 @@ fn half_precision_uses_the_loop_and_f32_uses_fused() {
     assert_eq!(d.path, Path::Fused);
     assert!(d.explain().starts_with("fused"), "{}", d.explain());
 }
+
+#[test]
+fn backward_twice_and_backward_after_inference_recompute_the_same_gradients() {
+    let mut c = GruConfig::new(4);
+    c.return_sequences = true;
+    c.kernel_initializer = Initializer::RandomUniform {
+        minval: Num::Float(-0.7),
+        maxval: Num::Float(0.7),
+        seed: Some(5),
+    };
+    c.recurrent_initializer = Initializer::Orthogonal {
+        gain: Num::Float(1.0),
+        seed: Some(6),
+    };
+    let g = build(&c, CpuPath::Fused, None);
+    let x = Tensor::arange(0f64, 60.0, &Device::Cpu)
+        .unwrap()
+        .reshape((3, 4, 5))
+        .unwrap()
+        .affine(0.05, -1.0)
+        .unwrap();
+    let grad_of = |training: bool| {
+        let out = g
+            .call(
+                &x,
+                CallOptions {
+                    training,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(out.dispatch.path, Path::Fused);
+        let loss = out.output.sqr().unwrap().sum_all().unwrap();
+        let first = flat(loss.backward().unwrap().get(g.recurrent_kernel()).unwrap());
+        // The saved activations went back to the pool: a second backward recomputes them.
+        let second = flat(loss.backward().unwrap().get(g.recurrent_kernel()).unwrap());
+        (first, second)
+    };
+    let (a, b) = grad_of(true);
+    let (c_inf, d_inf) = grad_of(false);
+    assert!(max_diff(&a, &b) < 1e-14, "second backward");
+    assert!(
+        max_diff(&a, &c_inf) < 1e-14,
+        "backward of an inference call"
+    );
+    assert!(max_diff(&a, &d_inf) < 1e-14);
+    assert!(a.iter().any(|v| v.abs() > 1e-6), "non-trivial gradient");
+}

@@ -68,54 +68,18 @@ fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v
 }
 
-/// [`backward`] with buffers from `ws`. Like the forward, the step loop is compiled for
-/// AVX-512, AVX2 and baseline x86-64 and chosen at run time.
-pub fn backward_with<T: Float>(
-    spec: &SeqSpec,
-    w: &SeqWeights<T>,
-    inp: &SeqInputs<T>,
-    saved: &Saved<T>,
-    d_sequence: &[T],
-    d_state: &[T],
-    ws: &mut Workspace<T>,
-) -> Result<SeqGrads<T>> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<T: Float>(
-            spec: &SeqSpec,
-            w: &SeqWeights<T>,
-            inp: &SeqInputs<T>,
-            saved: &Saved<T>,
-            d_sequence: &[T],
-            d_state: &[T],
-            ws: &mut Workspace<T>,
-        ) -> Result<SeqGrads<T>> {
-            backward_body(spec, w, inp, saved, d_sequence, d_state, ws)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Float>(
-            spec: &SeqSpec,
-            w: &SeqWeights<T>,
-            inp: &SeqInputs<T>,
-            saved: &Saved<T>,
-            d_sequence: &[T],
-            d_state: &[T],
-            ws: &mut Workspace<T>,
-        ) -> Result<SeqGrads<T>> {
-            backward_body(spec, w, inp, saved, d_sequence, d_state, ws)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { avx512(spec, w, inp, saved, d_sequence, d_state, ws) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { avx2(spec, w, inp, saved, d_sequence, d_state, ws) };
-        }
-    }
-    backward_body(spec, w, inp, saved, d_sequence, d_state, ws)
+cpu_dispatch! {
+    /// [`backward`] with buffers from `ws`; like the forward, the step loop is compiled for
+    /// the widest vectors the CPU has (chosen at run time).
+    pub fn backward_with<T: Float>(
+        spec: &SeqSpec,
+        w: &SeqWeights<T>,
+        inp: &SeqInputs<T>,
+        saved: &Saved<T>,
+        d_sequence: &[T],
+        d_state: &[T],
+        ws: &mut Workspace<T>,
+    ) -> Result<SeqGrads<T>> => backward_body
 }
 
 #[inline(always)]

@@ -158,38 +158,15 @@ pub mod simd {
         }
     }
 
-    macro_rules! dispatch {
-        ($name:ident, $body:ident) => {
-            /// Applies the function to every element of `a`, into `y`.
-            pub fn $name(a: &[f32], y: &mut [f32]) {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx512f")]
-                    unsafe fn avx512(a: &[f32], y: &mut [f32]) {
-                        $body(a, y)
-                    }
-                    #[target_feature(enable = "avx2,fma")]
-                    unsafe fn avx2(a: &[f32], y: &mut [f32]) {
-                        $body(a, y)
-                    }
-                    if std::arch::is_x86_feature_detected!("avx512f") {
-                        // SAFETY: the CPU has AVX-512F, checked just above.
-                        return unsafe { avx512(a, y) };
-                    }
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                    {
-                        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                        return unsafe { avx2(a, y) };
-                    }
-                }
-                $body(a, y)
-            }
-        };
+    cpu_dispatch! {
+        /// The logistic sigmoid of every element of `a`, into `y`.
+        pub fn sigmoid(a: &[f32], y: &mut [f32]) => sigmoid_body
     }
 
-    dispatch!(sigmoid, sigmoid_body);
-    dispatch!(tanh, tanh_body);
+    cpu_dispatch! {
+        /// tanh of every element of `a`, into `y`.
+        pub fn tanh(a: &[f32], y: &mut [f32]) => tanh_body
+    }
 
     #[cfg(test)]
     mod tests {

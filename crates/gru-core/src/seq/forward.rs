@@ -255,58 +255,20 @@ pub fn forward<T: Float>(
     Ok((SeqOutput { sequence, state }, saved))
 }
 
-/// Runs the sequence into `sequence` (batch, time, units; processing order) and `state`
-/// (batch, units). Buffers come from `ws`; with `save`, the activations the backward needs
-/// are returned (in the pooled buffers when `ws` has them).
-///
-/// The step loop is compiled for AVX-512 and AVX2 as well as baseline x86-64 and chosen at
-/// run time, so its elementwise gate math uses the widest vectors the CPU has.
-pub fn forward_into<T: Float>(
-    spec: &SeqSpec,
-    w: &SeqWeights<T>,
-    inp: &SeqInputs<T>,
-    save: bool,
-    ws: &mut Workspace<T>,
-    sequence: &mut [T],
-    state: &mut [T],
-) -> Result<Option<Saved<T>>> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<T: Float>(
-            spec: &SeqSpec,
-            w: &SeqWeights<T>,
-            inp: &SeqInputs<T>,
-            save: bool,
-            ws: &mut Workspace<T>,
-            sequence: &mut [T],
-            state: &mut [T],
-        ) -> Result<Option<Saved<T>>> {
-            forward_body(spec, w, inp, save, ws, sequence, state)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Float>(
-            spec: &SeqSpec,
-            w: &SeqWeights<T>,
-            inp: &SeqInputs<T>,
-            save: bool,
-            ws: &mut Workspace<T>,
-            sequence: &mut [T],
-            state: &mut [T],
-        ) -> Result<Option<Saved<T>>> {
-            forward_body(spec, w, inp, save, ws, sequence, state)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { avx512(spec, w, inp, save, ws, sequence, state) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { avx2(spec, w, inp, save, ws, sequence, state) };
-        }
-    }
-    forward_body(spec, w, inp, save, ws, sequence, state)
+cpu_dispatch! {
+    /// Runs the sequence into `sequence` (batch, time, units; processing order) and `state`
+    /// (batch, units). Buffers come from `ws`; with `save`, the activations the backward
+    /// needs are returned (in the pooled buffers when `ws` has them). The step loop is
+    /// compiled for the widest vectors the CPU has (chosen at run time).
+    pub fn forward_into<T: Float>(
+        spec: &SeqSpec,
+        w: &SeqWeights<T>,
+        inp: &SeqInputs<T>,
+        save: bool,
+        ws: &mut Workspace<T>,
+        sequence: &mut [T],
+        state: &mut [T],
+    ) -> Result<Option<Saved<T>>> => forward_body
 }
 
 #[inline(always)]

@@ -9,6 +9,39 @@
 //! README); `gru-candle`'s loop computes the same and the tests compare the two on every
 //! golden case.
 
+/// Defines `fn NAME(args) -> ret` that runs `BODY(args)` compiled for AVX-512F, AVX2+FMA or
+/// baseline x86-64, whichever the CPU has (checked at run time). `BODY` should be
+/// `#[inline(always)]` so that its loops are compiled with the wider vectors.
+macro_rules! cpu_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$T:ident: $bound:path>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$m])*
+        $vis fn $name $(<$T: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512 $(<$T: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2 $(<$T: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F, checked just above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 pub mod backward;
 pub mod float;
 pub mod forward;

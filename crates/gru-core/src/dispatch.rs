@@ -16,6 +16,14 @@
 //! so running cuDNN there gives Keras' numbers. Keras' code blocks cuDNN whenever
 //! `recurrent_dropout != 0`; that is the one place where we choose the faster path.
 //!
+//! **Condition 7.** Keras falls back to the loop unless the mask is strictly right-padded.
+//! The issue that built the cuDNN path asked for more: a mask with left padding or holes
+//! also runs on cuDNN, by moving each row's valid steps (in processing order) to the front,
+//! running cuDNN with per-row lengths, and moving the outputs back under Keras' output rule.
+//! That gives exactly the loop's result (`gru_cudnn::host` is the tested reference), so such
+//! a mask passes the condition and its reason says so. An all-False row cannot run on cuDNN
+//! (every length must be >= 1) and fails it.
+//!
 //! **Condition 8.** Candle executes eagerly, always: there is no graph mode to be inside of,
 //! so the condition holds for every call and is reported as passed.
 //!
@@ -42,7 +50,9 @@ pub enum Condition {
     UseBias,
     /// 6. reset_after is true.
     ResetAfter,
-    /// 7. the mask, if any, is strictly right-padded with no all-False row.
+    /// Condition 7: the mask, if any, can run on cuDNN. Keras asks for strict right
+    /// padding; this crate also runs left-padded masks and masks with holes on cuDNN (valid
+    /// steps moved to the front, the loop's result exactly), so only an all-False row fails.
     MaskRightPadded,
     /// 8. eager execution (always true in Candle).
     EagerExecution,
@@ -64,7 +74,7 @@ impl Condition {
             Condition::NotUnroll => "4. unroll == false",
             Condition::UseBias => "5. use_bias == true",
             Condition::ResetAfter => "6. reset_after == true",
-            Condition::MaskRightPadded => "7. mask strictly right-padded",
+            Condition::MaskRightPadded => "7. mask right-padded (or compactable)",
             Condition::EagerExecution => "8. eager execution",
             Condition::CudaDevice => "device is CUDA",
             Condition::CudnnBuilt => "cuDNN path built",
@@ -91,12 +101,13 @@ pub enum MaskFacts {
     None,
     /// Each row is a run of `true` followed by `false`s, every row with at least one `true`.
     RightPadded,
-    /// A row has a `false` before a `true`.
+    /// A row has a `false` before a `true` (left padding or holes), and no row is all
+    /// `false`.
     NotRightPadded {
         /// The first such row.
         row: usize,
     },
-    /// A row is all `false`.
+    /// A row is all `false` (whatever the other rows look like).
     EmptyRow {
         /// The first such row.
         row: usize,
@@ -113,19 +124,26 @@ impl MaskFacts {
     /// ```
     pub fn of(mask: &[bool], batch: usize, time: usize) -> MaskFacts {
         let mut empty = None;
+        let mut not_right = None;
         for b in 0..batch {
             let row = &mask[b * time..(b + 1) * time];
             let len = row.iter().take_while(|&&m| m).count();
             if row[len..].iter().any(|&m| m) {
-                return MaskFacts::NotRightPadded { row: b };
-            }
-            if len == 0 && empty.is_none() {
-                empty = Some(b);
+                not_right.get_or_insert(b);
+            } else if len == 0 {
+                empty.get_or_insert(b);
             }
         }
-        match empty {
-            Some(row) => MaskFacts::EmptyRow { row },
-            None => MaskFacts::RightPadded,
+        Self::from_rows(empty, not_right)
+    }
+
+    /// The facts from the first all-False row and the first row with a masked step before a
+    /// valid one (an all-False row wins: it is the one that keeps cuDNN out).
+    pub fn from_rows(first_empty: Option<usize>, first_not_right_padded: Option<usize>) -> Self {
+        match (first_empty, first_not_right_padded) {
+            (Some(row), _) => MaskFacts::EmptyRow { row },
+            (None, Some(row)) => MaskFacts::NotRightPadded { row },
+            (None, None) => MaskFacts::RightPadded,
         }
     }
 }
@@ -226,8 +244,12 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
         MaskFacts::None => (true, "no mask".to_string()),
         MaskFacts::RightPadded => (true, "mask is right-padded".to_string()),
         MaskFacts::NotRightPadded { row } => (
-            false,
-            format!("mask row {row} has a masked step before a valid one"),
+            true,
+            format!(
+                "mask row {row} has a masked step before a valid one: each row's valid steps \
+                 are moved to the front for cuDNN and back after (beyond Keras; the loop's \
+                 result exactly)"
+            ),
         ),
         MaskFacts::EmptyRow { row } => (
             false,
@@ -432,10 +454,30 @@ mod tests {
         let mut f = gpu_facts();
         f.mask = MaskFacts::RightPadded;
         assert!(check_conditions(&c, &f).iter().all(|c| c.passed));
+        // Beyond Keras: left padding and holes run on cuDNN through compaction.
         f.mask = MaskFacts::NotRightPadded { row: 1 };
-        assert_eq!(only_failure(&c, &f), Condition::MaskRightPadded);
+        assert!(check_conditions(&c, &f).iter().all(|c| c.passed));
         f.mask = MaskFacts::EmptyRow { row: 0 };
         assert_eq!(only_failure(&c, &f), Condition::MaskRightPadded);
+    }
+
+    #[test]
+    fn an_empty_row_wins_over_left_padding_in_any_order() {
+        let left_then_empty = [false, true, false, false];
+        assert_eq!(
+            MaskFacts::of(&left_then_empty, 2, 2),
+            MaskFacts::EmptyRow { row: 1 }
+        );
+        let empty_then_left = [false, false, false, true];
+        assert_eq!(
+            MaskFacts::of(&empty_then_left, 2, 2),
+            MaskFacts::EmptyRow { row: 0 }
+        );
+        let holes = [true, false, true, true, true, true];
+        assert_eq!(
+            MaskFacts::of(&holes, 2, 3),
+            MaskFacts::NotRightPadded { row: 0 }
+        );
     }
 
     #[test]

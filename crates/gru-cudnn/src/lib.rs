@@ -1,22 +1,45 @@
-//! cuDNN RNN descriptors for the GRU, through the cudarc that candle links
+//! The cuDNN fast path of the Keras GRU, through the cudarc that candle links
 //! (`candle_core::cuda_backend::cudarc`).
 //!
-//! This crate is the home of the cuDNN fast path: RAII types over cudarc's raw
-//! `cudnn::sys` RNN v8 calls (handle, dropout, RNN, RNN-data and tensor descriptors), the
-//! weight-space packing with gru-core's Keras -> cuDNN layout, and the Candle custom op with
-//! forward and backward. Its feature wiring is in place (`cudnn` turns on candle's CUDA and
-//! cuDNN support); the descriptors and the op are not built yet, so [`AVAILABLE`] is false and
-//! the layer's dispatcher reports "cuDNN path built" as a failed condition. [`host`] holds
-//! the host reference of the mask handling (lengths, compaction, expansion), tested against
-//! the fused CPU path; [`weights`] fills cuDNN's weight space from Keras weights and reads
-//! gradients back, given each linear layer's offset.
+//! Layers, as in cudarc: [`result`] has one thin function per cuDNN C call (RNN v8 API),
+//! each returning a typed [`CudnnError`]; [`safe`] owns each cuDNN object (handle, dropout,
+//! RNN, RNN-data and tensor descriptors) with `Drop`; `plan` caches them per thread, device,
+//! dtype and shape; [`op`] is the Candle custom op (forward and backward); [`run`] wraps a
+//! whole Keras call (mask scan on the device, compaction of valid steps, the op, expansion
+//! to Keras' output rule). The device code needs the `cudnn` feature; without it this crate
+//! still has the host reference of the mask handling ([`host`]), the weight-space packing
+//! ([`weights`]) and the host version of the mask scan, all tested on the CPU.
 #![deny(missing_docs)]
 
+pub mod error;
 pub mod host;
+pub mod run;
 pub mod weights;
 
-/// Whether this build has a working cuDNN GRU path.
-pub const AVAILABLE: bool = false;
+#[cfg(feature = "cudnn")]
+mod kernels;
+#[cfg(feature = "cudnn")]
+pub mod op;
+#[cfg(feature = "cudnn")]
+mod plan;
+#[cfg(feature = "cudnn")]
+pub mod result;
+#[cfg(feature = "cudnn")]
+pub mod safe;
+
+pub use error::CudnnError;
+#[cfg(feature = "cudnn")]
+pub use plan::{cache_stats, weight_layout_of, CacheStats, WeightLayout};
+pub use run::{CudnnCall, CudnnOutput, MaskScan};
+
+/// Whether this build has the cuDNN GRU path (the `cudnn` feature).
+pub const AVAILABLE: bool = cfg!(feature = "cudnn");
 
 /// Whether this build was compiled with the `cudnn` feature (candle's CUDA + cuDNN).
 pub const FEATURE_ENABLED: bool = cfg!(feature = "cudnn");
+
+/// The cuDNN version loaded at run time (e.g. 91900 for 9.19.0).
+#[cfg(feature = "cudnn")]
+pub fn cudnn_version() -> usize {
+    result::version()
+}

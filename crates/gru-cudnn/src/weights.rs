@@ -91,6 +91,70 @@ pub fn read<T: Copy + Default>(
     CudnnWeights { matrices, biases }.to_keras(input, units)
 }
 
+/// Keras weights as one flat tensor in cuDNN's canonical order: the three input matrices
+/// (reset, update, new; each (units, input) row-major), the three recurrent matrices, the
+/// three input biases, the three recurrent biases ([`Offsets::host_model`]). Built from
+/// Candle ops (transposes, narrows, one concatenation), so Candle's autograd maps the op's
+/// flat gradient back to `kernel`, `recurrent_kernel` and `bias`.
+///
+/// `kernel` (input, 3u), `recurrent_kernel` (u, 3u) and `bias` (2, 3u) are Keras'
+/// reset_after weights (gate blocks z, r, h).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let k = Tensor::arange(0f32, 6., &Device::Cpu)?.reshape((2, 3))?; // input 2, units 1
+/// let rk = Tensor::new(&[[10f32, 11., 12.]], &Device::Cpu)?;
+/// let b = Tensor::new(&[[20f32, 21., 22.], [30., 31., 32.]], &Device::Cpu)?;
+/// let w = gru_cudnn::weights::canonical_weights(&k, &rk, &b)?;
+/// // r, z, n input rows (kernel columns 1, 0, 2), then recurrent, then the biases.
+/// assert_eq!(
+///     w.to_vec1::<f32>()?,
+///     [1., 4., 0., 3., 2., 5., 11., 10., 12., 21., 20., 22., 31., 30., 32.]
+/// );
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn canonical_weights(
+    kernel: &candle_core::Tensor,
+    recurrent_kernel: &candle_core::Tensor,
+    bias: &candle_core::Tensor,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::Tensor;
+    let units = recurrent_kernel.dim(0)?;
+    let u = units;
+    // Keras column blocks [z | r | h] -> cuDNN rows [r; z; n], each (units, rows_in).
+    let gates = |m: &Tensor| -> candle_core::Result<Tensor> {
+        let t = m.t()?;
+        Tensor::cat(
+            &[
+                t.narrow(0, u, u)?,
+                t.narrow(0, 0, u)?,
+                t.narrow(0, 2 * u, u)?,
+            ],
+            0,
+        )?
+        .flatten_all()
+    };
+    let biases = |v: Tensor| -> candle_core::Result<Tensor> {
+        Tensor::cat(
+            &[
+                v.narrow(0, u, u)?,
+                v.narrow(0, 0, u)?,
+                v.narrow(0, 2 * u, u)?,
+            ],
+            0,
+        )
+    };
+    Tensor::cat(
+        &[
+            gates(kernel)?,
+            gates(recurrent_kernel)?,
+            biases(bias.get(0)?)?,
+            biases(bias.get(1)?)?,
+        ],
+        0,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +218,52 @@ mod tests {
             fill(&mut [0.0f32; 10], &at, &k),
             Err(GruError::Shape { .. })
         ));
+    }
+
+    /// The tensor builder and the host packing agree on the host model of the layout, and
+    /// gradients reach every Keras weight element exactly once.
+    #[test]
+    fn canonical_tensor_matches_host_packing_and_routes_gradients() {
+        use candle_core::{Device, Tensor, Var};
+        let (i, u) = (3, 2);
+        let k: Vec<f64> = (0..i * 3 * u).map(|v| v as f64 * 0.5 - 1.0).collect();
+        let rk: Vec<f64> = (0..u * 3 * u).map(|v| v as f64 * 0.25 + 3.0).collect();
+        let b: Vec<f64> = (0..2 * 3 * u).map(|v| 7.0 - v as f64).collect();
+        let keras = KerasWeights {
+            input_dim: i,
+            units: u,
+            kernel: k.clone(),
+            recurrent_kernel: rk.clone(),
+            bias: Some(b.clone()),
+        };
+        let (at, len) = Offsets::host_model(i, u);
+        let mut space = vec![0.0; len];
+        fill(&mut space, &at, &keras).unwrap();
+        let dev = Device::Cpu;
+        let kt = Var::from_tensor(&Tensor::from_vec(k, (i, 3 * u), &dev).unwrap()).unwrap();
+        let rkt = Var::from_tensor(&Tensor::from_vec(rk, (u, 3 * u), &dev).unwrap()).unwrap();
+        let bt = Var::from_tensor(&Tensor::from_vec(b, (2, 3 * u), &dev).unwrap()).unwrap();
+        let w = canonical_weights(kt.as_tensor(), rkt.as_tensor(), bt.as_tensor()).unwrap();
+        assert_eq!(w.to_vec1::<f64>().unwrap(), space);
+        // d(sum(w * c))/dW = c mapped back: reading the weights of c as Keras weights.
+        let c: Vec<f64> = (0..len).map(|v| v as f64 + 1.0).collect();
+        let loss = (w * Tensor::from_vec(c.clone(), len, &dev).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let back = read(&c, &at, i, u, true).unwrap();
+        let g = |v: &Var| -> Vec<f64> {
+            grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(g(&kt), back.kernel);
+        assert_eq!(g(&rkt), back.recurrent_kernel);
+        assert_eq!(Some(g(&bt)), back.bias);
     }
 }

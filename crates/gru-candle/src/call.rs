@@ -8,10 +8,17 @@ use crate::loop_path::{self, CellWeights, DropoutMasks};
 use candle_core::{DType, Module, Tensor};
 use gru_core::{decide, CallFacts, Dispatch, FloatType, GruError, Implementation, MaskFacts, Path};
 
-/// Whether this build carries a cuDNN path the dispatcher may choose. The cuDNN custom op
-/// lands with the `cudnn` feature in gru-cudnn; until then every call takes the loop and the
-/// dispatcher reports the condition as failed.
+/// Whether this build carries a cuDNN path the dispatcher may choose (the `cudnn` feature).
+/// Without it the dispatcher reports "cuDNN path built" as a failed condition.
 pub const CUDNN_PATH_BUILT: bool = gru_cudnn::AVAILABLE;
+
+/// A call's mask, checked: the dispatcher's facts, and on a CUDA device (with the cuDNN path
+/// built and not switched off) the device scan the cuDNN path reuses.
+struct MaskInfo {
+    facts: MaskFacts,
+    #[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+    scan: Option<gru_cudnn::MaskScan>,
+}
 
 /// The optional arguments of a call (Keras' `mask`, `initial_state`, `training`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -91,7 +98,7 @@ impl Gru {
     }
 
     /// Checks the call's tensors and returns (batch, timesteps, mask facts).
-    fn validate(&self, inputs: &Tensor, opts: &CallOptions) -> Result<(usize, usize, MaskFacts)> {
+    fn validate(&self, inputs: &Tensor, opts: &CallOptions) -> Result<(usize, usize, MaskInfo)> {
         let u = self.config.units;
         let (b, t, f) = match inputs.dims() {
             [b, t, f] => (*b, *t, *f),
@@ -122,7 +129,10 @@ impl Gru {
         }
         self.check_dtype("inputs", inputs)?;
         self.check_device("inputs", inputs)?;
-        let mut facts = MaskFacts::None;
+        let mut mask = MaskInfo {
+            facts: MaskFacts::None,
+            scan: None,
+        };
         if let Some(m) = opts.mask {
             if m.dims() != [b, t] {
                 return Err(shape_err(
@@ -139,9 +149,7 @@ impl Gru {
                     got: format!("{:?}", m.dtype()),
                 }));
             }
-            let rows: Vec<Vec<u8>> = m.to_vec2()?;
-            let flat: Vec<bool> = rows.iter().flatten().map(|&v| v != 0).collect();
-            facts = MaskFacts::of(&flat, b, t);
+            mask = self.scan_mask(m, b, t)?;
         }
         if let Some(h0) = opts.initial_state {
             if h0.dims() != [b, u] {
@@ -165,7 +173,30 @@ impl Gru {
                 }
             }
         }
-        Ok((b, t, facts))
+        Ok((b, t, mask))
+    }
+
+    /// The mask's facts: on a CUDA device with the cuDNN path, from the device scan (only
+    /// 2 x batch ints come back); otherwise from the mask copied to the host.
+    fn scan_mask(&self, m: &Tensor, b: usize, t: usize) -> Result<MaskInfo> {
+        #[cfg(feature = "cudnn")]
+        if m.device().is_cuda() && self.config.use_cudnn != gru_core::UseCudnn::Never {
+            let scan = gru_cudnn::MaskScan::on_device(
+                m,
+                self.config.go_backwards,
+                self.config.zero_output_for_mask,
+            )?;
+            return Ok(MaskInfo {
+                facts: scan.facts(),
+                scan: Some(scan),
+            });
+        }
+        let rows: Vec<Vec<u8>> = m.to_vec2()?;
+        let flat: Vec<bool> = rows.iter().flatten().map(|&v| v != 0).collect();
+        Ok(MaskInfo {
+            facts: MaskFacts::of(&flat, b, t),
+            scan: None,
+        })
     }
 
     fn facts(&self, inputs: &Tensor, mask: MaskFacts, training: bool) -> CallFacts {
@@ -189,21 +220,15 @@ impl Gru {
         let (_, _, mask) = self.validate(inputs, &opts)?;
         Ok(decide(
             &self.config,
-            &self.facts(inputs, mask, opts.training),
+            &self.facts(inputs, mask.facts, opts.training),
         )?)
     }
 
     /// Runs the layer: Keras' `layer(inputs, mask=..., training=..., initial_state=[...])`.
     pub fn call(&self, inputs: &Tensor, opts: CallOptions) -> Result<GruOutput> {
         let cfg = &self.config;
-        let (b, _t, mask_facts) = self.validate(inputs, &opts)?;
-        let dispatch = decide(cfg, &self.facts(inputs, mask_facts, opts.training))?;
-        if dispatch.path == Path::Cudnn {
-            // Unreachable while CUDNN_PATH_BUILT is false; never run the wrong path silently.
-            return Err(Error::Gru(GruError::CudnnUnavailable {
-                failed: vec!["cuDNN path chosen but not built".into()],
-            }));
-        }
+        let (b, _t, mask_info) = self.validate(inputs, &opts)?;
+        let dispatch = decide(cfg, &self.facts(inputs, mask_info.facts, opts.training))?;
         let u = cfg.units;
         let h0 = match opts.initial_state {
             Some(h) => h.clone(),
@@ -219,7 +244,8 @@ impl Gru {
                 }
             }
         };
-        let masks = self.dropout_masks(b, opts.training)?;
+        // Keras' cuDNN path draws one input-dropout mask, shared over time and gates.
+        let masks = self.dropout_masks(b, opts.training, dispatch.path == Path::Cudnn)?;
         // trainable=false (Keras): the weights take part as constants, no gradient reaches them.
         let frozen = |t: &Tensor| if cfg.trainable { t.clone() } else { t.detach() };
         let (kernel, recurrent_kernel) = (frozen(&self.kernel), frozen(&self.recurrent_kernel));
@@ -235,6 +261,15 @@ impl Gru {
             recurrent_bias,
         };
         let out = match dispatch.path {
+            Path::Cudnn => self.run_cudnn(
+                inputs,
+                &h0,
+                &kernel,
+                &recurrent_kernel,
+                &mask_info,
+                &masks,
+                opts.training,
+            )?,
             Path::Fused => crate::fused_op::run(
                 self,
                 &weights,
@@ -279,12 +314,85 @@ impl Gru {
         })
     }
 
-    /// Draws this call's dropout masks (training only; Keras' counts per implementation).
-    fn dropout_masks(&self, batch: usize, training: bool) -> Result<DropoutMasks> {
+    /// Runs the call on cuDNN (the dispatcher chose it, so the build has the path).
+    #[allow(clippy::too_many_arguments)]
+    fn run_cudnn(
+        &self,
+        inputs: &Tensor,
+        h0: &Tensor,
+        kernel: &Tensor,
+        recurrent_kernel: &Tensor,
+        mask: &MaskInfo,
+        dropout: &DropoutMasks,
+        training: bool,
+    ) -> Result<loop_path::LoopOutput> {
+        #[cfg(feature = "cudnn")]
+        {
+            let bias = match &self.bias {
+                Some(bias) if self.config.trainable => bias.clone(),
+                Some(bias) => bias.detach(),
+                None => {
+                    return Err(Error::Gru(GruError::CudnnUnavailable {
+                        failed: vec!["5. use_bias == true: the layer has no bias".into()],
+                    }))
+                }
+            };
+            let x = match dropout.input.first() {
+                Some(m) => inputs.broadcast_mul(&m.unsqueeze(1)?)?,
+                None => inputs.clone(),
+            };
+            let scan_ref = match (&mask.scan, mask.facts) {
+                (Some(s), _) => Some(s),
+                (None, MaskFacts::None) => None,
+                (None, _) => {
+                    return Err(Error::Gru(GruError::CudnnUnavailable {
+                        failed: vec!["the mask was not scanned on the device".into()],
+                    }))
+                }
+            };
+            let out = gru_cudnn::run::run(gru_cudnn::CudnnCall {
+                x: &x,
+                h0,
+                kernel,
+                recurrent_kernel,
+                bias: &bias,
+                mask: scan_ref,
+                go_backwards: self.config.go_backwards,
+                training,
+                tf32: self.cudnn_tf32,
+            })?;
+            Ok(loop_path::LoopOutput {
+                sequence: out.sequence,
+                last_output: out.last_output,
+                state: out.state,
+            })
+        }
+        #[cfg(not(feature = "cudnn"))]
+        {
+            let _ = (
+                inputs,
+                h0,
+                kernel,
+                recurrent_kernel,
+                mask,
+                dropout,
+                training,
+            );
+            // Unreachable: the dispatcher never picks cuDNN in a build without it.
+            Err(Error::Gru(GruError::CudnnUnavailable {
+                failed: vec!["cuDNN path chosen but not built".into()],
+            }))
+        }
+    }
+
+    /// Draws this call's dropout masks (training only; Keras' counts per implementation, or
+    /// one input mask for the cuDNN path, as Keras' cuDNN branch does).
+    fn dropout_masks(&self, batch: usize, training: bool, cudnn: bool) -> Result<DropoutMasks> {
         let cfg = &self.config;
-        let count = match cfg.effective_implementation() {
-            Implementation::One => 3,
-            Implementation::Two => 1,
+        let count = match (cudnn, cfg.effective_implementation()) {
+            (true, _) => 1,
+            (false, Implementation::One) => 3,
+            (false, Implementation::Two) => 1,
         };
         let mut masks = DropoutMasks::default();
         let (dt, dev) = (self.dtype(), self.device());
@@ -346,28 +454,28 @@ mod tests {
     #[test]
     fn mask_counts_follow_keras_implementations() {
         let m = layer(0.3, 0.0, Implementation::Two)
-            .dropout_masks(4, true)
+            .dropout_masks(4, true, false)
             .unwrap();
         assert_eq!((m.input.len(), m.recurrent.len()), (1, 0));
         // recurrent_dropout switches Keras to implementation 1: three masks of each kind.
         let m = layer(0.3, 0.2, Implementation::Two)
-            .dropout_masks(4, true)
+            .dropout_masks(4, true, false)
             .unwrap();
         assert_eq!((m.input.len(), m.recurrent.len()), (3, 3));
         assert_eq!(m.input[0].dims(), &[4, 5]);
         assert_eq!(m.recurrent[0].dims(), &[4, 6]);
         assert_ne!(values(&m.recurrent[0]), values(&m.recurrent[1]));
         let m = layer(0.3, 0.0, Implementation::One)
-            .dropout_masks(4, true)
+            .dropout_masks(4, true, false)
             .unwrap();
         assert_eq!((m.input.len(), m.recurrent.len()), (3, 0));
         // Nothing outside training, and nothing at rate 1 (Keras applies 0 < rate < 1 only).
         let m = layer(0.3, 0.2, Implementation::Two)
-            .dropout_masks(4, false)
+            .dropout_masks(4, false, false)
             .unwrap();
         assert!(m.input.is_empty() && m.recurrent.is_empty());
         let m = layer(1.0, 0.0, Implementation::Two)
-            .dropout_masks(4, true)
+            .dropout_masks(4, true, false)
             .unwrap();
         assert!(m.input.is_empty());
     }
@@ -376,7 +484,7 @@ mod tests {
     fn masks_are_inverted_dropout() {
         let rate = 0.25;
         let m = layer(rate, 0.0, Implementation::Two)
-            .dropout_masks(2000, true)
+            .dropout_masks(2000, true, false)
             .unwrap();
         let v = values(&m.input[0]);
         let keep = 1.0 / (1.0 - rate);

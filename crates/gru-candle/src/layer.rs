@@ -58,6 +58,7 @@ pub struct Gru {
     pub(crate) last_dispatch: Mutex<Option<Dispatch>>,
     pub(crate) cpu_path: CpuPath,
     pub(crate) threads: Option<usize>,
+    pub(crate) cudnn_tf32: bool,
     pub(crate) workspaces: std::sync::Arc<Mutex<crate::fused_op::Workspaces>>,
 }
 
@@ -262,6 +263,7 @@ impl Gru {
             last_dispatch: Mutex::new(None),
             cpu_path: CpuPath::Fused,
             threads: None,
+            cudnn_tf32: false,
             workspaces: Default::default(),
         })
     }
@@ -278,6 +280,19 @@ impl Gru {
     pub fn with_cpu_path(mut self, path: CpuPath) -> Gru {
         self.cpu_path = path;
         self
+    }
+
+    /// The same layer with TF32 allowed (or not) for f32 calls on cuDNN. Off by default:
+    /// f32 runs with `CUDNN_FMA_MATH`, which matches the CPU loop at f32 tolerances; TF32
+    /// (Ampere and later) is faster and keeps about 10 mantissa bits in the products.
+    pub fn with_cudnn_tf32(mut self, allow: bool) -> Gru {
+        self.cudnn_tf32 = allow;
+        self
+    }
+
+    /// Whether f32 calls on cuDNN may use TF32.
+    pub fn cudnn_tf32(&self) -> bool {
+        self.cudnn_tf32
     }
 
     /// The CPU implementation calls use.

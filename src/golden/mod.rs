@@ -4,7 +4,7 @@
 use crate::Gru;
 use candle_core::{DType, Device, Tensor, Var};
 use gru_candle::{CallOptions, CpuPath};
-use gru_core::GruConfig;
+use gru_core::{GruConfig, UseCudnn};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -171,6 +171,8 @@ pub struct DtypeReport {
     pub max_grad_err: Option<f64>,
     /// What failed, in words (empty when everything passed).
     pub failures: Vec<String>,
+    /// The path each call took.
+    pub paths: Vec<gru_core::Path>,
 }
 
 /// The result of running one case.
@@ -255,11 +257,38 @@ pub fn run_case_dtype(case: &Case, dtype: DType) -> anyhow::Result<DtypeReport> 
     run_case_on(case, dtype, CpuPath::Fused)
 }
 
+/// Where a golden case runs.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// On the CPU with this path; every call must take it.
+    Cpu(CpuPath),
+    /// On `device` (a GPU) with the layer's `use_cudnn` set to `use_cudnn`: `Auto` takes
+    /// cuDNN wherever the conditions hold (the paths are recorded in the report), `Never`
+    /// runs the loop on the device (checked), `Force` fails where a condition fails.
+    Device {
+        /// The device.
+        device: Device,
+        /// The use_cudnn setting for the case's layer.
+        use_cudnn: UseCudnn,
+    },
+}
+
 /// Runs a case in one dtype on the given CPU path; checks that every call took that path.
 pub fn run_case_on(case: &Case, dtype: DType, cpu_path: CpuPath) -> anyhow::Result<DtypeReport> {
-    let dev = Device::Cpu;
+    run_case_target(case, dtype, &Target::Cpu(cpu_path))
+}
+
+/// Runs a case in one dtype on a target and compares against its expected values.
+pub fn run_case_target(case: &Case, dtype: DType, target: &Target) -> anyhow::Result<DtypeReport> {
+    let (dev, cpu_path, use_cudnn) = match target {
+        Target::Cpu(p) => (Device::Cpu, *p, None),
+        Target::Device { device, use_cudnn } => (device.clone(), CpuPath::Loop, Some(*use_cudnn)),
+    };
     let f64_mode = dtype == DType::F64;
-    let config = GruConfig::from_keras_json(&case.config)?;
+    let mut config = GruConfig::from_keras_json(&case.config)?;
+    if let Some(u) = use_cudnn {
+        config.use_cudnn = u;
+    }
     let var = |v: &Value| -> anyhow::Result<Var> {
         Ok(Var::from_tensor(
             &Array::from_json(v)?.tensor(dtype, &dev)?,
@@ -279,9 +308,14 @@ pub fn run_case_on(case: &Case, dtype: DType, cpu_path: CpuPath) -> anyhow::Resu
         bias.as_ref().map(|b| b.as_tensor().clone()),
     )?
     .with_cpu_path(cpu_path);
-    let want_path = match cpu_path {
-        CpuPath::Fused => gru_core::Path::Fused,
-        CpuPath::Loop => gru_core::Path::Loop,
+    let want_path = match (target, cpu_path) {
+        (Target::Device { use_cudnn, .. }, _) => match use_cudnn {
+            UseCudnn::Never => Some(gru_core::Path::Loop),
+            UseCudnn::Force => Some(gru_core::Path::Cudnn),
+            UseCudnn::Auto => None,
+        },
+        (_, CpuPath::Fused) => Some(gru_core::Path::Fused),
+        (_, CpuPath::Loop) => Some(gru_core::Path::Loop),
     };
     let mut report = DtypeReport::default();
     let out_ok = |a: f64, b: f64| {
@@ -315,10 +349,12 @@ pub fn run_case_on(case: &Case, dtype: DType, cpu_path: CpuPath) -> anyhow::Resu
                 training: call.training,
             },
         )?;
-        if out.dispatch.path != want_path {
+        report.paths.push(out.dispatch.path);
+        if let Some(want) = want_path.filter(|w| *w != out.dispatch.path) {
             report.failures.push(format!(
-                "call {ci} ran on {:?}, not {want_path:?}",
-                out.dispatch.path
+                "call {ci} ran on {:?}, not {want:?}: {}",
+                out.dispatch.path,
+                out.dispatch.explain()
             ));
         }
         let outs = out.to_vec();
@@ -414,6 +450,7 @@ pub fn run_case_path(case: &Case, cpu_path: CpuPath) -> CaseReport {
             max_output_err: f64::NAN,
             max_grad_err: None,
             failures: vec![format!("could not run: {e}")],
+            paths: Vec::new(),
         })
     };
     CaseReport {

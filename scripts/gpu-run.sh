@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Runs the packed GPU binaries (scripts/gpu-build.sh) on a GPU machine and writes a report:
+# the full commit hash the binaries were built from, date, device, driver, CUDA and cuDNN
+# versions, each test with PASS/FAIL, compute-sanitizer memcheck of the cuDNN tests, the
+# GPU benchmark table, and the raw output.
+#
+#   scripts/gpu-run.sh [PACK_DIR] [REPORT_DIR]   # defaults: target/gpu-pack, gpu-reports
+#
+# On the device tool's machine use REPORT_DIR=$OUT so the report comes back; copy it into
+# gpu-reports/ and commit it. Run from the repository root (the tests read tests/data).
+# No CUDA toolkit is needed: the libraries come from the Python environment's nvidia
+# wheels (PyTorch cu130); libcuda comes from the driver.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+pack=${1:-target/gpu-pack}
+reports=${2:-gpu-reports}
+mkdir -p "$reports"
+work=$(mktemp -d)
+tar -C "$work" -xJf "$pack/gpu-bin.tar.xz" || { echo "cannot unpack $pack/gpu-bin.tar.xz"; exit 1; }
+
+site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null)
+libs=$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | sort -u | tr '\n' ':')
+export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:-}"
+
+commit=$(sed -n 's/^commit //p' "$work/BUILD")
+short=$(echo "$commit" | cut -c1-12)
+device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1)
+cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -n 1)
+cudnn=$(python3 -c 'import torch; print(torch.backends.cudnn.version())' 2>/dev/null || echo unknown)
+stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+slug=$(echo "${device:-nodevice}" | tr -c 'A-Za-z0-9' '-' | tr -s '-' | sed 's/-$//')
+report="$reports/$(date -u +%Y-%m-%d)-${short:-unknown}-${slug}.md"
+
+raw="$work/raw.txt"
+{
+  echo "== ldd -r gpu_cudnn (undefined symbols, missing libraries)"
+  ldd -r "$work/bin/gpu_cudnn" 2>&1 | grep -E 'not found|undefined' || echo "none"
+  echo "== gpu_cudnn --test-threads=1 --nocapture"
+  "$work/bin/gpu_cudnn" --test-threads=1 --nocapture 2>&1
+  echo "== exit status $?"
+} > "$raw" 2>&1
+
+san="$work/sanitizer.txt"
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+if [ -n "$sanitizer" ]; then
+  # Every cuDNN test but the 10,000-call loop (too slow under memcheck).
+  "$sanitizer" --tool memcheck --leak-check full --error-exitcode 99 \
+    "$work/bin/gpu_cudnn" --test-threads=1 --skip gpu_memory_is_steady > "$san" 2>&1
+  san_status=$?
+else
+  echo "compute-sanitizer not found" > "$san"
+  san_status=127
+fi
+
+bench="$work/bench.txt"
+"$work/bin/bench_gpu" --json "$reports/bench_gpu-${short:-unknown}.json" > "$bench" 2>&1
+bench_status=$?
+
+{
+  echo "# GPU report: ${device:-no device}"
+  echo
+  echo "| field | value |"
+  echo "|---|---|"
+  echo "| commit | \`$commit\` |"
+  echo "| run at | $stamp |"
+  echo "| device | ${device:-none} |"
+  echo "| driver | ${driver:-none} |"
+  echo "| CUDA (driver) | ${cuda:-unknown} |"
+  echo "| cuDNN (runtime, via PyTorch's wheel) | $cudnn |"
+  sed 's/^/| build | /; s/$/ |/' "$work/BUILD"
+  echo "| command | \`scripts/gpu-run.sh $pack $reports\` |"
+  echo
+  echo "## Tests (tests/gpu_cudnn.rs)"
+  echo
+  echo "| test | result |"
+  echo "|---|---|"
+  sed -n 's/^test \([A-Za-z0-9_:]*\) \.\.\. \(ok\|FAILED\|ignored\)$/| \1 | \2 |/p' "$raw" |
+    sed 's/| ok |$/| PASS |/; s/| FAILED |$/| FAIL |/'
+  echo
+  grep -E '^test result:' "$raw" | sed 's/^/    /'
+  echo
+  echo "## compute-sanitizer memcheck (exit status $san_status; 0 = clean)"
+  echo
+  echo '```'
+  grep -E 'ERROR SUMMARY|LEAK SUMMARY|^test result|not found|Invalid|error' "$san" | head -n 40
+  echo '```'
+  echo
+  echo "## Benchmark (examples/bench_gpu.rs, exit status $bench_status)"
+  echo
+  echo '```'
+  cat "$bench"
+  echo '```'
+  echo
+  echo "## Raw output"
+  echo
+  echo '```'
+  cat "$raw"
+  echo '```'
+  echo
+  echo "## Raw sanitizer output (last 200 lines)"
+  echo
+  echo '```'
+  tail -n 200 "$san"
+  echo '```'
+} > "$report"
+echo "report: $report"
+grep -E '^\| [a-z_0-9]+ \| (PASS|FAIL) \|$' "$report"
+grep -E '^    test result' "$report"

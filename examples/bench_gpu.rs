@@ -108,7 +108,10 @@ fn main() -> anyhow::Result<()> {
     let dev = match Device::new_cuda(0) {
         Ok(d) => d,
         Err(e) => {
-            println!("skipped: no CUDA device ({e})");
+            println!(
+                "skipped: no CUDA device ({})",
+                e.to_string().lines().next().unwrap_or("")
+            );
             return Ok(());
         }
     };

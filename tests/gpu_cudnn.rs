@@ -14,7 +14,10 @@ fn gpu() -> Option<Device> {
     match Device::new_cuda(0) {
         Ok(d) => Some(d),
         Err(e) => {
-            println!("skipped: no CUDA device ({e})");
+            println!(
+                "skipped: no CUDA device ({})",
+                e.to_string().lines().next().unwrap_or("")
+            );
             None
         }
     }

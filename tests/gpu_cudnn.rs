@@ -269,6 +269,8 @@ fn gpu_mask_scan_matches_the_host_scan() {
             let d = MaskScan::on_device(&mt, go_backwards, zero).unwrap();
             let h = MaskScan::on_host(&mask, b, t, go_backwards, zero, &dev).unwrap();
             assert_eq!(d.lengths, h.lengths);
+            assert_eq!(d.flags(), h.flags());
+            assert_eq!(d.index_maps().unwrap(), h.index_maps().unwrap());
             assert_eq!(d.first_empty, h.first_empty);
             assert_eq!(d.first_not_right_padded, h.first_not_right_padded);
             assert_eq!(

@@ -20,6 +20,7 @@ pub struct MaskScan {
     pub dev_lengths: Tensor,
     batch: usize,
     time: usize,
+    flags: Vec<i32>,
     gather: Tensor,
     gather_keep: Tensor,
     expand: Tensor,
@@ -88,6 +89,7 @@ impl MaskScan {
         Ok(MaskScan {
             first_empty: flags.iter().position(|&f| f & 2 != 0),
             first_not_right_padded: flags.iter().position(|&f| f & 1 == 0),
+            flags: flags.to_vec(),
             lengths,
             dev_lengths,
             batch,
@@ -202,6 +204,22 @@ impl MaskScan {
     /// (batch, time) of the mask.
     pub fn dims(&self) -> (usize, usize) {
         (self.batch, self.time)
+    }
+
+    /// The per-row flags as the kernel writes them (bit 0: right-padded, bit 1: all False).
+    pub fn flags(&self) -> &[i32] {
+        &self.flags
+    }
+
+    /// The four index maps, copied to the host (for tests and diagnostics): the compaction
+    /// rows and keep flags, the expansion rows and keep flags, each batch x time.
+    pub fn index_maps(&self) -> Result<(Vec<u32>, Vec<u8>, Vec<u32>, Vec<u8>)> {
+        Ok((
+            self.gather.to_vec1()?,
+            self.gather_keep.flatten_all()?.to_vec1()?,
+            self.expand.to_vec1()?,
+            self.expand_keep.flatten_all()?.to_vec1()?,
+        ))
     }
 }
 

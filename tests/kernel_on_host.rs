@@ -128,7 +128,9 @@ fn mask_scan_kernel_source_matches_the_host_reference() {
                 for zo in [false, true] {
                     let got = run(&bin, &mask, b, t, gb, zo);
                     let want = MaskScan::on_host(&mask, b, t, gb, zo, &Device::Cpu).unwrap();
-                    let (g, gk, e, ek) = want.index_maps().unwrap();
+                    let maps = want.index_maps().unwrap();
+                    let (g, gk, e, ek) =
+                        (maps.gather, maps.gather_keep, maps.expand, maps.expand_keep);
                     let as64 = |v: Vec<u64>| v;
                     assert_eq!(
                         got[0],

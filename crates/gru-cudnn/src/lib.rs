@@ -30,7 +30,7 @@ pub mod safe;
 pub use error::CudnnError;
 #[cfg(feature = "cudnn")]
 pub use plan::{cache_stats, weight_layout_of, CacheStats, WeightLayout};
-pub use run::{CudnnCall, CudnnOutput, MaskScan};
+pub use run::{CudnnCall, CudnnOutput, IndexMaps, MaskScan};
 
 /// Whether this build has the cuDNN GRU path (the `cudnn` feature).
 pub const AVAILABLE: bool = cfg!(feature = "cudnn");

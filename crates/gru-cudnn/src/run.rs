@@ -211,16 +211,28 @@ impl MaskScan {
         &self.flags
     }
 
-    /// The four index maps, copied to the host (for tests and diagnostics): the compaction
-    /// rows and keep flags, the expansion rows and keep flags, each batch x time.
-    pub fn index_maps(&self) -> Result<(Vec<u32>, Vec<u8>, Vec<u32>, Vec<u8>)> {
-        Ok((
-            self.gather.to_vec1()?,
-            self.gather_keep.flatten_all()?.to_vec1()?,
-            self.expand.to_vec1()?,
-            self.expand_keep.flatten_all()?.to_vec1()?,
-        ))
+    /// The four index maps, copied to the host (for tests and diagnostics).
+    pub fn index_maps(&self) -> Result<IndexMaps> {
+        Ok(IndexMaps {
+            gather: self.gather.to_vec1()?,
+            gather_keep: self.gather_keep.flatten_all()?.to_vec1()?,
+            expand: self.expand.to_vec1()?,
+            expand_keep: self.expand_keep.flatten_all()?.to_vec1()?,
+        })
     }
+}
+
+/// A mask scan's index maps on the host, each batch x time, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexMaps {
+    /// Compaction: the global input row (b*T + t) of each row's j-th valid step.
+    pub gather: Vec<u32>,
+    /// 1 where `gather` is a valid step, 0 in the padding after.
+    pub gather_keep: Vec<u8>,
+    /// Expansion: the compacted row whose output Keras shows at each processing step.
+    pub expand: Vec<u32>,
+    /// 0 where Keras shows zeros.
+    pub expand_keep: Vec<u8>,
 }
 
 /// The outputs of a cuDNN call, in Keras' conventions (like the loop's).

@@ -15,30 +15,9 @@ use candle_gru::core::UseCudnn;
 use candle_gru::{CallOptions, Gru, GruConfig};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy)]
-struct Shape {
-    b: usize,
-    t: usize,
-    i: usize,
-    h: usize,
-}
-
-fn parse_shape(s: &str) -> anyhow::Result<Shape> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|x| x.trim().parse())
-        .collect::<Result<_, _>>()
-        .context("--shape B,T,I,H")?;
-    match v.as_slice() {
-        [b, t, i, h] if *b > 0 && *t > 0 && *i > 0 && *h > 0 => Ok(Shape {
-            b: *b,
-            t: *t,
-            i: *i,
-            h: *h,
-        }),
-        _ => bail!("--shape takes four positive integers B,T,I,H, got {s:?}"),
-    }
-}
+#[path = "common/shape.rs"]
+mod shape;
+use shape::{parse_shape, Shape};
 
 fn median_ms(
     dev: &Device,

@@ -134,6 +134,12 @@ fn mask_rows(rows: &[&[u8]], dev: &Device) -> Tensor {
     Tensor::from_vec(flat, (rows.len(), t), dev).unwrap()
 }
 
+/// Row r keeps the steps where `keep(r, k)` holds.
+fn mask_by(b: usize, t: usize, dev: &Device, keep: impl Fn(usize, usize) -> bool) -> Tensor {
+    let flat: Vec<u8> = (0..b * t).map(|n| keep(n / t, n % t) as u8).collect();
+    Tensor::from_vec(flat, (b, t), dev).unwrap()
+}
+
 fn masks(dev: &Device) -> Vec<(&'static str, Option<Tensor>)> {
     vec![
         ("no mask", None),
@@ -353,18 +359,7 @@ fn gpu_half_types_track_f32() {
     // their outputs stay within 3e-2 of the f32 cuDNN result on unit-scale data (the CPU
     // path's half-type tolerance), gradients within 1e-1.
     let (b, t, f, u) = (8, 16, 12, 16);
-    let mask = mask_rows(
-        &(0..b)
-            .map(|r| {
-                let len = t - r;
-                (0..t).map(|k| (k < len) as u8).collect::<Vec<u8>>()
-            })
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|v| v.as_slice())
-            .collect::<Vec<_>>(),
-        &dev,
-    );
+    let mask = mask_by(b, t, &dev, |r, k| k < t - r);
     let mut cfg = GruConfig::new(u);
     cfg.return_sequences = true;
     cfg.return_state = true;
@@ -639,15 +634,7 @@ fn gpu_memory_is_steady_over_10000_training_calls() {
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap();
-    let mask = mask_rows(
-        &(0..b)
-            .map(|r| (0..t).map(|k| (k >= r) as u8).collect::<Vec<u8>>())
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|v| v.as_slice())
-            .collect::<Vec<_>>(),
-        &dev,
-    );
+    let mask = mask_by(b, t, &dev, |r, k| k >= r);
     let step = || {
         let out = g
             .call(

@@ -17,7 +17,7 @@ use crate::weights::Offsets;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut,
+    CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, SyncOnDrop,
 };
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
@@ -178,6 +178,19 @@ fn weight_copy<T: Elem>(
     Ok(Some(space))
 }
 
+/// The device pointer of the weight space: the copy when there is one, else the canonical
+/// weights themselves.
+fn weights_ptr<'a, T: Elem>(
+    copy: &'a Option<CudaSlice<T>>,
+    w: &'a CudaView<'_, T>,
+    stream: &'a CudaStream,
+) -> (u64, SyncOnDrop<'a>) {
+    match copy {
+        Some(s) => s.device_ptr(stream),
+        None => w.device_ptr(stream),
+    }
+}
+
 /// (canonical offset, cuDNN offset, length) of the 12 weight blocks.
 fn segments(core: &PlanCore) -> Vec<(usize, usize, usize)> {
     let (i, u) = (core.input, core.units);
@@ -246,10 +259,7 @@ impl CudnnGru {
         {
             let (xp, _gx) = x.device_ptr(&stream);
             let (hp, _gh) = h0.device_ptr(&stream);
-            let (wp, _gw) = match &copy {
-                Some(s) => s.device_ptr(&stream),
-                None => w.device_ptr(&stream),
-            };
+            let (wp, _gw) = weights_ptr(&copy, w, &stream);
             let (op, _go) = out.device_ptr_mut(&stream);
             let (kp, _gk) = work.device_ptr_mut(&stream);
             let (rp, _gr) = match reserve.as_mut() {
@@ -382,10 +392,7 @@ impl CudnnGru {
                 let (hp, _g2) = hv.device_ptr(&stream);
                 let (yp, _g3) = yv.device_ptr(&stream);
                 let (gp, _g4) = gv.device_ptr(&stream);
-                let (wp, _g5) = match &copy {
-                    Some(s) => s.device_ptr(&stream),
-                    None => wv.device_ptr(&stream),
-                };
+                let (wp, _g5) = weights_ptr(&copy, &wv, &stream);
                 let (kp, _g6) = work.device_ptr_mut(&stream);
                 let (rp, _g7) = reserve.device_ptr_mut(&stream);
                 let (dxp, _g8) = dx.device_ptr_mut(&stream);

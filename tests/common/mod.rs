@@ -1,0 +1,82 @@
+//! Helpers shared by the integration tests. Each test file that needs them declares
+//! `mod common;`; a file uses only some of them.
+#![allow(dead_code)]
+
+pub mod target;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_gru::{Gru, GruConfig};
+
+/// The tensor's values as f64, flattened (any float dtype, any device).
+pub fn flat(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// The largest |a - b| over two equally long slices; a NaN anywhere gives infinity, so it
+/// can never pass a tolerance.
+pub fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "compared slices differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(
+            0.0,
+            |m, e| if e.is_nan() { f64::INFINITY } else { m.max(e) },
+        )
+}
+
+/// `n` deterministic values in [-0.9, 0.9], different for each `seed`.
+pub fn values(n: usize, seed: f64) -> Vec<f64> {
+    (0..n)
+        .map(|k| ((k as f64) * 0.731 + seed).sin() * 0.9)
+        .collect()
+}
+
+/// A tensor of `values(n, seed)` with `shape`, on `dev` in `dtype`.
+pub fn tensor(shape: &[usize], seed: f64, dtype: DType, dev: &Device) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(values(n, seed), shape, dev)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+/// A layer with deterministic weights (trainable `Var`s) on `dev` in `dtype`.
+pub fn layer(cfg: &GruConfig, input: usize, dtype: DType, dev: &Device) -> Gru {
+    let u = cfg.units;
+    let var = |shape: &[usize], seed: f64| {
+        Var::from_tensor(&tensor(shape, seed, dtype, dev))
+            .unwrap()
+            .as_tensor()
+            .clone()
+    };
+    let bias = cfg.use_bias.then(|| match cfg.reset_after {
+        true => var(&[2, 3 * u], 5.0),
+        false => var(&[3 * u], 5.0),
+    });
+    Gru::from_weights(
+        cfg.clone(),
+        var(&[input, 3 * u], 1.0),
+        var(&[u, 3 * u], 3.0),
+        bias,
+    )
+    .unwrap()
+}
+
+/// A (batch, time) U8 mask from rows of 0/1.
+pub fn mask_rows(rows: &[&[u8]], dev: &Device) -> Tensor {
+    let t = rows[0].len();
+    let flat: Vec<u8> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_vec(flat, (rows.len(), t), dev).unwrap()
+}
+
+/// A (batch, time) U8 mask where row r keeps the steps k with `keep(r, k)`.
+pub fn mask_by(b: usize, t: usize, dev: &Device, keep: impl Fn(usize, usize) -> bool) -> Tensor {
+    let flat: Vec<u8> = (0..b * t).map(|n| keep(n / t, n % t) as u8).collect();
+    Tensor::from_vec(flat, (b, t), dev).unwrap()
+}

@@ -1,0 +1,27 @@
+//! The GPU tests' bodies (tests/suite) on the CPU: every dtype, shape, layer, mask and
+//! expected path of tests/gpu_cudnn.rs runs here in every CI run, with the CPU's fast path
+//! in place of cuDNN and the CPU loop as the reference. Only what needs cuDNN itself waits
+//! for a GPU.
+
+mod common;
+#[macro_use]
+mod suite;
+
+use common::target::Target;
+use std::time::Duration;
+
+suite_tests! { Some(Target::cpu());
+    golden_cases_on_the_cpu => suite::golden_cases,
+    mask_scan_setup_on_the_cpu => suite::mask_scan_matches_the_host_scan,
+    every_mask_kind_matches_the_loop_on_the_cpu => suite::every_mask_kind_matches_the_loop,
+    half_types_track_f32_on_the_cpu => suite::half_types_track_f32,
+    auto_force_never_on_the_cpu => suite::auto_force_never,
+    stateful_calls_match_the_loop_on_the_cpu => suite::stateful_calls_match_the_loop,
+    descriptor_cache_setup_on_the_cpu => suite::descriptors_are_cached_per_shape,
+    weight_space_host_model => suite::weight_space_layout_facts,
+    second_backward_and_inference_backward_on_the_cpu =>
+        suite::second_backward_and_inference_backward_recompute,
+    tf32_setting_on_the_cpu => suite::tf32_is_opt_in,
+    memory_test_setup_on_the_cpu =>
+        |t: &Target| suite::memory_is_steady(t, 20, Duration::from_secs(10)),
+}

@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod host;
+pub mod output;
 pub mod run;
 pub mod weights;
 

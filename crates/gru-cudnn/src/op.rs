@@ -3,14 +3,20 @@
 //! Inputs: `x` (batch, time, input), compacted so that each row's valid steps come first;
 //! `h0` (batch, units); `w`, the weights flat in cuDNN's canonical order (six matrices then
 //! six biases, see [`crate::canonical_weights`]). Output: one flat vector, `y` (batch, time,
-//! units) then `hy` (batch, units), so both are contiguous views. The per-row lengths are
-//! constants of the op.
+//! units), zeros up to the next 256-byte boundary, then `hy` (batch, units), so both are
+//! contiguous views and `hy` starts aligned like a buffer of its own
+//! ([`output_parts`](crate::output::output_parts)). The per-row lengths are constants of the op.
+//!
+//! Every buffer cuDNN reads or writes starts 256-byte aligned, as the allocations PyTorch,
+//! TensorFlow and JAX hand to cuDNN do (each is its own `cudaMalloc`, 256-byte aligned): an
+//! input view that is not (a narrowed tensor, say) is copied to a fresh allocation first.
 //!
 //! A training forward keeps cuDNN's reserve space for the backward; a backward without it
 //! (an inference forward, or a second backward: `cudnnRNNBackwardData_v8` consumes the
 //! reserve space) reruns the training forward first.
 
 use crate::error::CudnnError;
+use crate::output::{output_parts, ALIGN};
 use crate::plan::{with_plan, Elem, PlanCore, ShapePlan};
 use crate::result::{self, RnnBuffers};
 use crate::weights::Offsets;
@@ -109,8 +115,39 @@ impl CudnnGru {
         })
     }
 
-    fn out_len(&self) -> usize {
-        self.batch * self.time * self.units + self.batch * self.units
+    /// (start of `hy`, total length) of the output for elements of `T`.
+    fn parts<T>(&self) -> (usize, usize) {
+        output_parts(self.batch, self.time, self.units, std::mem::size_of::<T>())
+    }
+}
+
+/// A buffer cuDNN reads: the caller's view when it starts [`ALIGN`]-byte aligned, else an
+/// aligned copy.
+enum Aligned<'a, T> {
+    Borrowed(CudaView<'a, T>),
+    Copied(CudaSlice<T>),
+}
+
+impl<'a, T: Elem> Aligned<'a, T> {
+    fn new(dev: &CudaDevice, v: CudaView<'a, T>) -> Result<Self> {
+        let stream = dev.cuda_stream();
+        let addr = {
+            let (p, _guard) = v.device_ptr(&stream);
+            p
+        };
+        if addr % ALIGN as u64 == 0 {
+            return Ok(Aligned::Borrowed(v));
+        }
+        let mut copy = dev.alloc_zeros::<T>(v.len())?;
+        dev.memcpy_dtod(&v, &mut copy)?;
+        Ok(Aligned::Copied(copy))
+    }
+
+    fn view(&self) -> CudaView<'_, T> {
+        match self {
+            Aligned::Borrowed(v) => v.slice(0..v.len()),
+            Aligned::Copied(c) => c.slice(0..c.len()),
+        }
     }
 }
 
@@ -274,7 +311,7 @@ impl CudnnGru {
                 x: xp as *mut c_void,
                 y: op as *mut c_void,
                 hx: hp as *mut c_void,
-                hy: (op as usize + self.batch * self.time * self.units * elem) as *mut c_void,
+                hy: (op as usize + self.parts::<T>().0 * elem) as *mut c_void,
                 weights: wp as *mut c_void,
                 weight_bytes: core.layout.bytes,
                 work: kp as *mut c_void,
@@ -289,7 +326,7 @@ impl CudnnGru {
             };
             // SAFETY: the descriptors were set for (batch, time, lengths) of this op; x, h0, w and
             // out were checked to hold batch*time*input, batch*units, the weight space and
-            // batch*time*units + batch*units elements; workspace and reserve have the sizes
+            // output_parts' length (hy at its aligned offset); workspace and reserve have the sizes
             // cuDNN asked for; every buffer lives until the call is scheduled on the handle's
             // stream (candle's stream for this device), and later frees are stream-ordered.
             unsafe {
@@ -318,18 +355,20 @@ impl CudnnGru {
     ) -> Result<(CudaStorage, Shape)> {
         let dev = xs.device.clone();
         let (bt, i, u) = (self.batch * self.time, self.input, self.units);
-        let x = view::<T>(xs, xl, "x", bt * i)?;
-        let h0 = view::<T>(hs, hl, "h0", self.batch * u)?;
-        let w = view::<T>(ws, wl, "weights", canonical_len(i, u))?;
-        let mut out = dev.alloc_zeros::<T>(self.out_len())?;
+        let x = Aligned::new(&dev, view::<T>(xs, xl, "x", bt * i)?)?;
+        let h0 = Aligned::new(&dev, view::<T>(hs, hl, "h0", self.batch * u)?)?;
+        let w = Aligned::new(&dev, view::<T>(ws, wl, "weights", canonical_len(i, u))?)?;
+        let out_len = self.parts::<T>().1;
+        let mut out = dev.alloc_zeros::<T>(out_len)?;
         let reserve = with_plan::<T, _>(&dev, i, u, self.tf32, |plan| {
             let (core, sp) = plan.shape(&dev, self.time, &self.lengths)?;
+            let (x, h0, w) = (x.view(), h0.view(), w.view());
             self.forward_into(&dev, core, sp, self.training, &x, &h0, &w, &mut out)
         })?;
         if let Ok(mut r) = self.reserve.lock() {
             *r = reserve;
         }
-        Ok((T::wrap_cuda_slice(out, dev), Shape::from(self.out_len())))
+        Ok((T::wrap_cuda_slice(out, dev), Shape::from(out_len)))
     }
 
     fn bwd_t<T: Elem>(
@@ -349,16 +388,27 @@ impl CudnnGru {
         let (gs, gl) = grad.storage_and_layout();
         let xc = cuda_of(&xs, "x")?;
         let dev = xc.device.clone();
-        let xv = view::<T>(xc, xl, "x", b * t * i)?;
-        let hv = view::<T>(cuda_of(&hs, "h0")?, hl, "h0", b * u)?;
-        let wv = view::<T>(cuda_of(&ws, "weights")?, wl, "weights", canonical_len(i, u))?;
-        let rv = view::<T>(cuda_of(&rs, "output")?, rl, "output", self.out_len())?;
-        let gv = view::<T>(
-            cuda_of(&gs, "output gradient")?,
-            gl,
-            "output gradient",
-            self.out_len(),
+        let (hy_at, out_len) = self.parts::<T>();
+        let xa = Aligned::new(&dev, view::<T>(xc, xl, "x", b * t * i)?)?;
+        let ha = Aligned::new(&dev, view::<T>(cuda_of(&hs, "h0")?, hl, "h0", b * u)?)?;
+        let wa = Aligned::new(
+            &dev,
+            view::<T>(cuda_of(&ws, "weights")?, wl, "weights", canonical_len(i, u))?,
         )?;
+        let ra = Aligned::new(
+            &dev,
+            view::<T>(cuda_of(&rs, "output")?, rl, "output", out_len)?,
+        )?;
+        let ga = Aligned::new(
+            &dev,
+            view::<T>(
+                cuda_of(&gs, "output gradient")?,
+                gl,
+                "output gradient",
+                out_len,
+            )?,
+        )?;
+        let (xv, hv, wv, rv, gv) = (xa.view(), ha.view(), wa.view(), ra.view(), ga.view());
         let saved = self.reserve.lock().ok().and_then(|mut r| r.take());
         let (dx, dhx, dw) = with_plan::<T, _>(&dev, i, u, self.tf32, |plan| {
             let (core, sp) = plan.shape(&dev, t, &self.lengths)?;
@@ -369,7 +419,7 @@ impl CudnnGru {
             let (mut reserve, y_again) = match saved {
                 Some(r) if r.len() == reserve_bytes.max(1) => (r, None),
                 _ => {
-                    let mut y2 = dev.alloc_zeros::<T>(self.out_len())?;
+                    let mut y2 = dev.alloc_zeros::<T>(out_len)?;
                     let r = self.forward_into(&dev, core, sp, true, &xv, &hv, &wv, &mut y2)?;
                     let r =
                         r.ok_or_else(|| input_err("reserve space", "kept".into(), "none".into()))?;
@@ -411,9 +461,9 @@ impl CudnnGru {
                     reserve_bytes,
                 };
                 let dy = gp as *const c_void;
-                let dhy = (gp as usize + b * t * u * elem) as *const c_void;
+                let dhy = (gp as usize + hy_at * elem) as *const c_void;
                 // SAFETY: as in the forward; dy and dhy are the two parts of the output's
-                // gradient (checked to hold out_len elements); dx and dhx were allocated with the
+                // gradient (checked to hold out_len elements, hy at its aligned offset); dx and dhx were allocated with the
                 // input's and state's sizes; the reserve space is this op's training forward's.
                 unsafe {
                     result::rnn_backward_data(

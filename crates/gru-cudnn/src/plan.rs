@@ -56,6 +56,8 @@ impl Elem for f64 {
     }
 }
 
+/// f16 data with f32 math precision and `CUDNN_TENSOR_OP_MATH`, as PyTorch runs f16 RNNs
+/// (same sources as for bf16 below).
 impl Elem for half::f16 {
     const DATA: sys::cudnnDataType_t = sys::cudnnDataType_t::CUDNN_DATA_HALF;
     fn math(_: bool) -> RnnMath {
@@ -67,13 +69,18 @@ impl Elem for half::f16 {
     }
 }
 
+/// bf16 data with f32 math precision and `CUDNN_DEFAULT_MATH`, as PyTorch runs bf16 RNNs:
+/// its `promote_rnn_math_type` (aten/src/ATen/native/cudnn/RNN.cpp) gives f32 math precision
+/// for half and bf16, and its `RNNDescriptor::set` (aten/src/ATen/cudnn/Descriptors.h) asks
+/// for `CUDNN_TENSOR_OP_MATH` only for half data and `CUDNN_DEFAULT_MATH` otherwise (with
+/// TF32 allowed, PyTorch's default). The GPU test `gpu_half_types_track_f32` runs it.
 impl Elem for half::bf16 {
     const DATA: sys::cudnnDataType_t = sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16;
     fn math(_: bool) -> RnnMath {
         RnnMath {
             data_type: Self::DATA,
             math_prec: sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-            math_type: sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+            math_type: sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
         }
     }
 }

@@ -300,8 +300,9 @@ pub fn run(call: CudnnCall<'_>) -> Result<CudnnOutput> {
     let flat = xc
         .contiguous()?
         .apply_op3(&call.h0.contiguous()?, &w.contiguous()?, op)?;
+    let (hy_at, _) = crate::output::output_parts(b, t, u, call.x.dtype().size_in_bytes());
     let y = flat.narrow(0, 0, b * t * u)?.reshape((b, t, u))?;
-    let state = flat.narrow(0, b * t * u, b * u)?.reshape((b, u))?;
+    let state = flat.narrow(0, hy_at, b * u)?.reshape((b, u))?;
     let sequence = match call.mask {
         Some(scan) => scan.expand(&y)?,
         None => y,

@@ -1,45 +1,64 @@
 //! GPU benchmark (build with `--features cudnn`): the cuDNN path (f32 exact FMA math, f32
 //! with TF32, bf16) and the op-by-op loop on the same GPU, forward (inference) and a training
-//! step (forward + backward of sum(output)), with a right-padded mask of random lengths as
-//! an option.
+//! step (forward + backward of sum(output)).
 //!
-//! `bench_gpu [--shape B,T,I,H]... [--json PATH] [--min-time SECONDS] [--no-loop]`
+//! `bench_gpu [--shape B,T,I,H]... [--json PATH] [--min-time SECONDS] [--max-time SECONDS]
+//! [--no-loop]`
 //!
-//! Without `--shape`: 64,100,128,256; 1,100,128,256; 256,50,256,512. Medians over repeated
-//! runs after a warm-up, each run synchronized. Prints a table; writes JSON rows
-//! `{"impl","mode","B","T","I","H","median_ms"}`. Without a GPU it says so and exits 0.
+//! Without `--shape`: 64,100,128,256; 1,100,128,256; 256,50,256,512 (the shapes of
+//! `scripts/bench_gpu_anchor.py`, which times PyTorch on the same rows). Each row: 3
+//! warm-up runs, then synchronized runs until `--min-time` (default 0.5 s) has passed and at
+//! least 5 ran, never past `--max-time` (default 3 s) for the whole row; the median is
+//! reported. A row that fails prints an error row and the others go on. The JSON (rows
+//! `{"impl","mode","B","T","I","H","median_ms","runs","error"}`) is rewritten after every
+//! row, so a run stopped early keeps what it measured. Without a GPU it says so and exits 0.
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_gru::core::UseCudnn;
 use candle_gru::{CallOptions, Gru, GruConfig};
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 #[path = "common/shape.rs"]
 mod shape;
 use shape::{parse_shape, Shape};
 
+/// How long a row may run.
+#[derive(Clone, Copy)]
+struct Timing {
+    min: Duration,
+    max: Duration,
+}
+
+/// The median of synchronized runs of `f`, and how many ran.
 fn median_ms(
     dev: &Device,
-    min_time: Duration,
+    timing: Timing,
     mut f: impl FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, usize)> {
+    let row_start = Instant::now();
     for _ in 0..3 {
         f()?;
     }
     dev.synchronize()?;
     let mut times = Vec::new();
     let start = Instant::now();
-    while times.len() < 5 || (start.elapsed() < min_time && times.len() < 500) {
+    while times.is_empty()
+        || ((times.len() < 5 || start.elapsed() < timing.min)
+            && times.len() < 1000
+            && row_start.elapsed() < timing.max)
+    {
         let t0 = Instant::now();
         f()?;
         dev.synchronize()?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok((times[times.len() / 2], times.len()))
 }
 
+/// A layer with random weights (trainable Vars) for shape `s`.
 fn layer(
     s: Shape,
     dtype: DType,
@@ -63,85 +82,168 @@ fn layer(
     .with_cudnn_tf32(tf32))
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut shapes = Vec::new();
-    let mut json = None;
-    let mut min_time = 1.0f64;
-    let mut with_loop = true;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--shape" => shapes.push(parse_shape(&args.next().context("--shape B,T,I,H")?)?),
-            "--json" => json = Some(args.next().context("--json PATH")?),
-            "--min-time" => min_time = args.next().context("--min-time SECONDS")?.parse()?,
-            "--no-loop" => with_loop = false,
+/// One implementation under test.
+#[derive(Clone, Copy)]
+struct Impl {
+    name: &'static str,
+    dtype: DType,
+    use_cudnn: UseCudnn,
+    tf32: bool,
+}
+
+/// Times one row (impl, shape, mode).
+fn row(
+    im: Impl,
+    s: Shape,
+    train: bool,
+    dev: &Device,
+    timing: Timing,
+) -> anyhow::Result<(f64, usize)> {
+    let g = layer(s, im.dtype, im.use_cudnn, im.tf32, dev)?;
+    let x = Tensor::rand(-1f32, 1., (s.b, s.t, s.i), dev)?.to_dtype(im.dtype)?;
+    median_ms(dev, timing, || {
+        let opts = CallOptions {
+            training: train,
+            ..Default::default()
+        };
+        let out = g.call(&x, opts)?;
+        if train {
+            let grads = out.output.sum_all()?.backward()?;
+            anyhow::ensure!(grads.get(g.kernel()).is_some(), "no kernel gradient");
+        }
+        Ok(())
+    })
+}
+
+struct Args {
+    shapes: Vec<Shape>,
+    json: Option<String>,
+    timing: Timing,
+    with_loop: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        shapes: Vec::new(),
+        json: None,
+        timing: Timing {
+            min: Duration::from_secs_f64(0.5),
+            max: Duration::from_secs_f64(3.0),
+        },
+        with_loop: true,
+    };
+    let mut it = std::env::args().skip(1);
+    let secs = |v: Option<String>, what: &str| -> anyhow::Result<Duration> {
+        Ok(Duration::from_secs_f64(
+            v.context(what.to_string())?.parse()?,
+        ))
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--shape" => a
+                .shapes
+                .push(parse_shape(&it.next().context("--shape B,T,I,H")?)?),
+            "--json" => a.json = Some(it.next().context("--json PATH")?),
+            "--min-time" => a.timing.min = secs(it.next(), "--min-time SECONDS")?,
+            "--max-time" => a.timing.max = secs(it.next(), "--max-time SECONDS")?,
+            "--no-loop" => a.with_loop = false,
             other => bail!("unknown argument {other}"),
         }
     }
-    if shapes.is_empty() {
-        shapes = ["64,100,128,256", "1,100,128,256", "256,50,256,512"]
-            .iter()
-            .map(|s| parse_shape(s))
-            .collect::<anyhow::Result<_>>()?;
+    if a.shapes.is_empty() {
+        for s in ["64,100,128,256", "1,100,128,256", "256,50,256,512"] {
+            a.shapes.push(parse_shape(s)?);
+        }
     }
+    Ok(a)
+}
+
+fn write_json(path: &Option<String>, rows: &[Value]) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(rows)?)
+            .with_context(|| format!("writing {p}"))?;
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
     let dev = match Device::new_cuda(0) {
         Ok(d) => d,
         Err(e) => {
+            let why = e.to_string();
             println!(
                 "skipped: no CUDA device ({})",
-                e.to_string().lines().next().unwrap_or("")
+                why.lines().next().unwrap_or("")
             );
+            write_json(&a.json, &[])?;
             return Ok(());
         }
     };
-    let min_time = Duration::from_secs_f64(min_time);
-    let mut rows = Vec::new();
-    println!(
-        "{:<16} {:<9} {:>5} {:>5} {:>5} {:>5} {:>11}",
-        "impl", "mode", "B", "T", "I", "H", "median ms"
-    );
     let mut impls = vec![
-        ("cudnn-f32", DType::F32, UseCudnn::Force, false),
-        ("cudnn-f32-tf32", DType::F32, UseCudnn::Force, true),
-        ("cudnn-bf16", DType::BF16, UseCudnn::Force, false),
+        Impl {
+            name: "cudnn-f32",
+            dtype: DType::F32,
+            use_cudnn: UseCudnn::Force,
+            tf32: false,
+        },
+        Impl {
+            name: "cudnn-f32-tf32",
+            dtype: DType::F32,
+            use_cudnn: UseCudnn::Force,
+            tf32: true,
+        },
+        Impl {
+            name: "cudnn-bf16",
+            dtype: DType::BF16,
+            use_cudnn: UseCudnn::Force,
+            tf32: false,
+        },
     ];
-    if with_loop {
-        impls.push(("loop-gpu-f32", DType::F32, UseCudnn::Never, false));
+    if a.with_loop {
+        impls.push(Impl {
+            name: "loop-gpu-f32",
+            dtype: DType::F32,
+            use_cudnn: UseCudnn::Never,
+            tf32: false,
+        });
     }
-    for s in &shapes {
-        for &(name, dtype, use_cudnn, tf32) in &impls {
-            let g = layer(*s, dtype, use_cudnn, tf32, &dev)?;
-            let x = Tensor::rand(-1f32, 1., (s.b, s.t, s.i), &dev)?.to_dtype(dtype)?;
+    println!(
+        "{:<16} {:<9} {:>5} {:>5} {:>5} {:>5} {:>11} {:>6}",
+        "impl", "mode", "B", "T", "I", "H", "median ms", "runs"
+    );
+    let (mut rows, mut failed) = (Vec::new(), 0);
+    for &s in &a.shapes {
+        for &im in &impls {
             for mode in ["forward", "train"] {
-                let ms = median_ms(&dev, min_time, || {
-                    let out = g.call(
-                        &x,
-                        CallOptions {
-                            training: mode == "train",
-                            ..Default::default()
-                        },
-                    )?;
-                    if mode == "train" {
-                        let grads = out.output.sum_all()?.backward()?;
-                        anyhow::ensure!(grads.get(g.kernel()).is_some(), "no kernel gradient");
-                    }
-                    Ok(())
-                })?;
-                println!(
-                    "{name:<16} {mode:<9} {:>5} {:>5} {:>5} {:>5} {ms:>11.3}",
-                    s.b, s.t, s.i, s.h
+                let r = row(im, s, mode == "train", &dev, a.timing);
+                let head = format!(
+                    "{:<16} {mode:<9} {:>5} {:>5} {:>5} {:>5}",
+                    im.name, s.b, s.t, s.i, s.h
                 );
-                rows.push(serde_json::json!({
-                    "impl": name, "mode": mode, "B": s.b, "T": s.t, "I": s.i, "H": s.h,
-                    "median_ms": ms,
-                }));
+                let mut j =
+                    json!({"impl": im.name, "mode": mode, "B": s.b, "T": s.t, "I": s.i, "H": s.h});
+                match r {
+                    Ok((ms, runs)) => {
+                        println!("{head} {ms:>11.3} {runs:>6}");
+                        j["median_ms"] = json!(ms);
+                        j["runs"] = json!(runs);
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        let msg = format!("{e:#}");
+                        println!("{head} ERROR {}", msg.lines().next().unwrap_or(""));
+                        j["error"] = json!(msg);
+                    }
+                }
+                rows.push(j);
+                write_json(&a.json, &rows)?;
             }
         }
     }
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
-            .with_context(|| format!("writing {path}"))?;
-        println!("wrote {path}");
+    if let Some(p) = &a.json {
+        println!("wrote {p}");
     }
+    anyhow::ensure!(failed == 0, "{failed} rows failed");
     Ok(())
 }

@@ -3,31 +3,61 @@
 //! of a variable-length, masked sequence. Prints one line per epoch, saves the weights and the GRU's Keras config,
 //! and writes a loss/accuracy plot.
 //!
-//! `cargo run --release --example train [-- --epochs N] [--out DIR] [--cpu]`
+//! `cargo run --release --example train [-- --epochs N] [--out DIR] [--cpu | --gpu]`
 //!
-//! Built with `--features cuda` it runs on GPU 0 when one is present (`--cpu` forces the
-//! CPU); the default build runs on the CPU.
+//! Built with `--features cuda` (or `cudnn`) it runs on GPU 0 when one is present; `--cpu`
+//! forces the CPU, `--gpu` requires GPU 0 (without one it prints "skipped: no CUDA device"
+//! and exits 0, as the GPU runner expects). The default build runs on the CPU. The last line
+//! says which path the GRU's last call took, and why.
 
 use anyhow::Context;
 use candle_core::Device;
 use candle_gru::demo::{plot, train, TrainConfig};
 use std::path::PathBuf;
 
+/// Where the run goes: `--cpu`, `--gpu`, or GPU 0 when this build has CUDA and one works.
+#[derive(PartialEq)]
+enum Want {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
 fn main() -> anyhow::Result<()> {
     let mut cfg = TrainConfig::default();
-    if cfg!(feature = "cuda") {
-        cfg.device = Device::cuda_if_available(0)?;
-    }
     let mut out = PathBuf::from("target/train");
+    let mut want = Want::Auto;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--epochs" => cfg.epochs = args.next().context("--epochs N")?.parse()?,
             "--out" => out = PathBuf::from(args.next().context("--out DIR")?),
-            "--cpu" => cfg.device = Device::Cpu,
-            other => anyhow::bail!("unknown argument {other} (--epochs N, --out DIR, --cpu)"),
+            "--cpu" => want = Want::Cpu,
+            "--gpu" => want = Want::Gpu,
+            other => {
+                anyhow::bail!("unknown argument {other} (--epochs N, --out DIR, --cpu, --gpu)")
+            }
         }
     }
+    cfg.device = match want {
+        Want::Cpu => Device::Cpu,
+        Want::Auto if !cfg!(feature = "cuda") => Device::Cpu,
+        _ => match Device::new_cuda(0) {
+            Ok(d) => d,
+            Err(e) if want == Want::Auto => {
+                println!("no usable CUDA device ({e}); training on the CPU");
+                Device::Cpu
+            }
+            Err(e) => {
+                let why = e.to_string();
+                println!(
+                    "skipped: no CUDA device ({})",
+                    why.lines().next().unwrap_or("")
+                );
+                return Ok(());
+            }
+        },
+    };
     std::fs::create_dir_all(&out)?;
     println!(
         "task: most frequent of 3 markers after the last reset token, sequences of 8..=40 tokens ({} train, {} test; chance 33%)",
@@ -50,7 +80,13 @@ fn main() -> anyhow::Result<()> {
     let png = out.join("training.png");
     plot::write_png(&report.epochs, &png)?;
     let last = report.epochs.last().context("no epoch ran")?;
-    println!("final test accuracy {:.3}", last.test_accuracy);
+    println!(
+        "final test accuracy {:.3} after {:.1}s of training",
+        last.test_accuracy, last.elapsed_s
+    );
+    if let Some(d) = report.model.gru.last_dispatch() {
+        println!("GRU path of the last call: {}", d.explain());
+    }
     println!(
         "saved {}, {}, {}",
         weights.display(),

@@ -6,8 +6,9 @@
 #   scripts/gpu-build.sh [TOOLCHAIN_PREFIX]   # default: $CUDA_TOOLCHAIN or target/cuda-tk
 #
 # Output: target/gpu-pack/gpu-bin.tar.xz holding bin/gpu_cudnn (tests/gpu_cudnn.rs),
-# bin/bench_gpu (examples/bench_gpu.rs) and BUILD (the full commit hash, a dirty flag, the
-# date and rustc's version). Run it there with scripts/gpu-run.sh.
+# bin/bench_gpu (examples/bench_gpu.rs), bin/train (examples/train.rs) and BUILD (the full
+# commit hash, a dirty flag, the date and rustc's version). Run it there with
+# scripts/gpu-run.sh (its header has the exact command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,9 +30,10 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu_cudnn":
         print(m["executable"])')
-cargo build --release --features cudnn --target-dir "$target" --example bench_gpu
+cargo build --release --features cudnn --target-dir "$target" --example bench_gpu --example train
 cp "$test_bin" "$pack/bin/gpu_cudnn"
 cp "$target/release/examples/bench_gpu" "$pack/bin/bench_gpu"
+cp "$target/release/examples/train" "$pack/bin/train"
 strip "$pack/bin/"*
 
 dirty=$(git diff --quiet HEAD -- . ':!gpu-reports' && echo clean || echo dirty)

@@ -34,7 +34,9 @@ pub use gru_core as core;
 pub use gru_cudnn as cudnn;
 
 pub use gru_candle::{CallOptions, Error, Gru, GruOutput};
-pub use gru_core::{Dispatch, GruConfig, GruError, Path, UseCudnn};
+#[allow(deprecated)]
+pub use gru_core::Path;
+pub use gru_core::{Dispatch, ExecPath, GruConfig, GruError, UseCudnn};
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

@@ -1,14 +1,18 @@
 //! The cuDNN path's Candle plumbing, checked on the CPU: for every mask kind, with and
 //! without go_backwards and zero_output_for_mask, "scan the mask, compact the valid steps to
 //! the front, run forward over right-padded rows, expand to Keras' output rule" gives the
-//! loop's outputs, state and gradients. This is exactly what `gru_cudnn::run::run` does
+//! loop's outputs, state and gradients. This is exactly what `gru_cudnn::keras_call::forward` does
 //! around the cuDNN op, with the loop standing in for cuDNN (which only sees right-padded
 //! rows); the GPU tests check the op itself and the device scan.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
-use candle_gru::candle::loop_path::{self, CellWeights, DropoutMasks};
+use candle_gru::candle::paths::op_loop;
+use candle_gru::candle::sequence::{CallContext, CellWeights, DropoutMasks};
 use candle_gru::cudnn::MaskScan;
 use candle_gru::GruConfig;
+use common::{flat, max_diff};
 
 const B: usize = 4;
 const T: usize = 6;
@@ -20,18 +24,6 @@ fn var(n: usize, shape: &[usize], seed: f64) -> Var {
         .map(|k| ((k as f64) * 0.37 + seed).sin() * 0.8)
         .collect();
     Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
-}
-
-fn flat(t: &Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
 }
 
 fn masks() -> Vec<(&'static str, Vec<bool>)> {
@@ -127,8 +119,16 @@ fn compaction_around_a_right_padded_forward_is_the_loop() {
                 cfg.go_backwards = go_backwards;
                 cfg.zero_output_for_mask = zero_output_for_mask;
                 let none = DropoutMasks::default();
+                let ctx = |config, x, mask| CallContext {
+                    config,
+                    x,
+                    h0,
+                    mask,
+                    dropout: &none,
+                    training: false,
+                };
                 let reference =
-                    loop_path::run(&cfg, &weights(&vars), x, h0, Some(&mask_t), &none).unwrap();
+                    op_loop::run(&ctx(&cfg, x, Some(&mask_t)), &weights(&vars)).unwrap();
                 let want = loss_and_grads(
                     &reference.sequence,
                     &reference.last_output,
@@ -154,15 +154,9 @@ fn compaction_around_a_right_padded_forward_is_the_loop() {
                     .collect();
                 let right = Tensor::from_vec(right, (B, T), &Device::Cpu).unwrap();
                 let xc = scan.compact(x).unwrap();
-                let inner = loop_path::run(
-                    &GruConfig::new(U),
-                    &weights(&vars),
-                    &xc,
-                    h0,
-                    Some(&right),
-                    &none,
-                )
-                .unwrap();
+                let forward = GruConfig::new(U);
+                let inner =
+                    op_loop::run(&ctx(&forward, &xc, Some(&right)), &weights(&vars)).unwrap();
                 let seq = scan.expand(&inner.sequence).unwrap();
                 let last = seq.narrow(1, T - 1, 1).unwrap().squeeze(1).unwrap();
                 let got = loss_and_grads(&seq, &last, &inner.state, &vars);

@@ -206,7 +206,7 @@ fn force_cudnn_on_a_cpu_tensor_names_the_condition() {
     // Auto on the CPU falls back to the fused CPU kernels and says why not cuDNN.
     let g = gru(GruConfig::new(3), 4);
     let out = g.call(&x(&[2, 5, 4]), CallOptions::default()).unwrap();
-    assert_eq!(out.dispatch.path, candle_gru::Path::Fused);
+    assert_eq!(out.dispatch.path, candle_gru::ExecPath::Fused);
     assert!(
         out.dispatch.explain().contains("not on a CUDA device"),
         "{}",

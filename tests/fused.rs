@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_gru::candle::CpuPath;
 use candle_gru::core::{Activation, Implementation, Initializer, Num};
-use candle_gru::{CallOptions, Gru, GruConfig, Path};
+use candle_gru::{CallOptions, ExecPath, Gru, GruConfig};
 
 fn build(c: &GruConfig, path: CpuPath, threads: Option<usize>) -> Gru {
     let vm = candle_nn::VarMap::new();
@@ -31,7 +31,7 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Runs a training call with a mask and an initial state; returns outputs and gradients.
-fn run(g: &Gru, want: Path) -> Vec<Vec<f64>> {
+fn run(g: &Gru, want: ExecPath) -> Vec<Vec<f64>> {
     let x = Var::from_tensor(
         &Tensor::arange(0f64, 120.0, &Device::Cpu)
             .unwrap()
@@ -135,8 +135,8 @@ fn fused_matches_the_loop_with_dropout_in_training() {
                     maxval: Num::Float(0.3),
                     seed: Some(3),
                 };
-                let fused = run(&build(&c, CpuPath::Fused, None), Path::Fused);
-                let reference = run(&build(&c, CpuPath::Loop, None), Path::Loop);
+                let fused = run(&build(&c, CpuPath::Fused, None), ExecPath::Fused);
+                let reference = run(&build(&c, CpuPath::Loop, None), ExecPath::Loop);
                 for (k, (a, b)) in fused.iter().zip(&reference).enumerate() {
                     let d = max_diff(a, b);
                     assert!(d < 1e-12, "{c:?}\nitem {k}: fused vs loop differ by {d}");
@@ -161,8 +161,8 @@ fn threads_do_not_change_results() {
         gain: Num::Float(1.0),
         seed: Some(2),
     };
-    let one = run(&build(&c, CpuPath::Fused, Some(1)), Path::Fused);
-    let two = run(&build(&c, CpuPath::Fused, Some(2)), Path::Fused);
+    let one = run(&build(&c, CpuPath::Fused, Some(1)), ExecPath::Fused);
+    let two = run(&build(&c, CpuPath::Fused, Some(2)), ExecPath::Fused);
     for (a, b) in one.iter().zip(&two) {
         assert!(max_diff(a, b) < 1e-12);
     }
@@ -180,7 +180,7 @@ fn half_precision_uses_the_loop_and_f32_uses_fused() {
     let x = Tensor::zeros((2, 3, 3), DType::BF16, &Device::Cpu).unwrap();
     assert_eq!(
         g.call(&x, CallOptions::default()).unwrap().dispatch.path,
-        Path::Loop
+        ExecPath::Loop
     );
     let g = Gru::new(
         GruConfig::new(4),
@@ -190,7 +190,7 @@ fn half_precision_uses_the_loop_and_f32_uses_fused() {
     .unwrap();
     let x = Tensor::zeros((2, 3, 3), DType::F32, &Device::Cpu).unwrap();
     let d = g.call(&x, CallOptions::default()).unwrap().dispatch;
-    assert_eq!(d.path, Path::Fused);
+    assert_eq!(d.path, ExecPath::Fused);
     assert!(d.explain().starts_with("fused"), "{}", d.explain());
 }
 
@@ -224,7 +224,7 @@ fn backward_twice_and_backward_after_inference_recompute_the_same_gradients() {
                 },
             )
             .unwrap();
-        assert_eq!(out.dispatch.path, Path::Fused);
+        assert_eq!(out.dispatch.path, ExecPath::Fused);
         let loss = out.output.sqr().unwrap().sum_all().unwrap();
         let first = flat(loss.backward().unwrap().get(g.recurrent_kernel()).unwrap());
         // The saved activations went back to the pool: a second backward recomputes them.

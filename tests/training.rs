@@ -358,7 +358,7 @@ fn explain_dispatch_says_the_path_without_running() {
         .with_cpu_path(candle_gru::candle::CpuPath::Loop);
     let x = Tensor::zeros((1, 4, 3), DType::F32, &dev()).unwrap();
     let d = g.explain_dispatch(&x, CallOptions::default()).unwrap();
-    assert_eq!(d.path, candle_gru::Path::Loop);
+    assert_eq!(d.path, candle_gru::ExecPath::Loop);
     let failed: Vec<_> = d.failed().map(|c| c.condition).collect();
     use candle_gru::core::Condition;
     assert_eq!(

@@ -13,7 +13,7 @@ pub mod plot;
 use crate::{CallOptions, Gru, GruConfig};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Linear, Optimizer, VarBuilder, VarMap};
-use gru_candle::layer::keras_variable;
+use gru_candle::keras_variable;
 use gru_core::{Axis, Constraint, Initializer, Num, Regularizer, ScalingPreset};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

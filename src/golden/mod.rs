@@ -172,7 +172,7 @@ pub struct DtypeReport {
     /// What failed, in words (empty when everything passed).
     pub failures: Vec<String>,
     /// The path each call took.
-    pub paths: Vec<gru_core::Path>,
+    pub paths: Vec<gru_core::ExecPath>,
 }
 
 /// The result of running one case.
@@ -310,12 +310,12 @@ pub fn run_case_target(case: &Case, dtype: DType, target: &Target) -> anyhow::Re
     .with_cpu_path(cpu_path);
     let want_path = match (target, cpu_path) {
         (Target::Device { use_cudnn, .. }, _) => match use_cudnn {
-            UseCudnn::Never => Some(gru_core::Path::Loop),
-            UseCudnn::Force => Some(gru_core::Path::Cudnn),
+            UseCudnn::Never => Some(gru_core::ExecPath::Loop),
+            UseCudnn::Force => Some(gru_core::ExecPath::Cudnn),
             UseCudnn::Auto => None,
         },
-        (_, CpuPath::Fused) => Some(gru_core::Path::Fused),
-        (_, CpuPath::Loop) => Some(gru_core::Path::Loop),
+        (_, CpuPath::Fused) => Some(gru_core::ExecPath::Fused),
+        (_, CpuPath::Loop) => Some(gru_core::ExecPath::Loop),
     };
     let mut report = DtypeReport::default();
     let out_ok = |a: f64, b: f64| {

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_gru::candle::CpuPath;
 use candle_gru::core::UseCudnn;
 use candle_gru::cudnn::MaskScan;
-use candle_gru::{Gru, GruConfig, Path};
+use candle_gru::{ExecPath, Gru, GruConfig};
 
 /// Where a test body runs.
 pub struct Target {
@@ -55,19 +55,19 @@ impl Target {
 
     /// The path the layer under test takes in `dtype`: cuDNN on a GPU; on the CPU the fused
     /// kernels (f32, f64) or the loop (f16, bf16).
-    pub fn fast_path(&self, dtype: DType) -> Path {
+    pub fn fast_path(&self, dtype: DType) -> ExecPath {
         match (self.is_cuda(), dtype) {
-            (true, _) => Path::Cudnn,
-            (false, DType::F32 | DType::F64) => Path::Fused,
-            (false, _) => Path::Loop,
+            (true, _) => ExecPath::Cudnn,
+            (false, DType::F32 | DType::F64) => ExecPath::Fused,
+            (false, _) => ExecPath::Loop,
         }
     }
 
     /// The path a `use_cudnn = Never` layer takes: the loop on a GPU; on the CPU the same
     /// as [`Target::fast_path`] (the CPU paths do not depend on `use_cudnn`).
-    pub fn never_path(&self, dtype: DType) -> Path {
+    pub fn never_path(&self, dtype: DType) -> ExecPath {
         if self.is_cuda() {
-            Path::Loop
+            ExecPath::Loop
         } else {
             self.fast_path(dtype)
         }
@@ -111,10 +111,10 @@ impl Target {
     pub fn expect_forced<T: std::fmt::Debug>(
         &self,
         r: candle_gru::candle::Result<T>,
-        path_of: impl Fn(&T) -> Path,
+        path_of: impl Fn(&T) -> ExecPath,
     ) {
         match (self.is_cuda(), r) {
-            (true, Ok(out)) => assert_eq!(path_of(&out), Path::Cudnn),
+            (true, Ok(out)) => assert_eq!(path_of(&out), ExecPath::Cudnn),
             (true, Err(e)) => panic!("forced cuDNN call failed: {e}"),
             (false, Ok(out)) => panic!("a forced cuDNN call ran on the CPU: {out:?}"),
             (false, Err(e)) => {

@@ -2,13 +2,13 @@
 
 use crate::common::{flat, max_diff};
 use candle_core::{Tensor, Var};
-use candle_gru::{CallOptions, Gru, Path};
+use candle_gru::{CallOptions, ExecPath, Gru};
 
 /// What [`run_call`] returns: the path, the outputs (sequence, state) and the gradients of
 /// inputs, initial state and each weight, as f64.
 pub struct Outcome {
     /// The path the call took.
-    pub path: Path,
+    pub path: ExecPath,
     /// The sequence output and the final state.
     pub outputs: Vec<Vec<f64>>,
     /// d loss / d (inputs, initial state, kernel, recurrent kernel, bias).

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_gru::core::{Activation, MaskFacts, UseCudnn};
 use candle_gru::cudnn::MaskScan;
 use candle_gru::golden::{self, Target as GoldenTarget};
-use candle_gru::{CallOptions, Gru, GruConfig, Path};
+use candle_gru::{CallOptions, ExecPath, Gru, GruConfig};
 use std::path::Path as FsPath;
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ pub fn golden_cases(target: &Target) {
                         continue;
                     }
                 };
-                let on_cudnn = r.paths.iter().filter(|p| **p == Path::Cudnn).count();
+                let on_cudnn = r.paths.iter().filter(|p| **p == ExecPath::Cudnn).count();
                 if use_cudnn == UseCudnn::Auto && on_cudnn > 0 && dtype == DType::F32 {
                     fast_cases += 1;
                 }
@@ -185,7 +185,7 @@ pub fn every_mask_kind_matches_the_loop(target: &Target) {
                     training,
                 );
                 assert_eq!(fast.path, target.fast_path(dtype));
-                assert_eq!(slow.path, Path::Loop);
+                assert_eq!(slow.path, ExecPath::Loop);
                 let tol = if dtype == DType::F64 { 1e-10 } else { 2e-5 };
                 let label = format!(
                     "{dtype:?} {name} go_backwards={go_backwards} zero={zero} training={training}"
@@ -273,9 +273,9 @@ pub fn auto_force_never(target: &Target) {
     assert_eq!(
         path,
         if target.is_cuda() {
-            Path::Cudnn
+            ExecPath::Cudnn
         } else {
-            Path::Fused
+            ExecPath::Fused
         }
     );
     let fell_back = auto.call(&x, opts(Some(&empty_row))).unwrap();
@@ -334,7 +334,7 @@ pub fn stateful_calls_match_the_loop(target: &Target) {
         let a = fast.call(&x, CallOptions::default()).unwrap();
         let s = slow.call(&x, CallOptions::default()).unwrap();
         assert_eq!(a.dispatch.path, target.fast_path(DType::F64));
-        assert_eq!(s.dispatch.path, Path::Loop);
+        assert_eq!(s.dispatch.path, ExecPath::Loop);
         let d = max_diff(&flat(&a.output), &flat(&s.output));
         assert!(d < 1e-10, "stateful call {call}: {d:e}");
     }

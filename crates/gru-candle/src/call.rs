@@ -1,16 +1,16 @@
 //! A call of the layer: validation (typed errors), the dispatch decision, stateful state,
-//! dropout masks, the loop, and the outputs Keras returns.
+//! dropout masks, the path (see [`crate::paths`]), and the outputs Keras returns.
 
 use crate::dropout;
+use crate::dtype::float_type;
 use crate::error::{Error, Result};
 use crate::layer::{CpuPath, Gru};
-use crate::loop_path::{self, CellWeights, DropoutMasks};
+use crate::paths::{self, PathSettings};
+use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
 use candle_core::{DType, Module, Tensor};
-use gru_core::{decide, CallFacts, Dispatch, FloatType, GruError, Implementation, MaskFacts, Path};
-
-/// Whether this build carries a cuDNN path the dispatcher may choose (the `cudnn` feature).
-/// Without it the dispatcher reports "cuDNN path built" as a failed condition.
-pub const CUDNN_PATH_BUILT: bool = gru_cudnn::AVAILABLE;
+use gru_core::{
+    decide, CallFacts, Dispatch, ExecPath, FloatType, GruError, Implementation, MaskFacts,
+};
 
 /// A call's mask, checked: the dispatcher's facts, and on a CUDA device (with the cuDNN path
 /// built and not switched off) the device scan the cuDNN path reuses.
@@ -29,6 +29,20 @@ pub struct CallOptions<'a> {
     pub initial_state: Option<&'a Tensor>,
     /// Training mode: dropout acts only here.
     pub training: bool,
+}
+
+impl CallOptions<'_> {
+    /// A training call with no mask and no initial state.
+    ///
+    /// ```
+    /// assert!(gru_candle::CallOptions::training().training);
+    /// ```
+    pub fn training() -> Self {
+        CallOptions {
+            training: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// What a call returns.
@@ -62,16 +76,6 @@ fn shape_err(what: &str, expected: String, got: &Tensor) -> Error {
     })
 }
 
-fn float_type(dtype: DType) -> FloatType {
-    match dtype {
-        DType::F16 => FloatType::F16,
-        DType::BF16 => FloatType::BF16,
-        DType::F32 => FloatType::F32,
-        DType::F64 => FloatType::F64,
-        _ => FloatType::Other,
-    }
-}
-
 impl Gru {
     /// The tensor must have the weights' dtype (no silent casts).
     fn check_dtype(&self, what: &str, t: &Tensor) -> Result<()> {
@@ -88,8 +92,8 @@ impl Gru {
     /// The tensor must live on the weights' device.
     fn check_device(&self, what: &str, t: &Tensor) -> Result<()> {
         if !t.device().same_device(self.device()) {
-            return Err(Error::Gru(GruError::Shape {
-                what: format!("{what} device"),
+            return Err(Error::Gru(GruError::Device {
+                what: what.into(),
                 expected: format!("{:?} (the layer's weights)", self.device()),
                 got: format!("{:?}", t.device()),
             }));
@@ -205,7 +209,7 @@ impl Gru {
             training,
             mask,
             device_is_cuda: inputs.device().is_cuda(),
-            cudnn_built: CUDNN_PATH_BUILT,
+            cudnn_built: gru_cudnn::AVAILABLE,
             dtype,
             fused_available: self.cpu_path == CpuPath::Fused
                 && inputs.device().is_cpu()
@@ -229,63 +233,99 @@ impl Gru {
         let cfg = &self.config;
         let (b, _t, mask_info) = self.validate(inputs, &opts)?;
         let dispatch = decide(cfg, &self.facts(inputs, mask_info.facts, opts.training))?;
-        let u = cfg.units;
-        let h0 = match opts.initial_state {
-            Some(h) => h.clone(),
-            None => {
-                let kept = if cfg.stateful {
-                    self.kept.lock().map_err(|_| poisoned())?.h.clone()
-                } else {
-                    None
-                };
-                match kept {
-                    Some(h) => h,
-                    None => Tensor::zeros((b, u), self.dtype(), self.device())?,
-                }
-            }
-        };
+        let h0 = self.initial_state(b, opts.initial_state)?;
         // Keras' cuDNN path draws one input-dropout mask, shared over time and gates.
-        let masks = self.dropout_masks(b, opts.training, dispatch.path == Path::Cudnn)?;
-        // trainable=false (Keras): the weights take part as constants, no gradient reaches them.
-        let frozen = |t: &Tensor| if cfg.trainable { t.clone() } else { t.detach() };
-        let (kernel, recurrent_kernel) = (frozen(&self.kernel), frozen(&self.recurrent_kernel));
-        let (input_bias, recurrent_bias) = match (self.bias.as_ref().map(frozen), cfg.reset_after) {
-            (Some(bias), true) => (Some(bias.get(0)?), Some(bias.get(1)?)),
-            (Some(bias), false) => (Some(bias), None),
-            (None, _) => (None, None),
+        let dropout = self.dropout_masks(b, opts.training, dispatch.path == ExecPath::Cudnn)?;
+        let (kernel, recurrent_kernel, bias) = self.call_weights();
+        let weights = self.cell_weights(&kernel, &recurrent_kernel, bias.as_ref())?;
+        let ctx = CallContext {
+            config: cfg,
+            x: inputs,
+            h0: &h0,
+            mask: opts.mask,
+            dropout: &dropout,
+            training: opts.training,
         };
-        let weights = CellWeights {
-            kernel: &kernel,
-            recurrent_kernel: &recurrent_kernel,
-            input_bias,
-            recurrent_bias,
+        let settings = PathSettings {
+            fused: &self.fused,
+            #[cfg(feature = "cudnn")]
+            cudnn: paths::cudnn::CudnnSettings {
+                scan: mask_info.scan.as_ref(),
+                tf32: self.cudnn_tf32,
+            },
         };
-        let out = match dispatch.path {
-            Path::Cudnn => self.run_cudnn(
-                inputs,
-                &h0,
-                &kernel,
-                &recurrent_kernel,
-                &mask_info,
-                &masks,
-                opts.training,
-            )?,
-            Path::Fused => crate::fused_op::run(
-                self,
-                &weights,
-                inputs,
-                &h0,
-                opts.mask,
-                &masks,
-                opts.training,
-            )?,
-            _ => loop_path::run(cfg, &weights, inputs, &h0, opts.mask, &masks)?,
-        };
+        let out = paths::run(dispatch.path, &ctx, &weights, &settings)?;
         if cfg.stateful {
             let mut kept = self.kept.lock().map_err(|_| poisoned())?;
             kept.batch = Some(b);
             kept.h = Some(out.state.detach());
         }
+        if let Ok(mut d) = self.last_dispatch.lock() {
+            *d = Some(dispatch.clone());
+        }
+        self.outputs(out, b, dispatch)
+    }
+
+    /// The call's initial state: the given one, the kept one (stateful), or zeros.
+    fn initial_state(&self, batch: usize, given: Option<&Tensor>) -> Result<Tensor> {
+        if let Some(h) = given {
+            return Ok(h.clone());
+        }
+        let kept = match self.config.stateful {
+            true => self.kept.lock().map_err(|_| poisoned())?.h.clone(),
+            false => None,
+        };
+        match kept {
+            Some(h) => Ok(h),
+            None => Ok(Tensor::zeros(
+                (batch, self.config.units),
+                self.dtype(),
+                self.device(),
+            )?),
+        }
+    }
+
+    /// The weights as this call uses them: with `trainable = false` (Keras) they take part
+    /// as constants and no gradient reaches them.
+    fn call_weights(&self) -> (Tensor, Tensor, Option<Tensor>) {
+        let frozen = |t: &Tensor| {
+            if self.config.trainable {
+                t.clone()
+            } else {
+                t.detach()
+            }
+        };
+        (
+            frozen(&self.kernel),
+            frozen(&self.recurrent_kernel),
+            self.bias.as_ref().map(frozen),
+        )
+    }
+
+    /// The weights split the way the cell uses them.
+    fn cell_weights<'a>(
+        &self,
+        kernel: &'a Tensor,
+        recurrent_kernel: &'a Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<CellWeights<'a>> {
+        let (input_bias, recurrent_bias) = match (bias, self.config.reset_after) {
+            (Some(bias), true) => (Some(bias.get(0)?), Some(bias.get(1)?)),
+            (Some(bias), false) => (Some(bias.clone()), None),
+            (None, _) => (None, None),
+        };
+        Ok(CellWeights {
+            kernel,
+            recurrent_kernel,
+            input_bias,
+            recurrent_bias,
+        })
+    }
+
+    /// What Keras returns from a path's output: the sequence or the last output, the
+    /// state with `return_state`, and the activity regularization loss.
+    fn outputs(&self, out: SequenceOutput, batch: usize, dispatch: Dispatch) -> Result<GruOutput> {
+        let cfg = &self.config;
         let output = if cfg.return_sequences {
             out.sequence
         } else {
@@ -296,93 +336,19 @@ impl Gru {
             Some(reg) => {
                 let mut total = Tensor::zeros((), self.dtype(), self.device())?;
                 for t in std::iter::once(&output).chain(state.as_ref()) {
-                    let l = (crate::regularizer::loss(reg, t)? / b as f64)?;
+                    let l = (crate::regularizer::loss(reg, t)? / batch as f64)?;
                     total = (total + l)?;
                 }
                 Some(total)
             }
             None => None,
         };
-        if let Ok(mut d) = self.last_dispatch.lock() {
-            *d = Some(dispatch.clone());
-        }
         Ok(GruOutput {
             output,
             state,
             activity_loss,
             dispatch,
         })
-    }
-
-    /// Runs the call on cuDNN (the dispatcher chose it, so the build has the path).
-    #[allow(clippy::too_many_arguments)]
-    fn run_cudnn(
-        &self,
-        inputs: &Tensor,
-        h0: &Tensor,
-        kernel: &Tensor,
-        recurrent_kernel: &Tensor,
-        mask: &MaskInfo,
-        dropout: &DropoutMasks,
-        training: bool,
-    ) -> Result<loop_path::LoopOutput> {
-        #[cfg(feature = "cudnn")]
-        {
-            let bias = match &self.bias {
-                Some(bias) if self.config.trainable => bias.clone(),
-                Some(bias) => bias.detach(),
-                None => {
-                    return Err(Error::Gru(GruError::CudnnUnavailable {
-                        failed: vec!["5. use_bias == true: the layer has no bias".into()],
-                    }))
-                }
-            };
-            let x = match dropout.input.first() {
-                Some(m) => inputs.broadcast_mul(&m.unsqueeze(1)?)?,
-                None => inputs.clone(),
-            };
-            let scan_ref = match (&mask.scan, mask.facts) {
-                (Some(s), _) => Some(s),
-                (None, MaskFacts::None) => None,
-                (None, _) => {
-                    return Err(Error::Gru(GruError::CudnnUnavailable {
-                        failed: vec!["the mask was not scanned on the device".into()],
-                    }))
-                }
-            };
-            let out = gru_cudnn::run::run(gru_cudnn::CudnnCall {
-                x: &x,
-                h0,
-                kernel,
-                recurrent_kernel,
-                bias: &bias,
-                mask: scan_ref,
-                go_backwards: self.config.go_backwards,
-                training,
-                tf32: self.cudnn_tf32,
-            })?;
-            Ok(loop_path::LoopOutput {
-                sequence: out.sequence,
-                last_output: out.last_output,
-                state: out.state,
-            })
-        }
-        #[cfg(not(feature = "cudnn"))]
-        {
-            let _ = (
-                inputs,
-                h0,
-                kernel,
-                recurrent_kernel,
-                mask,
-                dropout,
-                training,
-            );
-            // Unreachable: the dispatcher never picks cuDNN in a build without it.
-            Err(Error::Gru(GruError::CudnnUnavailable {
-                failed: vec!["cuDNN path chosen but not built".into()],
-            }))
-        }
     }
 
     /// Draws this call's dropout masks (training only; Keras' counts per implementation, or

@@ -114,7 +114,7 @@ impl Error {
 }
 
 /// Builds an [`Error::File`].
-pub fn file_error(path: impl Into<String>, problem: FileProblem) -> Error {
+pub(crate) fn file_error(path: impl Into<String>, problem: FileProblem) -> Error {
     Error::File {
         path: path.into(),
         problem,

@@ -1,7 +1,9 @@
 //! [`Gru`]: the layer, its weights, construction from a `VarBuilder`, regularization losses,
 //! constraints and stateful state.
 
+use crate::dtype::require_float;
 use crate::error::{Error, Result};
+use crate::paths::fused_cpu::FusedSettings;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use gru_core::{Dispatch, GruConfig, GruError, Initializer};
@@ -57,9 +59,8 @@ pub struct Gru {
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) last_dispatch: Mutex<Option<Dispatch>>,
     pub(crate) cpu_path: CpuPath,
-    pub(crate) threads: Option<usize>,
+    pub(crate) fused: FusedSettings,
     pub(crate) cudnn_tf32: bool,
-    pub(crate) workspaces: std::sync::Arc<Mutex<crate::fused_op::Workspaces>>,
 }
 
 impl std::fmt::Debug for Gru {
@@ -85,7 +86,7 @@ impl std::fmt::Debug for Gru {
 /// let vm = VarMap::new();
 /// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
 /// let init = Initializer::preset(ScalingPreset::GlorotUniform, Some(1));
-/// let w = gru_candle::layer::keras_variable(&vb, "dense.kernel", &[4, 2], &init)?;
+/// let w = gru_candle::keras_variable(&vb, "dense.kernel", &[4, 2], &init)?;
 /// assert!(w.is_variable());
 /// # Ok::<(), gru_candle::Error>(())
 /// ```
@@ -115,17 +116,6 @@ pub fn keras_variable(
     }
 }
 
-fn float_dtype(what: &str, dtype: DType) -> Result<()> {
-    match dtype {
-        DType::F16 | DType::BF16 | DType::F32 | DType::F64 => Ok(()),
-        other => Err(Error::Gru(GruError::DType {
-            what: what.to_string(),
-            expected: "a float dtype (f16, bf16, f32, f64)".into(),
-            got: format!("{other:?}"),
-        })),
-    }
-}
-
 fn check_shape(what: &str, t: &Tensor, want: &[usize]) -> Result<()> {
     if t.dims() != want {
         return Err(Error::Gru(GruError::Shape {
@@ -151,7 +141,7 @@ impl Gru {
                 got: "0".into(),
             }));
         }
-        float_dtype("VarBuilder", vb.dtype())?;
+        require_float("VarBuilder", vb.dtype())?;
         let u = config.units;
         let kernel = keras_variable(
             &vb,
@@ -197,7 +187,7 @@ impl Gru {
         bias: Option<&Tensor>,
     ) -> Result<()> {
         let u = config.units;
-        float_dtype("kernel", kernel.dtype())?;
+        require_float("kernel", kernel.dtype())?;
         if !matches!(kernel.dims(), [i, c] if *c == 3 * u && *i > 0) {
             return Err(Error::Gru(GruError::Shape {
                 what: "kernel".into(),
@@ -233,8 +223,8 @@ impl Gru {
                     }));
                 }
                 if !t.device().same_device(kernel.device()) {
-                    return Err(Error::Gru(GruError::Shape {
-                        what: format!("{what} device"),
+                    return Err(Error::Gru(GruError::Device {
+                        what: what.into(),
                         expected: format!("{:?} (the kernel's device)", kernel.device()),
                         got: format!("{:?}", t.device()),
                     }));
@@ -262,9 +252,8 @@ impl Gru {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             last_dispatch: Mutex::new(None),
             cpu_path: CpuPath::Fused,
-            threads: None,
+            fused: FusedSettings::default(),
             cudnn_tf32: false,
-            workspaces: Default::default(),
         })
     }
 
@@ -303,22 +292,13 @@ impl Gru {
     /// The same layer with a fixed number of threads for the fused path's matrix products
     /// (`None`: all cores when a step's product is large enough, else one).
     pub fn with_threads(mut self, threads: Option<usize>) -> Gru {
-        self.threads = threads.map(|t| t.max(1));
+        self.fused.threads = threads.map(|t| t.max(1));
         self
     }
 
     /// The threads a fused call with this batch size uses.
     pub fn threads_for(&self, batch: usize) -> usize {
-        self.threads.unwrap_or_else(|| {
-            let u = self.config.units;
-            // One step's recurrent product: batch x u x 3u multiply-adds. Below ~1M the
-            // threads cost more than they save.
-            if batch * u * 3 * u >= 1 << 20 {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                1
-            }
-        })
+        self.fused.threads_for(batch, self.config.units)
     }
 
     /// The layer's configuration.

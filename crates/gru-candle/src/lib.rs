@@ -26,39 +26,23 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod activation;
-pub mod bidirectional;
-pub mod call;
-pub mod dropout;
-pub mod error;
-pub mod fused_op;
 pub mod io;
-pub mod layer;
-pub mod loop_path;
-pub mod regularizer;
-pub mod stack;
+pub mod paths;
+pub mod sequence;
+
+mod activation;
+mod bidirectional;
+mod call;
+mod dropout;
+mod dtype;
+mod error;
+mod layer;
+mod regularizer;
+mod stack;
 
 pub use bidirectional::{Bidirectional, BidirectionalOutput, MergeMode};
 pub use call::{CallOptions, GruOutput};
+pub use dtype::dtype_of_policy;
 pub use error::{Error, FileProblem, Result};
-pub use layer::{CpuPath, Gru};
+pub use layer::{keras_variable, CpuPath, Gru};
 pub use stack::{GruStack, StackLayer, StackOutput};
-
-/// The Candle dtype of a Keras dtype policy's variables (`"float64"` -> F64, mixed policies
-/// -> F32).
-pub fn dtype_of_policy(policy: &gru_core::DTypePolicy) -> Result<candle_core::DType> {
-    use candle_core::DType;
-    Ok(match policy.variable_dtype() {
-        "float16" => DType::F16,
-        "bfloat16" => DType::BF16,
-        "float32" => DType::F32,
-        "float64" => DType::F64,
-        other => {
-            return Err(Error::Gru(gru_core::GruError::DType {
-                what: "dtype policy".into(),
-                expected: "float16, bfloat16, float32 or float64".into(),
-                got: other.to_string(),
-            }))
-        }
-    })
-}

@@ -17,12 +17,12 @@
 //! `recurrent_dropout != 0`; that is the one place where we choose the faster path.
 //!
 //! **Condition 7.** Keras falls back to the loop unless the mask is strictly right-padded.
-//! The issue that built the cuDNN path asked for more: a mask with left padding or holes
-//! also runs on cuDNN, by moving each row's valid steps (in processing order) to the front,
-//! running cuDNN with per-row lengths, and moving the outputs back under Keras' output rule.
-//! That gives exactly the loop's result (`gru_cudnn::host` is the tested reference), so such
-//! a mask passes the condition and its reason says so. An all-False row cannot run on cuDNN
-//! (every length must be >= 1) and fails it.
+//! This crate goes further: a mask with left padding or holes also runs on cuDNN, by moving
+//! each row's valid steps (in processing order) to the front, running cuDNN with per-row
+//! lengths, and moving the outputs back under Keras' output rule. That gives exactly the
+//! loop's result (`gru_cudnn::host` is the tested reference), so such a mask passes the
+//! condition and its reason says so. An all-False row cannot run on cuDNN (every length must
+//! be >= 1) and fails it.
 //!
 //! **Condition 8.** Candle executes eagerly, always: there is no graph mode to be inside of,
 //! so the condition holds for every call and is reported as passed.
@@ -50,10 +50,10 @@ pub enum Condition {
     UseBias,
     /// 6. reset_after is true.
     ResetAfter,
-    /// Condition 7: the mask, if any, can run on cuDNN. Keras asks for strict right
+    /// Condition 7: the mask, if any, has no all-False row. Keras asks for strict right
     /// padding; this crate also runs left-padded masks and masks with holes on cuDNN (valid
     /// steps moved to the front, the loop's result exactly), so only an all-False row fails.
-    MaskRightPadded,
+    MaskNoEmptyRow,
     /// 8. eager execution (always true in Candle).
     EagerExecution,
     /// The inputs live on a CUDA device.
@@ -74,7 +74,7 @@ impl Condition {
             Condition::NotUnroll => "4. unroll == false",
             Condition::UseBias => "5. use_bias == true",
             Condition::ResetAfter => "6. reset_after == true",
-            Condition::MaskRightPadded => "7. mask right-padded (or compactable)",
+            Condition::MaskNoEmptyRow => "7. mask has no all-False row",
             Condition::EagerExecution => "8. eager execution",
             Condition::CudaDevice => "device is CUDA",
             Condition::CudnnBuilt => "cuDNN path built",
@@ -180,9 +180,10 @@ pub struct CallFacts {
     pub fused_available: bool,
 }
 
-/// The path a call runs on.
+/// The execution path a call runs on. (Named `ExecPath` so that it does not clash with
+/// `std::path::Path` in user code.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub enum ExecPath {
     /// cuDNN's RNN kernels.
     Cudnn,
     /// The fused whole-sequence CPU kernels (gru-core's `seq`), with their own backward.
@@ -195,7 +196,7 @@ pub enum Path {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dispatch {
     /// The chosen path.
-    pub path: Path,
+    pub path: ExecPath,
     /// The use_cudnn setting it was decided under.
     pub use_cudnn: UseCudnn,
     /// Every condition, in order, with pass/fail and reason.
@@ -219,9 +220,9 @@ impl Dispatch {
             _ => failed.join("; "),
         };
         match self.path {
-            Path::Cudnn => "cudnn: every condition holds".to_string(),
-            Path::Fused => format!("fused CPU kernels; not cuDNN: {why_not}"),
-            Path::Loop => format!("op-by-op loop; not cuDNN: {why_not}"),
+            ExecPath::Cudnn => "cudnn: every condition holds".to_string(),
+            ExecPath::Fused => format!("fused CPU kernels; not cuDNN: {why_not}"),
+            ExecPath::Loop => format!("op-by-op loop; not cuDNN: {why_not}"),
         }
     }
 }
@@ -296,7 +297,7 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
             config.reset_after,
             format!("reset_after is {}", config.reset_after),
         ),
-        check(Condition::MaskRightPadded, mask_reason.0, mask_reason.1),
+        check(Condition::MaskNoEmptyRow, mask_reason.0, mask_reason.1),
         check(
             Condition::EagerExecution,
             true,
@@ -335,15 +336,15 @@ pub fn decide(config: &GruConfig, facts: &CallFacts) -> Result<Dispatch> {
     let checks = check_conditions(config, facts);
     let all_pass = checks.iter().all(|c| c.passed);
     let fallback = if facts.fused_available {
-        Path::Fused
+        ExecPath::Fused
     } else {
-        Path::Loop
+        ExecPath::Loop
     };
     let path = match config.use_cudnn {
         UseCudnn::Never => fallback,
-        UseCudnn::Auto if all_pass => Path::Cudnn,
+        UseCudnn::Auto if all_pass => ExecPath::Cudnn,
         UseCudnn::Auto => fallback,
-        UseCudnn::Force if all_pass => Path::Cudnn,
+        UseCudnn::Force if all_pass => ExecPath::Cudnn,
         UseCudnn::Force => {
             return Err(GruError::CudnnUnavailable {
                 failed: checks
@@ -386,11 +387,11 @@ mod tests {
     #[test]
     fn all_pass_takes_cudnn_under_auto_and_force() {
         let mut c = GruConfig::new(3);
-        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, Path::Cudnn);
+        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, ExecPath::Cudnn);
         c.use_cudnn = UseCudnn::Force;
-        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, Path::Cudnn);
+        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, ExecPath::Cudnn);
         c.use_cudnn = UseCudnn::Never;
-        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, Path::Loop);
+        assert_eq!(decide(&c, &gpu_facts()).unwrap().path, ExecPath::Loop);
     }
 
     #[test]
@@ -458,7 +459,7 @@ mod tests {
         f.mask = MaskFacts::NotRightPadded { row: 1 };
         assert!(check_conditions(&c, &f).iter().all(|c| c.passed));
         f.mask = MaskFacts::EmptyRow { row: 0 };
-        assert_eq!(only_failure(&c, &f), Condition::MaskRightPadded);
+        assert_eq!(only_failure(&c, &f), Condition::MaskNoEmptyRow);
     }
 
     #[test]
@@ -522,7 +523,7 @@ mod tests {
         // Auto falls back and says why.
         c.use_cudnn = UseCudnn::Auto;
         let d = decide(&c, &f).unwrap();
-        assert_eq!(d.path, Path::Loop);
+        assert_eq!(d.path, ExecPath::Loop);
         assert!(d.explain().contains("relu"));
     }
 
@@ -533,14 +534,14 @@ mod tests {
         f.device_is_cuda = false;
         f.fused_available = true;
         let d = decide(&c, &f).unwrap();
-        assert_eq!(d.path, Path::Fused);
+        assert_eq!(d.path, ExecPath::Fused);
         assert!(d.explain().starts_with("fused"));
         f.fused_available = false;
-        assert_eq!(decide(&c, &f).unwrap().path, Path::Loop);
+        assert_eq!(decide(&c, &f).unwrap().path, ExecPath::Loop);
         // cuDNN wins when it can run.
         let mut g = gpu_facts();
         g.fused_available = true;
-        assert_eq!(decide(&c, &g).unwrap().path, Path::Cudnn);
+        assert_eq!(decide(&c, &g).unwrap().path, ExecPath::Cudnn);
     }
 
     #[test]

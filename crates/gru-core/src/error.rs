@@ -61,10 +61,24 @@ pub enum GruError {
         /// The batch size of this call.
         got: usize,
     },
+    /// A tensor lives on another device than the layer's weights.
+    Device {
+        /// What the tensor is.
+        what: String,
+        /// The device expected.
+        expected: String,
+        /// The device it is on.
+        got: String,
+    },
     /// `use_cudnn = Force` but at least one cuDNN condition failed.
     CudnnUnavailable {
         /// Each failed condition with its reason, e.g. "activation: relu is not tanh".
         failed: Vec<String>,
+    },
+    /// An invariant of this crate's own code does not hold (a bug: please report it).
+    Internal {
+        /// Which invariant, in words.
+        what: String,
     },
 }
 
@@ -99,11 +113,17 @@ impl fmt::Display for GruError {
                 f,
                 "stateful GRU keeps state for batch size {expected}, got a batch of {got} (call reset_states on a new layer or use the same batch size)"
             ),
+            GruError::Device {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what} is on the wrong device: expected {expected}, got {got}"),
             GruError::CudnnUnavailable { failed } => write!(
                 f,
                 "use_cudnn=Force but cuDNN cannot run this call; failed condition(s): {}",
                 failed.join("; ")
             ),
+            GruError::Internal { what } => write!(f, "internal error (a bug): {what}"),
         }
     }
 }

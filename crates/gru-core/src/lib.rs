@@ -26,9 +26,13 @@ pub use activation::Activation;
 pub use config::{DTypePolicy, GruConfig, Implementation, UseCudnn};
 pub use constraint::Constraint;
 pub use dispatch::{
-    check_conditions, decide, CallFacts, Condition, ConditionCheck, Dispatch, FloatType, MaskFacts,
-    Path,
+    check_conditions, decide, CallFacts, Condition, ConditionCheck, Dispatch, ExecPath, FloatType,
+    MaskFacts,
 };
+
+/// The former name of [`ExecPath`].
+#[deprecated(note = "renamed `ExecPath`: `Path` clashed with `std::path::Path`")]
+pub type Path = ExecPath;
 pub use error::{GruError, Result};
 pub use initializer::{Distribution, FanMode, Initializer, ScalingPreset};
 pub use keras_object::{Axis, Num};

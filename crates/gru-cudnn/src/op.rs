@@ -5,30 +5,28 @@
 //! six biases, see [`crate::canonical_weights`]). Output: one flat vector, `y` (batch, time,
 //! units), zeros up to the next 256-byte boundary, then `hy` (batch, units), so both are
 //! contiguous views and `hy` starts aligned like a buffer of its own
-//! ([`output_parts`](crate::output::output_parts)). The per-row lengths are constants of the op.
+//! ([`output_parts`](crate::output::output_parts)). The per-row lengths are constants of
+//! the op.
 //!
 //! Every buffer cuDNN reads or writes starts 256-byte aligned, as the allocations PyTorch,
-//! TensorFlow and JAX hand to cuDNN do (each is its own `cudaMalloc`, 256-byte aligned): an
-//! input view that is not (a narrowed tensor, say) is copied to a fresh allocation first.
+//! TensorFlow and JAX hand to cuDNN do (each is its own `cudaMalloc`): an input view that is
+//! not (a narrowed tensor, say) is copied to a fresh allocation first.
 //!
 //! A training forward keeps cuDNN's reserve space for the backward; a backward without it
 //! (an inference forward, or a second backward: `cudnnRNNBackwardData_v8` consumes the
-//! reserve space) reruns the training forward first.
+//! reserve space) reruns the training forward first. The calls themselves go through
+//! [`crate::safe::RnnCall`], which checks every buffer; this module has no `unsafe`.
 
 use crate::error::CudnnError;
 use crate::output::{output_parts, ALIGN};
 use crate::plan::{with_plan, Elem, PlanCore, ShapePlan};
-use crate::result::{self, RnnBuffers};
+use crate::safe::{BackwardDataBuffers, BackwardWeightsBuffers, ForwardBuffers};
 use crate::weights::Offsets;
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::cudnn::sys;
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, SyncOnDrop,
-};
-use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DevicePtr};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
-use std::ffi::c_void;
 use std::sync::Mutex;
 
 /// Elements of the canonical flat weights: 3 input matrices, 3 recurrent, 6 biases.
@@ -37,7 +35,8 @@ pub fn canonical_len(input: usize, units: usize) -> usize {
 }
 
 /// The cuDNN GRU op. Build it with [`CudnnGru::new`] and apply it with
-/// `x.apply_op3(&h0, &w, op)`; [`crate::run`] does all of this for a Keras call.
+/// `x.apply_op3(&h0, &w, op)`; [`crate::keras_call::forward`] does all of this for a Keras
+/// call.
 pub struct CudnnGru {
     batch: usize,
     time: usize,
@@ -61,6 +60,15 @@ impl std::fmt::Debug for CudnnGru {
             .field("tf32", &self.tf32)
             .finish()
     }
+}
+
+fn input_err(what: &str, expected: String, got: String) -> candle_core::Error {
+    CudnnError::Input {
+        what: what.into(),
+        expected,
+        got,
+    }
+    .into()
 }
 
 impl CudnnGru {
@@ -121,47 +129,8 @@ impl CudnnGru {
     }
 }
 
-/// A buffer cuDNN reads: the caller's view when it starts [`ALIGN`]-byte aligned, else an
-/// aligned copy.
-enum Aligned<'a, T> {
-    Borrowed(CudaView<'a, T>),
-    Copied(CudaSlice<T>),
-}
-
-impl<'a, T: Elem> Aligned<'a, T> {
-    fn new(dev: &CudaDevice, v: CudaView<'a, T>) -> Result<Self> {
-        let stream = dev.cuda_stream();
-        let addr = {
-            let (p, _guard) = v.device_ptr(&stream);
-            p
-        };
-        if addr % ALIGN as u64 == 0 {
-            return Ok(Aligned::Borrowed(v));
-        }
-        let mut copy = dev.alloc_zeros::<T>(v.len())?;
-        dev.memcpy_dtod(&v, &mut copy)?;
-        Ok(Aligned::Copied(copy))
-    }
-
-    fn view(&self) -> CudaView<'_, T> {
-        match self {
-            Aligned::Borrowed(v) => v.slice(0..v.len()),
-            Aligned::Copied(c) => c.slice(0..c.len()),
-        }
-    }
-}
-
-fn input_err(what: &str, expected: String, got: String) -> candle_core::Error {
-    CudnnError::Input {
-        what: what.into(),
-        expected,
-        got,
-    }
-    .into()
-}
-
 /// A contiguous view of `len` elements of a storage.
-fn view<'a, T: Elem>(
+fn view<'a, T: CudaDType>(
     s: &'a CudaStorage,
     l: &Layout,
     what: &str,
@@ -181,9 +150,8 @@ fn view<'a, T: Elem>(
             format!("{:?}", l.dims()),
         ));
     }
-    let slice = s.as_cuda_slice::<T>()?;
     let start = l.start_offset();
-    Ok(slice.slice(start..start + len))
+    Ok(s.as_cuda_slice::<T>()?.slice(start..start + len))
 }
 
 fn cuda_of<'a>(s: &'a Storage, what: &str) -> Result<&'a CudaStorage> {
@@ -197,34 +165,33 @@ fn cuda_of<'a>(s: &'a Storage, what: &str) -> Result<&'a CudaStorage> {
     }
 }
 
-/// The weight space cuDNN reads: `None` when cuDNN's layout is the canonical one (the
-/// canonical weights are passed as they are), else a copy laid out at cuDNN's offsets.
-fn weight_copy<T: Elem>(
-    dev: &CudaDevice,
-    core: &PlanCore,
-    w: &CudaView<'_, T>,
-) -> Result<Option<CudaSlice<T>>> {
-    if core.layout.direct {
-        return Ok(None);
-    }
-    let elem = std::mem::size_of::<T>();
-    let mut space = dev.alloc_zeros::<T>(core.layout.bytes / elem)?;
-    for (src, dst, n) in segments(core) {
-        dev.memcpy_dtod(&w.slice(src..src + n), &mut space.slice_mut(dst..dst + n))?;
-    }
-    Ok(Some(space))
+/// A buffer cuDNN reads: the caller's view when it starts [`ALIGN`]-byte aligned, else an
+/// aligned copy.
+enum Aligned<'a, T> {
+    Borrowed(CudaView<'a, T>),
+    Copied(CudaSlice<T>),
 }
 
-/// The device pointer of the weight space: the copy when there is one, else the canonical
-/// weights themselves.
-fn weights_ptr<'a, T: Elem>(
-    copy: &'a Option<CudaSlice<T>>,
-    w: &'a CudaView<'_, T>,
-    stream: &'a CudaStream,
-) -> (u64, SyncOnDrop<'a>) {
-    match copy {
-        Some(s) => s.device_ptr(stream),
-        None => w.device_ptr(stream),
+impl<'a, T: Elem> Aligned<'a, T> {
+    fn new(dev: &CudaDevice, v: CudaView<'a, T>) -> Result<Self> {
+        let addr = {
+            let stream = dev.cuda_stream();
+            let (p, _guard) = v.device_ptr(&stream);
+            p
+        };
+        if addr % ALIGN as u64 == 0 {
+            return Ok(Aligned::Borrowed(v));
+        }
+        let mut copy = dev.alloc_zeros::<T>(v.len())?;
+        dev.memcpy_dtod(&v, &mut copy)?;
+        Ok(Aligned::Copied(copy))
+    }
+
+    fn view(&self) -> CudaView<'_, T> {
+        match self {
+            Aligned::Borrowed(v) => v.slice(0..v.len()),
+            Aligned::Copied(c) => c.slice(0..c.len()),
+        }
     }
 }
 
@@ -242,22 +209,83 @@ fn segments(core: &PlanCore) -> Vec<(usize, usize, usize)> {
     v
 }
 
+/// The weight space cuDNN reads: the canonical weights as they are when cuDNN's layout is
+/// the canonical one, else a copy laid out at cuDNN's offsets.
+struct WeightSpace<'a, T> {
+    canonical: CudaView<'a, T>,
+    copy: Option<CudaSlice<T>>,
+}
+
+impl<'a, T: Elem> WeightSpace<'a, T> {
+    fn new(dev: &CudaDevice, core: &PlanCore, w: CudaView<'a, T>) -> Result<Self> {
+        if core.layout.direct {
+            return Ok(WeightSpace {
+                canonical: w,
+                copy: None,
+            });
+        }
+        let elem = std::mem::size_of::<T>();
+        let mut space = dev.alloc_zeros::<T>(core.layout.bytes / elem)?;
+        for (src, dst, n) in segments(core) {
+            dev.memcpy_dtod(&w.slice(src..src + n), &mut space.slice_mut(dst..dst + n))?;
+        }
+        Ok(WeightSpace {
+            canonical: w,
+            copy: Some(space),
+        })
+    }
+
+    fn view(&self) -> CudaView<'_, T> {
+        match &self.copy {
+            Some(c) => c.slice(0..c.len()),
+            None => self.canonical.slice(0..self.canonical.len()),
+        }
+    }
+}
+
+/// A weight-space gradient in the canonical order.
+fn canonical_grad<T: Elem>(
+    dev: &CudaDevice,
+    core: &PlanCore,
+    dws: CudaSlice<T>,
+) -> Result<CudaSlice<T>> {
+    if core.layout.direct {
+        return Ok(dws);
+    }
+    let mut canon = dev.alloc_zeros::<T>(canonical_len(core.input, core.units))?;
+    for (c, at, n) in segments(core) {
+        dev.memcpy_dtod(&dws.slice(at..at + n), &mut canon.slice_mut(c..c + n))?;
+    }
+    Ok(canon)
+}
+
+/// The inputs of one op call, as aligned device views.
+struct Inputs<'a, T> {
+    x: Aligned<'a, T>,
+    h0: Aligned<'a, T>,
+    w: CudaView<'a, T>,
+}
+
 impl CudnnGru {
-    /// The device lengths: the mask scan's (kept alive by `self.dev_lengths`, never written
-    /// after the scan, which ran earlier on the same stream) or the shape's full lengths.
-    fn dev_lengths_ptr(&self, sp: &ShapePlan, stream: &CudaStream) -> Result<*const i32> {
+    /// Runs `f` with this op's device lengths: the mask scan's (its storage guard held for
+    /// the duration) or the shape's full lengths.
+    fn with_lengths<R>(
+        &self,
+        sp: &ShapePlan,
+        f: impl FnOnce(CudaView<'_, i32>) -> Result<R>,
+    ) -> Result<R> {
         match &self.dev_lengths {
             Some(t) => {
                 let (st, l) = t.storage_and_layout();
-                let s = cuda_of(&st, "device lengths")?.as_cuda_slice::<i32>()?;
-                let (p, _sync) = s.device_ptr(stream);
-                Ok((p as usize + l.start_offset() * std::mem::size_of::<i32>()) as *const i32)
+                f(view::<i32>(
+                    cuda_of(&st, "device lengths")?,
+                    l,
+                    "device lengths",
+                    self.batch,
+                )?)
             }
             None => match &sp.full_lengths {
-                Some(s) => {
-                    let (p, _sync) = s.device_ptr(stream);
-                    Ok(p as *const i32)
-                }
+                Some(s) => f(s.slice(0..s.len())),
                 None => Err(input_err(
                     "device lengths",
                     "full lengths cached for this shape".into(),
@@ -267,80 +295,38 @@ impl CudnnGru {
         }
     }
 
-    /// One forward into `out` (y then hy); returns the reserve space of a training forward.
-    #[allow(clippy::too_many_arguments)]
+    /// One forward into `out` (y, padding, hy); returns the reserve space of a training
+    /// forward.
     fn forward_into<T: Elem>(
         &self,
         dev: &CudaDevice,
-        core: &PlanCore,
-        sp: &ShapePlan,
+        (core, sp): (&PlanCore, &ShapePlan),
         training: bool,
-        x: &CudaView<'_, T>,
-        h0: &CudaView<'_, T>,
-        w: &CudaView<'_, T>,
+        inp: &Inputs<'_, T>,
         out: &mut CudaSlice<T>,
     ) -> Result<Option<CudaSlice<u8>>> {
-        let stream = dev.cuda_stream();
-        let elem = std::mem::size_of::<T>();
-        let (work_bytes, reserve_bytes) = if training { sp.train } else { sp.infer };
-        // SAFETY: scratch space: cuDNN writes the workspace before it reads it.
-        let mut work = unsafe { dev.alloc::<u8>(work_bytes.max(1)) }?;
-        let mut reserve = if training {
-            // SAFETY: the training forward writes the reserve space before anything reads it.
-            Some(unsafe { dev.alloc::<u8>(reserve_bytes.max(1)) }?)
-        } else {
-            None
+        let call = core.call(sp, self.time, training);
+        let mut work = dev.alloc_zeros::<u8>(call.shape.work_bytes.max(1))?;
+        let mut reserve = match training {
+            true => Some(dev.alloc_zeros::<u8>(call.shape.reserve_bytes.max(1))?),
+            false => None,
         };
-        let copy = weight_copy(dev, core, w)?;
-        let lengths = self.dev_lengths_ptr(sp, &stream)?;
-        {
-            let (xp, _gx) = x.device_ptr(&stream);
-            let (hp, _gh) = h0.device_ptr(&stream);
-            let (wp, _gw) = weights_ptr(&copy, w, &stream);
-            let (op, _go) = out.device_ptr_mut(&stream);
-            let (kp, _gk) = work.device_ptr_mut(&stream);
-            let (rp, _gr) = match reserve.as_mut() {
-                Some(r) => {
-                    let (p, g) = r.device_ptr_mut(&stream);
-                    (p as *mut c_void, Some(g))
-                }
-                None => (std::ptr::null_mut(), None),
-            };
-            let b = RnnBuffers {
-                dev_seq_lengths: lengths,
-                x: xp as *mut c_void,
-                y: op as *mut c_void,
-                hx: hp as *mut c_void,
-                hy: (op as usize + self.parts::<T>().0 * elem) as *mut c_void,
-                weights: wp as *mut c_void,
-                weight_bytes: core.layout.bytes,
-                work: kp as *mut c_void,
-                work_bytes,
-                reserve: rp,
-                reserve_bytes: if training { reserve_bytes } else { 0 },
-            };
-            let mode = if training {
-                sys::cudnnForwardMode_t::CUDNN_FWD_MODE_TRAINING
-            } else {
-                sys::cudnnForwardMode_t::CUDNN_FWD_MODE_INFERENCE
-            };
-            // SAFETY: the descriptors were set for (batch, time, lengths) of this op; x, h0, w and
-            // out were checked to hold batch*time*input, batch*units, the weight space and
-            // output_parts' length (hy at its aligned offset); workspace and reserve have the sizes
-            // cuDNN asked for; every buffer lives until the call is scheduled on the handle's
-            // stream (candle's stream for this device), and later frees are stream-ordered.
-            unsafe {
-                result::rnn_forward(
-                    core.handle.raw(),
-                    core.rnn.raw(),
-                    mode,
-                    sp.x.raw(),
-                    sp.y.raw(),
-                    sp.h.raw(),
-                    &b,
-                )
-            }?;
-        }
+        let weights = WeightSpace::new(dev, core, inp.w.slice(0..inp.w.len()))?;
+        let (hy_at, _) = self.parts::<T>();
+        let (mut ya, mut hy) = out.split_at_mut(hy_at);
+        self.with_lengths(sp, |lengths| {
+            call.forward(ForwardBuffers {
+                lengths,
+                x: inp.x.view(),
+                hx: inp.h0.view(),
+                weights: weights.view(),
+                y: ya.slice_mut(0..self.batch * self.time * self.units),
+                hy: hy.slice_mut(..),
+                work: work.slice_mut(..),
+                reserve: reserve.as_mut().map(|r| r.slice_mut(..)),
+            })?;
+            Ok(())
+        })?;
         Ok(reserve)
     }
 
@@ -354,21 +340,88 @@ impl CudnnGru {
         wl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let dev = xs.device.clone();
-        let (bt, i, u) = (self.batch * self.time, self.input, self.units);
-        let x = Aligned::new(&dev, view::<T>(xs, xl, "x", bt * i)?)?;
-        let h0 = Aligned::new(&dev, view::<T>(hs, hl, "h0", self.batch * u)?)?;
-        let w = Aligned::new(&dev, view::<T>(ws, wl, "weights", canonical_len(i, u))?)?;
+        let (b, i, u) = (self.batch, self.input, self.units);
+        let inp = Inputs {
+            x: Aligned::new(&dev, view::<T>(xs, xl, "x", b * self.time * i)?)?,
+            h0: Aligned::new(&dev, view::<T>(hs, hl, "h0", b * u)?)?,
+            w: view::<T>(ws, wl, "weights", canonical_len(i, u))?,
+        };
         let out_len = self.parts::<T>().1;
         let mut out = dev.alloc_zeros::<T>(out_len)?;
         let reserve = with_plan::<T, _>(&dev, i, u, self.tf32, |plan| {
             let (core, sp) = plan.shape(&dev, self.time, &self.lengths)?;
-            let (x, h0, w) = (x.view(), h0.view(), w.view());
-            self.forward_into(&dev, core, sp, self.training, &x, &h0, &w, &mut out)
+            self.forward_into(&dev, (core, sp), self.training, &inp, &mut out)
         })?;
         if let Ok(mut r) = self.reserve.lock() {
             *r = reserve;
         }
         Ok((T::wrap_cuda_slice(out, dev), Shape::from(out_len)))
+    }
+}
+
+/// The backward's gradients: (dx, dhx, canonical dw).
+type Grads<T> = (CudaSlice<T>, CudaSlice<T>, CudaSlice<T>);
+
+impl CudnnGru {
+    /// The backward inside the plan: a reserve space (the forward's, or a new training
+    /// forward's), then the data backward and the weight backward.
+    fn backward_in_plan<T: Elem>(
+        &self,
+        dev: &CudaDevice,
+        (core, sp): (&PlanCore, &ShapePlan),
+        inp: &Inputs<'_, T>,
+        y_saved: &Aligned<'_, T>,
+        grad: &Aligned<'_, T>,
+        saved: Option<CudaSlice<u8>>,
+    ) -> Result<Grads<T>> {
+        let (b, t, i, u) = (self.batch, self.time, self.input, self.units);
+        let (hy_at, out_len) = self.parts::<T>();
+        let call = core.call(sp, t, true);
+        let (mut reserve, y_again) = match saved {
+            Some(r) if r.len() == call.shape.reserve_bytes.max(1) => (r, None),
+            _ => {
+                let mut y2 = dev.alloc_zeros::<T>(out_len)?;
+                let r = self
+                    .forward_into(dev, (core, sp), true, inp, &mut y2)?
+                    .ok_or_else(|| input_err("reserve space", "kept".into(), "none".into()))?;
+                (r, Some(y2))
+            }
+        };
+        let y = match &y_again {
+            Some(y2) => y2.slice(0..b * t * u),
+            None => y_saved.view().slice(0..b * t * u),
+        };
+        let g = grad.view();
+        let mut dx = dev.alloc_zeros::<T>(b * t * i)?;
+        let mut dhx = dev.alloc_zeros::<T>(b * u)?;
+        let mut dws = dev.alloc_zeros::<T>(core.layout.bytes / std::mem::size_of::<T>())?;
+        let mut work = dev.alloc_zeros::<u8>(call.shape.work_bytes.max(1))?;
+        let weights = WeightSpace::new(dev, core, inp.w.slice(0..inp.w.len()))?;
+        self.with_lengths(sp, |lengths| {
+            call.backward_data(BackwardDataBuffers {
+                lengths: lengths.slice(0..b),
+                y: y.slice(0..b * t * u),
+                dy: g.slice(0..b * t * u),
+                hx: inp.h0.view(),
+                dhy: g.slice(hy_at..hy_at + b * u),
+                weights: weights.view(),
+                dx: dx.slice_mut(..),
+                dhx: dhx.slice_mut(..),
+                work: work.slice_mut(..),
+                reserve: reserve.slice_mut(..),
+            })?;
+            call.backward_weights(BackwardWeightsBuffers {
+                lengths,
+                x: inp.x.view(),
+                hx: inp.h0.view(),
+                y: y.slice(0..b * t * u),
+                dweights: dws.slice_mut(..),
+                work: work.slice_mut(..),
+                reserve: reserve.slice_mut(..),
+            })?;
+            Ok(())
+        })?;
+        Ok((dx, dhx, canonical_grad(dev, core, dws)?))
     }
 
     fn bwd_t<T: Elem>(
@@ -381,6 +434,7 @@ impl CudnnGru {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let grad = grad.contiguous()?;
         let (b, t, i, u) = (self.batch, self.time, self.input, self.units);
+        let out_len = self.parts::<T>().1;
         let (xs, xl) = x.storage_and_layout();
         let (hs, hl) = h0.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
@@ -388,18 +442,16 @@ impl CudnnGru {
         let (gs, gl) = grad.storage_and_layout();
         let xc = cuda_of(&xs, "x")?;
         let dev = xc.device.clone();
-        let (hy_at, out_len) = self.parts::<T>();
-        let xa = Aligned::new(&dev, view::<T>(xc, xl, "x", b * t * i)?)?;
-        let ha = Aligned::new(&dev, view::<T>(cuda_of(&hs, "h0")?, hl, "h0", b * u)?)?;
-        let wa = Aligned::new(
-            &dev,
-            view::<T>(cuda_of(&ws, "weights")?, wl, "weights", canonical_len(i, u))?,
-        )?;
-        let ra = Aligned::new(
+        let inp = Inputs {
+            x: Aligned::new(&dev, view::<T>(xc, xl, "x", b * t * i)?)?,
+            h0: Aligned::new(&dev, view::<T>(cuda_of(&hs, "h0")?, hl, "h0", b * u)?)?,
+            w: view::<T>(cuda_of(&ws, "weights")?, wl, "weights", canonical_len(i, u))?,
+        };
+        let y_saved = Aligned::new(
             &dev,
             view::<T>(cuda_of(&rs, "output")?, rl, "output", out_len)?,
         )?;
-        let ga = Aligned::new(
+        let g = Aligned::new(
             &dev,
             view::<T>(
                 cuda_of(&gs, "output gradient")?,
@@ -408,102 +460,10 @@ impl CudnnGru {
                 out_len,
             )?,
         )?;
-        let (xv, hv, wv, rv, gv) = (xa.view(), ha.view(), wa.view(), ra.view(), ga.view());
         let saved = self.reserve.lock().ok().and_then(|mut r| r.take());
         let (dx, dhx, dw) = with_plan::<T, _>(&dev, i, u, self.tf32, |plan| {
             let (core, sp) = plan.shape(&dev, t, &self.lengths)?;
-            let stream = dev.cuda_stream();
-            let elem = std::mem::size_of::<T>();
-            let (work_bytes, reserve_bytes) = sp.train;
-            // A reserve space of this forward, or a fresh training forward's (with its own y).
-            let (mut reserve, y_again) = match saved {
-                Some(r) if r.len() == reserve_bytes.max(1) => (r, None),
-                _ => {
-                    let mut y2 = dev.alloc_zeros::<T>(out_len)?;
-                    let r = self.forward_into(&dev, core, sp, true, &xv, &hv, &wv, &mut y2)?;
-                    let r =
-                        r.ok_or_else(|| input_err("reserve space", "kept".into(), "none".into()))?;
-                    (r, Some(y2))
-                }
-            };
-            let yv = match &y_again {
-                Some(y2) => y2.slice(0..b * t * u),
-                None => rv.slice(0..b * t * u),
-            };
-            let mut dx = dev.alloc_zeros::<T>(b * t * i)?;
-            let mut dhx = dev.alloc_zeros::<T>(b * u)?;
-            let mut dws = dev.alloc_zeros::<T>(core.layout.bytes / elem)?;
-            // SAFETY: scratch space, written by cuDNN before it is read.
-            let mut work = unsafe { dev.alloc::<u8>(work_bytes.max(1)) }?;
-            let copy = weight_copy(&dev, core, &wv)?;
-            let lengths = self.dev_lengths_ptr(sp, &stream)?;
-            {
-                let (xp, _g1) = xv.device_ptr(&stream);
-                let (hp, _g2) = hv.device_ptr(&stream);
-                let (yp, _g3) = yv.device_ptr(&stream);
-                let (gp, _g4) = gv.device_ptr(&stream);
-                let (wp, _g5) = weights_ptr(&copy, &wv, &stream);
-                let (kp, _g6) = work.device_ptr_mut(&stream);
-                let (rp, _g7) = reserve.device_ptr_mut(&stream);
-                let (dxp, _g8) = dx.device_ptr_mut(&stream);
-                let (dhp, _g9) = dhx.device_ptr_mut(&stream);
-                let mut bufs = RnnBuffers {
-                    dev_seq_lengths: lengths,
-                    x: xp as *mut c_void,
-                    y: yp as *mut c_void,
-                    hx: hp as *mut c_void,
-                    hy: std::ptr::null_mut(),
-                    weights: wp as *mut c_void,
-                    weight_bytes: core.layout.bytes,
-                    work: kp as *mut c_void,
-                    work_bytes,
-                    reserve: rp as *mut c_void,
-                    reserve_bytes,
-                };
-                let dy = gp as *const c_void;
-                let dhy = (gp as usize + hy_at * elem) as *const c_void;
-                // SAFETY: as in the forward; dy and dhy are the two parts of the output's
-                // gradient (checked to hold out_len elements, hy at its aligned offset); dx and dhx were allocated with the
-                // input's and state's sizes; the reserve space is this op's training forward's.
-                unsafe {
-                    result::rnn_backward_data(
-                        core.handle.raw(),
-                        core.rnn.raw(),
-                        sp.x.raw(),
-                        sp.y.raw(),
-                        sp.h.raw(),
-                        &bufs,
-                        dy,
-                        dhy,
-                        dxp as *mut c_void,
-                        dhp as *mut c_void,
-                    )
-                }?;
-                let (dwp, _g10) = dws.device_ptr_mut(&stream);
-                bufs.weights = dwp as *mut c_void;
-                // SAFETY: as above, after the data backward with the same reserve space; the
-                // gradient space is zeroed and has cuDNN's weight-space size (mode ADD).
-                unsafe {
-                    result::rnn_backward_weights(
-                        core.handle.raw(),
-                        core.rnn.raw(),
-                        sp.x.raw(),
-                        sp.y.raw(),
-                        sp.h.raw(),
-                        &bufs,
-                    )
-                }?;
-            }
-            let dw = if core.layout.direct {
-                dws
-            } else {
-                let mut canon = dev.alloc_zeros::<T>(canonical_len(i, u))?;
-                for (c, at, n) in segments(core) {
-                    dev.memcpy_dtod(&dws.slice(at..at + n), &mut canon.slice_mut(c..c + n))?;
-                }
-                canon
-            };
-            Ok((dx, dhx, dw))
+            self.backward_in_plan(&dev, (core, sp), &inp, &y_saved, &g, saved)
         })?;
         let wrap = |s: CudaSlice<T>, shape: Shape| {
             Tensor::from_storage(

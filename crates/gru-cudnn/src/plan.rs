@@ -4,21 +4,20 @@
 //! and lengths makes no descriptor call at all.
 
 use crate::error::CudnnError;
-use crate::result::{self, Result};
+use crate::result::Result;
 use crate::safe::{
-    DropoutDescriptor, Handle, RnnDataDescriptor, RnnDescriptor, RnnMath, TensorDescriptor,
-    ZeroFill,
+    DropoutDescriptor, Handle, RnnCall, RnnDataDescriptor, RnnDescriptor, RnnMath, RnnShape,
+    TensorDescriptor, ZeroFill,
 };
 use crate::weights::Offsets;
 use candle_core::cuda_backend::cudarc::cudnn::sys;
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, DevicePtr, DeviceRepr, ValidAsZeroBits,
-};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId};
 use candle_core::{DType, WithDType};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use sys::cudnnForwardMode_t as FwdMode;
 
 /// A float type the path runs in, with its cuDNN data type and math settings.
 pub(crate) trait Elem:
@@ -108,8 +107,34 @@ pub(crate) struct PlanCore {
     pub rnn: RnnDescriptor,
     pub layout: WeightLayout,
     pub data_type: sys::cudnnDataType_t,
+    pub elem_bytes: usize,
     pub input: usize,
     pub units: usize,
+}
+
+impl PlanCore {
+    /// The call of one shape: its descriptors and the buffer sizes, for training or
+    /// inference.
+    pub fn call<'a>(&'a self, sp: &'a ShapePlan, time: usize, training: bool) -> RnnCall<'a> {
+        let (work_bytes, reserve_bytes) = if training { sp.train } else { sp.infer };
+        RnnCall {
+            handle: &self.handle,
+            rnn: &self.rnn,
+            x: &sp.x,
+            y: &sp.y,
+            h: &sp.h,
+            shape: RnnShape {
+                batch: sp.lengths.len(),
+                time,
+                input: self.input,
+                units: self.units,
+                elem_bytes: self.elem_bytes,
+                weight_bytes: self.layout.bytes,
+                work_bytes,
+                reserve_bytes,
+            },
+        }
+    }
 }
 
 /// The descriptors of one (batch, time) shape.
@@ -154,6 +179,7 @@ impl Plan {
                 rnn,
                 layout,
                 data_type: T::DATA,
+                elem_bytes: std::mem::size_of::<T>(),
                 input,
                 units,
             },
@@ -190,25 +216,9 @@ impl Plan {
             let mut zero = ZeroFill::default();
             sp.x.set(core.data_type, time, lengths, core.input, &mut zero)?;
             sp.y.set(core.data_type, time, lengths, core.units, &mut zero)?;
-            let h = core.handle.raw();
-            // SAFETY: handle, RNN and data descriptors are live and set.
-            sp.infer = unsafe {
-                result::get_rnn_temp_space_sizes(
-                    h,
-                    core.rnn.raw(),
-                    sys::cudnnForwardMode_t::CUDNN_FWD_MODE_INFERENCE,
-                    sp.x.raw(),
-                )
-            }?;
-            // SAFETY: as above.
-            sp.train = unsafe {
-                result::get_rnn_temp_space_sizes(
-                    h,
-                    core.rnn.raw(),
-                    sys::cudnnForwardMode_t::CUDNN_FWD_MODE_TRAINING,
-                    sp.x.raw(),
-                )
-            }?;
+            let (handle, rnn) = (&core.handle, &core.rnn);
+            sp.infer = rnn.temp_space_sizes(handle, FwdMode::CUDNN_FWD_MODE_INFERENCE, &sp.x)?;
+            sp.train = rnn.temp_space_sizes(handle, FwdMode::CUDNN_FWD_MODE_TRAINING, &sp.x)?;
             sp.lengths = lengths.to_vec();
             SHAPES_SET.with(|c| c.set(c.get() + 1));
         }
@@ -229,8 +239,7 @@ fn weight_layout<T: Elem>(
     units: usize,
 ) -> candle_core::Result<WeightLayout> {
     let elem = std::mem::size_of::<T>();
-    // SAFETY: handle and descriptor are live; the descriptor is set.
-    let bytes = unsafe { result::get_rnn_weight_space_size(handle.raw(), rnn.raw()) }?;
+    let bytes = rnn.weight_space_size(handle)?;
     if bytes % elem != 0 {
         return Err(CudnnError::Layout {
             what: "weight space size".into(),
@@ -240,8 +249,6 @@ fn weight_layout<T: Elem>(
         .into());
     }
     let space = dev.alloc_zeros::<u8>(bytes.max(1))?;
-    let stream = dev.cuda_stream();
-    let (base, _sync) = space.device_ptr(&stream);
     let (m_desc, b_desc) = (TensorDescriptor::new()?, TensorDescriptor::new()?);
     let mut offsets = Offsets {
         matrix: [0; 6],
@@ -249,27 +256,14 @@ fn weight_layout<T: Elem>(
     };
     let (mut matrix_dims, mut bias_dims) = (Vec::new(), Vec::new());
     for id in 0..6 {
-        // SAFETY: `space` holds `bytes` device bytes and lives through the call; the
-        // descriptors are live.
-        let (m, b) = unsafe {
-            result::get_rnn_weight_params(
-                handle.raw(),
-                rnn.raw(),
-                bytes,
-                base as *const std::ffi::c_void,
-                id as i32,
-                m_desc.raw(),
-                b_desc.raw(),
-            )
-        }?;
-        let at = |what: &str, p: *mut std::ffi::c_void| -> Result<usize> {
-            let off = (p as u64).checked_sub(base).map(|o| o as usize);
-            match off {
-                Some(o) if o % elem == 0 && o < bytes => Ok(o / elem),
+        let (m, b) = rnn.weight_params(handle, &space, id, &m_desc, &b_desc)?;
+        let at = |what: &str, off: usize| -> Result<usize> {
+            match off % elem {
+                0 => Ok(off / elem),
                 _ => Err(CudnnError::Layout {
-                    what: format!("linear layer {id} {what} address"),
-                    expected: format!("inside the {bytes}-byte space, {elem}-byte aligned"),
-                    got: format!("{p:?} (space at {base:#x})"),
+                    what: format!("linear layer {id} {what} offset"),
+                    expected: format!("a multiple of {elem} bytes"),
+                    got: format!("{off} bytes"),
                 }),
             }
         };

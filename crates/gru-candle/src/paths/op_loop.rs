@@ -1,42 +1,12 @@
 //! The op-by-op time loop: Keras' `RNN` over `GRUCell`, as Candle ops (differentiable by
-//! Candle's autograd). One step's gate math lives in [`step`]; [`run`] is the time loop with
-//! Keras' masking and output rules.
+//! Candle's autograd), on any device. One step's gate math lives in [`step`]; [`run`] is the
+//! time loop with Keras' masking and output rules. It is the reference every other path is
+//! tested against.
 
 use crate::activation::apply;
+use crate::sequence::{CallContext, CellWeights, SequenceOutput};
 use candle_core::{Result, Tensor, D};
 use gru_core::GruConfig;
-
-/// The weights of one call, split the way the cell uses them.
-pub struct CellWeights<'a> {
-    /// (input_dim, 3u).
-    pub kernel: &'a Tensor,
-    /// (u, 3u).
-    pub recurrent_kernel: &'a Tensor,
-    /// Input bias (3u,), if any.
-    pub input_bias: Option<Tensor>,
-    /// Recurrent bias (3u,) (reset_after only), if any.
-    pub recurrent_bias: Option<Tensor>,
-}
-
-/// Dropout masks of one call (empty when dropout is not active).
-#[derive(Default)]
-pub struct DropoutMasks {
-    /// 0, 1 (implementation 2) or 3 (implementation 1, one per gate z, r, h) masks
-    /// of shape (batch, input_dim).
-    pub input: Vec<Tensor>,
-    /// 0 or 3 masks of shape (batch, units), one per gate z, r, h.
-    pub recurrent: Vec<Tensor>,
-}
-
-/// What the loop returns.
-pub struct LoopOutput {
-    /// (batch, timesteps, units), in processing order.
-    pub sequence: Tensor,
-    /// (batch, units): the last processed step's output.
-    pub last_output: Tensor,
-    /// (batch, units): the final carried state.
-    pub state: Tensor,
-}
 
 fn gate(t: &Tensor, g: usize, u: usize) -> Result<Tensor> {
     t.narrow(D::Minus1, g * u, u)
@@ -137,20 +107,14 @@ fn blend(z: &Tensor, h: &Tensor, hh: &Tensor) -> Result<Tensor> {
     z.mul(h)? + z.affine(-1.0, 1.0)?.mul(hh)?
 }
 
-/// Runs the whole sequence. `mask` is (batch, timesteps) u8 (1 = use the step).
+/// Runs the whole sequence.
 ///
 /// Keras' rules: a masked step keeps the state and outputs the previous processed step's
 /// output (zeros before the first valid step, even with a nonzero initial state), or zeros
 /// with `zero_output_for_mask`; go_backwards processes t = T-1..0 and returns outputs in
 /// processing order.
-pub fn run(
-    config: &GruConfig,
-    w: &CellWeights,
-    x: &Tensor,
-    h0: &Tensor,
-    mask: Option<&Tensor>,
-    dropout: &DropoutMasks,
-) -> Result<LoopOutput> {
+pub fn run(ctx: &CallContext, w: &CellWeights) -> Result<SequenceOutput> {
+    let (config, x, h0, mask, dropout) = (ctx.config, ctx.x, ctx.h0, ctx.mask, ctx.dropout);
     let u = config.units;
     let (b, t, _) = x.dims3()?;
     // (timesteps, batch, 3u), contiguous, so that each step reads one block.
@@ -188,7 +152,7 @@ pub fn run(
         outs.push(out);
     }
     let sequence = Tensor::stack(&outs, 1)?;
-    Ok(LoopOutput {
+    Ok(SequenceOutput {
         sequence,
         last_output: prev_out,
         state: h,

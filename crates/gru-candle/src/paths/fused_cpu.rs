@@ -1,0 +1,436 @@
+//! The fused CPU path: gru-core's whole-sequence kernels (`gru_core::seq`) as a Candle custom
+//! op with its own backward, for f32 and f64 CPU tensors.
+//!
+//! The op's inputs: `x` (batch, time, input), `params` = `[kernel; recurrent_kernel; bias
+//! rows]` stacked on axis 0 ((input + units + bias_rows, 3u); Candle's autograd splits its
+//! gradient back), `h0` (batch, units). Output: one flat vector, the sequence (batch, time,
+//! units; in processing order) then the final state (batch, units), so that both are
+//! contiguous views. The mask and dropout masks are constants of the op.
+
+use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use gru_core::seq::parallel::{backward_chunked, forward_chunked};
+use gru_core::seq::{Float, Saved, SeqInputs, SeqSpec, SeqWeights, Workspace};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The fused path's reusable buffers, one pool per float type (a layer's calls all use its
+/// weights' type, so one of the two stays empty).
+#[derive(Debug, Default)]
+pub struct Workspaces {
+    f32: Mutex<Vec<Workspace<f32>>>,
+    f64: Mutex<Vec<Workspace<f64>>>,
+}
+
+/// What the fused path keeps per layer: the thread setting and the reusable buffers.
+#[derive(Debug, Clone, Default)]
+pub struct FusedSettings {
+    /// A fixed thread count; `None`: all cores when a step's product is large enough.
+    pub threads: Option<usize>,
+    /// Buffers reused across calls.
+    pub workspaces: Arc<Workspaces>,
+}
+
+/// How a call's threads are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadPlan {
+    /// Batch slices, each on its own thread (rows are independent: nothing synchronizes
+    /// per step).
+    pub chunks: usize,
+    /// Threads for the matrix products of an unsliced call.
+    pub product_threads: usize,
+}
+
+/// Whether one step's recurrent product (batch x u x 3u multiply-adds) is large enough to
+/// pay for threads: below ~1M they cost more than they save.
+fn product_is_large(batch: usize, units: usize) -> bool {
+    batch * units * 3 * units >= 1 << 20
+}
+
+impl FusedSettings {
+    /// The threads a call with this batch size uses.
+    pub fn threads_for(&self, batch: usize, units: usize) -> usize {
+        self.threads.unwrap_or_else(|| {
+            if product_is_large(batch, units) {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                1
+            }
+        })
+    }
+
+    /// Batch slices when the batch has at least two rows per thread; otherwise one slice
+    /// whose matrix products get the threads, when they are large enough to pay for them
+    /// (never slower than one thread).
+    pub fn plan(&self, batch: usize, units: usize) -> ThreadPlan {
+        let threads = self.threads_for(batch, units);
+        if batch >= 2 * threads {
+            return ThreadPlan {
+                chunks: threads,
+                product_threads: 1,
+            };
+        }
+        let large = product_is_large(batch, units);
+        ThreadPlan {
+            chunks: 1,
+            product_threads: if large { threads } else { 1 },
+        }
+    }
+}
+
+/// A float type the fused kernels run in, with its place in Candle's CPU storage and in the
+/// layer's workspaces.
+pub trait HostFloat: Float + WithDType {
+    /// This type's workspace pool.
+    fn pool(ws: &Workspaces) -> &Mutex<Vec<Workspace<Self>>>;
+    /// The storage's values, when it holds this type.
+    fn values(s: &CpuStorage) -> Option<&[Self]>;
+    /// Storage holding `v`.
+    fn storage(v: Vec<Self>) -> CpuStorage;
+}
+
+impl HostFloat for f32 {
+    fn pool(ws: &Workspaces) -> &Mutex<Vec<Workspace<f32>>> {
+        &ws.f32
+    }
+    fn values(s: &CpuStorage) -> Option<&[f32]> {
+        match s {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn storage(v: Vec<f32>) -> CpuStorage {
+        CpuStorage::F32(v)
+    }
+}
+
+impl HostFloat for f64 {
+    fn pool(ws: &Workspaces) -> &Mutex<Vec<Workspace<f64>>> {
+        &ws.f64
+    }
+    fn values(s: &CpuStorage) -> Option<&[f64]> {
+        match s {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn storage(v: Vec<f64>) -> CpuStorage {
+        CpuStorage::F64(v)
+    }
+}
+
+/// Dropout masks of one call, on the host.
+#[derive(Debug, Clone, Default)]
+pub struct HostMasks<T> {
+    /// 0, 1 or 3 masks (batch, input).
+    pub input: Vec<Vec<T>>,
+    /// 0 or 3 masks (batch, units).
+    pub recurrent: Vec<Vec<T>>,
+}
+
+impl<T: HostFloat> HostMasks<T> {
+    fn of(m: &DropoutMasks) -> Result<HostMasks<T>> {
+        let host = |v: &[Tensor]| -> Result<Vec<Vec<T>>> {
+            v.iter().map(|t| t.flatten_all()?.to_vec1::<T>()).collect()
+        };
+        Ok(HostMasks {
+            input: host(&m.input)?,
+            recurrent: host(&m.recurrent)?,
+        })
+    }
+}
+
+/// The fused GRU op in float type `T`.
+pub struct FusedGru<T: HostFloat> {
+    spec: SeqSpec,
+    mask: Option<Vec<u8>>,
+    masks: HostMasks<T>,
+    save: bool,
+    saved: Mutex<Option<Vec<Saved<T>>>>,
+    ws: Arc<Workspaces>,
+    chunks: usize,
+}
+
+fn poisoned(what: &str) -> candle_core::Error {
+    candle_core::Error::msg(format!(
+        "gru-fused {what} poisoned by a panic in another thread"
+    ))
+}
+
+impl<T: HostFloat> FusedGru<T> {
+    /// An op for `spec`. With `save`, the forward keeps its activations for the backward
+    /// (otherwise a backward recomputes them). `chunks` batch slices run on their own
+    /// threads (1: one thread, with `spec.threads` for the matrix products).
+    pub fn new(
+        spec: SeqSpec,
+        mask: Option<Vec<u8>>,
+        masks: HostMasks<T>,
+        save: bool,
+        ws: Arc<Workspaces>,
+        chunks: usize,
+    ) -> Self {
+        FusedGru {
+            spec,
+            mask,
+            masks,
+            save,
+            saved: Mutex::new(None),
+            ws,
+            chunks: chunks.max(1),
+        }
+    }
+
+    fn pool(&self) -> Result<MutexGuard<'_, Vec<Workspace<T>>>> {
+        T::pool(&self.ws).lock().map_err(|_| poisoned("workspace"))
+    }
+
+    fn split<'a>(&self, p: &'a [T]) -> SeqWeights<'a, T> {
+        let (i, u) = (self.spec.input, self.spec.units);
+        let (k_end, r_end) = (i * 3 * u, (i + u) * 3 * u);
+        SeqWeights {
+            kernel: &p[..k_end],
+            recurrent: &p[k_end..r_end],
+            bias: &p[r_end..],
+        }
+    }
+
+    fn inputs<'a>(&'a self, x: &'a [T], h0: &'a [T]) -> SeqInputs<'a, T> {
+        SeqInputs {
+            x,
+            h0,
+            mask: self.mask.as_deref(),
+            input_masks: &self.masks.input,
+            recurrent_masks: &self.masks.recurrent,
+        }
+    }
+
+    /// The forward into `(sequence, state)`; with `save`, what the backward needs.
+    fn forward(
+        &self,
+        x: &[T],
+        p: &[T],
+        h0: &[T],
+        save: bool,
+        out: (&mut [T], &mut [T]),
+    ) -> Result<Option<Vec<Saved<T>>>> {
+        let mut pool = self.pool()?;
+        let w = self.split(p);
+        let saved = forward_chunked(
+            &self.spec,
+            &w,
+            &self.inputs(x, h0),
+            save,
+            &mut pool,
+            out,
+            self.chunks,
+        )
+        .map_err(candle_core::Error::wrap)?;
+        Ok(saved.into_iter().collect())
+    }
+
+    /// (dx, dparams, dh0) of the output gradient `grad`.
+    fn grads(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        h0: &Tensor,
+        grad: &Tensor,
+    ) -> Result<[Tensor; 3]> {
+        let s = &self.spec;
+        let host = |t: &Tensor| -> Result<Vec<T>> { t.flatten_all()?.to_vec1::<T>() };
+        let (xv, pv, hv, gv) = (host(x)?, host(params)?, host(h0)?, host(grad)?);
+        // The forward's activations, or (an inference call, a second backward) a new
+        // forward that keeps them.
+        let kept = self
+            .saved
+            .lock()
+            .map_err(|_| poisoned("saved state"))?
+            .take();
+        let saved = match kept {
+            Some(sv) => sv,
+            None => {
+                let (bt, b) = (s.batch * s.time * s.units, s.batch * s.units);
+                let (mut seq, mut state) = (vec![T::ZERO; bt], vec![T::ZERO; b]);
+                self.forward(&xv, &pv, &hv, true, (&mut seq, &mut state))?
+                    .ok_or_else(|| candle_core::Error::msg("gru-fused: the forward kept nothing"))?
+            }
+        };
+        let (d_seq, d_state) = gv.split_at(s.batch * s.time * s.units);
+        let g = {
+            let mut pool = self.pool()?;
+            let grads = backward_chunked(
+                s,
+                &self.split(&pv),
+                &self.inputs(&xv, &hv),
+                &saved,
+                d_seq,
+                d_state,
+                &mut pool,
+            )
+            .map_err(candle_core::Error::wrap)?;
+            // The activations go back to the pool for the next forward.
+            for (w, sv) in pool.iter_mut().zip(saved) {
+                w.pool = Some(sv);
+            }
+            grads
+        };
+        let dev = x.device();
+        let mut dp = g.kernel;
+        dp.extend_from_slice(&g.recurrent);
+        dp.extend_from_slice(&g.bias);
+        Ok([
+            Tensor::from_vec(g.x, x.shape(), dev)?,
+            Tensor::from_vec(dp, params.shape(), dev)?,
+            Tensor::from_vec(g.h0, h0.shape(), dev)?,
+        ])
+    }
+}
+
+/// The contiguous values of a storage of type `T`.
+fn values<'a, T: HostFloat>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    let v = T::values(s).ok_or_else(|| {
+        candle_core::Error::msg(format!("gru-fused: {what} is not {:?}", T::DTYPE))
+    })?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("gru-fused needs a contiguous {what}"),
+    }
+}
+
+impl<T: HostFloat> CustomOp3 for FusedGru<T> {
+    fn name(&self) -> &'static str {
+        "gru-fused"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, p, h0) = (
+            values::<T>(s1, l1, "x")?,
+            values::<T>(s2, l2, "params")?,
+            values::<T>(s3, l3, "h0")?,
+        );
+        let (bt, b) = (
+            self.spec.batch * self.spec.time * self.spec.units,
+            self.spec.batch * self.spec.units,
+        );
+        let mut flat = vec![T::ZERO; bt + b];
+        let saved = {
+            let (seq, state) = flat.split_at_mut(bt);
+            self.forward(x, p, h0, self.save, (seq, state))?
+        };
+        if let Some(saved) = saved {
+            *self.saved.lock().map_err(|_| poisoned("saved state"))? = Some(saved);
+        }
+        Ok((T::storage(flat), Shape::from(bt + b)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        h0: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [dx, dp, dh] = self.grads(x, params, h0, grad_res)?;
+        Ok((Some(dx), Some(dp), Some(dh)))
+    }
+}
+
+/// Runs a call on the fused kernels: the same outputs as the loop
+/// ([`super::op_loop::run`]).
+pub fn run(ctx: &CallContext, w: &CellWeights, settings: &FusedSettings) -> Result<SequenceOutput> {
+    match ctx.x.dtype() {
+        DType::F32 => run_t::<f32>(ctx, w, settings),
+        DType::F64 => run_t::<f64>(ctx, w, settings),
+        dt => candle_core::bail!("the fused path runs f32 or f64, got {dt:?}"),
+    }
+}
+
+fn run_t<T: HostFloat>(
+    ctx: &CallContext,
+    w: &CellWeights,
+    settings: &FusedSettings,
+) -> Result<SequenceOutput> {
+    let (b, t, i) = ctx.x.dims3()?;
+    let u = ctx.config.units;
+    let mut spec = SeqSpec::new(ctx.config, b, t, i);
+    let threads = settings.plan(b, u);
+    spec.threads = threads.product_threads;
+    let mut parts = vec![w.kernel.clone(), w.recurrent_kernel.clone()];
+    for bias in w.input_bias.iter().chain(&w.recurrent_bias) {
+        parts.push(bias.reshape((1, 3 * u))?);
+    }
+    let params = Tensor::cat(&parts, 0)?.contiguous()?;
+    let mask = match ctx.mask {
+        Some(m) => Some(m.flatten_all()?.to_vec1::<u8>()?),
+        None => None,
+    };
+    let x = ctx.x.contiguous()?;
+    let h0 = ctx.h0.contiguous()?;
+    // Keep the activations for a backward only in training calls; an inference call that
+    // is differentiated anyway recomputes them.
+    let save = ctx.training && (x.track_op() || params.track_op() || h0.track_op());
+    let masks = HostMasks::<T>::of(ctx.dropout)?;
+    let op = FusedGru::new(
+        spec,
+        mask,
+        masks,
+        save,
+        settings.workspaces.clone(),
+        threads.chunks,
+    );
+    let flat = x.apply_op3(&params, &h0, op)?;
+    // Both are contiguous views of the op's output (no copy).
+    let sequence = flat.narrow(0, 0, b * t * u)?.reshape((b, t, u))?;
+    let state = flat.narrow(0, b * t * u, b * u)?.reshape((b, u))?;
+    Ok(SequenceOutput {
+        last_output: sequence.narrow(1, t - 1, 1)?.squeeze(1)?,
+        state,
+        sequence,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_plan_slices_large_batches_and_threads_large_products() {
+        let fixed = |n| FusedSettings {
+            threads: Some(n),
+            ..Default::default()
+        };
+        // Two rows per thread or more: slices.
+        assert_eq!(
+            fixed(2).plan(4, 8),
+            ThreadPlan {
+                chunks: 2,
+                product_threads: 1
+            }
+        );
+        // One row: the product gets the threads only when it is large.
+        assert_eq!(
+            fixed(2).plan(1, 8),
+            ThreadPlan {
+                chunks: 1,
+                product_threads: 1
+            }
+        );
+        assert_eq!(
+            fixed(2).plan(1, 1024),
+            ThreadPlan {
+                chunks: 1,
+                product_threads: 2
+            }
+        );
+        // Unset: one thread below the size where threads pay.
+        assert_eq!(FusedSettings::default().threads_for(1, 8), 1);
+    }
+}

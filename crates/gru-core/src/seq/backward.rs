@@ -82,6 +82,349 @@ cpu_dispatch! {
     ) -> Result<SeqGrads<T>> => backward_body
 }
 
+/// The gradient inputs match the sequence and its forward.
+fn check_grad_inputs<T>(
+    spec: &SeqSpec,
+    saved: &Saved<T>,
+    d_sequence: &[T],
+    d_state: &[T],
+) -> Result<()> {
+    let (bsz, time, u) = (spec.batch, spec.time, spec.units);
+    if d_sequence.len() != bsz * time * u
+        || d_state.len() != bsz * u
+        || saved.z.len() != time * bsz * u
+    {
+        return Err(GruError::Shape {
+            what: "backward inputs".into(),
+            expected: format!(
+                "d_sequence ({bsz}, {time}, {u}), d_state ({bsz}, {u}) and a matching forward"
+            ),
+            got: format!("{} and {} values", d_sequence.len(), d_state.len()),
+        });
+    }
+    Ok(())
+}
+
+/// The per-step gradient buffers, (batch, units) each.
+struct StepGrads<T> {
+    /// d(loss)/d(state) carried back from later steps.
+    dh: Vec<T>,
+    /// d(out_k) from the next step repeating it (masked steps).
+    d_carry: Vec<T>,
+    /// d(h_new) of this step.
+    dh_new: Vec<T>,
+    dz: Vec<T>,
+    dr: Vec<T>,
+    da_h: Vec<T>,
+}
+
+/// Step k's saved activations, (batch, units) each.
+struct SavedStep<'a, T> {
+    h_prev: &'a [T],
+    z: &'a [T],
+    r: &'a [T],
+    hh: &'a [T],
+    a_z: &'a [T],
+    a_r: &'a [T],
+    a_h: &'a [T],
+    extra: &'a [T],
+}
+
+impl<T> Saved<T> {
+    fn step(&self, k: usize, bu: usize) -> SavedStep<'_, T> {
+        let s = k * bu..(k + 1) * bu;
+        SavedStep {
+            h_prev: &self.h_prev[s.clone()],
+            z: &self.z[s.clone()],
+            r: &self.r[s.clone()],
+            hh: &self.hh[s.clone()],
+            a_z: &self.a_z[s.clone()],
+            a_r: &self.a_r[s.clone()],
+            a_h: &self.a_h[s.clone()],
+            extra: &self.extra[s],
+        }
+    }
+}
+
+/// The output and state rules of masked steps, backwards: a valid step's output and the
+/// carried state flow into d(h_new); a masked step passes its output gradient to the step
+/// whose output it repeated (none with `zero_output_for_mask`) and keeps `dh`.
+#[inline(always)]
+fn masked_step_rules<T: Float>(
+    spec: &SeqSpec,
+    mask: Option<&[u8]>,
+    (k, t): (usize, usize),
+    z: &[T],
+    d_sequence: &[T],
+    g: &mut StepGrads<T>,
+) {
+    let (time, u) = (spec.time, spec.units);
+    for b in 0..spec.batch {
+        let valid = mask.is_none_or(|m| m[b * time + t] != 0);
+        let dseq = &d_sequence[(b * time + k) * u..(b * time + k + 1) * u];
+        let row = b * u..(b + 1) * u;
+        let cells = g.dh_new[row.clone()]
+            .iter_mut()
+            .zip(&mut g.d_carry[row.clone()])
+            .zip(&mut g.dh[row.clone()])
+            .zip(&z[row]);
+        for ((((dn, dc), dhv), &zv), &ds) in cells.zip(dseq) {
+            let dout = ds + *dc;
+            if valid {
+                *dn = *dhv + dout;
+                *dc = T::ZERO;
+                *dhv = *dn * zv;
+            } else {
+                *dn = T::ZERO;
+                *dc = if spec.zero_output_for_mask {
+                    T::ZERO
+                } else {
+                    dout
+                };
+            }
+        }
+    }
+}
+
+/// `h_new = z h + (1 - z) hh`: dz and d(hh) (into `da_h`, before hh's derivative).
+#[inline(always)]
+fn blend_grads<T: Float>(st: &SavedStep<T>, g: &mut StepGrads<T>) {
+    let cells = g.dz.iter_mut().zip(g.da_h.iter_mut()).zip(&g.dh_new);
+    for (((dzv, dav), &dn), ((&hp, &hv), &zv)) in cells.zip(st.h_prev.iter().zip(st.hh).zip(st.z)) {
+        *dzv = dn * (hp - hv);
+        *dav = dn * (T::ONE - zv);
+    }
+}
+
+/// reset_before: `a_h = x_h + q @ U_h` with `q = r * (h * m_h)`: `dq = da_h @ U_h^T` gives
+/// dr and adds to dh.
+#[inline(always)]
+fn reset_before_grads<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    h_mask: Option<&Vec<T>>,
+    st: &SavedStep<T>,
+    scratch: &mut [T],
+    g: &mut StepGrads<T>,
+) {
+    let (bsz, u) = (spec.batch, spec.units);
+    let (da_h, u_h_t) = (
+        View::rows(&g.da_h, 0, bsz, u, u),
+        View::rows(w.recurrent, 2 * u, u, u, 3 * u).t(),
+    );
+    gemm(scratch, 0, u, da_h, u_h_t, false, spec.threads);
+    let cells =
+        g.dr.iter_mut()
+            .zip(g.dh.iter_mut())
+            .zip(scratch.iter())
+            .zip(st.h_prev)
+            .zip(st.r);
+    match h_mask {
+        Some(m) => {
+            for (((((d, dhv), &sv), &hp), &rv), &mv) in cells.zip(m) {
+                *d = sv * (hp * mv);
+                *dhv += sv * rv * mv;
+            }
+        }
+        None => {
+            for ((((d, dhv), &sv), &hp), &rv) in cells {
+                *d = sv * hp;
+                *dhv += sv * rv;
+            }
+        }
+    }
+}
+
+/// Writes step k's gradients into `d_xp` (row b*T + t) and into `dhp`, the gradient of the
+/// recurrent product (reset_after: `da_h * r` for the candidate; reset_before keeps da_h
+/// there, for dU_h = q^T @ da_h).
+#[inline(always)]
+fn scatter_step_grads<T: Float>(
+    spec: &SeqSpec,
+    t: usize,
+    r: &[T],
+    g: &StepGrads<T>,
+    d_xp: &mut [T],
+    dhp: &mut [T],
+) {
+    let (time, u) = (spec.time, spec.units);
+    let u3 = 3 * u;
+    for b in 0..spec.batch {
+        let row = (b * time + t) * u3;
+        let rows = b * u..(b + 1) * u;
+        let (zr, rr, hr) = (
+            &g.dz[rows.clone()],
+            &g.dr[rows.clone()],
+            &g.da_h[rows.clone()],
+        );
+        d_xp[row..row + u].copy_from_slice(zr);
+        d_xp[row + u..row + 2 * u].copy_from_slice(rr);
+        d_xp[row + 2 * u..row + u3].copy_from_slice(hr);
+        let drow = &mut dhp[b * u3..(b + 1) * u3];
+        drow[..u].copy_from_slice(zr);
+        drow[u..2 * u].copy_from_slice(rr);
+        if spec.reset_after {
+            for ((d, &a), &rv) in drow[2 * u..].iter_mut().zip(hr).zip(&r[rows]) {
+                *d = a * rv;
+            }
+        } else {
+            drow[2 * u..].copy_from_slice(hr);
+        }
+    }
+}
+
+/// `dh += (dhp_g @ U_g^T) (* m_g)` over the gates that go through the recurrent product.
+#[inline(always)]
+fn state_grad_through_product<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    rec_masks: &[Vec<T>],
+    dhp: &[T],
+    scratch: &mut [T],
+    dh: &mut [T],
+) {
+    let (bsz, u) = (spec.batch, spec.units);
+    let u3 = 3 * u;
+    let gates = if spec.reset_after { 3 } else { 2 };
+    if rec_masks.is_empty() {
+        let cols = gates * u;
+        let (d, ut) = (
+            View::rows(dhp, 0, bsz, cols, u3),
+            View::rows(w.recurrent, 0, u, cols, u3).t(),
+        );
+        gemm(dh, 0, u, d, ut, true, spec.threads);
+        return;
+    }
+    for (g, m) in rec_masks.iter().take(gates).enumerate() {
+        let (d, ut) = (
+            View::rows(dhp, g * u, bsz, u, u3),
+            View::rows(w.recurrent, g * u, u, u, u3).t(),
+        );
+        gemm(scratch, 0, u, d, ut, false, spec.threads);
+        for ((d, &v), &mv) in dh.iter_mut().zip(scratch.iter()).zip(m) {
+            *d += v * mv;
+        }
+    }
+}
+
+/// The recurrent weights over all steps at once: `dU_g = H_g^T @ dHP_g` (rows k * batch + b;
+/// H masked per gate with recurrent dropout), and the candidate block from reset_after's
+/// `H_h^T @ d(pre)` or reset_before's `q^T @ da_h`.
+fn recurrent_weight_grads<T: Float>(
+    spec: &SeqSpec,
+    rec_masks: &[Vec<T>],
+    saved: &Saved<T>,
+    dhp_all: &[T],
+) -> Vec<T> {
+    let (bsz, u, th) = (spec.batch, spec.units, spec.threads);
+    let (u3, tb) = (3 * u, spec.time * bsz);
+    let mut d_rec = vec![T::ZERO; u * u3];
+    if rec_masks.is_empty() {
+        let (h, d) = (
+            View::rows(&saved.h_prev, 0, tb, u, u).t(),
+            View::rows(dhp_all, 0, tb, 2 * u, u3),
+        );
+        gemm(&mut d_rec, 0, u3, h, d, false, th);
+    } else {
+        for (g, m) in rec_masks.iter().take(2).enumerate() {
+            let hm = masked_rows(&saved.h_prev, m, bsz, u);
+            let (h, d) = (
+                View::rows(&hm, 0, tb, u, u).t(),
+                View::rows(dhp_all, g * u, tb, u, u3),
+            );
+            gemm(&mut d_rec, g * u, u3, h, d, false, th);
+        }
+    }
+    let h_left: Vec<T>;
+    let left: &[T] = match (spec.reset_after, rec_masks.get(2)) {
+        (false, _) => &saved.extra,
+        (true, None) => &saved.h_prev,
+        (true, Some(m)) => {
+            h_left = masked_rows(&saved.h_prev, m, bsz, u);
+            &h_left
+        }
+    };
+    let (h, d) = (
+        View::rows(left, 0, tb, u, u).t(),
+        View::rows(dhp_all, 2 * u, tb, u, u3),
+    );
+    gemm(&mut d_rec, 2 * u, u3, h, d, false, th);
+    d_rec
+}
+
+/// The input side, `xp_g = (x * mi_g) @ W_g + b_in`: (d_kernel, d_x).
+fn input_grads<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    inp: &SeqInputs<T>,
+    d_xp: &[T],
+) -> (Vec<T>, Vec<T>) {
+    let (n, n_in, u, th) = (spec.batch * spec.time, spec.input, spec.units, spec.threads);
+    let u3 = 3 * u;
+    let mut d_kernel = vec![T::ZERO; n_in * u3];
+    let mut d_x = vec![T::ZERO; n * n_in];
+    if inp.input_masks.is_empty() {
+        let (x_t, dxp) = (
+            View::rows(inp.x, 0, n, n_in, n_in).t(),
+            View::rows(d_xp, 0, n, u3, u3),
+        );
+        gemm(&mut d_kernel, 0, u3, x_t, dxp, false, th);
+        let (dxp, k_t) = (
+            View::rows(d_xp, 0, n, u3, u3),
+            View::rows(w.kernel, 0, n_in, u3, u3).t(),
+        );
+        gemm(&mut d_x, 0, n_in, dxp, k_t, false, th);
+        return (d_kernel, d_x);
+    }
+    let masks = inp.input_masks;
+    let mut dxg = vec![T::ZERO; n * n_in];
+    for g in 0..3 {
+        let m = &masks[if masks.len() == 3 { g } else { 0 }];
+        let xm = masked_inputs(spec, inp.x, m);
+        let (x_t, dxp) = (
+            View::rows(&xm, 0, n, n_in, n_in).t(),
+            View::rows(d_xp, g * u, n, u, u3),
+        );
+        gemm(&mut d_kernel, g * u, u3, x_t, dxp, false, th);
+        let (dxp, k_t) = (
+            View::rows(d_xp, g * u, n, u, u3),
+            View::rows(w.kernel, g * u, n_in, u, u3).t(),
+        );
+        gemm(&mut dxg, 0, n_in, dxp, k_t, false, th);
+        for (row, (d, v)) in d_x.chunks_mut(n_in).zip(dxg.chunks(n_in)).enumerate() {
+            let b = row / spec.time;
+            for ((dd, &vv), &mm) in d.iter_mut().zip(v).zip(&m[b * n_in..(b + 1) * n_in]) {
+                *dd += vv * mm;
+            }
+        }
+    }
+    (d_kernel, d_x)
+}
+
+/// The bias gradients: the input bias sums d_xp over all rows; reset_after's recurrent bias
+/// sums the recurrent product's gradient.
+fn bias_grads<T: Float>(spec: &SeqSpec, d_xp: &[T], dhp_all: &[T]) -> Vec<T> {
+    let u3 = 3 * spec.units;
+    let column_sums = |m: &[T]| {
+        let mut acc = vec![T::ZERO; u3];
+        for row in m.chunks_exact(u3) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+        acc
+    };
+    match (spec.use_bias, spec.reset_after) {
+        (false, _) => Vec::new(),
+        (true, false) => column_sums(d_xp),
+        (true, true) => {
+            let mut d = column_sums(d_xp);
+            d.extend(column_sums(dhp_all));
+            d
+        }
+    }
+}
+
 #[inline(always)]
 fn backward_body<T: Float>(
     spec: &SeqSpec,
@@ -93,310 +436,50 @@ fn backward_body<T: Float>(
     ws: &mut Workspace<T>,
 ) -> Result<SeqGrads<T>> {
     validate(spec, w, inp)?;
-    let (bsz, time, n_in, u) = (spec.batch, spec.time, spec.input, spec.units);
+    check_grad_inputs(spec, saved, d_sequence, d_state)?;
+    let (bsz, time, u) = (spec.batch, spec.time, spec.units);
     let (u3, bu) = (3 * u, bsz * u);
-    if d_sequence.len() != bsz * time * u || d_state.len() != bu || saved.z.len() != time * bu {
-        return Err(GruError::Shape {
-            what: "backward inputs".into(),
-            expected: format!(
-                "d_sequence ({bsz}, {time}, {u}), d_state ({bsz}, {u}) and a matching forward"
-            ),
-            got: format!("{} and {} values", d_sequence.len(), d_state.len()),
-        });
-    }
-    let th = spec.threads;
-    let rec_masks = inp.recurrent_masks;
-    let gates = if spec.reset_after { 3 } else { 2 };
     let d_xp = sized(&mut ws.d_xp, bsz * time * u3);
     let dhp_all = sized(&mut ws.d_hp_all, time * bsz * u3); // rows k * B + b
-    let mut dh: Vec<T> = d_state.to_vec();
-    let buf = |v: &mut Vec<T>| sized(v, bu).to_vec();
-    let mut d_carry = buf(&mut ws.out_prev); // d(out_k) from the next step repeating it
-    let mut dh_new = vec![T::ZERO; bu];
-    let mut dz = vec![T::ZERO; bu];
-    let mut dr = vec![T::ZERO; bu];
-    let mut da_h = vec![T::ZERO; bu];
+    let mut g = StepGrads {
+        dh: d_state.to_vec(),
+        d_carry: sized(&mut ws.out_prev, bu).to_vec(),
+        dh_new: vec![T::ZERO; bu],
+        dz: vec![T::ZERO; bu],
+        dr: vec![T::ZERO; bu],
+        da_h: vec![T::ZERO; bu],
+    };
     let scratch = sized(&mut ws.scratch, bu);
     let scratch2 = sized(&mut ws.scratch2, bu);
     for k in (0..time).rev() {
         let t = spec.t_of(k);
-        let s = k * bu..(k + 1) * bu;
-        let (h_prev, z, r, hh, extra) = (
-            &saved.h_prev[s.clone()],
-            &saved.z[s.clone()],
-            &saved.r[s.clone()],
-            &saved.hh[s.clone()],
-            &saved.extra[s.clone()],
-        );
-        // The output and state rules of masked steps.
-        for b in 0..bsz {
-            let valid = inp.mask.is_none_or(|m| m[b * time + t] != 0);
-            let dseq = &d_sequence[(b * time + k) * u..(b * time + k + 1) * u];
-            let row = b * u..(b + 1) * u;
-            for ((((dn, dc), dhv), &zv), &ds) in dh_new[row.clone()]
-                .iter_mut()
-                .zip(&mut d_carry[row.clone()])
-                .zip(&mut dh[row.clone()])
-                .zip(&z[row.clone()])
-                .zip(dseq)
-            {
-                let dout = ds + *dc;
-                if valid {
-                    *dn = *dhv + dout;
-                    *dc = T::ZERO;
-                    *dhv = *dn * zv;
-                } else {
-                    *dn = T::ZERO;
-                    *dc = if spec.zero_output_for_mask {
-                        T::ZERO
-                    } else {
-                        dout
-                    };
-                }
-            }
-        }
-        // h_new = z h + (1 - z) hh.
-        for ((((dzv, dav), &dn), (&hp, &hv)), &zv) in dz
-            .iter_mut()
-            .zip(da_h.iter_mut())
-            .zip(&dh_new)
-            .zip(h_prev.iter().zip(hh))
-            .zip(z)
-        {
-            *dzv = dn * (hp - hv);
-            *dav = dn * (T::ONE - zv);
-        }
-        T::mul_derivative(spec.activation, &saved.a_h[s.clone()], hh, &mut da_h);
+        let st = saved.step(k, bu);
+        masked_step_rules(spec, inp.mask, (k, t), st.z, d_sequence, &mut g);
+        blend_grads(&st, &mut g);
+        T::mul_derivative(spec.activation, st.a_h, st.hh, &mut g.da_h);
         if spec.reset_after {
             // a_h = x_h + r * pre.
-            for ((d, &a), &p) in dr.iter_mut().zip(&da_h).zip(extra) {
+            for ((d, &a), &p) in g.dr.iter_mut().zip(&g.da_h).zip(st.extra) {
                 *d = a * p;
             }
         } else {
-            // a_h = x_h + q @ U_h with q = r * h_h: dq = da_h @ U_h^T.
-            gemm(
-                scratch,
-                0,
-                u,
-                View::rows(&da_h, 0, bsz, u, u),
-                View::rows(w.recurrent, 2 * u, u, u, u3).t(),
-                false,
-                th,
-            );
-            match rec_masks.get(2) {
-                Some(m) => {
-                    for (((((d, dhv), &sv), &hp), &rv), &mv) in dr
-                        .iter_mut()
-                        .zip(dh.iter_mut())
-                        .zip(scratch.iter())
-                        .zip(h_prev)
-                        .zip(r)
-                        .zip(m)
-                    {
-                        *d = sv * (hp * mv);
-                        *dhv += sv * rv * mv;
-                    }
-                }
-                None => {
-                    for ((((d, dhv), &sv), &hp), &rv) in dr
-                        .iter_mut()
-                        .zip(dh.iter_mut())
-                        .zip(scratch.iter())
-                        .zip(h_prev)
-                        .zip(r)
-                    {
-                        *d = sv * hp;
-                        *dhv += sv * rv;
-                    }
-                }
-            }
+            reset_before_grads(spec, w, inp.recurrent_masks.get(2), &st, scratch, &mut g);
         }
-        T::mul_derivative(spec.recurrent_activation, &saved.a_z[s.clone()], z, &mut dz);
-        T::mul_derivative(spec.recurrent_activation, &saved.a_r[s.clone()], r, &mut dr);
-        // d(xp) of this step; d(recurrent product) into row block k of dhp_all (reset_before
-        // keeps da_h in the third block, for dU_h = q^T @ da_h).
+        T::mul_derivative(spec.recurrent_activation, st.a_z, st.z, &mut g.dz);
+        T::mul_derivative(spec.recurrent_activation, st.a_r, st.r, &mut g.dr);
         let dhp = &mut dhp_all[k * bsz * u3..(k + 1) * bsz * u3];
-        for b in 0..bsz {
-            let row = (b * time + t) * u3;
-            let (zr, rr, hr) = (
-                &dz[b * u..(b + 1) * u],
-                &dr[b * u..(b + 1) * u],
-                &da_h[b * u..(b + 1) * u],
-            );
-            d_xp[row..row + u].copy_from_slice(zr);
-            d_xp[row + u..row + 2 * u].copy_from_slice(rr);
-            d_xp[row + 2 * u..row + u3].copy_from_slice(hr);
-            let drow = &mut dhp[b * u3..(b + 1) * u3];
-            drow[..u].copy_from_slice(zr);
-            drow[u..2 * u].copy_from_slice(rr);
-            if spec.reset_after {
-                for ((d, &a), &rv) in drow[2 * u..].iter_mut().zip(hr).zip(&r[b * u..(b + 1) * u]) {
-                    *d = a * rv;
-                }
-            } else {
-                drow[2 * u..].copy_from_slice(hr);
-            }
-        }
-        // dh += (dhp_g @ U_g^T) (* m_g).
-        if rec_masks.is_empty() {
-            let cols = gates * u;
-            gemm(
-                &mut dh,
-                0,
-                u,
-                View::rows(dhp, 0, bsz, cols, u3),
-                View::rows(w.recurrent, 0, u, cols, u3).t(),
-                true,
-                th,
-            );
-        } else {
-            for (g, m) in rec_masks.iter().take(gates).enumerate() {
-                gemm(
-                    scratch2,
-                    0,
-                    u,
-                    View::rows(dhp, g * u, bsz, u, u3),
-                    View::rows(w.recurrent, g * u, u, u, u3).t(),
-                    false,
-                    th,
-                );
-                for ((d, &v), &mv) in dh.iter_mut().zip(scratch2.iter()).zip(m) {
-                    *d += v * mv;
-                }
-            }
-        }
+        scatter_step_grads(spec, t, st.r, &g, d_xp, dhp);
+        state_grad_through_product(spec, w, inp.recurrent_masks, dhp, scratch2, &mut g.dh);
     }
-    // Recurrent weights over all steps at once: dU_g = H_g^T @ dHP_g (k = time * batch).
-    let tb = time * bsz;
-    let mut d_rec = vec![T::ZERO; u * u3];
-    if rec_masks.is_empty() {
-        gemm(
-            &mut d_rec,
-            0,
-            u3,
-            View::rows(&saved.h_prev, 0, tb, u, u).t(),
-            View::rows(dhp_all, 0, tb, 2 * u, u3),
-            false,
-            th,
-        );
-    } else {
-        for (g, m) in rec_masks.iter().take(2).enumerate() {
-            let hm = masked_rows(&saved.h_prev, m, bsz, u);
-            gemm(
-                &mut d_rec,
-                g * u,
-                u3,
-                View::rows(&hm, 0, tb, u, u).t(),
-                View::rows(dhp_all, g * u, tb, u, u3),
-                false,
-                th,
-            );
-        }
-    }
-    // The candidate block: reset_after H_h^T @ d(pre); reset_before q^T @ da_h.
-    let h_left: Vec<T>;
-    let left: &[T] = if spec.reset_after {
-        match rec_masks.get(2) {
-            Some(m) => {
-                h_left = masked_rows(&saved.h_prev, m, bsz, u);
-                &h_left
-            }
-            None => &saved.h_prev,
-        }
-    } else {
-        &saved.extra
-    };
-    gemm(
-        &mut d_rec,
-        2 * u,
-        u3,
-        View::rows(left, 0, tb, u, u).t(),
-        View::rows(dhp_all, 2 * u, tb, u, u3),
-        false,
-        th,
-    );
-    // Input side: xp_g = (x * mi_g) @ W_g + b_in.
-    let n = bsz * time;
-    let mut d_kernel = vec![T::ZERO; n_in * u3];
-    let mut d_x = vec![T::ZERO; n * n_in];
-    match inp.input_masks {
-        [] => {
-            gemm(
-                &mut d_kernel,
-                0,
-                u3,
-                View::rows(inp.x, 0, n, n_in, n_in).t(),
-                View::rows(d_xp, 0, n, u3, u3),
-                false,
-                th,
-            );
-            gemm(
-                &mut d_x,
-                0,
-                n_in,
-                View::rows(d_xp, 0, n, u3, u3),
-                View::rows(w.kernel, 0, n_in, u3, u3).t(),
-                false,
-                th,
-            );
-        }
-        masks => {
-            let per_gate = masks.len() == 3;
-            let mut dxg = vec![T::ZERO; n * n_in];
-            for g in 0..3 {
-                let m = &masks[if per_gate { g } else { 0 }];
-                let xm = masked_inputs(spec, inp.x, m);
-                gemm(
-                    &mut d_kernel,
-                    g * u,
-                    u3,
-                    View::rows(&xm, 0, n, n_in, n_in).t(),
-                    View::rows(d_xp, g * u, n, u, u3),
-                    false,
-                    th,
-                );
-                gemm(
-                    &mut dxg,
-                    0,
-                    n_in,
-                    View::rows(d_xp, g * u, n, u, u3),
-                    View::rows(w.kernel, g * u, n_in, u, u3).t(),
-                    false,
-                    th,
-                );
-                for (row, (d, v)) in d_x.chunks_mut(n_in).zip(dxg.chunks(n_in)).enumerate() {
-                    let b = row / time;
-                    for ((dd, &vv), &mm) in d.iter_mut().zip(v).zip(&m[b * n_in..(b + 1) * n_in]) {
-                        *dd += vv * mm;
-                    }
-                }
-            }
-        }
-    }
-    let mut d_bias = Vec::new();
-    if spec.use_bias {
-        d_bias = vec![T::ZERO; u3];
-        for row in d_xp.chunks_exact(u3) {
-            for (acc, &v) in d_bias.iter_mut().zip(row) {
-                *acc += v;
-            }
-        }
-        if spec.reset_after {
-            let mut d_brec = vec![T::ZERO; u3];
-            for row in dhp_all.chunks_exact(u3) {
-                for (acc, &v) in d_brec.iter_mut().zip(row) {
-                    *acc += v;
-                }
-            }
-            d_bias.extend_from_slice(&d_brec);
-        }
-    }
-    ws.out_prev = d_carry;
+    let recurrent = recurrent_weight_grads(spec, inp.recurrent_masks, saved, dhp_all);
+    let (kernel, x) = input_grads(spec, w, inp, d_xp);
+    let bias = bias_grads(spec, d_xp, dhp_all);
+    ws.out_prev = g.d_carry;
     Ok(SeqGrads {
-        x: d_x,
-        kernel: d_kernel,
-        recurrent: d_rec,
-        bias: d_bias,
-        h0: dh,
+        x,
+        kernel,
+        recurrent,
+        bias,
+        h0: g.dh,
     })
 }

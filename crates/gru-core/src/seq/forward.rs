@@ -194,33 +194,19 @@ impl<T: Float> Saved<T> {
         ]
     }
 
-    /// Step k's blocks of `bu` values: (h_prev, z, a_z, r, a_r, hh, a_h, extra).
-    #[allow(clippy::type_complexity)]
-    fn block(
-        &mut self,
-        k: usize,
-        bu: usize,
-    ) -> (
-        &mut [T],
-        &mut [T],
-        &mut [T],
-        &mut [T],
-        &mut [T],
-        &mut [T],
-        &mut [T],
-        &mut [T],
-    ) {
+    /// Step k's blocks of `bu` values.
+    fn block(&mut self, k: usize, bu: usize) -> StepBlock<'_, T> {
         let r = k * bu..(k + 1) * bu;
-        (
-            &mut self.h_prev[r.clone()],
-            &mut self.z[r.clone()],
-            &mut self.a_z[r.clone()],
-            &mut self.r[r.clone()],
-            &mut self.a_r[r.clone()],
-            &mut self.hh[r.clone()],
-            &mut self.a_h[r.clone()],
-            &mut self.extra[r],
-        )
+        StepBlock {
+            h_prev: &mut self.h_prev[r.clone()],
+            z: &mut self.z[r.clone()],
+            a_z: &mut self.a_z[r.clone()],
+            r: &mut self.r[r.clone()],
+            a_r: &mut self.a_r[r.clone()],
+            hh: &mut self.hh[r.clone()],
+            a_h: &mut self.a_h[r.clone()],
+            extra: &mut self.extra[r],
+        }
     }
 
     fn sized(mut self, n: usize) -> Saved<T> {
@@ -231,6 +217,18 @@ impl<T: Float> Saved<T> {
         }
         self
     }
+}
+
+/// One step's activations, (batch, units) each (see [`Saved`] for their meaning).
+struct StepBlock<'a, T> {
+    h_prev: &'a mut [T],
+    z: &'a mut [T],
+    a_z: &'a mut [T],
+    r: &'a mut [T],
+    a_r: &'a mut [T],
+    hh: &'a mut [T],
+    a_h: &'a mut [T],
+    extra: &'a mut [T],
 }
 
 /// Runs the sequence. With `save`, keeps what [`super::backward`] needs.
@@ -271,6 +269,171 @@ cpu_dispatch! {
     ) -> Result<Option<Saved<T>>> => forward_body
 }
 
+/// The rows of step `t`'s input projection: row b is `xp[(b * time + t) * 3u..][..3u]`.
+#[derive(Clone, Copy)]
+struct StepInputs<'a, T> {
+    xp: &'a [T],
+    time: usize,
+    t: usize,
+    u3: usize,
+}
+
+impl<'a, T> StepInputs<'a, T> {
+    #[inline(always)]
+    fn row(&self, b: usize) -> &'a [T] {
+        let at = (b * self.time + self.t) * self.u3;
+        &self.xp[at..at + self.u3]
+    }
+}
+
+/// `a_z = x_z + hp_z`, `a_r = x_r + hp_r` (the step bias is already in `hp`).
+#[inline(always)]
+fn gate_preactivations<T: Float>(u: usize, x: StepInputs<T>, hp: &[T], blk: &mut StepBlock<T>) {
+    let rows = blk.a_z.chunks_exact_mut(u).zip(blk.a_r.chunks_exact_mut(u));
+    for (b, ((az, ar), hrow)) in rows.zip(hp.chunks_exact(3 * u)).enumerate() {
+        let xr = x.row(b);
+        for ((o, &xv), &hv) in az.iter_mut().zip(&xr[..u]).zip(&hrow[..u]) {
+            *o = xv + hv;
+        }
+        for ((o, &xv), &hv) in ar.iter_mut().zip(&xr[u..2 * u]).zip(&hrow[u..2 * u]) {
+            *o = xv + hv;
+        }
+    }
+}
+
+/// reset_after: `a_h = (x_h + b_in_h) + r * pre` with `pre = hp_h` (saved in `extra`).
+#[inline(always)]
+fn candidate_reset_after<T: Float>(
+    u: usize,
+    x: StepInputs<T>,
+    hp: &[T],
+    b_in_h: &[T],
+    blk: &mut StepBlock<T>,
+) {
+    let rows = blk
+        .a_h
+        .chunks_exact_mut(u)
+        .zip(blk.extra.chunks_exact_mut(u));
+    for (b, (((ah, pre), rr), hrow)) in rows
+        .zip(blk.r.chunks_exact(u))
+        .zip(hp.chunks_exact(3 * u))
+        .enumerate()
+    {
+        pre.copy_from_slice(&hrow[2 * u..]);
+        let xh = &x.row(b)[2 * u..];
+        for ((((o, &xv), &bv), &rv), &pv) in ah
+            .iter_mut()
+            .zip(xh)
+            .zip(b_in_h)
+            .zip(rr.iter())
+            .zip(pre.iter())
+        {
+            *o = (xv + bv) + rv * pv;
+        }
+    }
+}
+
+/// reset_before: `q = r * h` (h times the candidate's recurrent dropout mask, if any; saved
+/// in `extra`), then `a_h = (x_h + b_in_h) + q @ U_h`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn candidate_reset_before<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    x: StepInputs<T>,
+    h: &[T],
+    h_mask: Option<&Vec<T>>,
+    b_in_h: &[T],
+    scratch: &mut [T],
+    blk: &mut StepBlock<T>,
+) {
+    let (bsz, u) = (spec.batch, spec.units);
+    match h_mask {
+        Some(m) => {
+            for (((q, &rv), &hv), &mv) in blk.extra.iter_mut().zip(blk.r.iter()).zip(h).zip(m) {
+                *q = rv * (hv * mv);
+            }
+        }
+        None => {
+            for ((q, &rv), &hv) in blk.extra.iter_mut().zip(blk.r.iter()).zip(h) {
+                *q = rv * hv;
+            }
+        }
+    }
+    let (q, u_h) = (
+        View::rows(blk.extra, 0, bsz, u, u),
+        View::rows(w.recurrent, 2 * u, u, u, 3 * u),
+    );
+    gemm(scratch, 0, u, q, u_h, false, spec.threads);
+    for (b, (ah, rh)) in blk
+        .a_h
+        .chunks_exact_mut(u)
+        .zip(scratch.chunks_exact(u))
+        .enumerate()
+    {
+        for (((o, &xv), &bv), &rv) in ah.iter_mut().zip(&x.row(b)[2 * u..]).zip(b_in_h).zip(rh) {
+            *o = (xv + bv) + rv;
+        }
+    }
+}
+
+/// `h = z h + (1 - z) hh` on valid steps (masked ones keep h), and Keras' output rule:
+/// the new state, or on a masked step the previous output (zeros with
+/// `zero_output_for_mask`), written to step k of `sequence`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn blend_and_output<T: Float>(
+    spec: &SeqSpec,
+    mask: Option<&[u8]>,
+    (k, t): (usize, usize),
+    z: &[T],
+    hh: &[T],
+    h: &mut [T],
+    out_prev: &mut [T],
+    sequence: &mut [T],
+) {
+    let (time, u) = (spec.time, spec.units);
+    let rows = h.chunks_exact_mut(u).zip(out_prev.chunks_exact_mut(u));
+    for (b, ((hrow, orow), (zrow, hhrow))) in rows
+        .zip(z.chunks_exact(u).zip(hh.chunks_exact(u)))
+        .enumerate()
+    {
+        let valid = mask.is_none_or(|m| m[b * time + t] != 0);
+        if valid {
+            for (((hv, ov), &zv), &cv) in hrow.iter_mut().zip(orow.iter_mut()).zip(zrow).zip(hhrow)
+            {
+                *hv = zv * *hv + (T::ONE - zv) * cv;
+                *ov = *hv;
+            }
+        } else if spec.zero_output_for_mask {
+            orow.fill(T::ZERO);
+        }
+        sequence[(b * time + k) * u..(b * time + k + 1) * u].copy_from_slice(orow);
+    }
+}
+
+/// The output buffers hold (batch, time, units) and (batch, units).
+fn check_outputs<T>(spec: &SeqSpec, sequence: &[T], state: &[T]) -> Result<()> {
+    let (bsz, time, u) = (spec.batch, spec.time, spec.units);
+    if sequence.len() != bsz * time * u || state.len() != bsz * u {
+        return Err(crate::error::GruError::Shape {
+            what: "output buffers".into(),
+            expected: format!("({bsz}, {time}, {u}) and ({bsz}, {u})"),
+            got: format!("{} and {} values", sequence.len(), state.len()),
+        });
+    }
+    Ok(())
+}
+
+/// The candidate's input bias (zeros without bias).
+fn candidate_input_bias<T: Float>(spec: &SeqSpec, w: &SeqWeights<T>) -> Vec<T> {
+    let u = spec.units;
+    match spec.use_bias {
+        true => w.bias[2 * u..3 * u].to_vec(),
+        false => vec![T::ZERO; u],
+    }
+}
+
 #[inline(always)]
 fn forward_body<T: Float>(
     spec: &SeqSpec,
@@ -282,42 +445,32 @@ fn forward_body<T: Float>(
     state: &mut [T],
 ) -> Result<Option<Saved<T>>> {
     validate(spec, w, inp)?;
+    check_outputs(spec, sequence, state)?;
     let (bsz, time, u) = (spec.batch, spec.time, spec.units);
     let (u3, bu) = (3 * u, bsz * u);
-    if sequence.len() != bsz * time * u || state.len() != bu {
-        return Err(crate::error::GruError::Shape {
-            what: "output buffers".into(),
-            expected: format!("({bsz}, {time}, {u}) and ({bsz}, {u})"),
-            got: format!("{} and {} values", sequence.len(), state.len()),
-        });
-    }
     project_inputs_into(spec, w, inp, &mut ws.xp);
     let sbias = step_bias(spec, w);
-    let b_in_h: Vec<T> = if spec.use_bias {
-        w.bias[2 * u..u3].to_vec()
-    } else {
-        vec![T::ZERO; u]
-    };
-    let mut saved = if save {
-        Some(ws.pool.take().unwrap_or_default().sized(time * bu))
-    } else {
-        None
-    };
+    let b_in_h = candidate_input_bias(spec, w);
+    let mut saved = save.then(|| ws.pool.take().unwrap_or_default().sized(time * bu));
     let mut step = std::mem::take(&mut ws.step).sized(bu);
     let hp = sized(&mut ws.hp, bsz * u3);
     let scratch = sized(&mut ws.scratch, bu);
     let h = sized(&mut ws.h, bu);
     h.copy_from_slice(inp.h0);
     let out_prev = sized(&mut ws.out_prev, bu);
-    let xp = &ws.xp;
-    let h_gate_mask = inp.recurrent_masks.get(2);
     for k in 0..time {
         let t = spec.t_of(k);
-        let (h_prev, z, a_z, r, a_r, hh, a_h, extra) = match saved.as_mut() {
+        let x = StepInputs {
+            xp: &ws.xp,
+            time,
+            t,
+            u3,
+        };
+        let mut blk = match saved.as_mut() {
             Some(sv) => sv.block(k, bu),
             None => step.block(0, bu),
         };
-        h_prev.copy_from_slice(h);
+        blk.h_prev.copy_from_slice(h);
         recurrent_product(
             spec,
             w,
@@ -327,100 +480,17 @@ fn forward_body<T: Float>(
             hp,
             scratch,
         );
-        let xrow = |b: usize| &xp[(b * time + t) * u3..(b * time + t + 1) * u3];
-        for (b, ((az, ar), hrow)) in a_z
-            .chunks_exact_mut(u)
-            .zip(a_r.chunks_exact_mut(u))
-            .zip(hp.chunks_exact(u3))
-            .enumerate()
-        {
-            let x = xrow(b);
-            for ((o, &xv), &hv) in az.iter_mut().zip(&x[..u]).zip(&hrow[..u]) {
-                *o = xv + hv;
-            }
-            for ((o, &xv), &hv) in ar.iter_mut().zip(&x[u..2 * u]).zip(&hrow[u..2 * u]) {
-                *o = xv + hv;
-            }
-        }
-        T::activate(spec.recurrent_activation, a_z, z);
-        T::activate(spec.recurrent_activation, a_r, r);
+        gate_preactivations(u, x, hp, &mut blk);
+        T::activate(spec.recurrent_activation, blk.a_z, blk.z);
+        T::activate(spec.recurrent_activation, blk.a_r, blk.r);
         if spec.reset_after {
-            for (b, (((ah, pre), rr), hrow)) in a_h
-                .chunks_exact_mut(u)
-                .zip(extra.chunks_exact_mut(u))
-                .zip(r.chunks_exact(u))
-                .zip(hp.chunks_exact(u3))
-                .enumerate()
-            {
-                let xh = &xrow(b)[2 * u..];
-                pre.copy_from_slice(&hrow[2 * u..]);
-                for ((((o, &xv), &bv), &rv), &pv) in ah
-                    .iter_mut()
-                    .zip(xh)
-                    .zip(&b_in_h)
-                    .zip(rr.iter())
-                    .zip(pre.iter())
-                {
-                    *o = (xv + bv) + rv * pv;
-                }
-            }
+            candidate_reset_after(u, x, hp, &b_in_h, &mut blk);
         } else {
-            // q = r * h (h masked for the candidate gate), then q @ U_h.
-            match h_gate_mask {
-                Some(m) => {
-                    for (((q, &rv), &hv), &mv) in
-                        extra.iter_mut().zip(r.iter()).zip(h.iter()).zip(m)
-                    {
-                        *q = rv * (hv * mv);
-                    }
-                }
-                None => {
-                    for ((q, &rv), &hv) in extra.iter_mut().zip(r.iter()).zip(h.iter()) {
-                        *q = rv * hv;
-                    }
-                }
-            }
-            gemm(
-                scratch,
-                0,
-                u,
-                View::rows(extra, 0, bsz, u, u),
-                View::rows(w.recurrent, 2 * u, u, u, u3),
-                false,
-                spec.threads,
-            );
-            for (b, (ah, rh)) in a_h
-                .chunks_exact_mut(u)
-                .zip(scratch.chunks_exact(u))
-                .enumerate()
-            {
-                for (((o, &xv), &bv), &rv) in
-                    ah.iter_mut().zip(&xrow(b)[2 * u..]).zip(&b_in_h).zip(rh)
-                {
-                    *o = (xv + bv) + rv;
-                }
-            }
+            let h_mask = inp.recurrent_masks.get(2);
+            candidate_reset_before(spec, w, x, h, h_mask, &b_in_h, scratch, &mut blk);
         }
-        T::activate(spec.activation, a_h, hh);
-        for (b, ((hrow, orow), (zrow, hhrow))) in h
-            .chunks_exact_mut(u)
-            .zip(out_prev.chunks_exact_mut(u))
-            .zip(z.chunks_exact(u).zip(hh.chunks_exact(u)))
-            .enumerate()
-        {
-            let valid = inp.mask.is_none_or(|m| m[b * time + t] != 0);
-            if valid {
-                for (((hv, ov), &zv), &cv) in
-                    hrow.iter_mut().zip(orow.iter_mut()).zip(zrow).zip(hhrow)
-                {
-                    *hv = zv * *hv + (T::ONE - zv) * cv;
-                    *ov = *hv;
-                }
-            } else if spec.zero_output_for_mask {
-                orow.fill(T::ZERO);
-            }
-            sequence[(b * time + k) * u..(b * time + k + 1) * u].copy_from_slice(orow);
-        }
+        T::activate(spec.activation, blk.a_h, blk.hh);
+        blend_and_output(spec, inp.mask, (k, t), blk.z, blk.hh, h, out_prev, sequence);
     }
     state.copy_from_slice(h);
     ws.step = step;

@@ -4,7 +4,7 @@
 //! line per case (name, PASS/FAIL, max abs errors) and `N passed, M failed`; exits 0 only
 //! when every case passes. A case that cannot run is a FAIL with its reason.
 
-use candle_gru::golden::{case_files, load_case, run_case, run_paths};
+use gru_support::golden::{case_files, load_case, run_case, run_paths};
 use std::path::PathBuf;
 
 fn main() {

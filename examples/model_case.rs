@@ -2,8 +2,8 @@
 //! loaders: `cargo run --release --example model_case -- PATH...` (case JSON files or
 //! folders). One line per case, then `N passed, M failed`; exit 0 only when all pass.
 
-use candle_gru::golden::models::{model_case_files, run_model_case};
-use candle_gru::golden::run_paths;
+use gru_support::golden::models::{model_case_files, run_model_case};
+use gru_support::golden::run_paths;
 use std::path::PathBuf;
 
 fn main() {

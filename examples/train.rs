@@ -12,7 +12,7 @@
 
 use anyhow::Context;
 use candle_core::Device;
-use candle_gru::demo::{plot, train, TrainConfig};
+use gru_support::demo::{plot, train, TrainConfig};
 use std::path::PathBuf;
 
 /// Where the run goes: `--cpu`, `--gpu`, or GPU 0 when this build has CUDA and one works.

@@ -8,8 +8,6 @@
 //!   regularizers, constraints, the cuDNN dispatch decision, weight layouts.
 //! - [`candle`] (`gru-candle`): the [`Gru`] layer, a Candle `Module`.
 //! - [`cudnn`] (`gru-cudnn`): the cuDNN path (with the `cudnn` feature).
-//! - [`golden`]: the golden-case format made with the real Keras, and a runner for it.
-//! - [`demo`]: a complete training run (the README's main example).
 //!
 //! ```
 //! use candle_gru::{CallOptions, Gru, GruConfig};
@@ -25,9 +23,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
-
-pub mod demo;
-pub mod golden;
 
 pub use gru_candle as candle;
 pub use gru_core as core;

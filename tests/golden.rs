@@ -3,7 +3,7 @@
 
 use candle_core::DType;
 use candle_gru::candle::CpuPath;
-use candle_gru::golden::{case_files, load_case, run_case, run_case_dtype, run_case_path};
+use gru_support::golden::{case_files, load_case, run_case, run_case_dtype, run_case_path};
 use std::path::Path;
 
 fn dir() -> &'static Path {

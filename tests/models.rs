@@ -4,9 +4,9 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_gru::candle::io::{export, keras::KerasModel, torch::TorchGru};
 use candle_gru::candle::{Bidirectional, Error, FileProblem, GruStack, MergeMode, StackLayer};
-use candle_gru::golden::models::{model_case_files, run_model_case};
 use candle_gru::{CallOptions, Gru, GruConfig};
 use candle_nn::{VarBuilder, VarMap};
+use gru_support::golden::models::{model_case_files, run_model_case};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

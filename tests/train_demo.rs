@@ -1,8 +1,8 @@
 //! The README's main example: it learns the task to the stated accuracy, saves weights that
 //! reload, and writes a PNG plot.
 
-use candle_gru::demo::{make_data, plot, train, Classifier, TrainConfig};
 use candle_nn::{VarBuilder, VarMap};
+use gru_support::demo::{make_data, plot, train, Classifier, TrainConfig};
 use rand::SeedableRng;
 
 #[test]

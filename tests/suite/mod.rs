@@ -10,8 +10,8 @@ use crate::common::{flat, mask_by, mask_rows, max_diff, tensor};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_gru::core::{Activation, MaskFacts, UseCudnn};
 use candle_gru::cudnn::MaskScan;
-use candle_gru::golden::{self, Target as GoldenTarget};
 use candle_gru::{CallOptions, ExecPath, Gru, GruConfig};
+use gru_support::golden::{self, Target as GoldenTarget};
 use std::path::Path as FsPath;
 use std::time::{Duration, Instant};
 

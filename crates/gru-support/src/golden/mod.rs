@@ -1,8 +1,8 @@
 //! The golden-case format (made with the real Keras 3.15.1 GRU, see `tests/data/README.md`)
 //! and a runner that checks a [`Gru`] against it, in f32 and f64, outputs and gradients.
 
-use crate::Gru;
 use candle_core::{DType, Device, Tensor, Var};
+use gru_candle::Gru;
 use gru_candle::{CallOptions, CpuPath};
 use gru_core::{GruConfig, UseCudnn};
 use serde::Deserialize;
@@ -278,160 +278,208 @@ pub fn run_case_on(case: &Case, dtype: DType, cpu_path: CpuPath) -> anyhow::Resu
     run_case_target(case, dtype, &Target::Cpu(cpu_path))
 }
 
+/// A case's layer on a target, with its weights as Vars (for their gradients) and the path
+/// every call must take (if the target fixes one).
+struct CaseLayer {
+    gru: Gru,
+    kernel: Var,
+    recurrent: Var,
+    bias: Option<Var>,
+    want_path: Option<gru_core::ExecPath>,
+    dev: Device,
+}
+
+impl CaseLayer {
+    fn new(case: &Case, dtype: DType, target: &Target) -> anyhow::Result<CaseLayer> {
+        let (dev, cpu_path, use_cudnn) = match target {
+            Target::Cpu(p) => (Device::Cpu, *p, None),
+            Target::Device { device, use_cudnn } => {
+                (device.clone(), CpuPath::Loop, Some(*use_cudnn))
+            }
+        };
+        let mut config = GruConfig::from_keras_json(&case.config)?;
+        if let Some(u) = use_cudnn {
+            config.use_cudnn = u;
+        }
+        let var = |v: &Value| -> anyhow::Result<Var> {
+            Ok(Var::from_tensor(
+                &Array::from_json(v)?.tensor(dtype, &dev)?,
+            )?)
+        };
+        let kernel = var(&case.weights.kernel)?;
+        let recurrent = var(&case.weights.recurrent_kernel)?;
+        let bias = match case.weights.bias.is_null() {
+            true => None,
+            false => Some(var(&case.weights.bias)?),
+        };
+        let gru = Gru::from_weights(
+            config,
+            kernel.as_tensor().clone(),
+            recurrent.as_tensor().clone(),
+            bias.as_ref().map(|b| b.as_tensor().clone()),
+        )?
+        .with_cpu_path(cpu_path);
+        let want_path = match (target, cpu_path) {
+            (Target::Device { use_cudnn, .. }, _) => match use_cudnn {
+                UseCudnn::Never => Some(gru_core::ExecPath::Loop),
+                UseCudnn::Force => Some(gru_core::ExecPath::Cudnn),
+                UseCudnn::Auto => None,
+            },
+            (_, CpuPath::Fused) => Some(gru_core::ExecPath::Fused),
+            (_, CpuPath::Loop) => Some(gru_core::ExecPath::Loop),
+        };
+        Ok(CaseLayer {
+            gru,
+            kernel,
+            recurrent,
+            bias,
+            want_path,
+            dev,
+        })
+    }
+
+    /// The Var a gradient of the case is named after.
+    fn var_named<'a>(&'a self, name: &str, inputs: &'a Var) -> Result<&'a Var, String> {
+        match name {
+            "kernel" => Ok(&self.kernel),
+            "recurrent_kernel" => Ok(&self.recurrent),
+            "bias" => self
+                .bias
+                .as_ref()
+                .ok_or_else(|| "gradient of bias expected but the layer has none".into()),
+            "inputs" => Ok(inputs),
+            other => Err(format!("unknown gradient name {other}")),
+        }
+    }
+}
+
+/// One call of a case: runs it, checks the path and every output; returns the outputs (for
+/// the gradient check) and the inputs' Var.
+fn run_call(
+    layer: &CaseLayer,
+    case: &Case,
+    ci: usize,
+    dtype: DType,
+    report: &mut DtypeReport,
+) -> anyhow::Result<Option<(Vec<Tensor>, Var)>> {
+    let call = &case.calls[ci];
+    if call.reset_states_before {
+        layer.gru.reset_states();
+    }
+    let dev = &layer.dev;
+    let inputs = Var::from_tensor(&Array::from_json(&call.inputs)?.tensor(dtype, dev)?)?;
+    let optional = |v: &Value, dt: DType| -> anyhow::Result<Option<Tensor>> {
+        match v.is_null() {
+            true => Ok(None),
+            false => Ok(Some(Array::from_json(v)?.tensor(dt, dev)?)),
+        }
+    };
+    let mask = optional(&call.mask, DType::U8)?;
+    let h0 = optional(&call.initial_state, dtype)?;
+    let opts = CallOptions {
+        mask: mask.as_ref(),
+        initial_state: h0.as_ref(),
+        training: call.training,
+    };
+    let out = layer.gru.call(inputs.as_tensor(), opts)?;
+    report.paths.push(out.dispatch.path);
+    if let Some(want) = layer.want_path.filter(|w| *w != out.dispatch.path) {
+        let explain = out.dispatch.explain();
+        report.failures.push(format!(
+            "call {ci} ran on {:?}, not {want:?}: {explain}",
+            out.dispatch.path
+        ));
+    }
+    let outs = out.to_vec();
+    let expected = if dtype == DType::F64 {
+        &call.expected.float64
+    } else {
+        &call.expected.float32
+    };
+    if outs.len() != expected.len() {
+        report.failures.push(format!(
+            "call {ci}: {} outputs, expected {}",
+            outs.len(),
+            expected.len()
+        ));
+        return Ok(None);
+    }
+    let f64_mode = dtype == DType::F64;
+    let out_ok = |a: f64, b: f64| match f64_mode {
+        true => (a - b).abs() <= F64_ABS,
+        false => (a - b).abs() <= F32_ABS + F32_REL * b.abs(),
+    };
+    for (oi, (got, want)) in outs.iter().zip(expected).enumerate() {
+        let name = case
+            .output_names
+            .get(oi)
+            .map(String::as_str)
+            .unwrap_or("output");
+        let what = format!("call {ci} {name}");
+        let e = compare(
+            &what,
+            got,
+            &Array::from_json(want)?,
+            out_ok,
+            &mut report.failures,
+        )?;
+        report.max_output_err = report.max_output_err.max(e);
+    }
+    Ok(Some((outs, inputs)))
+}
+
+/// The case's gradient check: d(sum(output * r)) against the expected gradients.
+fn check_gradients(
+    layer: &CaseLayer,
+    grad: &Gradient,
+    output: &Tensor,
+    inputs: &Var,
+    dtype: DType,
+    report: &mut DtypeReport,
+) -> anyhow::Result<()> {
+    let r = Array::from_json(&grad.r)?.tensor(dtype, &layer.dev)?;
+    let grads = output.mul(&r)?.sum_all()?.backward()?;
+    let (tol, wanted) = match dtype == DType::F64 {
+        true => (GRAD_F64_ABS, &grad.expected.float64),
+        false => (GRAD_F32_ABS, &grad.expected.float32),
+    };
+    let mut gmax = 0.0f64;
+    for (name, want) in wanted {
+        let var = match layer.var_named(name, inputs) {
+            Ok(v) => v,
+            Err(problem) => {
+                report.failures.push(problem);
+                continue;
+            }
+        };
+        let Some(g) = grads.get(var.as_tensor()) else {
+            report.failures.push(format!("no gradient reached {name}"));
+            continue;
+        };
+        let within = |a: f64, b: f64| (a - b).abs() <= tol;
+        let e = compare(
+            &format!("grad {name}"),
+            g,
+            &Array::from_json(want)?,
+            within,
+            &mut report.failures,
+        )?;
+        gmax = gmax.max(e);
+    }
+    report.max_grad_err = Some(gmax);
+    Ok(())
+}
+
 /// Runs a case in one dtype on a target and compares against its expected values.
 pub fn run_case_target(case: &Case, dtype: DType, target: &Target) -> anyhow::Result<DtypeReport> {
-    let (dev, cpu_path, use_cudnn) = match target {
-        Target::Cpu(p) => (Device::Cpu, *p, None),
-        Target::Device { device, use_cudnn } => (device.clone(), CpuPath::Loop, Some(*use_cudnn)),
-    };
-    let f64_mode = dtype == DType::F64;
-    let mut config = GruConfig::from_keras_json(&case.config)?;
-    if let Some(u) = use_cudnn {
-        config.use_cudnn = u;
-    }
-    let var = |v: &Value| -> anyhow::Result<Var> {
-        Ok(Var::from_tensor(
-            &Array::from_json(v)?.tensor(dtype, &dev)?,
-        )?)
-    };
-    let kernel = var(&case.weights.kernel)?;
-    let recurrent = var(&case.weights.recurrent_kernel)?;
-    let bias = if case.weights.bias.is_null() {
-        None
-    } else {
-        Some(var(&case.weights.bias)?)
-    };
-    let gru = Gru::from_weights(
-        config,
-        kernel.as_tensor().clone(),
-        recurrent.as_tensor().clone(),
-        bias.as_ref().map(|b| b.as_tensor().clone()),
-    )?
-    .with_cpu_path(cpu_path);
-    let want_path = match (target, cpu_path) {
-        (Target::Device { use_cudnn, .. }, _) => match use_cudnn {
-            UseCudnn::Never => Some(gru_core::ExecPath::Loop),
-            UseCudnn::Force => Some(gru_core::ExecPath::Cudnn),
-            UseCudnn::Auto => None,
-        },
-        (_, CpuPath::Fused) => Some(gru_core::ExecPath::Fused),
-        (_, CpuPath::Loop) => Some(gru_core::ExecPath::Loop),
-    };
+    let layer = CaseLayer::new(case, dtype, target)?;
     let mut report = DtypeReport::default();
-    let out_ok = |a: f64, b: f64| {
-        let e = (a - b).abs();
-        if f64_mode {
-            e <= F64_ABS
-        } else {
-            e <= F32_ABS + F32_REL * b.abs()
-        }
-    };
-    for (ci, call) in case.calls.iter().enumerate() {
-        if call.reset_states_before {
-            gru.reset_states();
-        }
-        let inputs = Var::from_tensor(&Array::from_json(&call.inputs)?.tensor(dtype, &dev)?)?;
-        let mask = if call.mask.is_null() {
-            None
-        } else {
-            Some(Array::from_json(&call.mask)?.tensor(DType::U8, &dev)?)
-        };
-        let h0 = if call.initial_state.is_null() {
-            None
-        } else {
-            Some(Array::from_json(&call.initial_state)?.tensor(dtype, &dev)?)
-        };
-        let out = gru.call(
-            inputs.as_tensor(),
-            CallOptions {
-                mask: mask.as_ref(),
-                initial_state: h0.as_ref(),
-                training: call.training,
-            },
-        )?;
-        report.paths.push(out.dispatch.path);
-        if let Some(want) = want_path.filter(|w| *w != out.dispatch.path) {
-            report.failures.push(format!(
-                "call {ci} ran on {:?}, not {want:?}: {}",
-                out.dispatch.path,
-                out.dispatch.explain()
-            ));
-        }
-        let outs = out.to_vec();
-        let expected = if f64_mode {
-            &call.expected.float64
-        } else {
-            &call.expected.float32
-        };
-        if outs.len() != expected.len() {
-            report.failures.push(format!(
-                "call {ci}: {} outputs, expected {}",
-                outs.len(),
-                expected.len()
-            ));
+    for ci in 0..case.calls.len() {
+        let Some((outs, inputs)) = run_call(&layer, case, ci, dtype, &mut report)? else {
             continue;
-        }
-        for (oi, (got, want)) in outs.iter().zip(expected).enumerate() {
-            let name = case
-                .output_names
-                .get(oi)
-                .map(String::as_str)
-                .unwrap_or("output");
-            let e = compare(
-                &format!("call {ci} {name}"),
-                got,
-                &Array::from_json(want)?,
-                out_ok,
-                &mut report.failures,
-            )?;
-            report.max_output_err = report.max_output_err.max(e);
-        }
+        };
         if let (0, Some(grad)) = (ci, &case.gradient) {
-            let r = Array::from_json(&grad.r)?.tensor(dtype, &dev)?;
-            let loss = outs[0].mul(&r)?.sum_all()?;
-            let grads = loss.backward()?;
-            let tol = if f64_mode { GRAD_F64_ABS } else { GRAD_F32_ABS };
-            let wanted = if f64_mode {
-                &grad.expected.float64
-            } else {
-                &grad.expected.float32
-            };
-            let mut gmax = 0.0f64;
-            for (name, want) in wanted {
-                let t = match name.as_str() {
-                    "kernel" => kernel.as_tensor(),
-                    "recurrent_kernel" => recurrent.as_tensor(),
-                    "bias" => match &bias {
-                        Some(b) => b.as_tensor(),
-                        None => {
-                            report
-                                .failures
-                                .push("gradient of bias expected but the layer has none".into());
-                            continue;
-                        }
-                    },
-                    "inputs" => inputs.as_tensor(),
-                    other => {
-                        report
-                            .failures
-                            .push(format!("unknown gradient name {other}"));
-                        continue;
-                    }
-                };
-                let Some(g) = grads.get(t) else {
-                    report.failures.push(format!("no gradient reached {name}"));
-                    continue;
-                };
-                let e = compare(
-                    &format!("grad {name}"),
-                    g,
-                    &Array::from_json(want)?,
-                    |a, b| (a - b).abs() <= tol,
-                    &mut report.failures,
-                )?;
-                gmax = gmax.max(e);
-            }
-            report.max_grad_err = Some(gmax);
+            check_gradients(&layer, grad, &outs[0], &inputs, dtype, &mut report)?;
         }
     }
     Ok(report)

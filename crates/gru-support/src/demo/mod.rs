@@ -10,10 +10,11 @@
 
 pub mod plot;
 
-use crate::{CallOptions, Gru, GruConfig};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Linear, Optimizer, VarBuilder, VarMap};
 use gru_candle::keras_variable;
+use gru_candle::{CallOptions, Gru};
+use gru_core::GruConfig;
 use gru_core::{Axis, Constraint, Initializer, Num, Regularizer, ScalingPreset};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -146,7 +147,7 @@ pub struct Classifier {
 
 impl Classifier {
     /// Builds the model's variables in `vb`.
-    pub fn new(cfg: &TrainConfig, vb: VarBuilder) -> crate::candle::Result<Classifier> {
+    pub fn new(cfg: &TrainConfig, vb: VarBuilder) -> gru_candle::Result<Classifier> {
         // Keras' defaults (Embedding: uniform(-0.05, 0.05); Dense: glorot_uniform, zeros),
         // seeded so that a run is reproducible.
         let var = |name: &str, shape: &[usize], init: Initializer| {
@@ -195,7 +196,7 @@ impl Classifier {
         tokens: &Tensor,
         mask: &Tensor,
         training: bool,
-    ) -> crate::candle::Result<Tensor> {
+    ) -> gru_candle::Result<Tensor> {
         let x = self.embedding.forward(tokens)?;
         let h = self
             .gru
@@ -236,7 +237,7 @@ pub struct TrainReport {
 pub fn train(
     cfg: &TrainConfig,
     mut on_epoch: impl FnMut(&EpochStats),
-) -> crate::candle::Result<TrainReport> {
+) -> gru_candle::Result<TrainReport> {
     let dev = &cfg.device;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let train = make_data(cfg.train_size, &mut rng, dev)?;

@@ -1,0 +1,201 @@
+//! A model config's chain of layers, built over its weights file: each layer's variables
+//! found at Keras 3's object-tree path (`layers/{snake_case(class)}[_k]/...`).
+
+use super::weights::Weights;
+use super::{last_dim, malformed, snake, unsupported, Dense, KerasModel, ModelLayer};
+use crate::bidirectional::{Bidirectional, MergeMode};
+use crate::error::Result;
+use candle_core::{DType, Device};
+use gru_core::{Activation, GruConfig};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Builds the layers one by one, tracking the feature size between them.
+struct ChainBuilder<'a> {
+    w: Weights,
+    dtype: DType,
+    device: &'a Device,
+    /// Layers seen per snake-case class (the `_k` suffix of the next one).
+    counters: HashMap<String, usize>,
+    /// The feature size the next layer receives, once known.
+    features: Option<usize>,
+}
+
+/// Builds the model described by `config` from the variables in `w`.
+pub(super) fn build(
+    config: &Value,
+    w: Weights,
+    dtype: DType,
+    device: &Device,
+) -> Result<KerasModel> {
+    let source = w.source.clone();
+    let class = config["class_name"].as_str().unwrap_or("");
+    if !matches!(class, "Sequential" | "Functional" | "Model") {
+        let what = format!("model class {class:?} (Sequential or Functional expected)");
+        return Err(unsupported(&source, what));
+    }
+    let name = config["config"]["name"]
+        .as_str()
+        .unwrap_or("model")
+        .to_string();
+    let layer_list = config["config"]["layers"]
+        .as_array()
+        .ok_or_else(|| malformed(&source, "config has no layer list"))?;
+    let mut b = ChainBuilder {
+        w,
+        dtype,
+        device,
+        counters: HashMap::new(),
+        features: None,
+    };
+    let mut layers: Vec<(String, ModelLayer)> = Vec::new();
+    for (i, l) in layer_list.iter().enumerate() {
+        let lname = l["config"]["name"]
+            .as_str()
+            .or(l["name"].as_str())
+            .unwrap_or("")
+            .to_string();
+        if matches!(class, "Functional" | "Model") && i > 0 {
+            let previous = layers.last().map(|(n, _)| n.as_str());
+            check_chain(&source, l, &lname, previous)?;
+        }
+        let layer = b.layer(l, &lname)?;
+        layers.push((lname, layer));
+    }
+    Ok(KerasModel { name, layers })
+}
+
+/// Functional models: only chains, each layer fed by the one before.
+fn check_chain(source: &str, l: &Value, lname: &str, previous: Option<&str>) -> Result<()> {
+    let nodes = l["inbound_nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let from = nodes
+        .first()
+        .and_then(|n| n["args"][0]["config"]["keras_history"][0].as_str());
+    if nodes.len() != 1 || from != previous {
+        let what = format!("layer {lname:?}: only chains of layers are supported");
+        return Err(unsupported(source, what));
+    }
+    Ok(())
+}
+
+impl ChainBuilder<'_> {
+    /// The next object-tree group of a class: `layers/gru`, then `layers/gru_1`, ...
+    fn group(&mut self, class: &str) -> String {
+        let key = snake(class);
+        let k = self.counters.entry(key.clone()).or_insert(0);
+        let group = match *k {
+            0 => format!("layers/{key}"),
+            k => format!("layers/{key}_{k}"),
+        };
+        *k += 1;
+        group
+    }
+
+    /// The layer's input feature size: the previous layer's output, or its build config.
+    fn input_dim(&self, l: &Value, lname: &str) -> Result<usize> {
+        self.features
+            .or_else(|| last_dim(l["build_config"].get("input_shape")))
+            .ok_or_else(|| {
+                malformed(
+                    &self.w.source,
+                    format!("layer {lname:?}: unknown input size"),
+                )
+            })
+    }
+
+    fn layer(&mut self, l: &Value, lname: &str) -> Result<ModelLayer> {
+        let class = l["class_name"].as_str().unwrap_or("");
+        let cfg = &l["config"];
+        let group = self.group(class);
+        match class {
+            "InputLayer" => {
+                self.features = last_dim(cfg.get("batch_shape").or(cfg.get("batch_input_shape")));
+                Ok(ModelLayer::Input)
+            }
+            "Masking" => Ok(ModelLayer::Masking {
+                mask_value: cfg["mask_value"].as_f64().unwrap_or(0.0),
+            }),
+            "GRU" => self.gru(cfg, &group, self.input_dim(l, lname)?),
+            "Bidirectional" => self.bidirectional(cfg, &group, self.input_dim(l, lname)?),
+            "Dense" => self.dense(cfg, &group, self.input_dim(l, lname)?),
+            other => Err(unsupported(
+                &self.w.source,
+                format!("layer {lname:?} of class {other}"),
+            )),
+        }
+    }
+
+    fn gru(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
+        let c = GruConfig::from_keras_json(cfg)?;
+        let units = c.units;
+        let g = self.w.gru(group, c, d, self.dtype, self.device)?;
+        self.features = Some(units);
+        Ok(ModelLayer::Gru(Box::new(g)))
+    }
+
+    /// The wrapped GRU config at `key` (`layer` or `backward_layer`).
+    fn inner_gru(&self, cfg: &Value, key: &str) -> Result<GruConfig> {
+        let v = &cfg[key];
+        match v["class_name"].as_str() {
+            Some("GRU") => Ok(GruConfig::from_keras_json(&v["config"])?),
+            other => Err(unsupported(
+                &self.w.source,
+                format!("Bidirectional({other:?}): only GRU"),
+            )),
+        }
+    }
+
+    fn bidirectional(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
+        let merge = MergeMode::from_keras_value(cfg.get("merge_mode").unwrap_or(&Value::Null))?;
+        let fw_cfg = self.inner_gru(cfg, "layer")?;
+        let bw_cfg = match cfg.get("backward_layer").is_some_and(|v| !v.is_null()) {
+            true => self.inner_gru(cfg, "backward_layer")?,
+            false => {
+                let mut b = fw_cfg.clone();
+                b.go_backwards = !b.go_backwards;
+                b
+            }
+        };
+        let (dt, dev) = (self.dtype, self.device);
+        let fw = self
+            .w
+            .gru(&format!("{group}/forward_layer"), fw_cfg, d, dt, dev)?;
+        let bw = self
+            .w
+            .gru(&format!("{group}/backward_layer"), bw_cfg, d, dt, dev)?;
+        let b = Bidirectional::from_layers(fw, bw, merge)?;
+        self.features = Some(b.output_dim());
+        Ok(ModelLayer::Bidirectional(Box::new(b)))
+    }
+
+    fn dense(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
+        let units = cfg["units"]
+            .as_u64()
+            .ok_or_else(|| malformed(&self.w.source, "Dense without units"))?
+            as usize;
+        let activation = Activation::from_keras_value(
+            "activation",
+            cfg.get("activation").unwrap_or(&Value::Null),
+        )?;
+        let (dt, dev) = (self.dtype, self.device);
+        let kernel = self
+            .w
+            .tensor(&format!("{group}/vars/0"), &[d, units], dt, dev)?;
+        let bias = match cfg["use_bias"].as_bool().unwrap_or(true) {
+            true => Some(
+                self.w
+                    .tensor(&format!("{group}/vars/1"), &[units], dt, dev)?,
+            ),
+            false => None,
+        };
+        self.features = Some(units);
+        Ok(ModelLayer::Dense(Dense {
+            kernel,
+            bias,
+            activation,
+        }))
+    }
+}

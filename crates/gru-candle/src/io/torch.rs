@@ -16,6 +16,132 @@ use gru_core::GruConfig;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The tensors of one `nn.GRU` in a state_dict: their common prefix, hidden size and
+/// whether they have biases.
+struct StateDict<'a> {
+    source: &'a str,
+    tensors: &'a HashMap<String, Tensor>,
+    prefix: String,
+    hidden: usize,
+    has_bias: bool,
+    dtype: DType,
+    device: &'a Device,
+}
+
+impl<'a> StateDict<'a> {
+    fn new(
+        source: &'a str,
+        tensors: &'a HashMap<String, Tensor>,
+        dtype: DType,
+        device: &'a Device,
+    ) -> Result<Self> {
+        let prefixes: Vec<&str> = tensors
+            .keys()
+            .filter_map(|k| k.strip_suffix("weight_ih_l0"))
+            .collect();
+        let prefix = match prefixes.as_slice() {
+            [p] => p.to_string(),
+            [] => {
+                return Err(file_error(
+                    source,
+                    FileProblem::Missing("weight_ih_l0".into()),
+                ))
+            }
+            many => {
+                let what = format!("several GRUs in one file (prefixes {many:?})");
+                return Err(file_error(source, FileProblem::Unsupported(what)));
+            }
+        };
+        let mut sd = StateDict {
+            source,
+            tensors,
+            prefix,
+            hidden: 0,
+            has_bias: false,
+            dtype,
+            device,
+        };
+        sd.hidden = match sd.need("weight_hh_l0")?.dims() {
+            [r, h] if *r == 3 * *h && *h > 0 => *h,
+            other => {
+                let h = other.get(1).copied().unwrap_or(0);
+                let name = format!("{}weight_hh_l0", sd.prefix);
+                let problem = FileProblem::Shape {
+                    name,
+                    expected: vec![3 * h, h],
+                    got: other.to_vec(),
+                };
+                return Err(file_error(source, problem));
+            }
+        };
+        sd.has_bias = sd.get("bias_ih_l0").is_some();
+        Ok(sd)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Tensor> {
+        self.tensors.get(&format!("{}{name}", self.prefix))
+    }
+
+    fn need(&self, name: &str) -> Result<&'a Tensor> {
+        self.get(name).ok_or_else(|| {
+            file_error(
+                self.source,
+                FileProblem::Missing(format!("{}{name}", self.prefix)),
+            )
+        })
+    }
+
+    /// The values of `name`, checked to have `shape`.
+    fn host(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
+        let t = self.need(name)?;
+        check_shape(
+            self.source,
+            &format!("{}{name}", self.prefix),
+            t.dims(),
+            shape,
+        )?;
+        Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
+    }
+
+    /// A bias, present exactly when `bias_ih_l0` is.
+    fn bias(&self, name: &str) -> Result<Option<Vec<f64>>> {
+        match (self.has_bias, self.get(name).is_some()) {
+            (true, _) => self.host(name, &[3 * self.hidden]).map(Some),
+            (false, true) => {
+                let what = format!("{}{name} present but bias_ih_l0 absent", self.prefix);
+                Err(file_error(self.source, FileProblem::Unsupported(what)))
+            }
+            (false, false) => Ok(None),
+        }
+    }
+
+    /// One direction of one layer (`sfx` = `l{k}` or `l{k}_reverse`) as a Keras GRU that
+    /// returns sequences and state.
+    fn direction(&self, sfx: &str, in_dim: usize, backwards: bool) -> Result<Gru> {
+        let h = self.hidden;
+        let w = TorchWeights {
+            weight_ih: self.host(&format!("weight_ih_{sfx}"), &[3 * h, in_dim])?,
+            weight_hh: self.host(&format!("weight_hh_{sfx}"), &[3 * h, h])?,
+            bias_ih: self.bias(&format!("bias_ih_{sfx}"))?,
+            bias_hh: self.bias(&format!("bias_hh_{sfx}"))?,
+        };
+        let k = w.to_keras(in_dim, h)?;
+        let mut cfg = GruConfig::new(h);
+        cfg.name = sfx.to_string();
+        cfg.return_sequences = true;
+        cfg.return_state = true;
+        cfg.use_bias = self.has_bias;
+        cfg.go_backwards = backwards;
+        let t = |name: &str, v: Vec<f64>, shape: &[usize]| {
+            tensor_from(self.source, name, v, shape, self.dtype, self.device)
+        };
+        let kernel = t("kernel", k.kernel, &[in_dim, 3 * h])?;
+        let recurrent = t("recurrent_kernel", k.recurrent_kernel, &[h, 3 * h])?;
+        let bias = k.bias.map(|b| t("bias", b, &[2, 3 * h])).transpose()?;
+        Gru::from_weights(cfg, kernel, recurrent, bias)
+    }
+}
+
 /// A PyTorch `nn.GRU` (batch_first) running on Keras-exact layers.
 #[derive(Debug)]
 pub struct TorchGru {
@@ -48,123 +174,30 @@ impl TorchGru {
         dtype: DType,
         device: &Device,
     ) -> Result<TorchGru> {
-        let prefixes: Vec<&str> = tensors
-            .keys()
-            .filter_map(|k| k.strip_suffix("weight_ih_l0"))
-            .collect();
-        let prefix = match prefixes.as_slice() {
-            [p] => p.to_string(),
-            [] => {
-                return Err(file_error(
-                    source,
-                    FileProblem::Missing("weight_ih_l0".into()),
-                ))
-            }
-            many => {
-                return Err(file_error(
-                    source,
-                    FileProblem::Unsupported(format!(
-                        "several GRUs in one file (prefixes {many:?})"
-                    )),
-                ))
-            }
-        };
-        let get = |name: &str| tensors.get(&format!("{prefix}{name}"));
-        let need = |name: &str| {
-            get(name)
-                .ok_or_else(|| file_error(source, FileProblem::Missing(format!("{prefix}{name}"))))
-        };
+        let sd = StateDict::new(source, tensors, dtype, device)?;
         let num_layers = (0..)
-            .take_while(|l| get(&format!("weight_ih_l{l}")).is_some())
+            .take_while(|l| sd.get(&format!("weight_ih_l{l}")).is_some())
             .count();
-        let bidirectional = get("weight_ih_l0_reverse").is_some();
-        let dirs = if bidirectional { 2 } else { 1 };
-        let hh0 = need("weight_hh_l0")?;
-        let hidden = match hh0.dims() {
-            [r, h] if *r == 3 * *h && *h > 0 => *h,
-            other => {
-                return Err(file_error(
-                    source,
-                    FileProblem::Shape {
-                        name: format!("{prefix}weight_hh_l0"),
-                        expected: vec![
-                            3 * other.get(1).copied().unwrap_or(0),
-                            other.get(1).copied().unwrap_or(0),
-                        ],
-                        got: other.to_vec(),
-                    },
-                ))
-            }
-        };
-        let input_size = need("weight_ih_l0")?.dims().get(1).copied().unwrap_or(0);
-        let has_bias = get("bias_ih_l0").is_some();
+        let bidirectional = sd.get("weight_ih_l0_reverse").is_some();
+        let input_size = sd.need("weight_ih_l0")?.dims().get(1).copied().unwrap_or(0);
         let mut layers = Vec::with_capacity(num_layers);
         for l in 0..num_layers {
-            let in_dim = if l == 0 { input_size } else { hidden * dirs };
-            let mut directions = Vec::with_capacity(dirs);
-            for d in 0..dirs {
-                let sfx = if d == 1 {
-                    format!("l{l}_reverse")
-                } else {
-                    format!("l{l}")
-                };
-                let host = |name: String, shape: &[usize]| -> Result<Vec<f64>> {
-                    let t = need(&name)?;
-                    check_shape(source, &format!("{prefix}{name}"), t.dims(), shape)?;
-                    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?)
-                };
-                let bias = |name: String| -> Result<Option<Vec<f64>>> {
-                    if has_bias {
-                        host(name, &[3 * hidden]).map(Some)
-                    } else if get(&name).is_some() {
-                        Err(file_error(
-                            source,
-                            FileProblem::Unsupported(format!(
-                                "{prefix}{name} present but bias_ih_l0 absent"
-                            )),
-                        ))
-                    } else {
-                        Ok(None)
-                    }
-                };
-                let w = TorchWeights {
-                    weight_ih: host(format!("weight_ih_{sfx}"), &[3 * hidden, in_dim])?,
-                    weight_hh: host(format!("weight_hh_{sfx}"), &[3 * hidden, hidden])?,
-                    bias_ih: bias(format!("bias_ih_{sfx}"))?,
-                    bias_hh: bias(format!("bias_hh_{sfx}"))?,
-                };
-                let k = w.to_keras(in_dim, hidden)?;
-                let mut cfg = GruConfig::new(hidden);
-                cfg.name = sfx.clone();
-                cfg.return_sequences = true;
-                cfg.return_state = true;
-                cfg.use_bias = has_bias;
-                cfg.go_backwards = d == 1;
-                let t = |name: &str, v: Vec<f64>, shape: &[usize]| {
-                    tensor_from(source, name, v, shape, dtype, device)
-                };
-                let gru = Gru::from_weights(
-                    cfg,
-                    t("kernel", k.kernel, &[in_dim, 3 * hidden])?,
-                    t(
-                        "recurrent_kernel",
-                        k.recurrent_kernel,
-                        &[hidden, 3 * hidden],
-                    )?,
-                    k.bias.map(|b| t("bias", b, &[2, 3 * hidden])).transpose()?,
-                )?;
-                directions.push(gru);
-            }
-            let layer = if dirs == 2 {
-                let bw = directions.pop().expect("two directions");
-                let fw = directions.pop().expect("two directions");
-                StackLayer::Bidirectional(Box::new(Bidirectional::from_layers(
-                    fw,
-                    bw,
-                    MergeMode::Concat,
-                )?))
+            let in_dim = if l == 0 {
+                input_size
             } else {
-                StackLayer::Gru(Box::new(directions.pop().expect("one direction")))
+                sd.hidden * if bidirectional { 2 } else { 1 }
+            };
+            let fw = sd.direction(&format!("l{l}"), in_dim, false)?;
+            let layer = match bidirectional {
+                true => {
+                    let bw = sd.direction(&format!("l{l}_reverse"), in_dim, true)?;
+                    StackLayer::Bidirectional(Box::new(Bidirectional::from_layers(
+                        fw,
+                        bw,
+                        MergeMode::Concat,
+                    )?))
+                }
+                false => StackLayer::Gru(Box::new(fw)),
             };
             layers.push(layer);
         }
@@ -172,7 +205,7 @@ impl TorchGru {
             stack: GruStack::new(layers)?,
             num_layers,
             bidirectional,
-            hidden_size: hidden,
+            hidden_size: sd.hidden,
             input_size,
         })
     }

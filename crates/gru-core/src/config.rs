@@ -383,10 +383,8 @@ impl GruConfig {
         let map = json
             .as_object()
             .ok_or_else(|| invalid("config", "a JSON object", json))?;
-        for k in map.keys() {
-            if !KEYS.contains(&k.as_str()) {
-                return Err(GruError::UnknownConfigKey { key: k.clone() });
-            }
+        if let Some(k) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(GruError::UnknownConfigKey { key: k.clone() });
         }
         let units_v = map.get("units").ok_or_else(|| GruError::MissingConfigKey {
             key: "units".into(),
@@ -396,98 +394,28 @@ impl GruConfig {
             .filter(|&u| u > 0)
             .ok_or_else(|| invalid("units", "a positive integer", units_v))?;
         let mut c = GruConfig::new(units as usize);
-        let get = |k: &str| map.get(k);
-        let boolean = |k: &str, default: bool| -> Result<bool> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => v.as_bool().ok_or_else(|| invalid(k, "a boolean", v)),
-            }
-        };
-        let float = |k: &str, default: f64| -> Result<f64> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => v.as_f64().ok_or_else(|| invalid(k, "a float", v)),
-            }
-        };
-        if let Some(v) = get("activation") {
-            c.activation = Activation::from_keras_value("activation", v)?;
-        }
-        if let Some(v) = get("recurrent_activation") {
-            c.recurrent_activation = Activation::from_keras_value("recurrent_activation", v)?;
-        }
-        c.use_bias = boolean("use_bias", true)?;
-        for (k, slot) in [
-            ("kernel_initializer", &mut c.kernel_initializer),
-            ("recurrent_initializer", &mut c.recurrent_initializer),
-            ("bias_initializer", &mut c.bias_initializer),
-        ] {
-            if let Some(v) = get(k) {
-                *slot = Initializer::from_keras_value(k, v)?;
-            }
-        }
-        for (k, slot) in [
-            ("kernel_regularizer", &mut c.kernel_regularizer),
-            ("recurrent_regularizer", &mut c.recurrent_regularizer),
-            ("bias_regularizer", &mut c.bias_regularizer),
-            ("activity_regularizer", &mut c.activity_regularizer),
-        ] {
-            if let Some(v) = get(k) {
-                *slot = Regularizer::from_keras_value(k, v)?;
-            }
-        }
-        for (k, slot) in [
-            ("kernel_constraint", &mut c.kernel_constraint),
-            ("recurrent_constraint", &mut c.recurrent_constraint),
-            ("bias_constraint", &mut c.bias_constraint),
-        ] {
-            if let Some(v) = get(k) {
-                *slot = Constraint::from_keras_value(k, v)?;
-            }
-        }
-        c.dropout = float("dropout", 0.0)?;
-        c.recurrent_dropout = float("recurrent_dropout", 0.0)?;
-        c.seed = match get("seed") {
+        let r = JsonConfig { map };
+        r.read_objects(&mut c)?;
+        r.read_flags(&mut c)?;
+        c.dropout = r.float("dropout", 0.0)?;
+        c.recurrent_dropout = r.float("recurrent_dropout", 0.0)?;
+        c.seed = match r.get("seed") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
                 v.as_u64()
                     .ok_or_else(|| invalid("seed", "a non-negative integer or null", v))?,
             ),
         };
-        c.return_sequences = boolean("return_sequences", false)?;
-        c.return_state = boolean("return_state", false)?;
-        c.go_backwards = boolean("go_backwards", false)?;
-        c.stateful = boolean("stateful", false)?;
-        c.unroll = boolean("unroll", false)?;
-        c.reset_after = boolean("reset_after", true)?;
-        c.zero_output_for_mask = boolean("zero_output_for_mask", false)?;
-        c.trainable = boolean("trainable", true)?;
-        if let Some(v) = get("autocast") {
-            v.as_bool()
-                .ok_or_else(|| invalid("autocast", "a boolean", v))?;
-        }
-        c.use_cudnn = match get("use_cudnn") {
-            None => UseCudnn::Auto,
-            Some(Value::String(s)) if s == "auto" => UseCudnn::Auto,
-            Some(Value::Bool(true)) => UseCudnn::Force,
-            Some(Value::Bool(false)) => UseCudnn::Never,
-            Some(v) => return Err(invalid("use_cudnn", "one of \"auto\", true, false", v)),
-        };
-        c.implementation = match get("implementation") {
-            None | Some(Value::Null) => Implementation::Two,
-            Some(v) => match v.as_i64() {
-                Some(1) => Implementation::One,
-                Some(0) | Some(2) => Implementation::Two,
-                _ => return Err(invalid("implementation", "0, 1 or 2", v)),
-            },
-        };
-        if let Some(v) = get("name") {
+        c.use_cudnn = r.use_cudnn()?;
+        c.implementation = r.implementation()?;
+        if let Some(v) = r.get("name") {
             c.name = match v {
                 Value::String(s) => s.clone(),
                 Value::Null => "gru".into(),
                 other => return Err(invalid("name", "a string", other)),
             };
         }
-        if let Some(v) = get("dtype") {
+        if let Some(v) = r.get("dtype") {
             c.dtype = DTypePolicy::from_keras_value(v)?;
         }
         c.validate()?;
@@ -499,6 +427,107 @@ impl GruConfig {
         let v: Value =
             serde_json::from_str(text).map_err(|e| invalid("config", "valid JSON", e))?;
         GruConfig::from_keras_json(&v)
+    }
+}
+
+/// Reads the values of a Keras GRU config dict, each with Keras' default when absent.
+struct JsonConfig<'a> {
+    map: &'a serde_json::Map<String, Value>,
+}
+
+impl JsonConfig<'_> {
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.map.get(k)
+    }
+
+    fn boolean(&self, k: &str, default: bool) -> Result<bool> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| invalid(k, "a boolean", v)),
+        }
+    }
+
+    fn float(&self, k: &str, default: f64) -> Result<f64> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| invalid(k, "a float", v)),
+        }
+    }
+
+    /// Activations, initializers, regularizers and constraints.
+    fn read_objects(&self, c: &mut GruConfig) -> Result<()> {
+        if let Some(v) = self.get("activation") {
+            c.activation = Activation::from_keras_value("activation", v)?;
+        }
+        if let Some(v) = self.get("recurrent_activation") {
+            c.recurrent_activation = Activation::from_keras_value("recurrent_activation", v)?;
+        }
+        for (k, slot) in [
+            ("kernel_initializer", &mut c.kernel_initializer),
+            ("recurrent_initializer", &mut c.recurrent_initializer),
+            ("bias_initializer", &mut c.bias_initializer),
+        ] {
+            if let Some(v) = self.get(k) {
+                *slot = Initializer::from_keras_value(k, v)?;
+            }
+        }
+        for (k, slot) in [
+            ("kernel_regularizer", &mut c.kernel_regularizer),
+            ("recurrent_regularizer", &mut c.recurrent_regularizer),
+            ("bias_regularizer", &mut c.bias_regularizer),
+            ("activity_regularizer", &mut c.activity_regularizer),
+        ] {
+            if let Some(v) = self.get(k) {
+                *slot = Regularizer::from_keras_value(k, v)?;
+            }
+        }
+        for (k, slot) in [
+            ("kernel_constraint", &mut c.kernel_constraint),
+            ("recurrent_constraint", &mut c.recurrent_constraint),
+            ("bias_constraint", &mut c.bias_constraint),
+        ] {
+            if let Some(v) = self.get(k) {
+                *slot = Constraint::from_keras_value(k, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The boolean arguments.
+    fn read_flags(&self, c: &mut GruConfig) -> Result<()> {
+        c.use_bias = self.boolean("use_bias", true)?;
+        c.return_sequences = self.boolean("return_sequences", false)?;
+        c.return_state = self.boolean("return_state", false)?;
+        c.go_backwards = self.boolean("go_backwards", false)?;
+        c.stateful = self.boolean("stateful", false)?;
+        c.unroll = self.boolean("unroll", false)?;
+        c.reset_after = self.boolean("reset_after", true)?;
+        c.zero_output_for_mask = self.boolean("zero_output_for_mask", false)?;
+        c.trainable = self.boolean("trainable", true)?;
+        // Accepted and checked, without effect here (Candle has no autocast scope).
+        self.boolean("autocast", true)?;
+        Ok(())
+    }
+
+    fn use_cudnn(&self) -> Result<UseCudnn> {
+        match self.get("use_cudnn") {
+            None => Ok(UseCudnn::Auto),
+            Some(Value::String(s)) if s == "auto" => Ok(UseCudnn::Auto),
+            Some(Value::Bool(true)) => Ok(UseCudnn::Force),
+            Some(Value::Bool(false)) => Ok(UseCudnn::Never),
+            Some(v) => Err(invalid("use_cudnn", "one of \"auto\", true, false", v)),
+        }
+    }
+
+    fn implementation(&self) -> Result<Implementation> {
+        match self.get("implementation") {
+            None | Some(Value::Null) => Ok(Implementation::Two),
+            Some(v) => match v.as_i64() {
+                Some(1) => Ok(Implementation::One),
+                Some(0) | Some(2) => Ok(Implementation::Two),
+                _ => Err(invalid("implementation", "0, 1 or 2", v)),
+            },
+        }
     }
 }
 

@@ -189,7 +189,6 @@ impl Initializer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     fn stats(v: &[f64]) -> (f64, f64) {
         let n = v.len() as f64;

@@ -235,13 +235,22 @@ fn check(condition: Condition, passed: bool, reason: String) -> ConditionCheck {
     }
 }
 
-/// Every condition's verdict for a config and a call (pure: no device is touched).
-pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionCheck> {
-    let act = config.activation;
-    let ract = config.recurrent_activation;
-    let rd = config.recurrent_dropout;
-    let rd_active = facts.training && rd > 0.0 && rd < 1.0;
-    let mask_reason = match facts.mask {
+/// Condition 3: recurrent dropout blocks cuDNN only when it acts in this call.
+fn recurrent_dropout_check(rd: f64, training: bool) -> ConditionCheck {
+    let active = training && rd > 0.0 && rd < 1.0;
+    let reason = if active {
+        format!("recurrent_dropout={rd} is active in training")
+    } else if rd > 0.0 {
+        format!("recurrent_dropout={rd} has no effect with training={training}")
+    } else {
+        "recurrent_dropout is 0".to_string()
+    };
+    check(Condition::NoRecurrentDropout, !active, reason)
+}
+
+/// Condition 7: every mask row has a valid step (any other mask runs through compaction).
+fn mask_check(mask: MaskFacts) -> ConditionCheck {
+    let (passed, reason) = match mask {
         MaskFacts::None => (true, "no mask".to_string()),
         MaskFacts::RightPadded => (true, "mask is right-padded".to_string()),
         MaskFacts::NotRightPadded { row } => (
@@ -257,6 +266,13 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
             format!("mask row {row} is all False (cuDNN needs every length >= 1)"),
         ),
     };
+    check(Condition::MaskNoEmptyRow, passed, reason)
+}
+
+/// Every condition's verdict for a config and a call (pure: no device is touched).
+pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionCheck> {
+    let act = config.activation;
+    let ract = config.recurrent_activation;
     vec![
         check(
             Condition::Activation,
@@ -268,20 +284,7 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
             ract == Activation::Sigmoid,
             format!("recurrent_activation is {}", ract.keras_name()),
         ),
-        check(
-            Condition::NoRecurrentDropout,
-            !rd_active,
-            if rd_active {
-                format!("recurrent_dropout={rd} is active in training")
-            } else if rd > 0.0 {
-                format!(
-                    "recurrent_dropout={rd} has no effect with training={}",
-                    facts.training
-                )
-            } else {
-                "recurrent_dropout is 0".to_string()
-            },
-        ),
+        recurrent_dropout_check(config.recurrent_dropout, facts.training),
         check(
             Condition::NotUnroll,
             !config.unroll,
@@ -297,7 +300,7 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
             config.reset_after,
             format!("reset_after is {}", config.reset_after),
         ),
-        check(Condition::MaskNoEmptyRow, mask_reason.0, mask_reason.1),
+        mask_check(facts.mask),
         check(
             Condition::EagerExecution,
             true,

@@ -2,6 +2,8 @@
 //! once per call and shared by every timestep, inverted scaling, seeded, one mask per gate
 //! with implementation 1, no effect with training=false.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use candle_gru::core::{Implementation, Initializer};
 use candle_gru::{CallOptions, Gru, GruConfig};
@@ -23,13 +25,7 @@ fn base(units: usize) -> GruConfig {
 
 /// Builds a layer from a config, with the same weights for every config of a test.
 fn layer(c: GruConfig, input_dim: usize) -> Gru {
-    let vm = candle_nn::VarMap::new();
-    Gru::new(
-        c,
-        input_dim,
-        candle_nn::VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
-    )
-    .unwrap()
+    common::initialized(c, input_dim, DType::F64)
 }
 
 fn seq(g: &Gru, x: &Tensor, training: bool) -> Vec<Vec<Vec<f64>>> {

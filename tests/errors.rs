@@ -1,18 +1,14 @@
 //! Bad input gives a typed error that says what was expected and what came; nothing panics.
 
+mod common;
+
 use candle_core::{DType, Device, Module, Tensor};
 use candle_gru::{CallOptions, Error, Gru, GruConfig, GruError, UseCudnn};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::json;
 
 fn gru(config: GruConfig, input_dim: usize) -> Gru {
-    let vm = VarMap::new();
-    Gru::new(
-        config,
-        input_dim,
-        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-    )
-    .unwrap()
+    common::initialized(config, input_dim, DType::F32)
 }
 
 fn x(shape: &[usize]) -> Tensor {

@@ -1,33 +1,18 @@
 //! The fused CPU kernels against the reference loop where the golden cases do not reach:
 //! dropout in training (same seed, same masks), every implementation, threads.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use candle_gru::candle::CpuPath;
 use candle_gru::core::{Activation, Implementation, Initializer, Num};
 use candle_gru::{CallOptions, ExecPath, Gru, GruConfig};
+use common::{flat, max_diff};
 
 fn build(c: &GruConfig, path: CpuPath, threads: Option<usize>) -> Gru {
-    let vm = candle_nn::VarMap::new();
-    Gru::new(
-        c.clone(),
-        5,
-        candle_nn::VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu),
-    )
-    .unwrap()
-    .with_cpu_path(path)
-    .with_threads(threads)
-}
-
-fn flat(t: &Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    common::initialized(c.clone(), 5, DType::F64)
+        .with_cpu_path(path)
+        .with_threads(threads)
 }
 
 /// Runs a training call with a mask and an initial state; returns outputs and gradients.

@@ -1,10 +1,11 @@
 //! The numbers of Keras' own `keras/src/layers/rnn/gru_test.py`, literally: kernel
 //! Constant(0.01), recurrent_kernel Constant(0.02), bias Constant(0.03).
 
+mod common;
+
 use candle_core::{DType, Device, Module, Tensor};
 use candle_gru::core::{Initializer, Num};
 use candle_gru::{CallOptions, Gru, GruConfig};
-use candle_nn::{VarBuilder, VarMap};
 
 const TOL: f64 = 1e-6;
 
@@ -23,13 +24,7 @@ fn config(units: usize) -> GruConfig {
 }
 
 fn layer(c: GruConfig, input_dim: usize) -> Gru {
-    let vm = VarMap::new();
-    Gru::new(
-        c,
-        input_dim,
-        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-    )
-    .unwrap()
+    common::initialized(c, input_dim, DType::F32)
 }
 
 fn arange(n: usize, shape: &[usize]) -> Tensor {

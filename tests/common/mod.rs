@@ -80,3 +80,11 @@ pub fn mask_by(b: usize, t: usize, dev: &Device, keep: impl Fn(usize, usize) -> 
     let flat: Vec<u8> = (0..b * t).map(|n| keep(n / t, n % t) as u8).collect();
     Tensor::from_vec(flat, (b, t), dev).unwrap()
 }
+
+/// A layer built by `Gru::new` on the CPU: weights from the config's initializers, as
+/// trainable Vars of a fresh VarMap.
+pub fn initialized(cfg: GruConfig, input_dim: usize, dtype: DType) -> Gru {
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
+    Gru::new(cfg, input_dim, vb).unwrap()
+}

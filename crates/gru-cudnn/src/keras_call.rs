@@ -1,6 +1,7 @@
-//! One Keras GRU call on cuDNN, in Candle ops around the [`CudnnGru`](crate::op::CudnnGru)
-//! op: the compaction of each row's valid steps to the front (left padding, holes,
-//! go_backwards) by the [`MaskScan`], the op, and the expansion back to Keras' output rule.
+//! One Keras GRU call on cuDNN, in Candle ops around the `CudnnGru` custom op (`op.rs`,
+//! with the `cudnn` feature): the compaction of each row's valid steps to the front (left
+//! padding, holes, go_backwards) by the [`MaskScan`], the op, and the expansion back to
+//! Keras' output rule.
 
 use crate::mask_scan::MaskScan;
 use candle_core::Tensor;

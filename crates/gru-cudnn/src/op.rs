@@ -2,10 +2,10 @@
 //!
 //! Inputs: `x` (batch, time, input), compacted so that each row's valid steps come first;
 //! `h0` (batch, units); `w`, the weights flat in cuDNN's canonical order (six matrices then
-//! six biases, see [`crate::canonical_weights`]). Output: one flat vector, `y` (batch, time,
+//! six biases, see [`crate::weights::canonical_weights`]). Output: one flat vector, `y` (batch, time,
 //! units), zeros up to the next 256-byte boundary, then `hy` (batch, units), so both are
 //! contiguous views and `hy` starts aligned like a buffer of its own
-//! ([`output_parts`](crate::output::output_parts)). The per-row lengths are constants of
+//! ([`output_parts`]). The per-row lengths are constants of
 //! the op.
 //!
 //! Every buffer cuDNN reads or writes starts 256-byte aligned, as the allocations PyTorch,

@@ -1,5 +1,5 @@
 //! The execution paths, one module each, each with one entry point `run(ctx, weights, ..)`
-//! returning the [`SequenceOutput`](crate::sequence::SequenceOutput):
+//! returning the [`SequenceOutput`]:
 //! - [`op_loop`]: the op-by-op Candle loop, on any device (the reference);
 //! - [`fused_cpu`]: gru-core's fused whole-sequence kernels on the CPU (f32, f64);
 //! - `cudnn` (the `cudnn` feature): cuDNN's RNN on a CUDA device.

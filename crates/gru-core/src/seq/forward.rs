@@ -231,7 +231,7 @@ struct StepBlock<'a, T> {
     extra: &'a mut [T],
 }
 
-/// Runs the sequence. With `save`, keeps what [`super::backward`] needs.
+/// Runs the sequence. With `save`, keeps what [`backward()`](super::backward()) needs.
 pub fn forward<T: Float>(
     spec: &SeqSpec,
     w: &SeqWeights<T>,

@@ -9,7 +9,7 @@
 //! Medians over repeated runs after a warm-up; f32; return_sequences=True.
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_gru::candle::CpuPath;
 use candle_gru::{CallOptions, Gru, GruConfig};
 use candle_nn::rnn::RNN;
@@ -43,120 +43,126 @@ fn ours(s: Shape, path: CpuPath, threads: usize, vm: &VarMap) -> anyhow::Result<
         .with_threads(Some(threads)))
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut threads = 1usize;
-    let mut shapes = Vec::new();
-    let mut json = None;
-    let mut impls = vec![
-        "fused".to_string(),
-        "loop".to_string(),
-        "candle-nn".to_string(),
-    ];
-    let mut min_time = 2.0f64;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--threads" => threads = args.next().context("--threads N")?.parse()?,
-            "--shape" => shapes.push(parse_shape(&args.next().context("--shape B,T,I,H")?)?),
-            "--json" => json = Some(args.next().context("--json PATH")?),
+struct Args {
+    threads: usize,
+    shapes: Vec<Shape>,
+    json: Option<String>,
+    impls: Vec<String>,
+    min_time: Duration,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        threads: 1,
+        shapes: Vec::new(),
+        json: None,
+        impls: ["fused", "loop", "candle-nn"].map(String::from).to_vec(),
+        min_time: Duration::from_secs(2),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--threads" => a.threads = it.next().context("--threads N")?.parse()?,
+            "--shape" => a
+                .shapes
+                .push(parse_shape(&it.next().context("--shape B,T,I,H")?)?),
+            "--json" => a.json = Some(it.next().context("--json PATH")?),
             "--impl" => {
-                impls = args
+                a.impls = it
                     .next()
                     .context("--impl LIST")?
                     .split(',')
                     .map(str::to_string)
                     .collect()
             }
-            "--min-time" => min_time = args.next().context("--min-time SECONDS")?.parse()?,
+            "--min-time" => {
+                a.min_time =
+                    Duration::from_secs_f64(it.next().context("--min-time SECONDS")?.parse()?)
+            }
             other => bail!("unknown argument {other}"),
         }
     }
-    if threads == 0 {
+    if a.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    // candle's CPU ops and gemm's pool read RAYON_NUM_THREADS; set it before any of them run.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    if shapes.is_empty() {
-        shapes = [
+    if a.shapes.is_empty() {
+        for s in [
             "64,100,128,256",
             "1,100,128,256",
             "32,500,64,128",
             "256,50,256,512",
-        ]
-        .iter()
-        .map(|s| parse_shape(s))
-        .collect::<anyhow::Result<_>>()?;
+        ] {
+            a.shapes.push(parse_shape(s)?);
+        }
     }
-    let min_time = Duration::from_secs_f64(min_time);
+    Ok(a)
+}
+
+/// The median time of one row: `imp` ("fused", "loop" or "candle-nn") on `x` of shape `s`,
+/// forward or a training step.
+fn time_row(imp: &str, train: bool, s: Shape, x: &Tensor, a: &Args) -> anyhow::Result<f64> {
+    let vm = VarMap::new();
+    match imp {
+        "fused" | "loop" => {
+            let path = if imp == "fused" {
+                CpuPath::Fused
+            } else {
+                CpuPath::Loop
+            };
+            let g = ours(s, path, a.threads, &vm)?;
+            let opts = CallOptions {
+                training: train,
+                ..Default::default()
+            };
+            median_ms(a.min_time, || {
+                let out = g.call(x, opts)?;
+                if train {
+                    out.output.sum_all()?.backward()?;
+                }
+                Ok(())
+            })
+        }
+        "candle-nn" => {
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            let g = candle_nn::rnn::gru(s.i, s.h, Default::default(), vb.pp("gru"))?;
+            median_ms(a.min_time, || {
+                let y = g.states_to_tensor(&g.seq(x)?)?;
+                if train {
+                    y.sum_all()?.backward()?;
+                }
+                Ok(())
+            })
+        }
+        other => bail!("unknown impl {other} (fused, loop, candle-nn)"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    // candle's CPU ops and gemm's pool read RAYON_NUM_THREADS; set it before any of them run.
+    std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
     let mut rows = Vec::new();
     println!(
         "{:<10} {:<8} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11}",
         "impl", "mode", "B", "T", "I", "H", "threads", "median_ms"
     );
-    for s in &shapes {
+    for &s in &a.shapes {
         let x = Tensor::randn(0f32, 1.0, (s.b, s.t, s.i), &Device::Cpu)?;
-        for imp in &impls {
+        for imp in &a.impls {
             for mode in ["forward", "train"] {
-                let vm = VarMap::new();
-                let ms = match imp.as_str() {
-                    "fused" | "loop" => {
-                        let path = if imp == "fused" {
-                            CpuPath::Fused
-                        } else {
-                            CpuPath::Loop
-                        };
-                        let g = ours(*s, path, threads, &vm)?;
-                        if mode == "forward" {
-                            median_ms(min_time, || {
-                                g.call(&x, CallOptions::default())?;
-                                Ok(())
-                            })?
-                        } else {
-                            median_ms(min_time, || {
-                                let out = g.call(
-                                    &x,
-                                    CallOptions {
-                                        training: true,
-                                        ..Default::default()
-                                    },
-                                )?;
-                                out.output.sum_all()?.backward()?;
-                                Ok(())
-                            })?
-                        }
-                    }
-                    "candle-nn" => {
-                        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-                        let g = candle_nn::rnn::gru(s.i, s.h, Default::default(), vb.pp("gru"))?;
-                        let run = || -> anyhow::Result<Tensor> {
-                            let states = g.seq(&x)?;
-                            Ok(g.states_to_tensor(&states)?)
-                        };
-                        if mode == "forward" {
-                            median_ms(min_time, || run().map(|_| ()))?
-                        } else {
-                            median_ms(min_time, || {
-                                run()?.sum_all()?.backward()?;
-                                Ok(())
-                            })?
-                        }
-                    }
-                    other => bail!("unknown impl {other} (fused, loop, candle-nn)"),
-                };
+                let ms = time_row(imp, mode == "train", s, &x, &a)?;
                 println!(
                     "{:<10} {:<8} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11.3}",
-                    imp, mode, s.b, s.t, s.i, s.h, threads, ms
+                    imp, mode, s.b, s.t, s.i, s.h, a.threads, ms
                 );
-                rows.push(serde_json::json!({"impl": imp, "mode": mode, "B": s.b, "T": s.t, "I": s.i, "H": s.h, "threads": threads, "median_ms": ms}));
+                rows.push(serde_json::json!({"impl": imp, "mode": mode, "B": s.b, "T": s.t, "I": s.i, "H": s.h, "threads": a.threads, "median_ms": ms}));
             }
         }
     }
-    if let Some(path) = json {
+    if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
             .with_context(|| format!("writing {path}"))?;
         println!("wrote {path}");
     }
-    // Keep the Module trait in use for readers of this example: the layer is a Candle Module.
-    let _ = <Gru as Module>::forward;
     Ok(())
 }

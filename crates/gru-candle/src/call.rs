@@ -101,8 +101,14 @@ impl Gru {
         Ok(())
     }
 
-    /// Checks the call's tensors and returns (batch, timesteps, mask facts).
-    fn validate(&self, inputs: &Tensor, opts: &CallOptions) -> Result<(usize, usize, MaskInfo)> {
+    /// Checks the call's tensors and returns (batch, timesteps, mask facts). `kept_batch` is
+    /// the batch size a stateful layer keeps state for.
+    fn validate(
+        &self,
+        inputs: &Tensor,
+        opts: &CallOptions,
+        kept_batch: Option<usize>,
+    ) -> Result<(usize, usize, MaskInfo)> {
         let u = self.config.units;
         let (b, t, f) = match inputs.dims() {
             [b, t, f] => (*b, *t, *f),
@@ -166,16 +172,11 @@ impl Gru {
             self.check_dtype("initial_state", h0)?;
             self.check_device("initial_state", h0)?;
         }
-        if self.config.stateful {
-            let kept = self.kept.lock().map_err(|_| poisoned())?;
-            if let Some(kb) = kept.batch {
-                if kb != b {
-                    return Err(Error::Gru(GruError::StatefulBatch {
-                        expected: kb,
-                        got: b,
-                    }));
-                }
-            }
+        if let Some(kb) = kept_batch.filter(|&kb| kb != b) {
+            return Err(Error::Gru(GruError::StatefulBatch {
+                expected: kb,
+                got: b,
+            }));
         }
         Ok((b, t, mask))
     }
@@ -221,7 +222,8 @@ impl Gru {
     /// without running it. Errors like the call would (bad shapes, `Force` with a failed
     /// condition).
     pub fn explain_dispatch(&self, inputs: &Tensor, opts: CallOptions) -> Result<Dispatch> {
-        let (_, _, mask) = self.validate(inputs, &opts)?;
+        let kept_batch = self.kept.lock().map_err(|_| poisoned())?.batch;
+        let (_, _, mask) = self.validate(inputs, &opts, kept_batch)?;
         Ok(decide(
             &self.config,
             &self.facts(inputs, mask.facts, opts.training),
@@ -229,11 +231,24 @@ impl Gru {
     }
 
     /// Runs the layer: Keras' `layer(inputs, mask=..., training=..., initial_state=[...])`.
+    ///
+    /// A stateful layer's call is atomic: it holds the kept state from reading it to storing
+    /// the new one, so concurrent calls on one layer run one after the other and no update
+    /// is lost.
     pub fn call(&self, inputs: &Tensor, opts: CallOptions) -> Result<GruOutput> {
         let cfg = &self.config;
-        let (b, _t, mask_info) = self.validate(inputs, &opts)?;
+        let mut kept = match cfg.stateful {
+            true => Some(self.kept.lock().map_err(|_| poisoned())?),
+            false => None,
+        };
+        let kept_batch = kept.as_ref().and_then(|k| k.batch);
+        let (b, _t, mask_info) = self.validate(inputs, &opts, kept_batch)?;
         let dispatch = decide(cfg, &self.facts(inputs, mask_info.facts, opts.training))?;
-        let h0 = self.initial_state(b, opts.initial_state)?;
+        let h0 = match (opts.initial_state, kept.as_ref().and_then(|k| k.h.clone())) {
+            (Some(h), _) => h.clone(),
+            (None, Some(h)) => h,
+            (None, None) => Tensor::zeros((b, cfg.units), self.dtype(), self.device())?,
+        };
         // Keras' cuDNN path draws one input-dropout mask, shared over time and gates.
         let dropout = self.dropout_masks(b, opts.training, dispatch.path == ExecPath::Cudnn)?;
         let (kernel, recurrent_kernel, bias) = self.call_weights();
@@ -255,34 +270,15 @@ impl Gru {
             },
         };
         let out = paths::run(dispatch.path, &ctx, &weights, &settings)?;
-        if cfg.stateful {
-            let mut kept = self.kept.lock().map_err(|_| poisoned())?;
-            kept.batch = Some(b);
-            kept.h = Some(out.state.detach());
+        if let Some(k) = kept.as_mut() {
+            k.batch = Some(b);
+            k.h = Some(out.state.detach());
         }
+        drop(kept);
         if let Ok(mut d) = self.last_dispatch.lock() {
             *d = Some(dispatch.clone());
         }
         self.outputs(out, b, dispatch)
-    }
-
-    /// The call's initial state: the given one, the kept one (stateful), or zeros.
-    fn initial_state(&self, batch: usize, given: Option<&Tensor>) -> Result<Tensor> {
-        if let Some(h) = given {
-            return Ok(h.clone());
-        }
-        let kept = match self.config.stateful {
-            true => self.kept.lock().map_err(|_| poisoned())?.h.clone(),
-            false => None,
-        };
-        match kept {
-            Some(h) => Ok(h),
-            None => Ok(Tensor::zeros(
-                (batch, self.config.units),
-                self.dtype(),
-                self.device(),
-            )?),
-        }
     }
 
     /// The weights as this call uses them: with `trainable = false` (Keras) they take part

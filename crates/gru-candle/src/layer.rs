@@ -3,6 +3,7 @@
 
 use crate::dtype::require_float;
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::paths::fused_cpu::FusedSettings;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
@@ -132,7 +133,20 @@ impl Gru {
     /// `recurrent_kernel` and `bias` are taken from `vb` when it has them (a loaded
     /// checkpoint, a filled `VarMap`) and created with the config's initializers otherwise
     /// (in a `VarMap` they become trainable `Var`s). The dtype is `vb`'s.
-    pub fn new(mut config: GruConfig, input_dim: usize, vb: VarBuilder) -> Result<Gru> {
+    ///
+    /// The weights' size is checked against [`Limits::default`] before anything is
+    /// allocated (see [`Gru::new_with_limits`]).
+    pub fn new(config: GruConfig, input_dim: usize, vb: VarBuilder) -> Result<Gru> {
+        Self::new_with_limits(config, input_dim, vb, &Limits::default())
+    }
+
+    /// [`Gru::new`] under other size limits.
+    pub fn new_with_limits(
+        mut config: GruConfig,
+        input_dim: usize,
+        vb: VarBuilder,
+        limits: &Limits,
+    ) -> Result<Gru> {
         config.validate()?;
         if input_dim == 0 {
             return Err(Error::Gru(GruError::Shape {
@@ -142,6 +156,16 @@ impl Gru {
             }));
         }
         require_float("VarBuilder", vb.dtype())?;
+        let bias_rows = match (config.use_bias, config.reset_after) {
+            (false, _) => 0,
+            (true, after) => 1 + usize::from(after),
+        };
+        limits.check_layer(
+            input_dim,
+            config.units,
+            bias_rows,
+            vb.dtype().size_in_bytes(),
+        )?;
         let u = config.units;
         let kernel = keras_variable(
             &vb,

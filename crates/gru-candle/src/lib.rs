@@ -37,6 +37,7 @@ mod dropout;
 mod dtype;
 mod error;
 mod layer;
+mod limits;
 mod regularizer;
 mod stack;
 
@@ -45,4 +46,5 @@ pub use call::{CallOptions, GruOutput};
 pub use dtype::dtype_of_policy;
 pub use error::{Error, FileProblem, Result};
 pub use layer::{keras_variable, CpuPath, Gru};
+pub use limits::Limits;
 pub use stack::{GruStack, StackLayer, StackOutput};

@@ -186,6 +186,10 @@ pub struct GruConfig {
     pub dtype: DTypePolicy,
 }
 
+/// The largest `units`: sizes go to cuDNN and the kernels as 32-bit ints, and every
+/// `3 * units` and `units * 3 * units` stays within `usize`.
+pub const MAX_UNITS: usize = i32::MAX as usize;
+
 const KEYS: &[&str] = &[
     "units",
     "activation",
@@ -261,8 +265,31 @@ impl GruConfig {
     /// Checks what Keras' constructor checks: `units > 0`, finite dropout rates (then clamped
     /// into [0, 1], as Keras does).
     pub fn validate(&mut self) -> Result<()> {
-        if self.units == 0 {
-            return Err(invalid("units", "a positive integer", 0));
+        if self.units == 0 || self.units > MAX_UNITS {
+            return Err(invalid(
+                "units",
+                "a positive integer up to 2147483647",
+                self.units,
+            ));
+        }
+        for (key, reg) in [
+            ("kernel_regularizer", &self.kernel_regularizer),
+            ("recurrent_regularizer", &self.recurrent_regularizer),
+            ("bias_regularizer", &self.bias_regularizer),
+            ("activity_regularizer", &self.activity_regularizer),
+        ] {
+            if let Some(r) = reg {
+                r.validate(key)?;
+            }
+        }
+        for (key, c) in [
+            ("kernel_constraint", &self.kernel_constraint),
+            ("recurrent_constraint", &self.recurrent_constraint),
+            ("bias_constraint", &self.bias_constraint),
+        ] {
+            if let Some(c) = c {
+                c.validate(key)?;
+            }
         }
         for (key, v) in [
             ("dropout", &mut self.dropout),

@@ -1,6 +1,6 @@
 //! Keras weight constraints, applied to weights after each optimizer step.
 
-use crate::error::{GruError, Result};
+use crate::error::{invalid, GruError, Result};
 use crate::keras_object::{map_of, read_object, write_object, Axis, ConfigReader, Num};
 use serde_json::Value;
 
@@ -87,7 +87,51 @@ impl Constraint {
                 })
             }
         };
+        c.validate(key)?;
         Ok(Some(c))
+    }
+
+    /// The bounds are usable: finite, `max_value >= 0` for MaxNorm, `min_value <= max_value`
+    /// for MinMaxNorm, a finite rate. (Keras accepts others and fails or misbehaves when the
+    /// constraint is applied.)
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let finite = |arg: &str, v: Num| match v.get().is_finite() {
+            true => Ok(v.get()),
+            false => Err(invalid(&format!("{key}.{arg}"), "a finite number", v.get())),
+        };
+        match *self {
+            Constraint::MaxNorm { max_value, .. } => {
+                if finite("max_value", max_value)? < 0.0 {
+                    return Err(invalid(
+                        &format!("{key}.max_value"),
+                        "max_value >= 0",
+                        max_value.get(),
+                    ));
+                }
+            }
+            Constraint::MinMaxNorm {
+                min_value,
+                max_value,
+                rate,
+                ..
+            } => {
+                let (lo, hi) = (
+                    finite("min_value", min_value)?,
+                    finite("max_value", max_value)?,
+                );
+                finite("rate", rate)?;
+                if lo > hi {
+                    let got = format!("min_value {lo} > max_value {hi}");
+                    return Err(invalid(
+                        &format!("{key}.min_value"),
+                        "min_value <= max_value",
+                        got,
+                    ));
+                }
+            }
+            Constraint::NonNeg | Constraint::UnitNorm { .. } => {}
+        }
+        Ok(())
     }
 
     /// The dict Keras' `constraints.serialize` writes.
@@ -129,6 +173,7 @@ impl Constraint {
     /// assert!((w[0] - 0.6).abs() < 1e-6 && (w[2] - 0.8).abs() < 1e-6);
     /// ```
     pub fn apply(&self, key: &str, shape: &[usize], values: &mut [f64]) -> Result<()> {
+        self.validate(key)?;
         let axis = match self {
             Constraint::NonNeg => {
                 for v in values.iter_mut() {

@@ -75,6 +75,16 @@ pub enum GruError {
         /// Each failed condition with its reason, e.g. "activation: relu is not tanh".
         failed: Vec<String>,
     },
+    /// A size (from a config, a file or a call) needs more memory than the limit allows;
+    /// nothing was allocated.
+    TooLarge {
+        /// What would be allocated.
+        what: String,
+        /// The limit, in words (and how to raise it).
+        limit: String,
+        /// What it needs.
+        needed: String,
+    },
     /// An invariant of this crate's own code does not hold (a bug: please report it).
     Internal {
         /// Which invariant, in words.
@@ -123,6 +133,11 @@ impl fmt::Display for GruError {
                 "use_cudnn=Force but cuDNN cannot run this call; failed condition(s): {}",
                 failed.join("; ")
             ),
+            GruError::TooLarge {
+                what,
+                limit,
+                needed,
+            } => write!(f, "{what} is too large: expected at most {limit}, got {needed}"),
             GruError::Internal { what } => write!(f, "internal error (a bug): {what}"),
         }
     }

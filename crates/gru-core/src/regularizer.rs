@@ -61,6 +61,17 @@ fn penalty(key: &str, arg: &str, n: Num) -> Result<f64> {
     Ok(v)
 }
 
+/// A factor Keras keeps as a float32 tensor (`L1.l1`, `OrthogonalRegularizer.factor`): one
+/// past float32's range would become infinite (and be written as `null`).
+fn f32_penalty(key: &str, arg: &str, n: Num) -> Result<f64> {
+    let v = penalty(key, arg, n)?;
+    if !(v as f32).is_finite() {
+        let what = "a non-negative float within float32's range (Keras stores it as float32)";
+        return Err(invalid(&format!("{key}.{arg}"), what, v));
+    }
+    Ok(v)
+}
+
 impl Regularizer {
     /// `L1(l1)` with Keras' float32 storage of the factor.
     pub fn l1(l1: f64) -> Regularizer {
@@ -78,7 +89,7 @@ impl Regularizer {
         let reg = match obj.class_name.as_str() {
             "L1" => {
                 let r = ConfigReader::new(key, &obj, &["l1"])?;
-                Regularizer::l1(penalty(key, "l1", r.num("l1", Num::Float(0.01))?)?)
+                Regularizer::l1(f32_penalty(key, "l1", r.num("l1", Num::Float(0.01))?)?)
             }
             "L2" => {
                 let r = ConfigReader::new(key, &obj, &["l2"])?;
@@ -95,7 +106,7 @@ impl Regularizer {
             }
             "OrthogonalRegularizer" => {
                 let r = ConfigReader::new(key, &obj, &["factor", "mode"])?;
-                let factor = penalty(key, "factor", r.num("factor", Num::Float(0.01))?)?;
+                let factor = f32_penalty(key, "factor", r.num("factor", Num::Float(0.01))?)?;
                 let mode = match r.choice("mode", "rows", &["rows", "columns"])?.as_str() {
                     "rows" => OrthoMode::Rows,
                     _ => OrthoMode::Columns,
@@ -114,6 +125,18 @@ impl Regularizer {
             }
         };
         Ok(Some(reg))
+    }
+
+    /// Every factor is finite and non-negative (so that the loss is finite and the factor can
+    /// be written back as Keras writes it).
+    pub fn validate(&self, key: &str) -> Result<()> {
+        let check = |arg: &str, v: f64| penalty(key, arg, Num::Float(v)).map(|_| ());
+        match *self {
+            Regularizer::L1 { l1 } => check("l1", l1),
+            Regularizer::L2 { l2 } => check("l2", l2),
+            Regularizer::L1L2 { l1, l2 } => check("l1", l1).and(check("l2", l2)),
+            Regularizer::Orthogonal { factor, .. } => check("factor", factor),
+        }
     }
 
     /// The dict Keras' `regularizers.serialize` writes.

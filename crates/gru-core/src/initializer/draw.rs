@@ -25,7 +25,7 @@ impl Initializer {
     /// assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
     /// ```
     pub fn generate(&self, key: &str, shape: &[usize]) -> Result<Vec<f64>> {
-        let n: usize = shape.iter().product();
+        let n = values_for(key, shape)?;
         Ok(match self {
             Initializer::Zeros => vec![0.0; n],
             Initializer::Ones => vec![1.0; n],
@@ -103,6 +103,27 @@ impl Initializer {
             }
         })
     }
+}
+
+/// The number of values of `shape`, checked: a product past `usize` or a buffer the
+/// allocator cannot give is a typed error, not a panic or an abort.
+pub(crate) fn values_for(key: &str, shape: &[usize]) -> Result<usize> {
+    let too_large = |needed: String| GruError::TooLarge {
+        what: format!("{key} of shape {shape:?}"),
+        limit: "what the allocator can give".into(),
+        needed,
+    };
+    let n = shape
+        .iter()
+        .try_fold(1usize, |p, &d| p.checked_mul(d))
+        .ok_or_else(|| too_large("more than usize::MAX values".into()))?;
+    // The drawing buffers (the values, and the orthogonal initializer's matrix): ask once,
+    // fail softly.
+    let mut probe: Vec<f64> = Vec::new();
+    probe
+        .try_reserve_exact(n.saturating_mul(2))
+        .map_err(|_| too_large(format!("{n} f64 values, twice")))?;
+    Ok(n)
 }
 
 /// `n` draws uniform in `[lo, hi)`.

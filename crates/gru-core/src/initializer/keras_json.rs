@@ -88,7 +88,7 @@ impl Initializer {
         }
     }
 
-    /// The dict Keras' `initializers.serialize` writes.
+    /// The dict Keras' `initializers.serialize` writes (and an Identity's gain, see below).
     pub fn to_keras_value(&self) -> Value {
         let seed_v = |s: &Option<u64>| s.map(Value::from).unwrap_or(Value::Null);
         let (class, config) = match self {
@@ -133,7 +133,11 @@ impl Initializer {
                 "Orthogonal",
                 map_of(vec![("seed", seed_v(seed)), ("gain", gain.to_value())]),
             ),
-            Initializer::Identity { .. } => ("Identity", map_of(vec![])),
+            // Keras 3.15.1's Identity.get_config returns {} and so drops the gain; a gain
+            // other than 1 is written (Keras' from_config reads it back), so that a round
+            // trip loses nothing.
+            Initializer::Identity { gain } if gain.get() == 1.0 => ("Identity", map_of(vec![])),
+            Initializer::Identity { gain } => ("Identity", map_of(vec![("gain", gain.to_value())])),
         };
         write_object("keras.initializers", class, config)
     }

@@ -15,6 +15,7 @@ use crate::bidirectional::Bidirectional;
 use crate::call::CallOptions;
 use crate::error::{file_error, FileProblem, Result};
 use crate::layer::Gru;
+use crate::limits::Limits;
 use candle_core::{DType, Device, Tensor, D};
 use gru_core::Activation;
 use hdf5_reader::Hdf5File;
@@ -105,40 +106,96 @@ fn last_dim(v: Option<&Value>) -> Option<usize> {
     v?.as_array()?.last()?.as_u64().map(|d| d as usize)
 }
 
+/// The largest `config.json` read from an archive.
+const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+/// Reads one archive member, bounded: its declared size must be within `cap`, and it must
+/// not inflate past its declared size (a deflate bomb stops there).
+fn read_member<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    source: &str,
+    name: &str,
+    cap: u64,
+) -> Result<Vec<u8>> {
+    let f = zip.by_name(name).map_err(|_| {
+        file_error(
+            source,
+            FileProblem::Missing(format!("archive member {name}")),
+        )
+    })?;
+    let declared = f.size();
+    if declared > cap {
+        return Err(crate::Error::Gru(gru_core::GruError::TooLarge {
+            what: format!("{source}: archive member {name}"),
+            limit: format!("{cap} bytes (Limits::max_member_bytes)"),
+            needed: format!("{declared} bytes, as the archive declares"),
+        }));
+    }
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(declared as usize).map_err(|_| {
+        malformed(
+            source,
+            format!("{name}: {declared} bytes cannot be allocated"),
+        )
+    })?;
+    f.take(declared + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| malformed(source, format!("{name}: {e}")))?;
+    if buf.len() as u64 != declared {
+        let what = format!(
+            "{name}: inflates to {} bytes, the archive declares {declared}",
+            buf.len()
+        );
+        return Err(malformed(source, what));
+    }
+    Ok(buf)
+}
+
+fn open_archive(path: &Path) -> Result<zip::ZipArchive<std::fs::File>> {
+    let source = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| malformed(&source, e.to_string()))?;
+    zip::ZipArchive::new(file)
+        .map_err(|e| malformed(&source, format!("not a .keras zip archive: {e}")))
+}
+
 impl KerasModel {
-    /// Loads a `.keras` archive.
+    /// Loads a `.keras` archive under the default [`Limits`].
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<KerasModel> {
+        Self::load_with_limits(path, dtype, device, &Limits::default())
+    }
+
+    /// Loads a `.keras` archive: each member is bounded by its declared size and the
+    /// limits, each variable's shape checked before its values are read.
+    pub fn load_with_limits(
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+        limits: &Limits,
+    ) -> Result<KerasModel> {
         let source = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| malformed(&source, e.to_string()))?;
-        let mut zip = zip::ZipArchive::new(file)
-            .map_err(|e| malformed(&source, format!("not a .keras zip archive: {e}")))?;
-        let mut member = |name: &str| -> Result<Vec<u8>> {
-            let mut f = zip.by_name(name).map_err(|_| {
-                file_error(
-                    &source,
-                    FileProblem::Missing(format!("archive member {name}")),
-                )
-            })?;
-            let mut buf = Vec::new();
-            f.read_to_end(&mut buf)
-                .map_err(|e| malformed(&source, format!("{name}: {e}")))?;
-            Ok(buf)
-        };
-        let config_bytes = member("config.json")?;
-        let weights = member("model.weights.h5")?;
+        let mut zip = open_archive(path)?;
+        let config_bytes = read_member(
+            &mut zip,
+            &source,
+            "config.json",
+            MAX_CONFIG_BYTES.min(limits.max_member_bytes),
+        )?;
+        let weights = read_member(
+            &mut zip,
+            &source,
+            "model.weights.h5",
+            limits.max_member_bytes,
+        )?;
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| malformed(&source, format!("config.json: {e}")))?;
-        let file = Hdf5File::from_vec(weights)
-            .map_err(|e| malformed(&format!("{source}:model.weights.h5"), e.to_string()))?;
-        build::build(
-            &config,
-            Weights {
-                file,
-                source: format!("{source}:model.weights.h5"),
-            },
-            dtype,
-            device,
-        )
+        let h5_source = format!("{source}:model.weights.h5");
+        let file = Hdf5File::from_vec(weights).map_err(|e| malformed(&h5_source, e.to_string()))?;
+        let w = Weights {
+            file,
+            source: h5_source,
+            max_bytes: limits.max_weight_bytes,
+        };
+        build::build(&config, w, dtype, device)
     }
 
     /// Loads a `.weights.h5` file for the model described by `config` (the `config.json` of
@@ -152,23 +209,24 @@ impl KerasModel {
         let source = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| malformed(&source, e.to_string()))?;
         let file = Hdf5File::from_vec(bytes).map_err(|e| malformed(&source, e.to_string()))?;
-        build::build(config, Weights { file, source }, dtype, device)
+        let max_bytes = Limits::default().max_weight_bytes;
+        build::build(
+            config,
+            Weights {
+                file,
+                source,
+                max_bytes,
+            },
+            dtype,
+            device,
+        )
     }
 
     /// Reads `config.json` out of a `.keras` archive.
     pub fn archive_config(path: &Path) -> Result<Value> {
         let source = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| malformed(&source, e.to_string()))?;
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| malformed(&source, e.to_string()))?;
-        let mut f = zip.by_name("config.json").map_err(|_| {
-            file_error(
-                &source,
-                FileProblem::Missing("archive member config.json".into()),
-            )
-        })?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
-            .map_err(|e| malformed(&source, e.to_string()))?;
+        let mut zip = open_archive(path)?;
+        let buf = read_member(&mut zip, &source, "config.json", MAX_CONFIG_BYTES)?;
         serde_json::from_slice(&buf).map_err(|e| malformed(&source, format!("config.json: {e}")))
     }
 

@@ -11,24 +11,29 @@ use hdf5_reader::Hdf5File;
 pub(super) struct Weights {
     pub(super) file: Hdf5File,
     pub(super) source: String,
+    /// The most bytes one variable's values may take (as f64).
+    pub(super) max_bytes: u64,
 }
 
 impl Weights {
-    fn read(&self, path: &str) -> Result<(Vec<usize>, Vec<f64>)> {
-        let ds = self.file.dataset(path).map_err(|_| {
+    fn dataset(&self, path: &str) -> Result<hdf5_reader::Dataset> {
+        self.file.dataset(path).map_err(|_| {
             file_error(
                 &self.source,
                 FileProblem::Missing(format!("variable {path}")),
             )
-        })?;
-        let shape: Vec<usize> = ds.shape().iter().map(|&d| d as usize).collect();
+        })
+    }
+
+    /// The values of a dataset whose shape was checked (so the read is bounded).
+    fn values(&self, path: &str, ds: &hdf5_reader::Dataset) -> Result<Vec<f64>> {
         let bad = |e: hdf5_reader::error::Error| {
             file_error(
                 &self.source,
                 FileProblem::Unreadable(format!("{path}: {e}")),
             )
         };
-        let values: Vec<f64> = match ds.dtype() {
+        Ok(match ds.dtype() {
             hdf5_reader::Datatype::FloatingPoint { size: 4, .. } => ds
                 .read_array::<f32>()
                 .map_err(bad)?
@@ -42,17 +47,14 @@ impl Weights {
                 .copied()
                 .collect(),
             other => {
-                return Err(file_error(
-                    &self.source,
-                    FileProblem::Unsupported(format!(
-                        "{path}: datatype {other:?} (float32 or float64 expected)"
-                    )),
-                ))
+                let what = format!("{path}: datatype {other:?} (float32 or float64 expected)");
+                return Err(file_error(&self.source, FileProblem::Unsupported(what)));
             }
-        };
-        Ok((shape, values))
+        })
     }
 
+    /// The variable at `path`, which must have shape `expected`: the shape is checked, and
+    /// its size against the limit, before any value is read.
     pub(super) fn tensor(
         &self,
         path: &str,
@@ -60,8 +62,24 @@ impl Weights {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let (shape, values) = self.read(path)?;
+        let ds = self.dataset(path)?;
+        let shape: Vec<usize> = ds
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+            .collect();
         check_shape(&self.source, path, &shape, expected)?;
+        let bytes = expected
+            .iter()
+            .try_fold(8u64, |p, &d| p.checked_mul(d as u64));
+        if bytes.is_none_or(|b| b > self.max_bytes) {
+            return Err(crate::Error::Gru(gru_core::GruError::TooLarge {
+                what: format!("{}: variable {path} of shape {expected:?}", self.source),
+                limit: format!("{} bytes (Limits::max_weight_bytes)", self.max_bytes),
+                needed: bytes.map_or("more than 2^64 bytes".into(), |b| format!("{b} bytes")),
+            }));
+        }
+        let values = self.values(path, &ds)?;
         crate::io::tensor_from(&self.source, path, values, expected, dtype, device)
     }
 

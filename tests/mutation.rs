@@ -1,0 +1,319 @@
+//! A deterministic mutation test of everything that reads outside data: 1,360 mutated
+//! `.keras` archives (raw bytes, and members mutated then re-zipped), `.weights.h5` files,
+//! safetensors state_dicts and GRU config dicts, from fixed seeds. Each must load or return
+//! a typed error; none may panic (a panic fails the test, naming the mutation).
+//! A config that parses builds a layer and runs a call. The coverage-guided version of this
+//! is the cargo-fuzz harness in `fuzz/`.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use candle_gru::candle::io::keras::KerasModel;
+use candle_gru::candle::io::torch::TorchGru;
+use candle_gru::{CallOptions, Gru, GruConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+const MODELS: &str = "tests/data/models";
+const KERAS: [&str; 4] = [
+    "stacked_gru_dense",
+    "bidirectional_concat_seq",
+    "reset_before_go_backwards",
+    "sequential_masking",
+];
+const TORCH: [&str; 2] = ["torch_gru_1layer", "torch_gru_2layer_bidir"];
+
+/// One random change to `b`: bit flips, a run of special bytes, an extreme little-endian
+/// word (sizes and dims in binary headers), a truncation, a duplicated or inserted chunk.
+fn mutate(b: &[u8], rng: &mut StdRng) -> Vec<u8> {
+    let mut v = b.to_vec();
+    if v.is_empty() {
+        return vec![rng.random()];
+    }
+    let at = rng.random_range(0..v.len());
+    match rng.random_range(0..6) {
+        0 => {
+            for _ in 0..rng.random_range(1..8) {
+                let i = rng.random_range(0..v.len());
+                v[i] ^= 1 << rng.random_range(0..8);
+            }
+        }
+        1 => {
+            let byte = [0x00, 0xff, 0x7f, 0x80, rng.random()][rng.random_range(0..5)];
+            let end = (at + rng.random_range(1..9)).min(v.len());
+            v[at..end].fill(byte);
+        }
+        2 => {
+            let words: [u64; 6] = [
+                u64::MAX,
+                i64::MAX as u64,
+                u32::MAX as u64,
+                1 << 40,
+                0,
+                1 << 31,
+            ];
+            let w = words[rng.random_range(0..words.len())].to_le_bytes();
+            let n = if rng.random() { 8 } else { 4 };
+            let at = at.min(v.len().saturating_sub(n)) & !(n - 1);
+            let end = (at + n).min(v.len());
+            v[at..end].copy_from_slice(&w[..end - at]);
+        }
+        3 => v.truncate(at),
+        4 => {
+            let end = (at + rng.random_range(1..64)).min(v.len());
+            let chunk = v[at..end].to_vec();
+            v.splice(at..at, chunk);
+        }
+        _ => {
+            let extra: Vec<u8> = (0..rng.random_range(1..16)).map(|_| rng.random()).collect();
+            v.splice(at..at, extra);
+        }
+    }
+    v
+}
+
+/// Values that break parsers: extremes, wrong types, names of the wrong kind.
+fn nasty(rng: &mut StdRng) -> Value {
+    let pool = [
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1e308),
+        json!(-1e308),
+        json!(0.5),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(9223372036854775807u64),
+        json!(""),
+        json!("nan"),
+        json!("relu"),
+        json!("glorot_uniform"),
+        json!([]),
+        json!([1, 2]),
+        json!({}),
+        json!({"class_name": "X", "config": {}}),
+        json!({"class_name": "MaxNorm", "config": {"max_value": -3}}),
+        json!({"class_name": "L1", "config": {"l1": 1e300}}),
+        json!({"class_name": "VarianceScaling", "config": {"scale": -1}}),
+        json!("\u{1d518}"),
+    ];
+    pool[rng.random_range(0..pool.len())].clone()
+}
+
+/// Replaces one value somewhere inside `v` (or adds a key) with a nasty one.
+fn mutate_json(v: &mut Value, rng: &mut StdRng) {
+    match v {
+        Value::Object(m) if !m.is_empty() && rng.random_range(0..4) != 0 => {
+            let k = m
+                .keys()
+                .nth(rng.random_range(0..m.len()))
+                .cloned()
+                .unwrap_or_default();
+            let child = m.get_mut(&k).expect("key just listed");
+            if child.is_object() || child.is_array() {
+                mutate_json(child, rng)
+            } else {
+                *child = nasty(rng)
+            }
+        }
+        Value::Object(m) => {
+            let keys = [
+                "units",
+                "activation",
+                "dropout",
+                "seed",
+                "dtype",
+                "bogus",
+                "use_cudnn",
+            ];
+            m.insert(keys[rng.random_range(0..keys.len())].into(), nasty(rng));
+        }
+        Value::Array(a) if !a.is_empty() => {
+            let i = rng.random_range(0..a.len());
+            mutate_json(&mut a[i], rng)
+        }
+        other => *other = nasty(rng),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("candle-gru-mutation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Runs `f` and fails the test, naming `what`, if it panics.
+fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("{what}: panicked: {msg}");
+        }
+    }
+}
+
+fn members(keras: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(keras).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).unwrap();
+            (f.name().unwrap().to_string(), b)
+        })
+        .collect()
+}
+
+fn rezip(path: &Path, members: &[(String, Vec<u8>)], deflate: bool) {
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let method = if deflate {
+        zip::CompressionMethod::Deflated
+    } else {
+        zip::CompressionMethod::Stored
+    };
+    let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+    for (name, b) in members {
+        z.start_file(name.as_str(), opts).unwrap();
+        z.write_all(b).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+#[test]
+fn mutated_keras_archives_load_or_fail_typed() {
+    let mut rng = StdRng::seed_from_u64(0x6b657261);
+    let (mut loaded, mut failed) = (0, 0);
+    for name in KERAS {
+        let original = PathBuf::from(MODELS).join(format!("{name}.keras"));
+        let bytes = std::fs::read(&original).unwrap();
+        let parts = members(&original);
+        for k in 0..100 {
+            let path = scratch(&format!("{name}-{k}.keras"));
+            if k % 2 == 0 {
+                std::fs::write(&path, mutate(&bytes, &mut rng)).unwrap();
+            } else {
+                let mut parts = parts.clone();
+                let i = rng.random_range(0..parts.len());
+                parts[i].1 = match (parts[i].0.ends_with(".json"), rng.random::<bool>()) {
+                    (true, true) => {
+                        let mut v: Value = serde_json::from_slice(&parts[i].1).unwrap();
+                        mutate_json(&mut v, &mut rng);
+                        serde_json::to_vec(&v).unwrap()
+                    }
+                    _ => mutate(&parts[i].1, &mut rng),
+                };
+                rezip(&path, &parts, rng.random());
+            }
+            let what = format!("{name} mutation {k}");
+            match no_panic(&what, || KerasModel::load(&path, DType::F32, &Device::Cpu)) {
+                Ok(_) => loaded += 1,
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    println!("mutated .keras: {loaded} loaded, {failed} typed errors");
+    assert!(failed > 0 && loaded > 0 && loaded + failed == 400);
+}
+
+#[test]
+fn mutated_weights_h5_and_safetensors_load_or_fail_typed() {
+    let mut rng = StdRng::seed_from_u64(0x68356835);
+    let mut counts = [0usize; 2];
+    for name in KERAS {
+        let config =
+            KerasModel::archive_config(&PathBuf::from(MODELS).join(format!("{name}.keras")))
+                .unwrap();
+        let bytes =
+            std::fs::read(PathBuf::from(MODELS).join(format!("{name}.weights.h5"))).unwrap();
+        for k in 0..60 {
+            let path = scratch(&format!("{name}-{k}.weights.h5"));
+            std::fs::write(&path, mutate(&bytes, &mut rng)).unwrap();
+            let r = no_panic(&format!("{name}.weights.h5 mutation {k}"), || {
+                KerasModel::load_weights_h5(&config, &path, DType::F32, &Device::Cpu)
+            });
+            counts[r.is_err() as usize] += 1;
+        }
+    }
+    for name in TORCH {
+        let bytes =
+            std::fs::read(PathBuf::from(MODELS).join(format!("{name}.safetensors"))).unwrap();
+        for k in 0..60 {
+            let path = scratch(&format!("{name}-{k}.safetensors"));
+            std::fs::write(&path, mutate(&bytes, &mut rng)).unwrap();
+            let r = no_panic(&format!("{name}.safetensors mutation {k}"), || {
+                TorchGru::load(&path, DType::F32, &Device::Cpu)
+            });
+            counts[r.is_err() as usize] += 1;
+        }
+    }
+    println!(
+        "mutated weights: {} loaded, {} typed errors",
+        counts[0], counts[1]
+    );
+    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 360);
+}
+
+#[test]
+fn mutated_configs_parse_build_and_call_or_fail_typed() {
+    let mut rng = StdRng::seed_from_u64(0x636f6e66);
+    let base: Vec<Value> = [
+        "default_gru4.json",
+        "custom.json",
+        "string_identifiers.json",
+    ]
+    .iter()
+    .map(|f| {
+        let v: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("tests/data/configs/{f}")).unwrap(),
+        )
+        .unwrap();
+        v["get_config"].clone()
+    })
+    .collect();
+    let (mut built, mut refused) = (0, 0);
+    for k in 0..600 {
+        let mut v = base[k % base.len()].clone();
+        for _ in 0..rng.random_range(1..4) {
+            mutate_json(&mut v, &mut rng);
+        }
+        let what = format!("config mutation {k}: {v}");
+        let ran = no_panic(&what, || -> Result<(), Box<dyn std::error::Error>> {
+            let cfg = GruConfig::from_keras_json(&v)?;
+            let back = GruConfig::from_keras_json(&cfg.to_keras_json())?;
+            assert_eq!(
+                back.to_keras_json(),
+                cfg.to_keras_json(),
+                "round trip changed the config"
+            );
+            if cfg.units > 64 {
+                return Ok(());
+            }
+            let g: Gru = common::initialized(cfg, 3, DType::F32);
+            let x = Tensor::ones((2, 4, 3), DType::F32, &Device::Cpu)?;
+            let mask = Tensor::new(&[[1u8, 1, 0, 0], [0, 1, 1, 1]], &Device::Cpu)?;
+            let opts = CallOptions {
+                mask: Some(&mask),
+                training: k % 2 == 0,
+                ..Default::default()
+            };
+            g.call(&x, opts)?;
+            Ok(())
+        });
+        match ran {
+            Ok(()) => built += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    println!("mutated configs: {built} built and called, {refused} typed errors");
+    assert!(built > 0 && refused > 0);
+}

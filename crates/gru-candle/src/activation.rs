@@ -45,8 +45,20 @@ pub fn apply(act: Activation, x: &Tensor) -> Result<Tensor> {
         }
         Activation::HardShrink => x.mul(&x.abs()?.gt(0.5)?.to_dtype(x.dtype())?),
         Activation::SoftShrink => x - x.clamp(-0.5, 0.5)?,
-        other => candle_core::bail!("activation {} has no tensor form", other.keras_name()),
+        Activation::OnnxAffine { alpha, beta } => x.affine(p(alpha), p(beta)),
+        Activation::OnnxLeakyRelu { alpha } => x.ge(0.0)?.where_cond(x, &(x * p(alpha))?),
+        Activation::OnnxThresholdedRelu { alpha } => {
+            x.gt(p(alpha))?.where_cond(x, &x.zeros_like()?)
+        }
+        Activation::OnnxScaledTanh { alpha, beta } => (x * p(beta))?.tanh()? * p(alpha),
+        Activation::OnnxHardSigmoid { alpha, beta } => x.affine(p(alpha), p(beta))?.clamp(0.0, 1.0),
+        Activation::OnnxElu { alpha } => x.elu(p(alpha)),
+        other => candle_core::bail!("activation {} has no tensor form", other.name()),
     }
+}
+
+fn p(v: gru_core::activation::OnnxParam) -> f64 {
+    v.value() as f64
 }
 
 #[cfg(test)]
@@ -58,7 +70,20 @@ mod tests {
     fn every_activation_matches_the_core_definition() {
         let xs: Vec<f64> = (-40..=40).map(|i| i as f64 * 0.17).collect();
         let t = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
-        for act in Activation::ALL {
+        let onnx = gru_core::activation::onnx::from_onnx(
+            &[
+                "Affine",
+                "LeakyRelu",
+                "ThresholdedRelu",
+                "ScaledTanh",
+                "HardSigmoid",
+                "Elu",
+            ],
+            &[0.7, 0.05, 0.3, 1.3, 0.25, 0.9],
+            &[0.2, 0.8, 0.45],
+        )
+        .unwrap();
+        for act in Activation::ALL.into_iter().chain(onnx) {
             let got: Vec<f64> = apply(act, &t).unwrap().to_vec1().unwrap();
             for (x, g) in xs.iter().zip(got) {
                 let want = act.apply(*x);

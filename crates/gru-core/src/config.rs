@@ -184,6 +184,10 @@ pub struct GruConfig {
     pub trainable: bool,
     /// Dtype policy.
     pub dtype: DTypePolicy,
+    /// ONNX's `clip`: every gate pre-activation is clamped to `[-clip, clip]` before its
+    /// activation. Not a Keras argument: written as `cell_clip` only when set (Keras'
+    /// `from_config` rejects that key, so nothing is lost silently).
+    pub cell_clip: Option<f64>,
 }
 
 /// The largest `units`: sizes go to cuDNN and the kernels as 32-bit ints, and every
@@ -216,6 +220,7 @@ const KEYS: &[&str] = &[
     "reset_after",
     "use_cudnn",
     "zero_output_for_mask",
+    "cell_clip",
     "implementation",
     "name",
     "trainable",
@@ -255,6 +260,7 @@ impl GruConfig {
             reset_after: true,
             use_cudnn: UseCudnn::Auto,
             zero_output_for_mask: false,
+            cell_clip: None,
             implementation: Implementation::Two,
             name: "gru".into(),
             trainable: true,
@@ -290,6 +296,9 @@ impl GruConfig {
             if let Some(c) = c {
                 c.validate(key)?;
             }
+        }
+        if let Some(c) = self.cell_clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(invalid("cell_clip", "a positive finite float or none", c));
         }
         for (key, v) in [
             ("dropout", &mut self.dropout),
@@ -399,6 +408,9 @@ impl GruConfig {
         put("recurrent_dropout", Value::from(self.recurrent_dropout));
         put("reset_after", Value::from(self.reset_after));
         put("seed", self.seed.map(Value::from).unwrap_or(Value::Null));
+        if let Some(c) = self.cell_clip {
+            put("cell_clip", Value::from(c));
+        }
         Value::Object(m)
     }
 
@@ -434,6 +446,13 @@ impl GruConfig {
             ),
         };
         c.use_cudnn = r.use_cudnn()?;
+        c.cell_clip = match r.get("cell_clip") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .ok_or_else(|| invalid("cell_clip", "a positive float or null", v))?,
+            ),
+        };
         c.implementation = r.implementation()?;
         if let Some(v) = r.get("name") {
             c.name = match v {

@@ -62,6 +62,8 @@ pub enum Condition {
     CudnnBuilt,
     /// The dtype is one cuDNN's RNN supports (f16, bf16, f32, f64).
     DTypeSupported,
+    /// No cell clip (ONNX's `clip`): cuDNN's GRU has none.
+    NoCellClip,
 }
 
 impl Condition {
@@ -79,6 +81,7 @@ impl Condition {
             Condition::CudaDevice => "device is CUDA",
             Condition::CudnnBuilt => "cuDNN path built",
             Condition::DTypeSupported => "dtype supported by cuDNN",
+            Condition::NoCellClip => "no cell clip",
         }
     }
 }
@@ -277,12 +280,12 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
         check(
             Condition::Activation,
             act == Activation::Tanh,
-            format!("activation is {}", act.keras_name()),
+            format!("activation is {}", act.name()),
         ),
         check(
             Condition::RecurrentActivation,
             ract == Activation::Sigmoid,
-            format!("recurrent_activation is {}", ract.keras_name()),
+            format!("recurrent_activation is {}", ract.name()),
         ),
         recurrent_dropout_check(config.recurrent_dropout, facts.training),
         check(
@@ -328,6 +331,14 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
             Condition::DTypeSupported,
             facts.dtype != FloatType::Other,
             format!("dtype is {:?}", facts.dtype),
+        ),
+        check(
+            Condition::NoCellClip,
+            config.cell_clip.is_none(),
+            match config.cell_clip {
+                Some(c) => format!("cell clip {c} (ONNX clip; cuDNN's GRU has none)"),
+                None => "no cell clip".to_string(),
+            },
         ),
     ]
 }
@@ -493,7 +504,14 @@ mod tests {
             .find(|c| c.condition == Condition::EagerExecution)
             .unwrap();
         assert!(eager.passed);
-        assert_eq!(checks.len(), 11);
+        assert_eq!(checks.len(), 12);
+    }
+
+    #[test]
+    fn a_cell_clip_keeps_cudnn_out() {
+        let mut c = GruConfig::new(3);
+        c.cell_clip = Some(0.5);
+        assert_eq!(only_failure(&c, &gpu_facts()), Condition::NoCellClip);
     }
 
     #[test]

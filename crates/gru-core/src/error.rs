@@ -61,6 +61,16 @@ pub enum GruError {
         /// The batch size of this call.
         got: usize,
     },
+    /// A value is outside the range it must lie in (a sequence length past the sequence,
+    /// say).
+    OutOfRange {
+        /// What the value is.
+        what: String,
+        /// The range it must lie in.
+        expected: String,
+        /// What came.
+        got: String,
+    },
     /// A tensor lives on another device than the layer's weights.
     Device {
         /// What the tensor is.
@@ -123,6 +133,11 @@ impl fmt::Display for GruError {
                 f,
                 "stateful GRU keeps state for batch size {expected}, got a batch of {got} (call reset_states on a new layer or use the same batch size)"
             ),
+            GruError::OutOfRange {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what} out of range: expected {expected}, got {got}"),
             GruError::Device {
                 what,
                 expected,

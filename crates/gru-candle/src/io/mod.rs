@@ -1,8 +1,10 @@
 //! Model and weight files: Keras (`.keras` archives, `.weights.h5`), PyTorch `nn.GRU`
-//! state_dicts (safetensors), and export of a layer's weights under Keras names.
+//! state_dicts (safetensors), ONNX `GRU` nodes, and export of a layer's weights under Keras
+//! names.
 
 pub mod export;
 pub mod keras;
+pub mod onnx;
 pub mod torch;
 
 use crate::error::{file_error, FileProblem, Result};

@@ -92,13 +92,17 @@ pub fn step(
         let inner = h.matmul(&rk.narrow(1, 0, 2 * u)?)?;
         (gate(&inner, 0, u)?, gate(&inner, 1, u)?, None, h.clone())
     };
-    let z = apply(config.recurrent_activation, &(xz + rz)?)?;
-    let r = apply(config.recurrent_activation, &(xr + rr)?)?;
+    let pre = |a: Tensor| match config.cell_clip {
+        Some(c) => a.clamp(-c, c),
+        None => Ok(a),
+    };
+    let z = apply(config.recurrent_activation, &pre((xz + rz)?)?)?;
+    let r = apply(config.recurrent_activation, &pre((xr + rr)?)?)?;
     let rh = match rh_pre {
         Some(pre) => r.mul(&pre)?,
         None => r.mul(&h_h)?.matmul(&uk(2)?)?,
     };
-    let hh = apply(config.activation, &(xh + rh)?)?;
+    let hh = apply(config.activation, &pre((xh + rh)?)?)?;
     blend(&z, h, &hh)
 }
 

@@ -8,7 +8,7 @@
 
 use super::forward::{Saved, Workspace};
 use super::matmul::{gemm, View};
-use super::{masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
+use super::{clip_grad, masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::{GruError, Result};
 
 /// Gradients of a loss with respect to everything the sequence read.
@@ -457,6 +457,7 @@ fn backward_body<T: Float>(
         masked_step_rules(spec, inp.mask, (k, t), st.z, d_sequence, &mut g);
         blend_grads(&st, &mut g);
         T::mul_derivative(spec.activation, st.a_h, st.hh, &mut g.da_h);
+        clip_grad(spec.clip, st.a_h, &mut g.da_h);
         if spec.reset_after {
             // a_h = x_h + r * pre.
             for ((d, &a), &p) in g.dr.iter_mut().zip(&g.da_h).zip(st.extra) {
@@ -467,6 +468,8 @@ fn backward_body<T: Float>(
         }
         T::mul_derivative(spec.recurrent_activation, st.a_z, st.z, &mut g.dz);
         T::mul_derivative(spec.recurrent_activation, st.a_r, st.r, &mut g.dr);
+        clip_grad(spec.clip, st.a_z, &mut g.dz);
+        clip_grad(spec.clip, st.a_r, &mut g.dr);
         let dhp = &mut dhp_all[k * bsz * u3..(k + 1) * bsz * u3];
         scatter_step_grads(spec, t, st.r, &g, d_xp, dhp);
         state_grad_through_product(spec, w, inp.recurrent_masks, dhp, scratch2, &mut g.dh);

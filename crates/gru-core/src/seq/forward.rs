@@ -1,7 +1,7 @@
 //! Forward over the whole sequence.
 
 use super::matmul::{gemm, View};
-use super::{masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
+use super::{clip_pre, masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::Result;
 
 /// The outputs of a forward pass.
@@ -481,6 +481,8 @@ fn forward_body<T: Float>(
             scratch,
         );
         gate_preactivations(u, x, hp, &mut blk);
+        clip_pre(spec.clip, blk.a_z);
+        clip_pre(spec.clip, blk.a_r);
         T::activate(spec.recurrent_activation, blk.a_z, blk.z);
         T::activate(spec.recurrent_activation, blk.a_r, blk.r);
         if spec.reset_after {
@@ -489,6 +491,7 @@ fn forward_body<T: Float>(
             let h_mask = inp.recurrent_masks.get(2);
             candidate_reset_before(spec, w, x, h, h_mask, &b_in_h, scratch, &mut blk);
         }
+        clip_pre(spec.clip, blk.a_h);
         T::activate(spec.activation, blk.a_h, blk.hh);
         blend_and_output(spec, inp.mask, (k, t), blk.z, blk.hh, h, out_prev, sequence);
     }

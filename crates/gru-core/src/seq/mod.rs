@@ -56,6 +56,35 @@ use crate::activation::Activation;
 use crate::config::GruConfig;
 use crate::error::{GruError, Result};
 
+/// ONNX's cell clip, forward: clamps the pre-activations `a` to `[-clip, clip]`.
+#[inline(always)]
+pub(crate) fn clip_pre<T: Float>(clip: Option<f64>, a: &mut [T]) {
+    if let Some(c) = clip {
+        let (lo, hi) = (T::from_f64(-c), T::from_f64(c));
+        for v in a.iter_mut() {
+            if *v > hi {
+                *v = hi;
+            } else if *v < lo {
+                *v = lo;
+            }
+        }
+    }
+}
+
+/// ONNX's cell clip, backward: no gradient reaches a pre-activation the clip held at a
+/// bound (`a` is the clamped value the forward saved).
+#[inline(always)]
+pub(crate) fn clip_grad<T: Float>(clip: Option<f64>, a: &[T], g: &mut [T]) {
+    if let Some(c) = clip {
+        let (lo, hi) = (T::from_f64(-c), T::from_f64(c));
+        for (gv, &v) in g.iter_mut().zip(a) {
+            if !(v > lo && v < hi) {
+                *gv = T::ZERO;
+            }
+        }
+    }
+}
+
 /// Shapes and flags of one sequence computation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeqSpec {
@@ -81,6 +110,8 @@ pub struct SeqSpec {
     pub zero_output_for_mask: bool,
     /// Threads for the matrix products (1 = none).
     pub threads: usize,
+    /// ONNX's cell clip: gate pre-activations are clamped to `[-clip, clip]`.
+    pub clip: Option<f64>,
 }
 
 impl SeqSpec {
@@ -98,6 +129,7 @@ impl SeqSpec {
             go_backwards: config.go_backwards,
             zero_output_for_mask: config.zero_output_for_mask,
             threads: 1,
+            clip: config.cell_clip,
         }
     }
 

@@ -208,6 +208,7 @@ mod tests {
             go_backwards: true,
             zero_output_for_mask: false,
             threads: 1,
+            clip: None,
         };
         let f = |n: usize, s: f64| {
             (0..n)

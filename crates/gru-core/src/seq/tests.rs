@@ -165,6 +165,7 @@ fn spec(
         go_backwards,
         zero_output_for_mask: zero,
         threads: 1,
+        clip: None,
     }
 }
 
@@ -224,6 +225,17 @@ fn gradients_match_finite_differences_over_every_flag() {
             true,
         )
         .check();
+        // ONNX's cell clip (held pre-activations pass no gradient) and ONNX activations
+        // with parameters.
+        let onnx =
+            crate::activation::onnx::from_onnx(&["HardSigmoid", "ScaledTanh"], &[0.3], &[0.45])
+                .unwrap();
+        for clip in [0.4, 100.0] {
+            seed += 1;
+            let mut s = spec(reset_after, onnx[1], onnx[0], true, false, true);
+            s.clip = Some(clip);
+            case(seed, s, true, 0, false).check();
+        }
     }
 }
 

@@ -525,6 +525,7 @@ pub fn case_files(path: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
 }
 
 pub mod models;
+pub mod onnx;
 
 /// The runners' command line: for every path argument (a case file or a folder of them,
 /// listed by `files`), runs `run` and prints its line, then `N passed, M failed`. Returns

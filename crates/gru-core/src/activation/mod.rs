@@ -1,9 +1,13 @@
-//! Keras activations that a GRU can name, with their Keras 3 definitions.
+//! Activations that a GRU can name: Keras' with their Keras 3 definitions, and the ONNX RNN
+//! activations that take parameters ([`onnx`]).
 //!
 //! [`Activation::apply`] is the scalar definition in f64; backends (the Candle loop, the fused
 //! CPU path) implement the same formulas and are tested against it.
 
+pub mod onnx;
+
 use crate::error::{GruError, Result};
+pub use onnx::OnnxParam;
 use serde_json::Value;
 
 /// An elementwise Keras activation, as named in a GRU config.
@@ -65,6 +69,43 @@ pub enum Activation {
     HardShrink,
     /// `x - 0.5` above 0.5, `x + 0.5` below -0.5, else 0 (threshold 0.5).
     SoftShrink,
+    /// ONNX `Affine`: `alpha * x + beta`.
+    OnnxAffine {
+        /// Slope.
+        alpha: OnnxParam,
+        /// Offset.
+        beta: OnnxParam,
+    },
+    /// ONNX `LeakyRelu`: `x if x >= 0 else alpha * x`.
+    OnnxLeakyRelu {
+        /// Negative slope.
+        alpha: OnnxParam,
+    },
+    /// ONNX `ThresholdedRelu`: `x if x > alpha else 0`.
+    OnnxThresholdedRelu {
+        /// Threshold.
+        alpha: OnnxParam,
+    },
+    /// ONNX `ScaledTanh`: `alpha * tanh(beta * x)`.
+    OnnxScaledTanh {
+        /// Output scale.
+        alpha: OnnxParam,
+        /// Input scale.
+        beta: OnnxParam,
+    },
+    /// ONNX `HardSigmoid`: `max(0, min(1, alpha * x + beta))` (ONNX's defaults 0.2 and 0.5,
+    /// not Keras 3's 1/6 and 1/2).
+    OnnxHardSigmoid {
+        /// Slope.
+        alpha: OnnxParam,
+        /// Offset.
+        beta: OnnxParam,
+    },
+    /// ONNX `Elu`: `x if x >= 0 else alpha * (exp(x) - 1)`.
+    OnnxElu {
+        /// Scale of the negative side.
+        alpha: OnnxParam,
+    },
 }
 
 /// Keras activations that act over an axis (or need arguments) and so cannot be a GRU gate's
@@ -75,7 +116,7 @@ const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
 const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
 
 impl Activation {
-    /// Every activation, for tests and tables.
+    /// Every Keras activation (the ones a Keras config can name), for tests and tables.
     pub const ALL: [Activation; 24] = [
         Activation::Tanh,
         Activation::Sigmoid,
@@ -103,7 +144,8 @@ impl Activation {
         Activation::SoftShrink,
     ];
 
-    /// The name Keras' `activations.serialize` writes.
+    /// The name Keras' `activations.serialize` writes; for an ONNX activation, its ONNX
+    /// name with an `onnx:` prefix (see [`Activation::to_keras_value`] for its parameters).
     pub fn keras_name(self) -> &'static str {
         match self {
             Activation::Tanh => "tanh",
@@ -130,6 +172,7 @@ impl Activation {
             Activation::SparsePlus => "sparse_plus",
             Activation::HardShrink => "hard_shrink",
             Activation::SoftShrink => "soft_shrink",
+            other => onnx::static_name(other),
         }
     }
 
@@ -141,6 +184,9 @@ impl Activation {
     /// assert_eq!(Activation::from_name("no_such"), None);
     /// ```
     pub fn from_name(name: &str) -> Option<Activation> {
+        if let Some(rest) = name.strip_prefix("onnx:") {
+            return onnx::parse(rest);
+        }
         match name {
             "swish" => return Some(Activation::Silu),
             "hard_swish" => return Some(Activation::HardSilu),
@@ -183,9 +229,17 @@ impl Activation {
         }
     }
 
-    /// The value `get_config` writes: the activation's name as a JSON string.
+    /// The value `get_config` writes: the activation's name as a JSON string. An ONNX
+    /// activation has no Keras form: it is written as `"onnx:HardSigmoid(alpha=0.2,beta=0.5)"`,
+    /// which [`Activation::from_keras_value`] reads back (Keras does not).
     pub fn to_keras_value(self) -> Value {
-        Value::String(self.keras_name().to_string())
+        Value::String(self.name())
+    }
+
+    /// The name with any parameters: the Keras name, or e.g.
+    /// `onnx:HardSigmoid(alpha=0.2,beta=0.5)`.
+    pub fn name(self) -> String {
+        onnx::full_name(self).unwrap_or_else(|| self.keras_name().to_string())
     }
 
     /// The activation at one point, in f64 (the reference definition).
@@ -241,6 +295,7 @@ impl Activation {
                 }
             }
             Activation::SoftShrink => x - x.clamp(-0.5, 0.5),
+            other => onnx::apply(other, x),
         }
     }
 }
@@ -334,6 +389,7 @@ impl Activation {
             }
             Activation::HardShrink => (x.abs() > 0.5) as u8 as f64,
             Activation::SoftShrink => (x.abs() > 0.5) as u8 as f64,
+            other => onnx::derivative(other, x),
         }
     }
 }

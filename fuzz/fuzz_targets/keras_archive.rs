@@ -1,0 +1,12 @@
+//! `.keras` archives: `KerasModel::load` on any bytes must load or return a typed error.
+#![no_main]
+
+use candle_core::{DType, Device};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let path = std::env::temp_dir().join(format!("fuzz-{}.keras", std::process::id()));
+    if std::fs::write(&path, data).is_ok() {
+        let _ = gru_candle::io::keras::KerasModel::load(&path, DType::F32, &Device::Cpu);
+    }
+});

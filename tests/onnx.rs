@@ -370,3 +370,86 @@ fn bad_files_and_bad_inputs_are_typed_errors_naming_the_node() {
         .to_string()
         .contains("initial_h"));
 }
+
+/// A layer with deterministic weights in f64.
+fn keras_layer(cfg: &candle_gru::GruConfig, input: usize) -> candle_gru::Gru {
+    common::layer(cfg, input, DType::F64, &Device::Cpu)
+}
+
+/// The layer's sequence in time order (flipped back for go_backwards).
+fn time_order(g: &candle_gru::Gru, x: &Tensor) -> Tensor {
+    let y = g
+        .call(x, candle_gru::CallOptions::default())
+        .unwrap()
+        .output;
+    match g.config().go_backwards {
+        false => y,
+        true => {
+            let t = y.dim(1).unwrap();
+            let idx =
+                Tensor::from_vec((0..t as u32).rev().collect::<Vec<_>>(), t, &Device::Cpu).unwrap();
+            y.index_select(&idx, 1).unwrap()
+        }
+    }
+}
+
+#[test]
+fn exported_layers_come_back_with_the_same_outputs() {
+    use candle_gru::candle::io::onnx::{export_bidirectional, export_gru};
+    use candle_gru::core::Activation;
+    let (b, t, i, u) = (2, 5, 3, 4);
+    let x = Tensor::from_vec(vals(b * t * i, 0.4), (b, t, i), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let xt = x.transpose(0, 1).unwrap().contiguous().unwrap();
+    let mut configs = Vec::new();
+    for (reset_after, go_backwards, acts) in [
+        (true, false, (Activation::Sigmoid, Activation::Tanh)),
+        (false, true, (Activation::HardSigmoid, Activation::Relu)),
+        (true, true, (Activation::Sigmoid, Activation::Softsign)),
+    ] {
+        let mut c = candle_gru::GruConfig::new(u);
+        c.return_sequences = true;
+        c.reset_after = reset_after;
+        c.go_backwards = go_backwards;
+        (c.recurrent_activation, c.activation) = acts;
+        configs.push(c);
+    }
+    configs[2].cell_clip = Some(0.3);
+    for c in &configs {
+        let g = keras_layer(c, i);
+        let back = load(&export_gru(&g).unwrap()).unwrap();
+        let (y, _) = back.grus[0].forward(&xt, None, None).unwrap();
+        let want = time_order(&g, &x);
+        let got = y.squeeze(1).unwrap().transpose(0, 1).unwrap();
+        let d = common::max_diff(&common::flat(&got), &common::flat(&want));
+        // Float32 weights on the way (and HardSigmoid's 1/6 as a float32).
+        assert!(d < 1e-6, "{c:?}: {d:e}");
+    }
+    // Both directions of a Bidirectional in one node.
+    let mut fwc = configs[0].clone();
+    fwc.go_backwards = false;
+    let mut bwc = fwc.clone();
+    bwc.go_backwards = true;
+    let bi = candle_gru::candle::Bidirectional::from_layers(
+        keras_layer(&fwc, i),
+        keras_layer(&bwc, i),
+        candle_gru::candle::MergeMode::Concat,
+    )
+    .unwrap();
+    let back = load(&export_bidirectional(&bi).unwrap()).unwrap();
+    let (y, _) = back.grus[0].forward(&xt, None, None).unwrap();
+    let keras = bi.call(&x, None, None, false).unwrap().outputs.remove(0);
+    let got = y
+        .permute((2, 0, 1, 3))
+        .unwrap()
+        .reshape((b, t, 2 * u))
+        .unwrap();
+    assert!(common::max_diff(&common::flat(&got), &common::flat(&keras)) < 1e-6);
+    // An activation ONNX cannot express is refused, naming it.
+    let mut selu = configs[0].clone();
+    selu.activation = Activation::Selu;
+    let e = export_gru(&keras_layer(&selu, i)).unwrap_err().to_string();
+    assert!(e.contains("selu"), "{e}");
+}

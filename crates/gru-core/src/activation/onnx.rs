@@ -145,6 +145,40 @@ pub fn from_onnx(names: &[&str], alphas: &[f32], betas: &[f32]) -> Result<Vec<Ac
         .collect()
 }
 
+/// How ONNX writes `act`: its operator name with the alpha and beta it takes, or `None`
+/// when ONNX's RNN activations cannot express it (Keras' selu, gelu, silu, ...). Keras'
+/// hard_sigmoid is ONNX's HardSigmoid(1/6, 1/2), linear is Affine(1, 0), leaky_relu is
+/// LeakyRelu(0.2), elu is Elu(1).
+///
+/// ```
+/// use gru_core::Activation;
+/// use gru_core::activation::onnx::to_onnx;
+/// assert_eq!(to_onnx(Activation::Tanh), Some(("Tanh", None, None)));
+/// assert_eq!(to_onnx(Activation::HardSigmoid), Some(("HardSigmoid", Some(1.0 / 6.0), Some(0.5))));
+/// assert_eq!(to_onnx(Activation::Selu), None);
+/// ```
+pub fn to_onnx(act: Activation) -> Option<(&'static str, Option<f32>, Option<f32>)> {
+    let v = |p: OnnxParam| Some(p.value());
+    Some(match act {
+        Activation::Tanh => ("Tanh", None, None),
+        Activation::Sigmoid => ("Sigmoid", None, None),
+        Activation::Relu => ("Relu", None, None),
+        Activation::Softsign => ("Softsign", None, None),
+        Activation::Softplus => ("Softplus", None, None),
+        Activation::HardSigmoid => ("HardSigmoid", Some(1.0 / 6.0), Some(0.5)),
+        Activation::Linear => ("Affine", Some(1.0), Some(0.0)),
+        Activation::LeakyRelu => ("LeakyRelu", Some(0.2), None),
+        Activation::Elu => ("Elu", Some(1.0), None),
+        Activation::OnnxAffine { alpha, beta } => ("Affine", v(alpha), v(beta)),
+        Activation::OnnxLeakyRelu { alpha } => ("LeakyRelu", v(alpha), None),
+        Activation::OnnxThresholdedRelu { alpha } => ("ThresholdedRelu", v(alpha), None),
+        Activation::OnnxScaledTanh { alpha, beta } => ("ScaledTanh", v(alpha), v(beta)),
+        Activation::OnnxHardSigmoid { alpha, beta } => ("HardSigmoid", v(alpha), v(beta)),
+        Activation::OnnxElu { alpha } => ("Elu", v(alpha), None),
+        _ => return None,
+    })
+}
+
 /// The ONNX name of an ONNX-only activation, `onnx:` prefixed.
 pub(super) fn static_name(act: Activation) -> &'static str {
     match act {

@@ -18,10 +18,16 @@
 //!   operator), `clip` (gru-core's `cell_clip`), `layout` 0 and 1.
 //!
 //! Only the top-level graph's nodes are read; `W`, `R`, `B` must be initializers or
-//! `Constant` outputs.
+//! `Constant` outputs. The layers' weights are trainable `Var`s.
+//!
+//! [`export_gru`] and [`export_bidirectional`] write a layer back as a model with one GRU
+//! node.
 
+mod export;
 mod node;
 mod tensor;
+
+pub use export::{export_bidirectional, export_gru};
 
 /// The ONNX protobuf types (generated from the vendored `proto/onnx.proto`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

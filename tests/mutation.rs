@@ -1,7 +1,8 @@
-//! A deterministic mutation test of everything that reads outside data: 1,360 mutated
+//! A deterministic mutation test of everything that reads outside data: 1,660 mutated
 //! `.keras` archives (raw bytes, and members mutated then re-zipped), `.weights.h5` files,
-//! safetensors state_dicts and GRU config dicts, from fixed seeds. Each must load or return
-//! a typed error; none may panic (a panic fails the test, naming the mutation).
+//! safetensors state_dicts, `.onnx` models and GRU config dicts, from fixed seeds. Each must
+//! load (and what loads must run) or return a typed error; none may panic (a panic fails the
+//! test, naming the mutation).
 //! A config that parses builds a layer and runs a call. The coverage-guided version of this
 //! is the cargo-fuzz harness in `fuzz/`.
 
@@ -261,6 +262,54 @@ fn mutated_weights_h5_and_safetensors_load_or_fail_typed() {
         counts[0], counts[1]
     );
     assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 360);
+}
+
+#[test]
+fn mutated_onnx_models_load_and_run_or_fail_typed() {
+    use candle_gru::candle::io::onnx::OnnxModel;
+    use candle_gru::candle::Limits;
+    let mut rng = StdRng::seed_from_u64(0x6f6e6e78);
+    let mut counts = [0usize; 2];
+    let mut files: Vec<PathBuf> = std::fs::read_dir("tests/data/onnx")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    files.sort();
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for k in 0..30 {
+            let m = mutate(&bytes, &mut rng);
+            let what = format!("{} mutation {k}", file.display());
+            let r = no_panic(&what, || {
+                let model = OnnxModel::from_bytes(
+                    &m,
+                    "mutated.onnx",
+                    DType::F32,
+                    &Device::Cpu,
+                    &Limits::default(),
+                )?;
+                // What loads must run.
+                for g in &model.grus {
+                    let x = Tensor::ones((3, 2, g.input_size), DType::F32, &Device::Cpu)?;
+                    let x = match g.layout {
+                        candle_gru::candle::io::onnx::Layout::SeqMajor => x,
+                        candle_gru::candle::io::onnx::Layout::BatchMajor => {
+                            x.transpose(0, 1)?.contiguous()?
+                        }
+                    };
+                    g.forward(&x, None, None)?;
+                }
+                Ok::<_, Box<dyn std::error::Error>>(())
+            });
+            counts[r.is_err() as usize] += 1;
+        }
+    }
+    println!(
+        "mutated .onnx: {} loaded and ran, {} typed errors",
+        counts[0], counts[1]
+    );
+    assert!(counts[0] > 0 && counts[1] > 0 && counts[0] + counts[1] == 30 * files.len());
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod keras_object;
 pub mod layout;
 pub mod regularizer;
 pub mod seq;
+pub mod step;
 
 pub use activation::Activation;
 pub use config::{DTypePolicy, GruConfig, Implementation, UseCudnn};

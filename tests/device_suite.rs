@@ -24,4 +24,11 @@ suite_tests! { Some(Target::cpu());
     tf32_setting_on_the_cpu => suite::tf32_is_opt_in,
     memory_test_setup_on_the_cpu =>
         |t: &Target| suite::memory_is_steady(t, 20, Duration::from_secs(10)),
+    step_kernels_on_host_match_the_loop => suite::step_kernels_match_the_loop,
+    step_kernels_half_types_setup_on_the_cpu => suite::step_kernels_half_types_track_f32,
+    step_kernels_on_host_second_backward_recomputes =>
+        suite::step_kernels_second_backward_recomputes,
+    step_kernels_on_host_bad_input_is_typed => suite::step_kernels_bad_input_is_typed,
+    step_kernels_memory_test_setup_on_the_cpu =>
+        |t: &Target| suite::step_kernels_memory_is_steady(t, 20, Duration::from_secs(10)),
 }

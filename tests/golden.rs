@@ -20,6 +20,12 @@ fn all_57_public_cases_pass_on_the_reference_loop_too() {
     all_cases_pass_on(CpuPath::Loop);
 }
 
+#[test]
+fn all_57_public_cases_pass_on_the_step_kernels_compiled_for_the_host() {
+    // The GPU step path's exact sequence and CUDA C kernels, on the host backend.
+    all_cases_pass_on(CpuPath::KernelsOnHost);
+}
+
 fn all_cases_pass_on(path: CpuPath) {
     let files = case_files(dir()).unwrap();
     assert_eq!(files.len(), 57, "expected the 57 public cases");

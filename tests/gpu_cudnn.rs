@@ -13,7 +13,7 @@ use common::target::Target;
 use std::time::Duration;
 
 suite_tests! { Target::cuda();
-    gpu_golden_cases_through_cudnn_and_the_loop => suite::golden_cases,
+    gpu_golden_cases_through_cudnn_step_kernels_and_the_loop => suite::golden_cases,
     gpu_mask_scan_matches_the_host_scan => suite::mask_scan_matches_the_host_scan,
     gpu_every_mask_kind_matches_the_loop_f64_and_f32 => suite::every_mask_kind_matches_the_loop,
     gpu_half_types_track_f32 => suite::half_types_track_f32,
@@ -26,4 +26,10 @@ suite_tests! { Target::cuda();
     gpu_tf32_is_opt_in => suite::tf32_is_opt_in,
     gpu_memory_is_steady_over_10000_training_calls =>
         |t: &Target| suite::memory_is_steady(t, 10_000, Duration::from_secs(40)),
+    gpu_step_kernels_match_the_loop => suite::step_kernels_match_the_loop,
+    gpu_step_kernels_half_types_track_f32 => suite::step_kernels_half_types_track_f32,
+    gpu_step_kernels_second_backward_recomputes => suite::step_kernels_second_backward_recomputes,
+    gpu_step_kernels_bad_input_is_typed => suite::step_kernels_bad_input_is_typed,
+    gpu_step_kernels_memory_is_steady_over_10000_training_calls =>
+        |t: &Target| suite::step_kernels_memory_is_steady(t, 10_000, Duration::from_secs(40)),
 }

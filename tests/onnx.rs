@@ -17,12 +17,12 @@ use prost::Message;
 use std::path::Path;
 
 #[test]
-fn every_onnxruntime_case_on_both_cpu_paths_in_f32_and_f64() {
+fn every_onnxruntime_case_on_every_cpu_path_in_f32_and_f64() {
     let files = onnx_case_files(Path::new("tests/data/onnx")).unwrap();
     assert_eq!(files.len(), 10);
     for file in &files {
         for dtype in [DType::F32, DType::F64] {
-            for path in [CpuPath::Fused, CpuPath::Loop] {
+            for path in [CpuPath::Fused, CpuPath::Loop, CpuPath::KernelsOnHost] {
                 let r = run_onnx_case(file, dtype, path).unwrap();
                 assert!(r.passed(), "{dtype:?} {path:?}: {}", r.line());
             }

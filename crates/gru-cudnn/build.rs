@@ -6,7 +6,15 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: &[&str] = &["gru_mask_scan"];
+const KERNELS: &[&str] = &[
+    "gru_mask_scan",
+    "gru_step_forward",
+    "gru_step_backward",
+    "gru_step_elementwise",
+];
+
+/// Headers the step kernels include.
+const HEADERS: &[&str] = &["gru_activations.cuh", "gru_step_args.h"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -24,12 +32,17 @@ fn main() {
             Ok(home) if !on_path("nvcc") => format!("{home}/bin/nvcc"),
             _ => "nvcc".to_string(),
         });
+    for header in HEADERS {
+        println!("cargo:rerun-if-changed={}", kernels.join(header).display());
+    }
     for name in KERNELS {
         let src = kernels.join(format!("{name}.cu"));
         println!("cargo:rerun-if-changed={}", src.display());
         let dst = out.join(format!("{name}.ptx"));
         let status = Command::new(&nvcc)
             .args(["--ptx", "-O3", "-arch=compute_75", "-std=c++17"])
+            .arg("-I")
+            .arg(&kernels)
             .arg(&src)
             .arg("-o")
             .arg(&dst)

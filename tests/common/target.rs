@@ -6,7 +6,7 @@
 //! memory) are left to the GPU.
 
 use candle_core::{DType, Device, Tensor};
-use candle_gru::candle::CpuPath;
+use candle_gru::candle::{CpuPath, GpuPath};
 use candle_gru::core::UseCudnn;
 use candle_gru::cudnn::MaskScan;
 use candle_gru::{ExecPath, Gru, GruConfig};
@@ -63,11 +63,11 @@ impl Target {
         }
     }
 
-    /// The path a `use_cudnn = Never` layer takes: the loop on a GPU; on the CPU the same
-    /// as [`Target::fast_path`] (the CPU paths do not depend on `use_cudnn`).
+    /// The path a `use_cudnn = Never` layer takes: the fused step kernels on a GPU; on the
+    /// CPU the same as [`Target::fast_path`] (the CPU paths do not depend on `use_cudnn`).
     pub fn never_path(&self, dtype: DType) -> ExecPath {
         if self.is_cuda() {
-            ExecPath::Loop
+            ExecPath::StepKernels
         } else {
             self.fast_path(dtype)
         }
@@ -84,7 +84,27 @@ impl Target {
     pub fn loop_layer(&self, cfg: &GruConfig, input: usize, dtype: DType) -> Gru {
         let mut c = cfg.clone();
         c.use_cudnn = UseCudnn::Never;
-        super::layer(&c, input, dtype, &self.dev).with_cpu_path(CpuPath::Loop)
+        super::layer(&c, input, dtype, &self.dev)
+            .with_cpu_path(CpuPath::Loop)
+            .with_gpu_path(GpuPath::Loop)
+    }
+
+    /// The fused step kernels on this device, with the same weights: the CUDA backend on a
+    /// GPU, the host backend on the CPU (f32, f64; the loop for other dtypes there).
+    pub fn step_layer(&self, cfg: &GruConfig, input: usize, dtype: DType) -> Gru {
+        let mut c = cfg.clone();
+        c.use_cudnn = UseCudnn::Never;
+        super::layer(&c, input, dtype, &self.dev)
+            .with_cpu_path(CpuPath::KernelsOnHost)
+            .with_gpu_path(GpuPath::StepKernels)
+    }
+
+    /// The path [`Target::step_layer`] takes in `dtype`.
+    pub fn step_path(&self, dtype: DType) -> ExecPath {
+        match (self.is_cuda(), dtype) {
+            (false, DType::F16 | DType::BF16) => ExecPath::Loop,
+            _ => ExecPath::StepKernels,
+        }
     }
 
     /// The mask scan: the device kernel on a GPU, the host scan on the CPU.

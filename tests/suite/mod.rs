@@ -8,6 +8,7 @@
 use crate::common::target::Target;
 use crate::common::{flat, mask_by, mask_rows, max_diff, tensor};
 use candle_core::{DType, Device, Tensor, Var};
+use candle_gru::candle::GpuPath;
 use candle_gru::core::{Activation, MaskFacts, UseCudnn};
 use candle_gru::cudnn::MaskScan;
 use candle_gru::{CallOptions, ExecPath, Gru, GruConfig};
@@ -16,10 +17,13 @@ use std::path::Path as FsPath;
 use std::time::{Duration, Instant};
 
 mod calls;
+mod step_kernels;
 pub use calls::*;
+pub use step_kernels::*;
 
 /// Every golden case in f32 and f64, under Auto (cuDNN wherever the conditions hold, on a
-/// GPU) and Never (the loop on the device), outputs and gradients at the golden tolerances.
+/// GPU; the step kernels elsewhere) and Never (the fused step kernels, and the loop, on the
+/// device), outputs and gradients at the golden tolerances.
 pub fn golden_cases(target: &Target) {
     let files = golden::case_files(FsPath::new("tests/data/golden")).unwrap();
     assert!(files.len() >= 50, "golden cases missing: {}", files.len());
@@ -27,12 +31,17 @@ pub fn golden_cases(target: &Target) {
     for file in &files {
         let case = golden::load_case(file).unwrap();
         for dtype in [DType::F32, DType::F64] {
-            for use_cudnn in [UseCudnn::Auto, UseCudnn::Never] {
+            for (use_cudnn, gpu_path) in [
+                (UseCudnn::Auto, GpuPath::StepKernels),
+                (UseCudnn::Never, GpuPath::StepKernels),
+                (UseCudnn::Never, GpuPath::Loop),
+            ] {
                 let t = GoldenTarget::Device {
                     device: target.dev.clone(),
                     use_cudnn,
+                    gpu_path,
                 };
-                let label = format!("{} {dtype:?} {use_cudnn:?}", case.name);
+                let label = format!("{} {dtype:?} {use_cudnn:?} {gpu_path:?}", case.name);
                 runs += 1;
                 let r = match golden::run_case_target(&case, dtype, &t) {
                     Ok(r) => r,
@@ -127,7 +136,7 @@ pub fn mask_scan_matches_the_host_scan(target: &Target) {
 }
 
 /// The four mask kinds of the path tests: none, right-padded, left-padded, holes.
-fn masks(dev: &Device) -> Vec<(&'static str, Option<Tensor>)> {
+pub(crate) fn masks(dev: &Device) -> Vec<(&'static str, Option<Tensor>)> {
     let right: [&[u8]; 4] = [
         &[1, 1, 1, 1, 1, 1, 1],
         &[1, 1, 1, 0, 0, 0, 0],
@@ -202,7 +211,7 @@ pub fn every_mask_kind_matches_the_loop(target: &Target) {
 }
 
 /// Every combination of three flags.
-fn flags3() -> Vec<(bool, bool, bool)> {
+pub(crate) fn flags3() -> Vec<(bool, bool, bool)> {
     (0..8)
         .map(|k| (k & 4 != 0, k & 2 != 0, k & 1 != 0))
         .collect()
@@ -491,10 +500,21 @@ pub fn tf32_is_opt_in(target: &Target) {
 /// time after a 200-call warm-up): on a GPU, free device memory must not shrink by more
 /// than 32 MiB.
 pub fn memory_is_steady(target: &Target, max_calls: usize, budget: Duration) {
-    let (b, t, f, u) = (8, 20, 16, 32);
-    let mut cfg = GruConfig::new(u);
+    let mut cfg = GruConfig::new(32);
     cfg.return_sequences = true;
-    let g: Gru = target.fast_layer(&cfg, f, DType::F32);
+    let g: Gru = target.fast_layer(&cfg, 16, DType::F32);
+    memory_steady_with(target, &g, target.fast_path(DType::F32), max_calls, budget);
+}
+
+/// [`memory_is_steady`] for layer `g` (input 16), whose calls must take `path`.
+pub fn memory_steady_with(
+    target: &Target,
+    g: &Gru,
+    path: ExecPath,
+    max_calls: usize,
+    budget: Duration,
+) {
+    let (b, t, f) = (8, 20, 16);
     let x = tensor(&[b, t, f], 0.8, DType::F32, &target.dev);
     let mask = mask_by(b, t, &target.dev, |r, k| k >= r);
     let step = || {
@@ -504,7 +524,7 @@ pub fn memory_is_steady(target: &Target, max_calls: usize, budget: Duration) {
             ..Default::default()
         };
         let out = g.call(&x, opts).unwrap();
-        assert_eq!(out.dispatch.path, target.fast_path(DType::F32));
+        assert_eq!(out.dispatch.path, path);
         let grads = out.output.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(g.weights()[0]).is_some());
     };
@@ -520,7 +540,7 @@ pub fn memory_is_steady(target: &Target, max_calls: usize, budget: Duration) {
     }
     let after = free_device_memory(target);
     println!(
-        "{calls} forward+backward calls in {:.1} s; free device memory {before:?} -> {after:?} bytes",
+        "{path:?}: {calls} forward+backward calls in {:.1} s; free device memory {before:?} -> {after:?} bytes",
         start.elapsed().as_secs_f64()
     );
     if let (Some(before), Some(after)) = (before, after) {

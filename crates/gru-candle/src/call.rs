@@ -4,7 +4,7 @@
 use crate::dropout;
 use crate::dtype::float_type;
 use crate::error::{Error, Result};
-use crate::layer::{CpuPath, Gru};
+use crate::layer::{CpuPath, GpuPath, Gru};
 use crate::paths::{self, PathSettings};
 use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
 use candle_core::{DType, Module, Tensor};
@@ -206,15 +206,24 @@ impl Gru {
 
     fn facts(&self, inputs: &Tensor, mask: MaskFacts, training: bool) -> CallFacts {
         let dtype = float_type(inputs.dtype());
+        let dev = inputs.device();
+        let host_float = matches!(dtype, FloatType::F32 | FloatType::F64);
         CallFacts {
             training,
             mask,
-            device_is_cuda: inputs.device().is_cuda(),
+            device_is_cuda: dev.is_cuda(),
             cudnn_built: gru_cudnn::AVAILABLE,
             dtype,
-            fused_available: self.cpu_path == CpuPath::Fused
-                && inputs.device().is_cpu()
-                && matches!(dtype, FloatType::F32 | FloatType::F64),
+            fused_available: self.cpu_path == CpuPath::Fused && dev.is_cpu() && host_float,
+            step_kernels_available: match (dev.is_cpu(), dev.is_cuda()) {
+                (true, _) => self.cpu_path == CpuPath::KernelsOnHost && host_float,
+                (_, true) => {
+                    self.gpu_path == GpuPath::StepKernels
+                        && gru_cudnn::AVAILABLE
+                        && dtype != FloatType::Other
+                }
+                _ => false,
+            },
         }
     }
 

@@ -20,6 +20,23 @@ pub enum CpuPath {
     Fused,
     /// The op-by-op Candle loop: the reference, differentiated by Candle's autograd.
     Loop,
+    /// The fused step kernels on their host backend: the GPU path's exact step sequence and
+    /// CUDA C kernels, compiled for the host (f32, f64). A reference for testing that path
+    /// on any machine, not a fast path.
+    KernelsOnHost,
+}
+
+/// Which implementation calls on a CUDA device use when cuDNN does not run them (a failed
+/// condition under `UseCudnn::Auto`, or `UseCudnn::Never`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuPath {
+    /// The fused step kernels: per step the recurrent product(s) on cuBLAS and one CUDA
+    /// kernel for all gate math, with their own backward (f32, f64, f16, bf16; the `cudnn`
+    /// build).
+    #[default]
+    StepKernels,
+    /// The op-by-op Candle loop: the reference.
+    Loop,
 }
 
 /// The state a stateful layer keeps between calls.
@@ -60,6 +77,7 @@ pub struct Gru {
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) last_dispatch: Mutex<Option<Dispatch>>,
     pub(crate) cpu_path: CpuPath,
+    pub(crate) gpu_path: GpuPath,
     pub(crate) fused: FusedSettings,
     pub(crate) cudnn_tf32: bool,
 }
@@ -276,6 +294,7 @@ impl Gru {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             last_dispatch: Mutex::new(None),
             cpu_path: CpuPath::Fused,
+            gpu_path: GpuPath::StepKernels,
             fused: FusedSettings::default(),
             cudnn_tf32: false,
         })
@@ -293,6 +312,18 @@ impl Gru {
     pub fn with_cpu_path(mut self, path: CpuPath) -> Gru {
         self.cpu_path = path;
         self
+    }
+
+    /// The same layer with another implementation for calls on a CUDA device that cuDNN does
+    /// not run (the fused step kernels are the default; the loop is the reference path).
+    pub fn with_gpu_path(mut self, path: GpuPath) -> Gru {
+        self.gpu_path = path;
+        self
+    }
+
+    /// The implementation calls on a CUDA device use when cuDNN does not run them.
+    pub fn gpu_path(&self) -> GpuPath {
+        self.gpu_path
     }
 
     /// The same layer with TF32 allowed (or not) for f32 calls on cuDNN. Off by default:

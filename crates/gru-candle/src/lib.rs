@@ -45,6 +45,6 @@ pub use bidirectional::{Bidirectional, BidirectionalOutput, MergeMode};
 pub use call::{CallOptions, GruOutput};
 pub use dtype::dtype_of_policy;
 pub use error::{Error, FileProblem, Result};
-pub use layer::{keras_variable, CpuPath, Gru};
+pub use layer::{keras_variable, CpuPath, GpuPath, Gru};
 pub use limits::Limits;
 pub use stack::{GruStack, StackLayer, StackOutput};

@@ -181,6 +181,10 @@ pub struct CallFacts {
     pub dtype: FloatType,
     /// The fused CPU path can run this call (CPU tensors, f32/f64, not switched off).
     pub fused_available: bool,
+    /// The fused step kernels can run this call: on a CUDA device (the `cudnn` build, any of
+    /// the four float types), or on the CPU through their host backend when the layer asks
+    /// for it (f32/f64); not switched off.
+    pub step_kernels_available: bool,
 }
 
 /// The execution path a call runs on. (Named `ExecPath` so that it does not clash with
@@ -191,6 +195,10 @@ pub enum ExecPath {
     Cudnn,
     /// The fused whole-sequence CPU kernels (gru-core's `seq`), with their own backward.
     Fused,
+    /// The fused step kernels (gru-core's `step`): per step the recurrent product(s) and one
+    /// gate kernel, with their own backward; on a CUDA device (cuBLAS and the CUDA C kernels
+    /// of `kernels/`), or on the host (the same kernels compiled as C++, a reference).
+    StepKernels,
     /// The op-by-op time loop (Keras' `RNN` over `GRUCell`), the reference.
     Loop,
 }
@@ -225,6 +233,7 @@ impl Dispatch {
         match self.path {
             ExecPath::Cudnn => "cudnn: every condition holds".to_string(),
             ExecPath::Fused => format!("fused CPU kernels; not cuDNN: {why_not}"),
+            ExecPath::StepKernels => format!("fused step kernels; not cuDNN: {why_not}"),
             ExecPath::Loop => format!("op-by-op loop; not cuDNN: {why_not}"),
         }
     }
@@ -345,12 +354,15 @@ pub fn check_conditions(config: &GruConfig, facts: &CallFacts) -> Vec<ConditionC
 
 /// Decides the path under the config's `use_cudnn`: `Auto` takes cuDNN when every check
 /// passes; `Force` fails naming each failed check; otherwise (and always with `Never`) the
-/// fused CPU kernels when they can run the call, else the loop.
+/// fused CPU kernels when they can run the call, else the fused step kernels when they can,
+/// else the loop.
 pub fn decide(config: &GruConfig, facts: &CallFacts) -> Result<Dispatch> {
     let checks = check_conditions(config, facts);
     let all_pass = checks.iter().all(|c| c.passed);
     let fallback = if facts.fused_available {
         ExecPath::Fused
+    } else if facts.step_kernels_available {
+        ExecPath::StepKernels
     } else {
         ExecPath::Loop
     };
@@ -388,6 +400,7 @@ mod tests {
             cudnn_built: true,
             dtype: FloatType::F32,
             fused_available: false,
+            step_kernels_available: false,
         }
     }
 
@@ -563,6 +576,32 @@ mod tests {
         let mut g = gpu_facts();
         g.fused_available = true;
         assert_eq!(decide(&c, &g).unwrap().path, ExecPath::Cudnn);
+    }
+
+    #[test]
+    fn gpu_calls_cudnn_cannot_run_take_the_step_kernels() {
+        let mut c = GruConfig::new(3);
+        c.reset_after = false;
+        let mut f = gpu_facts();
+        f.step_kernels_available = true;
+        let d = decide(&c, &f).unwrap();
+        assert_eq!(d.path, ExecPath::StepKernels);
+        assert!(
+            d.explain().starts_with("fused step kernels"),
+            "{}",
+            d.explain()
+        );
+        assert!(d.explain().contains("reset_after"), "{}", d.explain());
+        // Under Never too; cuDNN still wins under Auto when it can run.
+        c.reset_after = true;
+        c.use_cudnn = UseCudnn::Never;
+        assert_eq!(decide(&c, &f).unwrap().path, ExecPath::StepKernels);
+        c.use_cudnn = UseCudnn::Auto;
+        assert_eq!(decide(&c, &f).unwrap().path, ExecPath::Cudnn);
+        // Switched off (or not built): the loop.
+        f.step_kernels_available = false;
+        c.use_cudnn = UseCudnn::Never;
+        assert_eq!(decide(&c, &f).unwrap().path, ExecPath::Loop);
     }
 
     #[test]

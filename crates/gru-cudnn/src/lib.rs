@@ -31,6 +31,8 @@ mod plan;
 pub mod result;
 #[cfg(feature = "cudnn")]
 pub mod safe;
+#[cfg(feature = "cudnn")]
+pub mod step_cuda;
 
 pub use error::CudnnError;
 pub use keras_call::{CudnnCall, CudnnOutput};

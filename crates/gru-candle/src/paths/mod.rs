@@ -2,12 +2,15 @@
 //! returning the [`SequenceOutput`]:
 //! - [`op_loop`]: the op-by-op Candle loop, on any device (the reference);
 //! - [`fused_cpu`]: gru-core's fused whole-sequence kernels on the CPU (f32, f64);
+//! - [`step_kernels`]: gru-core's step sequence with one fused gate kernel per step, on a
+//!   CUDA device (the `cudnn` build) or, as a reference, on the host;
 //! - `cudnn` (the `cudnn` feature): cuDNN's RNN on a CUDA device.
 //!
 //! [`run`] takes the dispatcher's [`ExecPath`] and calls the one it names.
 
 pub mod fused_cpu;
 pub mod op_loop;
+pub mod step_kernels;
 
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
@@ -35,6 +38,7 @@ pub fn run(
     match path {
         ExecPath::Loop => Ok(op_loop::run(ctx, w)?),
         ExecPath::Fused => Ok(fused_cpu::run(ctx, w, settings.fused)?),
+        ExecPath::StepKernels => Ok(step_kernels::run(ctx, w)?),
         #[cfg(feature = "cudnn")]
         ExecPath::Cudnn => cudnn::run(ctx, w, &settings.cudnn),
         #[cfg(not(feature = "cudnn"))]

@@ -147,6 +147,19 @@ impl<T: HostKernels> StepBackend for Host<T> {
         Ok(src.clone())
     }
 
+    fn copy_into(
+        &self,
+        src: &Vec<T>,
+        src_off: usize,
+        dst: &mut Vec<T>,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()> {
+        super::check_copy(src.len(), src_off, dst.len(), dst_off, n)?;
+        dst[dst_off..dst_off + n].copy_from_slice(&src[src_off..src_off + n]);
+        Ok(())
+    }
+
     fn gemm(&self, g: &Gemm, a: &Vec<T>, b: &Vec<T>, c: &mut Vec<T>) -> Result<()> {
         g.check(a.len(), b.len(), c.len())?;
         let av = view(a, g.a_off, g.m, g.k, g.lda, g.a_trans);

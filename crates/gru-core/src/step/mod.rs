@@ -318,6 +318,26 @@ impl Gemm {
     }
 }
 
+/// Both ranges of a copy of `n` elements lie inside their buffers.
+pub fn check_copy(
+    src_len: usize,
+    src_off: usize,
+    dst_len: usize,
+    dst_off: usize,
+    n: usize,
+) -> Result<()> {
+    let fits = |off: usize, len: usize| off.checked_add(n).is_some_and(|e| e <= len);
+    if fits(src_off, src_len) && fits(dst_off, dst_len) {
+        return Ok(());
+    }
+    Err(GruError::Internal {
+        what: format!(
+            "a step copy of {n} reaches outside its buffers ({src_off} of {src_len} to \
+             {dst_off} of {dst_len})"
+        ),
+    })
+}
+
 /// A buffer of a backend.
 pub trait StepMem {
     /// Its element count.
@@ -385,6 +405,16 @@ pub trait StepBackend {
     fn filled(&self, n: usize, v: f64) -> Result<Self::Mem>;
     /// A copy of `src`.
     fn duplicate(&self, src: &Self::Mem) -> Result<Self::Mem>;
+    /// Copies `n` elements from `src[src_off..]` to `dst[dst_off..]` (checked first, with
+    /// [`check_copy`]).
+    fn copy_into(
+        &self,
+        src: &Self::Mem,
+        src_off: usize,
+        dst: &mut Self::Mem,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()>;
     /// `C (+)= op(A) @ op(B)` (checked against the buffers first).
     fn gemm(&self, g: &Gemm, a: &Self::Mem, b: &Self::Mem, c: &mut Self::Mem) -> Result<()>;
     /// Runs a kernel (checked against the buffers first).

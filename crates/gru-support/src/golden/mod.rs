@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use gru_candle::Gru;
-use gru_candle::{CallOptions, CpuPath};
+use gru_candle::{CallOptions, CpuPath, GpuPath};
 use gru_core::{GruConfig, UseCudnn};
 use serde::Deserialize;
 use serde_json::Value;
@@ -264,12 +264,14 @@ pub enum Target {
     Cpu(CpuPath),
     /// On `device` (a GPU) with the layer's `use_cudnn` set to `use_cudnn`: `Auto` takes
     /// cuDNN wherever the conditions hold (the paths are recorded in the report), `Never`
-    /// runs the loop on the device (checked), `Force` fails where a condition fails.
+    /// runs `gpu_path` on the device (checked), `Force` fails where a condition fails.
     Device {
         /// The device.
         device: Device,
         /// The use_cudnn setting for the case's layer.
         use_cudnn: UseCudnn,
+        /// What runs where cuDNN does not.
+        gpu_path: GpuPath,
     },
 }
 
@@ -291,10 +293,19 @@ struct CaseLayer {
 
 impl CaseLayer {
     fn new(case: &Case, dtype: DType, target: &Target) -> anyhow::Result<CaseLayer> {
-        let (dev, cpu_path, use_cudnn) = match target {
-            Target::Cpu(p) => (Device::Cpu, *p, None),
-            Target::Device { device, use_cudnn } => {
-                (device.clone(), CpuPath::Loop, Some(*use_cudnn))
+        let (dev, cpu_path, use_cudnn, gpu_path) = match target {
+            Target::Cpu(p) => (Device::Cpu, *p, None, GpuPath::default()),
+            Target::Device {
+                device,
+                use_cudnn,
+                gpu_path,
+            } => {
+                // On the CPU, the step kernels run on their host backend.
+                let cpu = match gpu_path {
+                    GpuPath::StepKernels => CpuPath::KernelsOnHost,
+                    GpuPath::Loop => CpuPath::Loop,
+                };
+                (device.clone(), cpu, Some(*use_cudnn), *gpu_path)
             }
         };
         let mut config = GruConfig::from_keras_json(&case.config)?;
@@ -318,15 +329,18 @@ impl CaseLayer {
             recurrent.as_tensor().clone(),
             bias.as_ref().map(|b| b.as_tensor().clone()),
         )?
-        .with_cpu_path(cpu_path);
+        .with_cpu_path(cpu_path)
+        .with_gpu_path(gpu_path);
         let want_path = match (target, cpu_path) {
-            (Target::Device { use_cudnn, .. }, _) => match use_cudnn {
-                UseCudnn::Never => Some(gru_core::ExecPath::Loop),
-                UseCudnn::Force => Some(gru_core::ExecPath::Cudnn),
-                UseCudnn::Auto => None,
+            (Target::Device { use_cudnn, .. }, _) => match (use_cudnn, gpu_path) {
+                (UseCudnn::Never, GpuPath::StepKernels) => Some(gru_core::ExecPath::StepKernels),
+                (UseCudnn::Never, GpuPath::Loop) => Some(gru_core::ExecPath::Loop),
+                (UseCudnn::Force, _) => Some(gru_core::ExecPath::Cudnn),
+                (UseCudnn::Auto, _) => None,
             },
             (_, CpuPath::Fused) => Some(gru_core::ExecPath::Fused),
             (_, CpuPath::Loop) => Some(gru_core::ExecPath::Loop),
+            (_, CpuPath::KernelsOnHost) => Some(gru_core::ExecPath::StepKernels),
         };
         Ok(CaseLayer {
             gru,

@@ -95,7 +95,17 @@ fn tensor_of(m: &Map<String, Value>, key: &str) -> anyhow::Result<Option<CaseTen
         .transpose()
 }
 
-/// Runs a case in `dtype` on the CPU with `path` (the fused kernels or the loop).
+/// The path every call on `path` takes.
+fn expected_path(path: CpuPath) -> gru_core::ExecPath {
+    match path {
+        CpuPath::Fused => gru_core::ExecPath::Fused,
+        CpuPath::Loop => gru_core::ExecPath::Loop,
+        CpuPath::KernelsOnHost => gru_core::ExecPath::StepKernels,
+    }
+}
+
+/// Runs a case in `dtype` on the CPU with `path` (the fused kernels, the loop, or the step
+/// kernels on the host); every call must take that path.
 pub fn run_onnx_case(json: &Path, dtype: DType, path: CpuPath) -> anyhow::Result<OnnxReport> {
     let case: OnnxCase = serde_json::from_str(&std::fs::read_to_string(json)?)?;
     let dir = json.parent().unwrap_or(Path::new("."));
@@ -127,6 +137,16 @@ pub fn run_onnx_case(json: &Path, dtype: DType, path: CpuPath) -> anyhow::Result
             .map(|t| t.tensor(dtype, &dev))
             .transpose()?;
         let (y, y_h) = gru.forward(&x.tensor(dtype, &dev)?, lens.as_ref(), h0.as_ref())?;
+        let (fw, bw) = gru.layers();
+        for layer in std::iter::once(fw).chain(bw) {
+            let took = layer.last_dispatch().map(|d| d.path);
+            if took != Some(expected_path(path)) {
+                report.failures.push(format!(
+                    "node {}: a direction ran on {took:?}, not on {path:?}'s path",
+                    n.node
+                ));
+            }
+        }
         let within = |a: f64, b: f64| (a - b).abs() <= F32_ABS + F32_REL * b.abs();
         for (name, got) in [("Y", y), ("Y_h", y_h)] {
             let want = tensor_of(&n.expected, name)?

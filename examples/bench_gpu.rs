@@ -1,6 +1,9 @@
 //! GPU benchmark (build with `--features cudnn`): the cuDNN path (f32 exact FMA math, f32
-//! with TF32, bf16) and the op-by-op loop on the same GPU, forward (inference) and a training
-//! step (forward + backward of sum(output)).
+//! with TF32, bf16), the fused step kernels (f32 and bf16 beside cuDNN on the same layer;
+//! f32 with reset_after=False, which cuDNN cannot run) and the op-by-op loop (both reset
+//! forms) on the same GPU, forward (inference) and a training step (forward + backward of
+//! sum(output)). After the rows, a table of ratios in this run: the step kernels' speed-up
+//! over the loop, and their time over cuDNN's.
 //!
 //! `bench_gpu [--shape B,T,I,H]... [--json PATH] [--min-time SECONDS] [--max-time SECONDS]
 //! [--no-loop]`
@@ -15,6 +18,7 @@
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, Var};
+use candle_gru::candle::GpuPath;
 use candle_gru::core::UseCudnn;
 use candle_gru::{CallOptions, Gru, GruConfig};
 use serde_json::{json, Value};
@@ -59,27 +63,24 @@ fn median_ms(
 }
 
 /// A layer with random weights (trainable Vars) for shape `s`.
-fn layer(
-    s: Shape,
-    dtype: DType,
-    use_cudnn: UseCudnn,
-    tf32: bool,
-    dev: &Device,
-) -> anyhow::Result<Gru> {
+fn layer(s: Shape, im: Impl, dev: &Device) -> anyhow::Result<Gru> {
     let mut c = GruConfig::new(s.h);
     c.return_sequences = true;
-    c.use_cudnn = use_cudnn;
-    let var = |shape: (usize, usize)| -> anyhow::Result<Tensor> {
-        let t = (Tensor::rand(-0.1f32, 0.1, shape, dev)?).to_dtype(dtype)?;
+    c.use_cudnn = im.use_cudnn;
+    c.reset_after = im.reset_after;
+    let var = |shape: &[usize]| -> anyhow::Result<Tensor> {
+        let t = (Tensor::rand(-0.1f32, 0.1, shape, dev)?).to_dtype(im.dtype)?;
         Ok(Var::from_tensor(&t)?.as_tensor().clone())
     };
-    Ok(Gru::from_weights(
-        c,
-        var((s.i, 3 * s.h))?,
-        var((s.h, 3 * s.h))?,
-        Some(var((2, 3 * s.h))?),
-    )?
-    .with_cudnn_tf32(tf32))
+    let bias = match im.reset_after {
+        true => var(&[2, 3 * s.h])?,
+        false => var(&[3 * s.h])?,
+    };
+    Ok(
+        Gru::from_weights(c, var(&[s.i, 3 * s.h])?, var(&[s.h, 3 * s.h])?, Some(bias))?
+            .with_cudnn_tf32(im.tf32)
+            .with_gpu_path(im.gpu_path),
+    )
 }
 
 /// One implementation under test.
@@ -89,6 +90,39 @@ struct Impl {
     dtype: DType,
     use_cudnn: UseCudnn,
     tf32: bool,
+    reset_after: bool,
+    gpu_path: GpuPath,
+}
+
+impl Impl {
+    /// cuDNN on a reset_after layer.
+    fn cudnn(name: &'static str, dtype: DType, tf32: bool) -> Impl {
+        Impl {
+            name,
+            dtype,
+            use_cudnn: UseCudnn::Force,
+            tf32,
+            reset_after: true,
+            gpu_path: GpuPath::StepKernels,
+        }
+    }
+
+    /// What runs without cuDNN (`Never`): the step kernels or the loop.
+    fn without_cudnn(
+        name: &'static str,
+        dtype: DType,
+        reset_after: bool,
+        gpu_path: GpuPath,
+    ) -> Impl {
+        Impl {
+            name,
+            dtype,
+            use_cudnn: UseCudnn::Never,
+            tf32: false,
+            reset_after,
+            gpu_path,
+        }
+    }
 }
 
 /// Times one row (impl, shape, mode).
@@ -99,7 +133,7 @@ fn row(
     dev: &Device,
     timing: Timing,
 ) -> anyhow::Result<(f64, usize)> {
-    let g = layer(s, im.dtype, im.use_cudnn, im.tf32, dev)?;
+    let g = layer(s, im, dev)?;
     let x = Tensor::rand(-1f32, 1., (s.b, s.t, s.i), dev)?.to_dtype(im.dtype)?;
     median_ms(dev, timing, || {
         let opts = CallOptions {
@@ -158,6 +192,46 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
+/// The median of row (impl, mode, shape), if it ran.
+fn median_of(rows: &[Value], name: &str, mode: &str, shape: &Value) -> Option<f64> {
+    rows.iter()
+        .find(|r| {
+            r["impl"] == name
+                && r["mode"] == mode
+                && ["B", "T", "I", "H"].iter().all(|k| r[k] == shape[k])
+        })
+        .and_then(|r| r["median_ms"].as_f64())
+}
+
+/// Prints, per shape and mode, the step kernels' speed-up over the loop (goal: >= 10x at
+/// 64,100,128,256 for both reset forms) and their time over cuDNN's (goal: <= 2x).
+fn ratios(rows: &[Value]) {
+    println!();
+    println!(
+        "{:<22} {:<9} {:>14} {:>17} {:>16} {:>17}",
+        "shape B,T,I,H",
+        "mode",
+        "loop/step",
+        "loop-rb/step-rb",
+        "step/cudnn",
+        "step-bf16/cudnn-bf16"
+    );
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    for r in rows.iter().filter(|r| r["impl"] == "step-f32") {
+        let mode = r["mode"].as_str().unwrap_or("");
+        let m = |name: &str| median_of(rows, name, mode, r);
+        let shape = format!("{},{},{},{}", r["B"], r["T"], r["I"], r["H"]);
+        println!(
+            "{shape:<22} {mode:<9} {:>14} {:>17} {:>16} {:>17}",
+            fmt(ratio(m("loop-gpu-f32"), m("step-f32"))),
+            fmt(ratio(m("loop-gpu-f32-rb"), m("step-f32-rb"))),
+            fmt(ratio(m("step-f32"), m("cudnn-f32"))),
+            fmt(ratio(m("step-bf16"), m("cudnn-bf16"))),
+        );
+    }
+}
+
 fn write_json(path: &Option<String>, rows: &[Value]) -> anyhow::Result<()> {
     if let Some(p) = path {
         std::fs::write(p, serde_json::to_string_pretty(rows)?)
@@ -181,32 +255,26 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let mut impls = vec![
-        Impl {
-            name: "cudnn-f32",
-            dtype: DType::F32,
-            use_cudnn: UseCudnn::Force,
-            tf32: false,
-        },
-        Impl {
-            name: "cudnn-f32-tf32",
-            dtype: DType::F32,
-            use_cudnn: UseCudnn::Force,
-            tf32: true,
-        },
-        Impl {
-            name: "cudnn-bf16",
-            dtype: DType::BF16,
-            use_cudnn: UseCudnn::Force,
-            tf32: false,
-        },
+        Impl::cudnn("cudnn-f32", DType::F32, false),
+        Impl::cudnn("cudnn-f32-tf32", DType::F32, true),
+        Impl::cudnn("cudnn-bf16", DType::BF16, false),
+        Impl::without_cudnn("step-f32", DType::F32, true, GpuPath::StepKernels),
+        Impl::without_cudnn("step-bf16", DType::BF16, true, GpuPath::StepKernels),
+        Impl::without_cudnn("step-f32-rb", DType::F32, false, GpuPath::StepKernels),
     ];
     if a.with_loop {
-        impls.push(Impl {
-            name: "loop-gpu-f32",
-            dtype: DType::F32,
-            use_cudnn: UseCudnn::Never,
-            tf32: false,
-        });
+        impls.push(Impl::without_cudnn(
+            "loop-gpu-f32",
+            DType::F32,
+            true,
+            GpuPath::Loop,
+        ));
+        impls.push(Impl::without_cudnn(
+            "loop-gpu-f32-rb",
+            DType::F32,
+            false,
+            GpuPath::Loop,
+        ));
     }
     println!(
         "{:<16} {:<9} {:>5} {:>5} {:>5} {:>5} {:>11} {:>6}",
@@ -241,6 +309,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    ratios(&rows);
     if let Some(p) = &a.json {
         println!("wrote {p}");
     }

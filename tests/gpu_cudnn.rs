@@ -25,11 +25,11 @@ suite_tests! { Target::cuda();
         suite::second_backward_and_inference_backward_recompute,
     gpu_tf32_is_opt_in => suite::tf32_is_opt_in,
     gpu_memory_is_steady_over_10000_training_calls =>
-        |t: &Target| suite::memory_is_steady(t, 10_000, Duration::from_secs(40)),
+        |t: &Target| suite::memory_is_steady(t, 10_000, Duration::from_secs(25)),
     gpu_step_kernels_match_the_loop => suite::step_kernels_match_the_loop,
     gpu_step_kernels_half_types_track_f32 => suite::step_kernels_half_types_track_f32,
     gpu_step_kernels_second_backward_recomputes => suite::step_kernels_second_backward_recomputes,
     gpu_step_kernels_bad_input_is_typed => suite::step_kernels_bad_input_is_typed,
     gpu_step_kernels_memory_is_steady_over_10000_training_calls =>
-        |t: &Target| suite::step_kernels_memory_is_steady(t, 10_000, Duration::from_secs(40)),
+        |t: &Target| suite::step_kernels_memory_is_steady(t, 10_000, Duration::from_secs(25)),
 }

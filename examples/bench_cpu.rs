@@ -5,8 +5,14 @@
 //! [--impl fused,loop,candle-nn] [--min-time SECONDS]`
 //!
 //! Without `--shape`: 64,100,128,256; 1,100,128,256; 32,500,64,128; 256,50,256,512.
-//! Prints a table and writes JSON rows `{"impl","mode","B","T","I","H","threads","median_ms"}`.
-//! Medians over repeated runs after a warm-up; f32; return_sequences=True.
+//! First measures the machine's sgemm peak at the same thread count: a 2048^3 f32 product
+//! through the gemm code the fused kernels use (`gru_core::seq::matmul::gemm`). Then prints
+//! a table with each row's median, its GFLOP/s (the matrix products' flops: forward
+//! 2BT(I+H)3H; a training step three times that, forward plus the backward's two products
+//! per forward product) and its fraction of the peak, and writes JSON rows
+//! `{"impl","mode","B","T","I","H","threads","median_ms","gflops","peak_fraction"}` plus one
+//! row `{"impl":"sgemm-peak","threads","gflops"}`. Medians over repeated runs after a
+//! warm-up; f32; return_sequences=True.
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
@@ -137,25 +143,77 @@ fn time_row(imp: &str, train: bool, s: Shape, x: &Tensor, a: &Args) -> anyhow::R
     }
 }
 
+/// The products' flops of one call: forward 2BT(I+H)3H; a training step 3x that.
+fn flops(s: Shape, train: bool) -> f64 {
+    let fwd = 2.0 * (s.b * s.t) as f64 * ((s.i + s.h) * 3 * s.h) as f64;
+    if train {
+        3.0 * fwd
+    } else {
+        fwd
+    }
+}
+
+/// GFLOP/s of a 2048^3 f32 product through the fused kernels' gemm, on `threads` threads.
+fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<f64> {
+    use gru_core::seq::matmul::{gemm, View};
+    let n = 2048;
+    let a: Vec<f32> = (0..n * n)
+        .map(|k| ((k % 97) as f32 - 48.0) * 0.01)
+        .collect();
+    let b: Vec<f32> = (0..n * n)
+        .map(|k| ((k % 89) as f32 - 44.0) * 0.01)
+        .collect();
+    let mut c = vec![0f32; n * n];
+    let ms = median_ms(min_time, || {
+        gemm(
+            &mut c,
+            0,
+            n,
+            View::rows(&a, 0, n, n, n),
+            View::rows(&b, 0, n, n, n),
+            false,
+            threads,
+        );
+        Ok(())
+    })?;
+    Ok(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9)
+}
+
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     // candle's CPU ops and gemm's pool read RAYON_NUM_THREADS; set it before any of them run.
     std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
-    let mut rows = Vec::new();
+    let peak = sgemm_peak(a.threads, a.min_time.min(Duration::from_secs(2)))?;
     println!(
-        "{:<10} {:<8} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11}",
-        "impl", "mode", "B", "T", "I", "H", "threads", "median_ms"
+        "sgemm peak (2048^3 f32, {} thread(s), the fused kernels' gemm): {peak:.1} GFLOP/s",
+        a.threads
+    );
+    let mut rows =
+        vec![serde_json::json!({"impl": "sgemm-peak", "threads": a.threads, "gflops": peak})];
+    println!(
+        "{:<10} {:<8} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11} {:>8} {:>7}",
+        "impl", "mode", "B", "T", "I", "H", "threads", "median_ms", "GFLOP/s", "of peak"
     );
     for &s in &a.shapes {
         let x = Tensor::randn(0f32, 1.0, (s.b, s.t, s.i), &Device::Cpu)?;
         for imp in &a.impls {
             for mode in ["forward", "train"] {
                 let ms = time_row(imp, mode == "train", s, &x, &a)?;
+                let gflops = flops(s, mode == "train") / (ms * 1e-3) / 1e9;
                 println!(
-                    "{:<10} {:<8} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11.3}",
-                    imp, mode, s.b, s.t, s.i, s.h, a.threads, ms
+                    "{:<10} {:<8} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11.3} {:>8.1} {:>6.0}%",
+                    imp,
+                    mode,
+                    s.b,
+                    s.t,
+                    s.i,
+                    s.h,
+                    a.threads,
+                    ms,
+                    gflops,
+                    100.0 * gflops / peak
                 );
-                rows.push(serde_json::json!({"impl": imp, "mode": mode, "B": s.b, "T": s.t, "I": s.i, "H": s.h, "threads": a.threads, "median_ms": ms}));
+                rows.push(serde_json::json!({"impl": imp, "mode": mode, "B": s.b, "T": s.t, "I": s.i, "H": s.h, "threads": a.threads, "median_ms": ms, "gflops": gflops, "peak_fraction": gflops / peak}));
             }
         }
     }

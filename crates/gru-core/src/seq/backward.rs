@@ -7,7 +7,7 @@
 //! stacked, `dW = X^T @ dXP`, `dX = dXP @ W^T`.
 
 use super::forward::{Saved, Workspace};
-use super::matmul::{gemm, View};
+use super::matmul::{gemm, Rhs, View};
 use super::{clip_grad, masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::{GruError, Result};
 
@@ -201,18 +201,15 @@ fn blend_grads<T: Float>(st: &SavedStep<T>, g: &mut StepGrads<T>) {
 #[inline(always)]
 fn reset_before_grads<T: Float>(
     spec: &SeqSpec,
-    w: &SeqWeights<T>,
+    u_t: &Rhs<T>,
     h_mask: Option<&Vec<T>>,
     st: &SavedStep<T>,
     scratch: &mut [T],
     g: &mut StepGrads<T>,
 ) {
     let (bsz, u) = (spec.batch, spec.units);
-    let (da_h, u_h_t) = (
-        View::rows(&g.da_h, 0, bsz, u, u),
-        View::rows(w.recurrent, 2 * u, u, u, 3 * u).t(),
-    );
-    gemm(scratch, 0, u, da_h, u_h_t, false, spec.threads);
+    let da_h = View::rows(&g.da_h, 0, bsz, u, u);
+    u_t.product(scratch, 0, u, da_h, 2 * u..3 * u, 0..u, false, spec.threads);
     let cells =
         g.dr.iter_mut()
             .zip(g.dh.iter_mut())
@@ -273,70 +270,54 @@ fn scatter_step_grads<T: Float>(
     }
 }
 
-/// `U^T` row-major ((3u, u): row j is column j of `U`), for batches of two rows or more.
-/// The per-step state products read it instead of a transposed view of `U`: a product over
-/// a transposed right-hand side runs about 30% slower (measured: 146 against 213 GFLOP/s
-/// at 64x768x256); the copy is made once per backward. One row keeps the view (gemm's
-/// vector path reads `U`'s rows directly; the copy would make it slower).
-fn transposed_recurrent<T: Float>(spec: &SeqSpec, w: &SeqWeights<T>) -> Option<Vec<T>> {
-    if spec.batch < 2 {
-        return None;
-    }
+/// `U^T` ((3u, u)) for the per-step state products: packed once per backward (f32 with
+/// AVX; see `kernel`); otherwise, for batches of two rows or more, a row-major copy (a
+/// product over a transposed right-hand side runs about 30% slower through gemm: measured
+/// 146 against 213 GFLOP/s at 64x768x256); for one row the transposed view (gemm's vector
+/// path reads `U`'s rows directly).
+fn recurrent_transposed<'a, T: Float>(
+    spec: &SeqSpec,
+    w: &'a SeqWeights<T>,
+    copy: &'a mut Vec<T>,
+) -> Rhs<'a, T> {
     let u = spec.units;
     let u3 = 3 * u;
-    let mut ut = vec![T::ZERO; u3 * u];
+    let view = View::rows(w.recurrent, 0, u, u3, u3).t();
+    let rhs = Rhs::new(view, spec.threads);
+    if rhs.is_packed() || spec.batch < 2 {
+        return rhs;
+    }
+    copy.clear();
+    copy.resize(u3 * u, T::ZERO);
     for (k, row) in w.recurrent.chunks_exact(u3).enumerate() {
         for (j, &v) in row.iter().enumerate() {
-            ut[j * u + k] = v;
+            copy[j * u + k] = v;
         }
     }
-    Some(ut)
+    Rhs::new(View::rows(copy, 0, u3, u, u), spec.threads)
 }
 
-/// Gate g's block of `U^T` ((u, u) as a view): from the row-major copy, or transposed.
-fn recurrent_t<'a, T>(
-    w: &'a SeqWeights<T>,
-    u_t: Option<&'a [T]>,
-    g: usize,
-    gates: usize,
-    u: usize,
-) -> View<'a, T> {
-    match u_t {
-        Some(ut) => View::rows(ut, g * u * u, gates * u, u, u),
-        None => View::rows(w.recurrent, g * u, u, gates * u, 3 * u).t(),
-    }
-}
-
-/// `dh += (dhp_g @ U_g^T) (* m_g)` over the gates that go through the recurrent product
-/// (`u_t`: `U^T` row-major from [`transposed_recurrent`], if made).
+/// `dh += (dhp_g @ U_g^T) (* m_g)` over the gates that go through the recurrent product.
 #[inline(always)]
 fn state_grad_through_product<T: Float>(
     spec: &SeqSpec,
-    w: &SeqWeights<T>,
-    u_t: Option<&[T]>,
+    u_t: &Rhs<T>,
     rec_masks: &[Vec<T>],
     dhp: &[T],
     scratch: &mut [T],
     dh: &mut [T],
 ) {
-    let (bsz, u) = (spec.batch, spec.units);
+    let (bsz, u, th) = (spec.batch, spec.units, spec.threads);
     let u3 = 3 * u;
     let gates = if spec.reset_after { 3 } else { 2 };
     if rec_masks.is_empty() {
-        let cols = gates * u;
-        let (d, ut) = (
-            View::rows(dhp, 0, bsz, cols, u3),
-            recurrent_t(w, u_t, 0, gates, u),
-        );
-        gemm(dh, 0, u, d, ut, true, spec.threads);
+        let d = View::rows(dhp, 0, bsz, gates * u, u3);
+        u_t.product(dh, 0, u, d, 0..gates * u, 0..u, true, th);
         return;
     }
     for (g, m) in rec_masks.iter().take(gates).enumerate() {
-        let (d, ut) = (
-            View::rows(dhp, g * u, bsz, u, u3),
-            recurrent_t(w, u_t, g, 1, u),
-        );
-        gemm(scratch, 0, u, d, ut, false, spec.threads);
+        let d = View::rows(dhp, g * u, bsz, u, u3);
+        u_t.product(scratch, 0, u, d, g * u..(g + 1) * u, 0..u, false, th);
         for ((d, &v), &mv) in dh.iter_mut().zip(scratch.iter()).zip(m) {
             *d += v * mv;
         }
@@ -487,7 +468,8 @@ fn backward_body<T: Float>(
     };
     let scratch = sized(&mut ws.scratch, bu);
     let scratch2 = sized(&mut ws.scratch2, bu);
-    let u_t = transposed_recurrent(spec, w);
+    let mut u_t_copy = std::mem::take(&mut ws.scratch_rec);
+    let u_t = recurrent_transposed(spec, w, &mut u_t_copy);
     for k in (0..time).rev() {
         let t = spec.t_of(k);
         let st = saved.step(k, bu);
@@ -501,7 +483,7 @@ fn backward_body<T: Float>(
                 *d = a * p;
             }
         } else {
-            reset_before_grads(spec, w, inp.recurrent_masks.get(2), &st, scratch, &mut g);
+            reset_before_grads(spec, &u_t, inp.recurrent_masks.get(2), &st, scratch, &mut g);
         }
         T::mul_derivative(spec.recurrent_activation, st.a_z, st.z, &mut g.dz);
         T::mul_derivative(spec.recurrent_activation, st.a_r, st.r, &mut g.dr);
@@ -509,16 +491,10 @@ fn backward_body<T: Float>(
         clip_grad(spec.clip, st.a_r, &mut g.dr);
         let dhp = &mut dhp_all[k * bsz * u3..(k + 1) * bsz * u3];
         scatter_step_grads(spec, t, st.r, &g, d_xp, dhp);
-        state_grad_through_product(
-            spec,
-            w,
-            u_t.as_deref(),
-            inp.recurrent_masks,
-            dhp,
-            scratch2,
-            &mut g.dh,
-        );
+        state_grad_through_product(spec, &u_t, inp.recurrent_masks, dhp, scratch2, &mut g.dh);
     }
+    drop(u_t);
+    ws.scratch_rec = u_t_copy;
     let recurrent = recurrent_weight_grads(spec, inp.recurrent_masks, saved, dhp_all);
     let (kernel, x) = input_grads(spec, w, inp, d_xp);
     let bias = bias_grads(spec, d_xp, dhp_all);

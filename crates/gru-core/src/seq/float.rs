@@ -6,8 +6,11 @@
 //! a few ulp, far inside Keras' float32 tolerance. Other f32 activations go through the f64
 //! reference.
 
+use super::kernel::Packed;
+use super::matmul::View;
 use crate::activation::Activation;
 use std::fmt::Debug;
+use std::ops::Range;
 use std::ops::{Add, AddAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 /// A float the fused path computes in.
@@ -39,6 +42,26 @@ pub trait Float:
     fn activate(act: Activation, a: &[Self], y: &mut [Self]);
     /// `g[i] *= act'(a[i])`, where `y[i] = act(a[i])` (sigmoid and tanh use `y`).
     fn mul_derivative(act: Activation, a: &[Self], y: &[Self], g: &mut [Self]);
+    /// `b` packed for the per-step product kernels, when this type and the CPU have them
+    /// (f32 with AVX-512F or AVX2+FMA).
+    fn pack(_b: View<'_, Self>) -> Option<Packed<Self>> {
+        None
+    }
+    /// `dst (+)= a @ p[k_rows, cols]` with the packed kernels; false when they cannot (the
+    /// caller then computes it). `a` and `dst` are checked by the caller.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_packed(
+        _dst: &mut [Self],
+        _dst_offset: usize,
+        _dst_rs: usize,
+        _a: View<'_, Self>,
+        _p: &Packed<Self>,
+        _k_rows: Range<usize>,
+        _cols: Range<usize>,
+        _accumulate: bool,
+    ) -> bool {
+        false
+    }
 }
 
 fn activate_ref<T: Float>(act: Activation, a: &[T], y: &mut [T]) {
@@ -117,6 +140,21 @@ impl Float for f32 {
     }
     fn mul_derivative(act: Activation, a: &[f32], y: &[f32], g: &mut [f32]) {
         mul_derivative_generic(act, a, y, g)
+    }
+    fn pack(b: View<'_, f32>) -> Option<Packed<f32>> {
+        Packed::pack(b)
+    }
+    fn gemm_packed(
+        dst: &mut [f32],
+        dst_offset: usize,
+        dst_rs: usize,
+        a: View<'_, f32>,
+        p: &Packed<f32>,
+        k_rows: Range<usize>,
+        cols: Range<usize>,
+        accumulate: bool,
+    ) -> bool {
+        super::kernel::gemm_packed(dst, dst_offset, dst_rs, a, p, k_rows, cols, accumulate)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Forward over the whole sequence.
 
-use super::matmul::{gemm, View};
+use super::matmul::{gemm, Rhs, View};
 use super::{clip_pre, masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::Result;
 
@@ -112,7 +112,7 @@ pub(crate) fn step_bias<T: Float>(spec: &SeqSpec, w: &SeqWeights<T>) -> Option<V
 /// candidate's columns (and the recurrent bias) with reset_after.
 pub(crate) fn recurrent_product<T: Float>(
     spec: &SeqSpec,
-    w: &SeqWeights<T>,
+    rhs: &Rhs<T>,
     h: &[T],
     rec_masks: &[Vec<T>],
     step_bias: Option<&[T]>,
@@ -129,30 +129,17 @@ pub(crate) fn recurrent_product<T: Float>(
             row.copy_from_slice(sb);
         }
     }
+    let th = spec.threads;
     if rec_masks.is_empty() {
-        gemm(
-            hp,
-            0,
-            u3,
-            View::rows(h, 0, b, u, u),
-            View::rows(w.recurrent, 0, u, gates * u, u3),
-            accumulate,
-            spec.threads,
-        );
+        let a = View::rows(h, 0, b, u, u);
+        rhs.product(hp, 0, u3, a, 0..u, 0..gates * u, accumulate, th);
     } else {
         for (g, m) in rec_masks.iter().take(gates).enumerate() {
             for ((s, &hv), &mv) in scratch.iter_mut().zip(h).zip(m) {
                 *s = hv * mv;
             }
-            gemm(
-                hp,
-                g * u,
-                u3,
-                View::rows(scratch, 0, b, u, u),
-                View::rows(w.recurrent, g * u, u, u, u3),
-                accumulate,
-                spec.threads,
-            );
+            let a = View::rows(scratch, 0, b, u, u);
+            rhs.product(hp, g * u, u3, a, 0..u, g * u..(g + 1) * u, accumulate, th);
         }
     }
 }
@@ -165,6 +152,7 @@ pub struct Workspace<T> {
     pub(crate) hp: Vec<T>,
     pub(crate) scratch: Vec<T>,
     pub(crate) scratch2: Vec<T>,
+    pub(crate) scratch_rec: Vec<T>,
     pub(crate) h: Vec<T>,
     pub(crate) out_prev: Vec<T>,
     pub(crate) step: Saved<T>,
@@ -339,7 +327,7 @@ fn candidate_reset_after<T: Float>(
 #[allow(clippy::too_many_arguments)]
 fn candidate_reset_before<T: Float>(
     spec: &SeqSpec,
-    w: &SeqWeights<T>,
+    rhs: &Rhs<T>,
     x: StepInputs<T>,
     h: &[T],
     h_mask: Option<&Vec<T>>,
@@ -360,11 +348,8 @@ fn candidate_reset_before<T: Float>(
             }
         }
     }
-    let (q, u_h) = (
-        View::rows(blk.extra, 0, bsz, u, u),
-        View::rows(w.recurrent, 2 * u, u, u, 3 * u),
-    );
-    gemm(scratch, 0, u, q, u_h, false, spec.threads);
+    let q = View::rows(blk.extra, 0, bsz, u, u);
+    rhs.product(scratch, 0, u, q, 0..u, 2 * u..3 * u, false, spec.threads);
     for (b, (ah, rh)) in blk
         .a_h
         .chunks_exact_mut(u)
@@ -458,6 +443,8 @@ fn forward_body<T: Float>(
     let h = sized(&mut ws.h, bu);
     h.copy_from_slice(inp.h0);
     let out_prev = sized(&mut ws.out_prev, bu);
+    // The recurrent weights, packed once for every step's product.
+    let rhs = Rhs::new(View::rows(w.recurrent, 0, u, u3, u3), spec.threads);
     for k in 0..time {
         let t = spec.t_of(k);
         let x = StepInputs {
@@ -473,7 +460,7 @@ fn forward_body<T: Float>(
         blk.h_prev.copy_from_slice(h);
         recurrent_product(
             spec,
-            w,
+            &rhs,
             h,
             inp.recurrent_masks,
             sbias.as_deref(),
@@ -489,7 +476,7 @@ fn forward_body<T: Float>(
             candidate_reset_after(u, x, hp, &b_in_h, &mut blk);
         } else {
             let h_mask = inp.recurrent_masks.get(2);
-            candidate_reset_before(spec, w, x, h, h_mask, &b_in_h, scratch, &mut blk);
+            candidate_reset_before(spec, &rhs, x, h, h_mask, &b_in_h, scratch, &mut blk);
         }
         clip_pre(spec.clip, blk.a_h);
         T::activate(spec.activation, blk.a_h, blk.hh);

@@ -2,6 +2,8 @@
 //! backend: AVX-512/AVX2/portable kernels chosen at run time).
 
 use super::float::Float;
+use super::kernel::Packed;
+use std::ops::Range;
 
 /// A read-only matrix view: element (i, j) is `data[offset + i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -54,7 +56,7 @@ impl<'a, T> View<'a, T> {
             .checked_add(self.offset)
     }
 
-    fn in_bounds(&self) -> bool {
+    pub(crate) fn in_bounds(&self) -> bool {
         self.last()
             .is_some_and(|l| self.rows == 0 || self.cols == 0 || l < self.data.len())
     }
@@ -128,6 +130,69 @@ pub fn gemm<T: Float>(
             false,
             par,
         )
+    }
+}
+
+/// A right-hand side of the per-step products (the recurrent weights, or their transpose):
+/// the matrix as a view and, for f32 on a CPU with AVX-512F or AVX2+FMA, a copy packed once
+/// for the whole call (see `kernel`).
+pub(crate) struct Rhs<'a, T> {
+    view: View<'a, T>,
+    packed: Option<Packed<T>>,
+}
+
+impl<'a, T: Float> Rhs<'a, T> {
+    /// `view` (k x n), packed when the products run on one thread.
+    pub(crate) fn new(view: View<'a, T>, threads: usize) -> Self {
+        let packed = if threads <= 1 { T::pack(view) } else { None };
+        Rhs { view, packed }
+    }
+
+    /// Whether the products read a packed copy.
+    pub(crate) fn is_packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// `dst (+)= a @ B[k_rows, cols]`: from the packed copy when it serves, else by gemm
+    /// on the view. Panics if a view reaches outside its slice (an internal invariant).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn product(
+        &self,
+        dst: &mut [T],
+        dst_offset: usize,
+        dst_rs: usize,
+        a: View<'_, T>,
+        k_rows: Range<usize>,
+        cols: Range<usize>,
+        accumulate: bool,
+        threads: usize,
+    ) {
+        let d = View {
+            data: &*dst,
+            offset: dst_offset,
+            rows: a.rows,
+            cols: cols.len(),
+            rs: dst_rs,
+            cs: 1,
+        };
+        assert!(
+            a.in_bounds() && d.in_bounds(),
+            "step product view out of bounds"
+        );
+        if let Some(p) = &self.packed {
+            let (kr, cr) = (k_rows.clone(), cols.clone());
+            if T::gemm_packed(dst, dst_offset, dst_rs, a, p, kr, cr, accumulate) {
+                return;
+            }
+        }
+        let v = self.view;
+        let b = View {
+            offset: v.offset + k_rows.start * v.rs + cols.start * v.cs,
+            rows: k_rows.len(),
+            cols: cols.len(),
+            ..v
+        };
+        gemm(dst, dst_offset, dst_rs, a, b, accumulate, threads);
     }
 }
 

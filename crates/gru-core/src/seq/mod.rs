@@ -45,6 +45,7 @@ macro_rules! cpu_dispatch {
 pub mod backward;
 pub mod float;
 pub mod forward;
+pub mod kernel;
 pub mod matmul;
 pub mod parallel;
 

@@ -386,11 +386,9 @@ fn input_grads<T: Float>(
             View::rows(d_xp, 0, n, u3, u3),
         );
         gemm(&mut d_kernel, 0, u3, x_t, dxp, false, th);
-        let (dxp, k_t) = (
-            View::rows(d_xp, 0, n, u3, u3),
-            View::rows(w.kernel, 0, n_in, u3, u3).t(),
-        );
-        gemm(&mut d_x, 0, n_in, dxp, k_t, false, th);
+        let k_t = Rhs::new(View::rows(w.kernel, 0, n_in, u3, u3).t(), th);
+        let dxp = View::rows(d_xp, 0, n, u3, u3);
+        k_t.product(&mut d_x, 0, n_in, dxp, 0..u3, 0..n_in, false, th);
         return (d_kernel, d_x);
     }
     let masks = inp.input_masks;

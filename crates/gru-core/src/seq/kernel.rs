@@ -414,7 +414,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.37 + seed).sin())).collect()
+        (0..n).map(|i| (i as f32 * 0.37 + seed).sin()).collect()
     }
 
     /// `C (+)= A[:, k_rows] @ B[k_rows, cols]` in f64.

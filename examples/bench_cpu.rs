@@ -5,8 +5,9 @@
 //! [--impl fused,loop,candle-nn] [--min-time SECONDS]`
 //!
 //! Without `--shape`: 64,100,128,256; 1,100,128,256; 32,500,64,128; 256,50,256,512.
-//! First measures the machine's sgemm peak at the same thread count: a 2048^3 f32 product
-//! through the gemm code the fused kernels use (`gru_core::seq::matmul::gemm`). Then prints
+//! First measures the machine's sgemm peak at the same thread count: 2048^3 f32 products
+//! through the code the fused kernels use (gemm, and on one thread the packed kernels of the
+//! recurrent products, `gru_core::seq::kernel`); the peak is the faster. Then prints
 //! a table with each row's median, its GFLOP/s (the matrix products' flops: forward
 //! 2BT(I+H)3H; a training step three times that, forward plus the backward's two products
 //! per forward product) and its fraction of the peak, and writes JSON rows
@@ -153,8 +154,10 @@ fn flops(s: Shape, train: bool) -> f64 {
     }
 }
 
-/// GFLOP/s of a 2048^3 f32 product through the fused kernels' gemm, on `threads` threads.
-fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<f64> {
+/// GFLOP/s of 2048^3 f32 products on `threads` threads: through gemm, and (one thread,
+/// AVX2 or AVX-512) through the packed kernels of the recurrent products.
+fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<(f64, Option<f64>)> {
+    use gru_core::seq::kernel::Packed;
     use gru_core::seq::matmul::{gemm, View};
     let n = 2048;
     let a: Vec<f32> = (0..n * n)
@@ -164,7 +167,8 @@ fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<f64> {
         .map(|k| ((k % 89) as f32 - 44.0) * 0.01)
         .collect();
     let mut c = vec![0f32; n * n];
-    let ms = median_ms(min_time, || {
+    let gflops = |ms: f64| 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9;
+    let via_gemm = median_ms(min_time, || {
         gemm(
             &mut c,
             0,
@@ -176,20 +180,30 @@ fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<f64> {
         );
         Ok(())
     })?;
-    Ok(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9)
+    let packed = match (threads, Packed::from_rows(&b, n, n)) {
+        (1, Some(p)) => Some(gflops(median_ms(min_time, || {
+            anyhow::ensure!(p.product(&mut c, &a, n), "packed product sizes");
+            Ok(())
+        })?)),
+        _ => None,
+    };
+    Ok((gflops(via_gemm), packed))
 }
 
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     // candle's CPU ops and gemm's pool read RAYON_NUM_THREADS; set it before any of them run.
     std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
-    let peak = sgemm_peak(a.threads, a.min_time.min(Duration::from_secs(2)))?;
+    let (via_gemm, via_packed) = sgemm_peak(a.threads, a.min_time.min(Duration::from_secs(2)))?;
+    let peak = via_packed.map_or(via_gemm, |p| p.max(via_gemm));
     println!(
-        "sgemm peak (2048^3 f32, {} thread(s), the fused kernels' gemm): {peak:.1} GFLOP/s",
-        a.threads
+        "sgemm peak (2048^3 f32, {} thread(s)): {peak:.1} GFLOP/s (gemm {via_gemm:.1}{})",
+        a.threads,
+        via_packed.map_or(String::new(), |p| format!(", packed step kernels {p:.1}"))
     );
-    let mut rows =
-        vec![serde_json::json!({"impl": "sgemm-peak", "threads": a.threads, "gflops": peak})];
+    let mut rows = vec![
+        serde_json::json!({"impl": "sgemm-peak", "threads": a.threads, "gflops": peak, "gemm_gflops": via_gemm, "packed_gflops": via_packed}),
+    ];
     println!(
         "{:<10} {:<8} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11} {:>8} {:>7}",
         "impl", "mode", "B", "T", "I", "H", "threads", "median_ms", "GFLOP/s", "of peak"

@@ -289,25 +289,30 @@ fn gate_preactivations<T: Float>(u: usize, x: StepInputs<T>, hp: &[T], blk: &mut
     }
 }
 
-/// reset_after: `a_h = (x_h + b_in_h) + r * pre` with `pre = hp_h` (saved in `extra`).
+/// reset_after: `a_h = (x_h + b_in_h) + r * pre` with `pre = hp_h` (saved in `extra` when
+/// the forward keeps its activations).
 #[inline(always)]
 fn candidate_reset_after<T: Float>(
     u: usize,
     x: StepInputs<T>,
     hp: &[T],
     b_in_h: &[T],
+    save: bool,
     blk: &mut StepBlock<T>,
 ) {
     let rows = blk
         .a_h
         .chunks_exact_mut(u)
         .zip(blk.extra.chunks_exact_mut(u));
-    for (b, (((ah, pre), rr), hrow)) in rows
+    for (b, (((ah, extra), rr), hrow)) in rows
         .zip(blk.r.chunks_exact(u))
         .zip(hp.chunks_exact(3 * u))
         .enumerate()
     {
-        pre.copy_from_slice(&hrow[2 * u..]);
+        let pre = &hrow[2 * u..];
+        if save {
+            extra.copy_from_slice(pre);
+        }
         let xh = &x.row(b)[2 * u..];
         for ((((o, &xv), &bv), &rv), &pv) in ah
             .iter_mut()
@@ -457,7 +462,9 @@ fn forward_body<T: Float>(
             Some(sv) => sv.block(k, bu),
             None => step.block(0, bu),
         };
-        blk.h_prev.copy_from_slice(h);
+        if save {
+            blk.h_prev.copy_from_slice(h);
+        }
         recurrent_product(
             spec,
             &rhs,
@@ -473,7 +480,7 @@ fn forward_body<T: Float>(
         T::activate(spec.recurrent_activation, blk.a_z, blk.z);
         T::activate(spec.recurrent_activation, blk.a_r, blk.r);
         if spec.reset_after {
-            candidate_reset_after(u, x, hp, &b_in_h, &mut blk);
+            candidate_reset_after(u, x, hp, &b_in_h, save, &mut blk);
         } else {
             let h_mask = inp.recurrent_masks.get(2);
             candidate_reset_before(spec, &rhs, x, h, h_mask, &b_in_h, scratch, &mut blk);

@@ -70,6 +70,26 @@ impl Packed<f32> {
         Some(Self::pack_for(b, Isa::detect()?))
     }
 
+    /// The row-major `k x n` matrix `b` packed (as the per-step products use it), or `None`
+    /// when the CPU has neither AVX-512F nor AVX2+FMA or `b` is not `k x n`.
+    pub fn from_rows(b: &[f32], k: usize, n: usize) -> Option<Packed<f32>> {
+        if k.checked_mul(n) != Some(b.len()) {
+            return None;
+        }
+        Self::pack(View::rows(b, 0, k, n, n))
+    }
+
+    /// `c = a @ self` for a row-major `m x k` matrix `a` into the row-major `m x n` `c`,
+    /// with the per-step product kernels (for benchmarks: the same code the fused path's
+    /// recurrent products run). False (nothing written) when the sizes do not match.
+    pub fn product(&self, c: &mut [f32], a: &[f32], m: usize) -> bool {
+        let (k, n) = (self.k, self.n);
+        if m.checked_mul(k) != Some(a.len()) || m.checked_mul(n) != Some(c.len()) {
+            return false;
+        }
+        gemm_packed(c, 0, n, View::rows(a, 0, m, k, k), self, 0..k, 0..n, false)
+    }
+
     /// `b` packed for `isa` (which the CPU must have).
     fn pack_for(b: View<'_, f32>, isa: Isa) -> Packed<f32> {
         let (k, n, nr) = (b.rows, b.cols, isa.nr());

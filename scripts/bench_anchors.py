@@ -5,10 +5,12 @@ and thread counts as `bench_cpu`, merged with its JSON into one table with ratio
     python3 scripts/bench_anchors.py [--threads 1,2] [--shape B,T,I,H ...] [--out DIR]
 
 It installs keras==3.15.1, tensorflow-cpu==2.21.0, torch==2.15.0 and matplotlib into
-target/anchors-venv (from PyPI) on first use, runs `cargo run --release --example bench_cpu`
-for each thread count, times the anchors in fresh processes (thread settings must precede
-TensorFlow's start), and writes DIR/bench.json, DIR/bench.md and DIR/bench.png
-(DIR defaults to target/bench).
+target/anchors-venv (from PyPI) on first use, runs `bench_cpu` (release build) for each
+thread count, times the anchors in fresh processes (thread settings must precede
+TensorFlow's start; one-thread runs pinned to one core with taskset), and writes
+DIR/bench.json, DIR/bench.md (the table with each row's GFLOP/s and fraction of the sgemm
+peak bench_cpu measured, and the goals met or not) and DIR/bench.png (DIR defaults to
+target/bench).
 
 Timings are medians after a warm-up, f32, return_sequences=True: "forward" is inference
 (Keras: a tf.function of the layer call; PyTorch: nn.GRU under no_grad); "train" is forward +
@@ -17,6 +19,7 @@ backward of sum(output) (Keras: GradientTape in a tf.function; PyTorch: autograd
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -153,12 +156,16 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     rows = []
     shape_args = sum([["--shape", ",".join(map(str, s))] for s in shapes], [])
+    subprocess.check_call(["cargo", "build", "--release", "-q", "--example", "bench_cpu"], cwd=ROOT)
+    bench = os.path.join(ROOT, "target", "release", "examples", "bench_cpu")
     for th in threads_list:
+        # One thread runs pinned to one core (less noise from migration), where taskset exists.
+        pin = ["taskset", "-c", str(os.cpu_count() - 1)] if th == 1 and shutil.which("taskset") else []
         ours = os.path.join(args.out, f"ours_t{th}.json")
-        subprocess.check_call(["cargo", "run", "--release", "-q", "--example", "bench_cpu", "--",
-                               "--threads", str(th), "--json", ours] + shape_args, cwd=ROOT)
+        subprocess.check_call(pin + [bench, "--threads", str(th), "--json", ours] + shape_args, cwd=ROOT)
         rows += json.load(open(ours))
-        out = subprocess.check_output([PY, os.path.abspath(__file__), "--worker", "--threads", str(th)] + shape_args)
+        out = subprocess.check_output(pin + [PY, os.path.abspath(__file__), "--worker", "--threads", str(th)]
+                                      + shape_args)
         rows += json.loads(out)
     json.dump(rows, open(os.path.join(args.out, "bench.json"), "w"), indent=1)
 
@@ -167,15 +174,46 @@ def main():
              and (r["B"], r["T"], r["I"], r["H"]) == tuple(s)]
         return m[0] if m else float("nan")
 
-    lines = ["| shape (B,T,I,H) | mode | threads | fused ms | Keras-TF ms | torch ms | candle-nn ms | loop ms "
-             "| fused / Keras-TF | fused / torch | candle-nn / fused |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    peaks = {r["threads"]: r["gflops"] for r in rows if r["impl"] == "sgemm-peak"}
+    gf = {(r["mode"], r["B"], r["T"], r["I"], r["H"], r["threads"]): r.get("gflops")
+          for r in rows if r["impl"] == "fused"}
+    lines = ["sgemm peak (2048^3 f32, measured by bench_cpu in this run): "
+             + ", ".join(f"{th} thread(s) {p:.1f} GFLOP/s" for th, p in sorted(peaks.items())), "",
+             "| shape (B,T,I,H) | mode | threads | fused ms | fused GFLOP/s | of peak | Keras-TF ms | torch ms "
+             "| candle-nn ms | loop ms | fused / Keras-TF | fused / torch | candle-nn / fused |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in shapes:
         for mode in ["forward", "train"]:
             for th in threads_list:
                 f, k, t, c, lp = (get(n, mode, s, th) for n in ["fused", "keras-tf", "torch", "candle-nn", "loop"])
-                lines.append(f"| {','.join(map(str, s))} | {mode} | {th} | {f:.2f} | {k:.2f} | {t:.2f} | {c:.2f} | {lp:.2f} "
+                g = gf.get((mode, *s, th)) or float("nan")
+                pk = peaks.get(th, float("nan"))
+                lines.append(f"| {','.join(map(str, s))} | {mode} | {th} | {f:.2f} | {g:.1f} | {100 * g / pk:.0f}% "
+                             f"| {k:.2f} | {t:.2f} | {c:.2f} | {lp:.2f} "
                              f"| {f / k:.2f}x | {f / t:.2f}x | {c / f:.2f}x |")
+    lines += ["", "Goals (one thread unless said):"]
+
+    def goal(text, ok):
+        lines.append(f"- {text}: {'met' if ok else 'NOT met'}")
+
+    ref, b1 = (64, 100, 128, 256), (1, 100, 128, 256)
+    if ref in shapes and 1 in threads_list:
+        g = gf.get(("forward", *ref, 1)) or 0.0
+        goal(f"forward at 64,100,128,256 at least 85% of the peak ({100 * g / peaks.get(1, float('inf')):.0f}%)",
+             g >= 0.85 * peaks.get(1, float("inf")))
+        r = get("fused", "train", ref, 1) / get("keras-tf", "train", ref, 1)
+        goal(f"training step at 64,100,128,256 at most 0.8x Keras-TF ({r:.2f}x)", r <= 0.8)
+    if b1 in shapes and 1 in threads_list:
+        r = get("fused", "forward", b1, 1) / get("torch", "forward", b1, 1)
+        goal(f"B=1 forward at most 0.5x PyTorch ({r:.2f}x)", r <= 0.5)
+    worst = min(get("candle-nn", m, s, th) / get("fused", m, s, th)
+                for s in shapes for m in ["forward", "train"] for th in threads_list)
+    goal(f"at least 3x candle-nn at every shape and thread count (lowest {worst:.2f}x)", worst >= 3.0)
+    if 1 in threads_list and 2 in threads_list:
+        slower = [f"{','.join(map(str, s))} {m}" for s in shapes for m in ["forward", "train"]
+                  if get("fused", m, s, 2) > get("fused", m, s, 1)]
+        goal("two threads never slower than one" + (f" (slower: {'; '.join(slower)})" if slower else ""),
+             not slower)
     table = "\n".join(lines)
     open(os.path.join(args.out, "bench.md"), "w").write(table + "\n")
     print(table)

@@ -30,6 +30,24 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// A half-type call tracks the f32 `reference`: outputs within 3e-2 (unit-scale data),
+    /// gradients within 1e-1 relative to max(1, |g|).
+    pub fn assert_tracks_f32(&self, reference: &Outcome, label: &str) {
+        for (k, (a, r)) in self.outputs.iter().zip(&reference.outputs).enumerate() {
+            let d = max_diff(a, r);
+            println!("{label} output {k}: max |diff| vs f32 {d:.2e}");
+            assert!(d < 3e-2, "{label} output {k}: {d:e}");
+        }
+        for (k, (a, r)) in self.grads.iter().zip(&reference.grads).enumerate() {
+            let scale = r.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let d = max_diff(a, r) / scale;
+            println!("{label} gradient {k}: max |diff| / max(1, |g|) {d:.2e}");
+            assert!(d < 1e-1, "{label} gradient {k}: {d:e}");
+        }
+    }
+}
+
 /// One call with `return_sequences` and `return_state`; the loss weighs every output step
 /// differently and adds half the state, so every gradient path is exercised.
 pub fn run_call(

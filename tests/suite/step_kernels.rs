@@ -184,19 +184,7 @@ pub fn step_kernels_half_types_track_f32(target: &Target) {
                 true,
             );
             assert_eq!(got.path, target.step_path(dtype));
-            for (k, (a, r)) in got.outputs.iter().zip(&reference.outputs).enumerate() {
-                let d = max_diff(a, r);
-                println!(
-                    "reset_after={reset_after} {dtype:?} output {k}: max |diff| vs f32 {d:.2e}"
-                );
-                assert!(d < 3e-2, "{dtype:?} output {k}: {d:e}");
-            }
-            for (k, (a, r)) in got.grads.iter().zip(&reference.grads).enumerate() {
-                let scale = r.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-                let d = max_diff(a, r) / scale;
-                println!("reset_after={reset_after} {dtype:?} gradient {k}: max |diff| / max(1, |g|) {d:.2e}");
-                assert!(d < 1e-1, "{dtype:?} gradient {k}: {d:e}");
-            }
+            got.assert_tracks_f32(&reference, &format!("reset_after={reset_after} {dtype:?}"));
         }
     }
 }

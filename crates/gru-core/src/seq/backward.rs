@@ -232,17 +232,54 @@ fn reset_before_grads<T: Float>(
     }
 }
 
+/// The bias gradients, summed step by step while each step's rows are in cache (a pass
+/// over the stacked gradients afterwards would read them all again from memory): the input
+/// bias sums `d_xp`'s rows, reset_after's recurrent bias the recurrent product's.
+struct BiasSums<T> {
+    input: Vec<T>,
+    recurrent: Vec<T>,
+}
+
+impl<T: Float> BiasSums<T> {
+    fn new(u3: usize) -> Self {
+        BiasSums {
+            input: vec![T::ZERO; u3],
+            recurrent: vec![T::ZERO; u3],
+        }
+    }
+
+    #[inline(always)]
+    fn add(acc: &mut [T], row: &[T]) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+
+    /// The layer's bias gradient: (bias_rows, 3u), empty without bias.
+    fn into_grads(self, spec: &SeqSpec) -> Vec<T> {
+        match (spec.use_bias, spec.reset_after) {
+            (false, _) => Vec::new(),
+            (true, false) => self.input,
+            (true, true) => {
+                let mut d = self.input;
+                d.extend(self.recurrent);
+                d
+            }
+        }
+    }
+}
+
 /// Writes step k's gradients into `d_xp` (row b*T + t) and into `dhp`, the gradient of the
 /// recurrent product (reset_after: `da_h * r` for the candidate; reset_before keeps da_h
-/// there, for dU_h = q^T @ da_h).
+/// there, for dU_h = q^T @ da_h), and adds them to the bias sums.
 #[inline(always)]
 fn scatter_step_grads<T: Float>(
     spec: &SeqSpec,
     t: usize,
     r: &[T],
     g: &StepGrads<T>,
-    d_xp: &mut [T],
-    dhp: &mut [T],
+    (d_xp, dhp): (&mut [T], &mut [T]),
+    sums: &mut BiasSums<T>,
 ) {
     let (time, u) = (spec.time, spec.units);
     let u3 = 3 * u;
@@ -266,6 +303,10 @@ fn scatter_step_grads<T: Float>(
             }
         } else {
             drow[2 * u..].copy_from_slice(hr);
+        }
+        if spec.use_bias {
+            BiasSums::add(&mut sums.input, &d_xp[row..row + u3]);
+            BiasSums::add(&mut sums.recurrent, drow);
         }
     }
 }
@@ -336,6 +377,15 @@ fn recurrent_weight_grads<T: Float>(
     let (bsz, u, th) = (spec.batch, spec.units, spec.threads);
     let (u3, tb) = (3 * u, spec.time * bsz);
     let mut d_rec = vec![T::ZERO; u * u3];
+    if rec_masks.is_empty() && spec.reset_after {
+        // Every gate's left factor is the stacked states: one product over all columns.
+        let (h, d) = (
+            View::rows(&saved.h_prev, 0, tb, u, u).t(),
+            View::rows(dhp_all, 0, tb, u3, u3),
+        );
+        gemm(&mut d_rec, 0, u3, h, d, false, th);
+        return d_rec;
+    }
     if rec_masks.is_empty() {
         let (h, d) = (
             View::rows(&saved.h_prev, 0, tb, u, u).t(),
@@ -416,30 +466,6 @@ fn input_grads<T: Float>(
     (d_kernel, d_x)
 }
 
-/// The bias gradients: the input bias sums d_xp over all rows; reset_after's recurrent bias
-/// sums the recurrent product's gradient.
-fn bias_grads<T: Float>(spec: &SeqSpec, d_xp: &[T], dhp_all: &[T]) -> Vec<T> {
-    let u3 = 3 * spec.units;
-    let column_sums = |m: &[T]| {
-        let mut acc = vec![T::ZERO; u3];
-        for row in m.chunks_exact(u3) {
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += v;
-            }
-        }
-        acc
-    };
-    match (spec.use_bias, spec.reset_after) {
-        (false, _) => Vec::new(),
-        (true, false) => column_sums(d_xp),
-        (true, true) => {
-            let mut d = column_sums(d_xp);
-            d.extend(column_sums(dhp_all));
-            d
-        }
-    }
-}
-
 #[inline(always)]
 fn backward_body<T: Float>(
     spec: &SeqSpec,
@@ -468,6 +494,7 @@ fn backward_body<T: Float>(
     let scratch2 = sized(&mut ws.scratch2, bu);
     let mut u_t_copy = std::mem::take(&mut ws.scratch_rec);
     let u_t = recurrent_transposed(spec, w, &mut u_t_copy);
+    let mut sums = BiasSums::new(u3);
     for k in (0..time).rev() {
         let t = spec.t_of(k);
         let st = saved.step(k, bu);
@@ -488,14 +515,14 @@ fn backward_body<T: Float>(
         clip_grad(spec.clip, st.a_z, &mut g.dz);
         clip_grad(spec.clip, st.a_r, &mut g.dr);
         let dhp = &mut dhp_all[k * bsz * u3..(k + 1) * bsz * u3];
-        scatter_step_grads(spec, t, st.r, &g, d_xp, dhp);
+        scatter_step_grads(spec, t, st.r, &g, (d_xp, dhp), &mut sums);
         state_grad_through_product(spec, &u_t, inp.recurrent_masks, dhp, scratch2, &mut g.dh);
     }
     drop(u_t);
     ws.scratch_rec = u_t_copy;
     let recurrent = recurrent_weight_grads(spec, inp.recurrent_masks, saved, dhp_all);
     let (kernel, x) = input_grads(spec, w, inp, d_xp);
-    let bias = bias_grads(spec, d_xp, dhp_all);
+    let bias = sums.into_grads(spec);
     ws.out_prev = g.d_carry;
     Ok(SeqGrads {
         x,

@@ -109,26 +109,19 @@ pub(crate) fn step_bias<T: Float>(spec: &SeqSpec, w: &SeqWeights<T>) -> Option<V
 }
 
 /// The recurrent product of one step into `hp` (batch, 3u): z and r columns always, the
-/// candidate's columns (and the recurrent bias) with reset_after.
+/// candidate's columns with reset_after. The step bias is added by the gate pass.
 pub(crate) fn recurrent_product<T: Float>(
     spec: &SeqSpec,
     rhs: &Rhs<T>,
     h: &[T],
     rec_masks: &[Vec<T>],
-    step_bias: Option<&[T]>,
     hp: &mut [T],
     scratch: &mut [T],
 ) {
     let (b, u) = (spec.batch, spec.units);
     let u3 = 3 * u;
     let gates = if spec.reset_after { 3 } else { 2 };
-    // Start from the step bias and accumulate the product onto it.
-    let accumulate = step_bias.is_some();
-    if let Some(sb) = step_bias {
-        for row in hp.chunks_exact_mut(u3) {
-            row.copy_from_slice(sb);
-        }
-    }
+    let accumulate = false;
     let th = spec.threads;
     if rec_masks.is_empty() {
         let a = View::rows(h, 0, b, u, u);
@@ -274,30 +267,57 @@ impl<'a, T> StepInputs<'a, T> {
     }
 }
 
-/// `a_z = x_z + hp_z`, `a_r = x_r + hp_r` (the step bias is already in `hp`).
+/// `a_z = x_z + (hp_z + b_z)`, `a_r = x_r + (hp_r + b_r)` (`b` the step bias, if any).
 #[inline(always)]
-fn gate_preactivations<T: Float>(u: usize, x: StepInputs<T>, hp: &[T], blk: &mut StepBlock<T>) {
+fn gate_preactivations<T: Float>(
+    u: usize,
+    x: StepInputs<T>,
+    hp: &[T],
+    sbias: Option<&[T]>,
+    blk: &mut StepBlock<T>,
+) {
     let rows = blk.a_z.chunks_exact_mut(u).zip(blk.a_r.chunks_exact_mut(u));
     for (b, ((az, ar), hrow)) in rows.zip(hp.chunks_exact(3 * u)).enumerate() {
         let xr = x.row(b);
-        for ((o, &xv), &hv) in az.iter_mut().zip(&xr[..u]).zip(&hrow[..u]) {
-            *o = xv + hv;
-        }
-        for ((o, &xv), &hv) in ar.iter_mut().zip(&xr[u..2 * u]).zip(&hrow[u..2 * u]) {
-            *o = xv + hv;
+        let (hz, hr) = (&hrow[..u], &hrow[u..2 * u]);
+        match sbias {
+            Some(sb) => {
+                add3(az, &xr[..u], hz, &sb[..u]);
+                add3(ar, &xr[u..2 * u], hr, &sb[u..2 * u]);
+            }
+            None => {
+                add2(az, &xr[..u], hz);
+                add2(ar, &xr[u..2 * u], hr);
+            }
         }
     }
 }
 
-/// reset_after: `a_h = (x_h + b_in_h) + r * pre` with `pre = hp_h` (saved in `extra` when
-/// the forward keeps its activations).
+/// `o = x + (h + b)`.
+#[inline(always)]
+fn add3<T: Float>(o: &mut [T], x: &[T], h: &[T], b: &[T]) {
+    for (((o, &xv), &hv), &bv) in o.iter_mut().zip(x).zip(h).zip(b) {
+        *o = xv + (hv + bv);
+    }
+}
+
+/// `o = x + h`.
+#[inline(always)]
+fn add2<T: Float>(o: &mut [T], x: &[T], h: &[T]) {
+    for ((o, &xv), &hv) in o.iter_mut().zip(x).zip(h) {
+        *o = xv + hv;
+    }
+}
+
+/// reset_after: `a_h = (x_h + b_in_h) + r * pre` with `pre = hp_h + b_rec_h` (the step
+/// bias's candidate part, if any; kept in `extra`, which the backward reads).
 #[inline(always)]
 fn candidate_reset_after<T: Float>(
     u: usize,
     x: StepInputs<T>,
     hp: &[T],
+    sbias: Option<&[T]>,
     b_in_h: &[T],
-    save: bool,
     blk: &mut StepBlock<T>,
 ) {
     let rows = blk
@@ -309,9 +329,10 @@ fn candidate_reset_after<T: Float>(
         .zip(hp.chunks_exact(3 * u))
         .enumerate()
     {
-        let pre = &hrow[2 * u..];
-        if save {
-            extra.copy_from_slice(pre);
+        let ph = &hrow[2 * u..];
+        match sbias {
+            Some(sb) => add2(extra, ph, &sb[2 * u..]),
+            None => extra.copy_from_slice(ph),
         }
         let xh = &x.row(b)[2 * u..];
         for ((((o, &xv), &bv), &rv), &pv) in ah
@@ -319,7 +340,7 @@ fn candidate_reset_after<T: Float>(
             .zip(xh)
             .zip(b_in_h)
             .zip(rr.iter())
-            .zip(pre.iter())
+            .zip(extra.iter())
         {
             *o = (xv + bv) + rv * pv;
         }
@@ -465,22 +486,14 @@ fn forward_body<T: Float>(
         if save {
             blk.h_prev.copy_from_slice(h);
         }
-        recurrent_product(
-            spec,
-            &rhs,
-            h,
-            inp.recurrent_masks,
-            sbias.as_deref(),
-            hp,
-            scratch,
-        );
-        gate_preactivations(u, x, hp, &mut blk);
+        recurrent_product(spec, &rhs, h, inp.recurrent_masks, hp, scratch);
+        gate_preactivations(u, x, hp, sbias.as_deref(), &mut blk);
         clip_pre(spec.clip, blk.a_z);
         clip_pre(spec.clip, blk.a_r);
         T::activate(spec.recurrent_activation, blk.a_z, blk.z);
         T::activate(spec.recurrent_activation, blk.a_r, blk.r);
         if spec.reset_after {
-            candidate_reset_after(u, x, hp, &b_in_h, save, &mut blk);
+            candidate_reset_after(u, x, hp, sbias.as_deref(), &b_in_h, &mut blk);
         } else {
             let h_mask = inp.recurrent_masks.get(2);
             candidate_reset_before(spec, &rhs, x, h, h_mask, &b_in_h, scratch, &mut blk);

@@ -288,6 +288,87 @@ fn f32_forward_is_close_to_f64() {
     }
 }
 
+/// f32 forward and backward with each step's input projection made per step (the large-
+/// buffer path) equal the up-front projection's, for no, one and three input-dropout masks,
+/// both reset forms, masks and go_backwards.
+#[test]
+fn per_step_and_up_front_input_projections_agree() {
+    use super::forward::PER_STEP;
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let mut runs = 0;
+    for (n, (reset_after, imasks, go_back)) in [
+        (true, 0, false),
+        (false, 1, true),
+        (true, 3, true),
+        (false, 3, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut sp = spec(
+            reset_after,
+            Activation::Tanh,
+            Activation::Sigmoid,
+            go_back,
+            false,
+            true,
+        );
+        sp.batch = 5;
+        sp.units = 32;
+        sp.input = 6;
+        let c = case(40 + n as u64, sp, true, imasks, n == 3);
+        let (k, r, b, x, h0) = (f(&c.kernel), f(&c.recurrent), f(&c.bias), f(&c.x), f(&c.h0));
+        let im: Vec<Vec<f32>> = c.imasks.iter().map(|m| f(m)).collect();
+        let rm: Vec<Vec<f32>> = c.rmasks.iter().map(|m| f(m)).collect();
+        let w = SeqWeights {
+            kernel: &k[..],
+            recurrent: &r[..],
+            bias: &b[..],
+        };
+        let inp = SeqInputs {
+            x: &x[..],
+            h0: &h0[..],
+            mask: c.mask.as_deref(),
+            input_masks: &im,
+            recurrent_masks: &rm,
+        };
+        let run = |per_step: bool| {
+            PER_STEP.with(|p| p.set(Some(per_step)));
+            let (out, saved) = forward(&c.spec, &w, &inp, true).unwrap();
+            let g = backward(
+                &c.spec,
+                &w,
+                &inp,
+                &saved.unwrap(),
+                &f(&c.r_seq),
+                &f(&c.r_state),
+            )
+            .unwrap();
+            PER_STEP.with(|p| p.set(None));
+            (out, g)
+        };
+        let ((o1, g1), (o2, g2)) = (run(false), run(true));
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len());
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 2e-5 * (1.0 + y.abs()),
+                    "case {n} {what}[{i}]: {x} vs {y}"
+                );
+            }
+        };
+        close(&o2.sequence, &o1.sequence, "sequence");
+        close(&o2.state, &o1.state, "state");
+        close(&g2.x, &g1.x, "dx");
+        close(&g2.kernel, &g1.kernel, "dkernel");
+        close(&g2.recurrent, &g1.recurrent, "drecurrent");
+        close(&g2.bias, &g1.bias, "dbias");
+        close(&g2.h0, &g1.h0, "dh0");
+        runs += 1;
+    }
+    assert_eq!(runs, 4);
+}
+
 #[test]
 fn bad_lengths_are_typed_errors() {
     let c = case(

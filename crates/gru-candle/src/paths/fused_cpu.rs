@@ -236,20 +236,8 @@ impl<T: HostFloat> FusedGru<T> {
         grad: &Tensor,
     ) -> Result<[Tensor; 3]> {
         let s = &self.spec;
-        // Read the tensors in place (a training step's output gradient alone is B*T*u
-        // values); copy only what is not a contiguous CPU tensor of this type.
-        let (xs, ps, hs, gs) = (
-            x.storage_and_layout(),
-            params.storage_and_layout(),
-            h0.storage_and_layout(),
-            grad.storage_and_layout(),
-        );
-        let (xv, pv, hv, gv) = (
-            host_values::<T>(&xs.0, xs.1, x)?,
-            host_values::<T>(&ps.0, ps.1, params)?,
-            host_values::<T>(&hs.0, hs.1, h0)?,
-            host_values::<T>(&gs.0, gs.1, grad)?,
-        );
+        let host = |t: &Tensor| -> Result<Vec<T>> { t.flatten_all()?.to_vec1::<T>() };
+        let (xv, pv, hv, gv) = (host(x)?, host(params)?, host(h0)?, host(grad)?);
         // The forward's activations, or (an inference call, a second backward) a new
         // forward that keeps them.
         let kept = self
@@ -295,21 +283,6 @@ impl<T: HostFloat> FusedGru<T> {
             Tensor::from_vec(g.h0, h0.shape(), dev)?,
         ])
     }
-}
-
-/// A tensor's values: borrowed from its storage when it is a contiguous CPU tensor of type
-/// `T`, else copied.
-fn host_values<'a, T: HostFloat>(
-    storage: &'a candle_core::Storage,
-    layout: &Layout,
-    t: &Tensor,
-) -> Result<std::borrow::Cow<'a, [T]>> {
-    if let candle_core::Storage::Cpu(cs) = storage {
-        if let (Some(v), Some((a, b))) = (T::values(cs), layout.contiguous_offsets()) {
-            return Ok(std::borrow::Cow::Borrowed(&v[a..b]));
-        }
-    }
-    Ok(std::borrow::Cow::Owned(t.flatten_all()?.to_vec1::<T>()?))
 }
 
 /// The contiguous values of a storage of type `T`.

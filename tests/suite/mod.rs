@@ -220,32 +220,39 @@ pub(crate) fn flags3() -> Vec<(bool, bool, bool)> {
 /// f16 and bf16 against f32 (stated tolerance: outputs within 3e-2 on unit-scale data,
 /// gradients within 1e-1 relative to max(1, |g|)).
 pub fn half_types_track_f32(target: &Target) {
-    let (b, t, f, u) = (8, 16, 12, 16);
-    let dev = &target.dev;
-    let mask = mask_by(b, t, dev, |r, k| k < t - r);
-    let mut cfg = GruConfig::new(u);
+    let mut cfg = GruConfig::new(16);
     cfg.return_sequences = true;
     cfg.return_state = true;
-    let x = tensor(&[b, t, f], 0.9, DType::F32, dev);
-    let h0 = tensor(&[b, u], 1.7, DType::F32, dev);
-    let reference = run_call(
-        &target.fast_layer(&cfg, f, DType::F32),
-        &x,
-        Some(&mask),
-        &h0,
-        true,
+    halves_track_f32(
+        target,
+        |dt| target.fast_layer(&cfg, 12, dt),
+        |dt| target.fast_path(dt),
+        "",
     );
-    assert_eq!(reference.path, target.fast_path(DType::F32));
+}
+
+/// The training call (8 rows, 16 steps, 12 features, a mask shortening row r by r steps) of
+/// `layer(dtype)` in f16 and bf16 tracks its f32 call ([`Outcome::assert_tracks_f32`]); each
+/// call takes `path(dtype)`.
+pub(crate) fn halves_track_f32(
+    target: &Target,
+    layer: impl Fn(DType) -> Gru,
+    path: impl Fn(DType) -> ExecPath,
+    label: &str,
+) {
+    let (b, t, f) = (8, 16, 12);
+    let dev = &target.dev;
+    let mask = mask_by(b, t, dev, |r, k| k < t - r);
+    let g = layer(DType::F32);
+    let x = tensor(&[b, t, f], 0.9, DType::F32, dev);
+    let h0 = tensor(&[b, g.config().units], 1.7, DType::F32, dev);
+    let reference = run_call(&g, &x, Some(&mask), &h0, true);
+    assert_eq!(reference.path, path(DType::F32));
     for dtype in [DType::F16, DType::BF16] {
-        let got = run_call(
-            &target.fast_layer(&cfg, f, dtype),
-            &x.to_dtype(dtype).unwrap(),
-            Some(&mask),
-            &h0.to_dtype(dtype).unwrap(),
-            true,
-        );
-        assert_eq!(got.path, target.fast_path(dtype));
-        got.assert_tracks_f32(&reference, &format!("{dtype:?}"));
+        let (xd, hd) = (x.to_dtype(dtype).unwrap(), h0.to_dtype(dtype).unwrap());
+        let got = run_call(&layer(dtype), &xd, Some(&mask), &hd, true);
+        assert_eq!(got.path, path(dtype));
+        got.assert_tracks_f32(&reference, &format!("{label}{dtype:?}"));
     }
 }
 

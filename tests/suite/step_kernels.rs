@@ -148,14 +148,12 @@ pub fn step_kernels_match_the_loop(target: &Target) {
 }
 
 /// f16 and bf16 on the step kernels (f32 arithmetic in the kernels) against f32, for both
-/// reset forms (reset_before with recurrent dropout): outputs within 3e-2 on unit-scale data, gradients within 1e-1 relative to
-/// max(1, |g|). On the CPU the half types run the loop.
+/// reset forms (reset_before with recurrent dropout): outputs within 3e-2 on unit-scale
+/// data, gradients within 1e-1 relative to max(1, |g|). On the CPU the half types run the
+/// loop.
 pub fn step_kernels_half_types_track_f32(target: &Target) {
-    let (b, t, f, u) = (8, 16, 12, 16);
-    let dev = &target.dev;
-    let mask = crate::common::mask_by(b, t, dev, |r, k| k < t - r);
     for reset_after in [true, false] {
-        let mut cfg = GruConfig::new(u);
+        let mut cfg = GruConfig::new(16);
         cfg.return_sequences = true;
         cfg.return_state = true;
         cfg.reset_after = reset_after;
@@ -165,27 +163,12 @@ pub fn step_kernels_half_types_track_f32(target: &Target) {
             cfg.recurrent_dropout = 0.25;
             cfg.seed = Some(21);
         }
-        let x = tensor(&[b, t, f], 0.9, DType::F32, dev);
-        let h0 = tensor(&[b, u], 1.7, DType::F32, dev);
-        let reference = run_call(
-            &target.step_layer(&cfg, f, DType::F32),
-            &x,
-            Some(&mask),
-            &h0,
-            true,
+        super::halves_track_f32(
+            target,
+            |dt| target.step_layer(&cfg, 12, dt),
+            |dt| target.step_path(dt),
+            &format!("reset_after={reset_after} "),
         );
-        assert_eq!(reference.path, target.step_path(DType::F32));
-        for dtype in [DType::F16, DType::BF16] {
-            let got = run_call(
-                &target.step_layer(&cfg, f, dtype),
-                &x.to_dtype(dtype).unwrap(),
-                Some(&mask),
-                &h0.to_dtype(dtype).unwrap(),
-                true,
-            );
-            assert_eq!(got.path, target.step_path(dtype));
-            got.assert_tracks_f32(&reference, &format!("reset_after={reset_after} {dtype:?}"));
-        }
     }
 }
 

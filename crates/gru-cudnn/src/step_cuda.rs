@@ -7,7 +7,7 @@ use candle_core::cuda_backend::cudarc::cublas::{
     sys as cublas_sys, CudaBlas, Gemm as CublasGemm, GemmConfig,
 };
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::op::BackpropOp;
@@ -202,6 +202,7 @@ where
         l.check()?;
         let stream = self.dev.cuda_stream();
         let mut args = l.args;
+        let mut writes = l.writes;
         let mut guards = Vec::new();
         let elem = std::mem::size_of::<T>() as u64;
         for (f, m, off, _) in &l.reads {
@@ -214,8 +215,10 @@ where
             args.set(Field::Mask, p);
             guards.push(g);
         }
-        for (f, m, off, _) in &l.writes {
-            let (p, g) = m.0.device_ptr(&stream);
+        for (f, m, off, _) in writes.iter_mut() {
+            // Written buffers are taken as written (cudarc orders them after every earlier
+            // read and write when it tracks events across streams).
+            let (p, g) = m.0.device_ptr_mut(&stream);
             args.set(*f, p + *off as u64 * elem);
             guards.push(g);
         }

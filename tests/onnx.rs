@@ -6,8 +6,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_gru::candle::io::onnx::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto,
-    NodeProto, TensorProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
 };
 use candle_gru::candle::io::onnx::{OnnxGru, OnnxModel};
 use candle_gru::candle::{CpuPath, Error, FileProblem, Limits};
@@ -35,43 +34,6 @@ fn vals(n: usize, seed: f64) -> Vec<f32> {
     (0..n)
         .map(|k| (((k as f64) * 0.917 + seed).sin() * 0.8) as f32)
         .collect()
-}
-
-fn float_tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        ..Default::default()
-    }
-}
-
-fn attr_i(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-fn attr_s(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec()),
-        ..Default::default()
-    }
-}
-
-fn attr_strings(name: &str, v: &[&str]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Strings as i32),
-        strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
-        ..Default::default()
-    }
 }
 
 /// A model with one GRU node "g" over initializers W, R, B.
@@ -162,14 +124,14 @@ fn both_linear_before_reset_forms_are_the_onnx_formulas() {
     );
     for lbr in [false, true] {
         let inits = vec![
-            float_tensor("W", &[1, 3 * h, i], w.clone()),
-            float_tensor("R", &[1, 3 * h, h], r.clone()),
-            float_tensor("B", &[1, 6 * h], b.clone()),
+            TensorProto::float32("W", &[1, 3 * h, i], &w),
+            TensorProto::float32("R", &[1, 3 * h, h], &r),
+            TensorProto::float32("B", &[1, 6 * h], &b),
         ];
         let bytes = model_bytes(
             vec![
-                attr_i("hidden_size", h as i64),
-                attr_i("linear_before_reset", lbr as i64),
+                AttributeProto::int("hidden_size", h as i64),
+                AttributeProto::int("linear_before_reset", lbr as i64),
             ],
             inits,
             &["X", "W", "R", "B"],
@@ -274,8 +236,8 @@ fn bad_files_and_bad_inputs_are_typed_errors_naming_the_node() {
         FileProblem::Unreadable(_) | FileProblem::Missing(_)
     ));
     let (i, h) = (3, 4);
-    let w = || float_tensor("W", &[1, 3 * h, i], vals(3 * h * i, 0.0));
-    let r = || float_tensor("R", &[1, 3 * h, h], vals(3 * h * h, 1.0));
+    let w = || TensorProto::float32("W", &[1, 3 * h, i], &vals(3 * h * i, 0.0));
+    let r = || TensorProto::float32("R", &[1, 3 * h, h], &vals(3 * h * h, 1.0));
     // R missing from the initializers.
     let p = file_problem(load(&model_bytes(vec![], vec![w()], &["X", "W", "R"])));
     assert!(
@@ -284,7 +246,7 @@ fn bad_files_and_bad_inputs_are_typed_errors_naming_the_node() {
     );
     // hidden_size disagreeing with W.
     let p = file_problem(load(&model_bytes(
-        vec![attr_i("hidden_size", 5)],
+        vec![AttributeProto::int("hidden_size", 5)],
         vec![w(), r()],
         &["X", "W", "R"],
     )));
@@ -293,7 +255,7 @@ fn bad_files_and_bad_inputs_are_typed_errors_naming_the_node() {
         "{p:?}"
     );
     // R of the wrong shape.
-    let r_bad = float_tensor("R", &[1, 3 * h, h + 1], vals(3 * h * (h + 1), 1.0));
+    let r_bad = TensorProto::float32("R", &[1, 3 * h, h + 1], &vals(3 * h * (h + 1), 1.0));
     let p = file_problem(load(&model_bytes(
         vec![],
         vec![w(), r_bad],
@@ -305,7 +267,10 @@ fn bad_files_and_bad_inputs_are_typed_errors_naming_the_node() {
     );
     // An activation ONNX does not define.
     let p = file_problem(load(&model_bytes(
-        vec![attr_strings("activations", &["Sigmoid", "Swish"])],
+        vec![AttributeProto::strings(
+            "activations",
+            &["Sigmoid", "Swish"],
+        )],
         vec![w(), r()],
         &["X", "W", "R"],
     )));
@@ -315,7 +280,7 @@ fn bad_files_and_bad_inputs_are_typed_errors_naming_the_node() {
     );
     // A direction that does not exist.
     let p = file_problem(load(&model_bytes(
-        vec![attr_s("direction", "sideways")],
+        vec![AttributeProto::string("direction", "sideways")],
         vec![w(), r()],
         &["X", "W", "R"],
     )));

@@ -8,9 +8,8 @@
 //! Keras' reset-before form is `linear_before_reset = 0` with `B = [bias; 0]`.
 
 use super::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
+    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use crate::bidirectional::Bidirectional;
 use crate::error::{Error, Result};
@@ -104,8 +103,8 @@ fn model(dirs: &[&Gru], direction: &str) -> Result<Vec<u8>> {
         }
     }
     let mut inits = vec![
-        tensor("W", &[d, 3 * h, i], w),
-        tensor("R", &[d, 3 * h, h], r),
+        TensorProto::float32("W", &[d, 3 * h, i], &w),
+        TensorProto::float32("R", &[d, 3 * h, h], &r),
     ];
     let mut inputs = vec![
         "X".to_string(),
@@ -116,24 +115,19 @@ fn model(dirs: &[&Gru], direction: &str) -> Result<Vec<u8>> {
         "initial_h".into(),
     ];
     if first.use_bias {
-        inits.push(tensor("B", &[d, 6 * h], b));
+        inits.push(TensorProto::float32("B", &[d, 6 * h], &b));
         inputs[3] = "B".into();
     }
     let mut attrs = vec![
-        attr_int("hidden_size", h as i64),
-        attr_int("linear_before_reset", first.reset_after as i64),
-        attr_string("direction", direction),
-        attr_strings("activations", &names),
-        attr_floats("activation_alpha", alphas),
-        attr_floats("activation_beta", betas),
+        AttributeProto::int("hidden_size", h as i64),
+        AttributeProto::int("linear_before_reset", first.reset_after as i64),
+        AttributeProto::string("direction", direction),
+        AttributeProto::strings("activations", &names),
+        AttributeProto::floats("activation_alpha", alphas),
+        AttributeProto::floats("activation_beta", betas),
     ];
     if let Some(c) = first.cell_clip {
-        attrs.push(AttributeProto {
-            name: Some("clip".into()),
-            r#type: Some(AttributeType::Float as i32),
-            f: Some(c as f32),
-            ..Default::default()
-        });
+        attrs.push(AttributeProto::float("clip", c as f32));
     }
     let node = NodeProto {
         name: Some(first.name.clone()),
@@ -169,52 +163,6 @@ fn model(dirs: &[&Gru], direction: &str) -> Result<Vec<u8>> {
         ..Default::default()
     };
     Ok(model.encode_to_vec())
-}
-
-fn tensor(name: &str, dims: &[usize], data: Vec<f32>) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-fn attr_string(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec()),
-        ..Default::default()
-    }
-}
-
-fn attr_strings(name: &str, v: &[&str]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Strings as i32),
-        strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
-        ..Default::default()
-    }
-}
-
-fn attr_floats(name: &str, v: Vec<f32>) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Floats as i32),
-        floats: v,
-        ..Default::default()
-    }
 }
 
 /// A float32 value of shape `[symbols..., dims...]` (a symbol for each named dim, a 0 dim

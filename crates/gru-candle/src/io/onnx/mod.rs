@@ -23,6 +23,7 @@
 //! [`export_gru`] and [`export_bidirectional`] write a layer back as a model with one GRU
 //! node.
 
+mod build;
 mod export;
 mod node;
 mod tensor;

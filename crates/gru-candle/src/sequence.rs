@@ -52,3 +52,23 @@ pub struct SequenceOutput {
     /// (batch, units): the final carried state.
     pub state: Tensor,
 }
+
+impl SequenceOutput {
+    /// The output of a fused op: one flat vector, the sequence (batch, time, units) then the
+    /// state (batch, units); both come out as contiguous views (no copy).
+    pub fn from_flat(
+        flat: &Tensor,
+        (batch, time, units): (usize, usize, usize),
+    ) -> candle_core::Result<SequenceOutput> {
+        let seq_len = batch * time * units;
+        let sequence = flat.narrow(0, 0, seq_len)?.reshape((batch, time, units))?;
+        let state = flat
+            .narrow(0, seq_len, batch * units)?
+            .reshape((batch, units))?;
+        Ok(SequenceOutput {
+            last_output: sequence.narrow(1, time - 1, 1)?.squeeze(1)?,
+            state,
+            sequence,
+        })
+    }
+}

@@ -387,14 +387,7 @@ fn run_t<T: HostFloat>(
         threads.chunks,
     );
     let flat = x.apply_op3(&params, &h0, op)?;
-    // Both are contiguous views of the op's output (no copy).
-    let sequence = flat.narrow(0, 0, b * t * u)?.reshape((b, t, u))?;
-    let state = flat.narrow(0, b * t * u, b * u)?.reshape((b, u))?;
-    Ok(SequenceOutput {
-        last_output: sequence.narrow(1, t - 1, 1)?.squeeze(1)?,
-        state,
-        sequence,
-    })
+    SequenceOutput::from_flat(&flat, (b, t, u))
 }
 
 #[cfg(test)]

@@ -283,11 +283,5 @@ pub fn run(ctx: &CallContext, w: &CellWeights) -> Result<SequenceOutput> {
         saved: Mutex::new(None),
     };
     let flat = xp.apply_op3(&h0, &params, op)?;
-    let sequence = flat.narrow(0, 0, b * t * u)?.reshape((b, t, u))?;
-    let state = flat.narrow(0, b * t * u, b * u)?.reshape((b, u))?;
-    Ok(SequenceOutput {
-        last_output: sequence.narrow(1, t - 1, 1)?.squeeze(1)?,
-        state,
-        sequence,
-    })
+    SequenceOutput::from_flat(&flat, (b, t, u))
 }

@@ -264,15 +264,12 @@ where
 
 /// A copy of the `len` values of a contiguous CUDA storage (the op's inputs are copied once
 /// per call into buffers the step sequence owns).
-pub fn mem_of_storage<T: CudaStepElem>(
+pub fn mem_of_storage<T: CudaDType + DeviceRepr + ValidAsZeroBits>(
     s: &CudaStorage,
     l: &Layout,
     len: usize,
     what: &str,
-) -> candle_core::Result<DevMem<T>>
-where
-    CudaBlas: CublasGemm<T>,
-{
+) -> candle_core::Result<DevMem<T>> {
     let (start, end) = match l.contiguous_offsets() {
         Some(r) if r.1 - r.0 == len => r,
         _ => {
@@ -294,14 +291,11 @@ where
 }
 
 /// A copy of a CUDA tensor's `len` values.
-pub fn mem_of_tensor<T: CudaStepElem>(
+pub fn mem_of_tensor<T: CudaDType + DeviceRepr + ValidAsZeroBits>(
     t: &Tensor,
     len: usize,
     what: &str,
-) -> candle_core::Result<DevMem<T>>
-where
-    CudaBlas: CublasGemm<T>,
-{
+) -> candle_core::Result<DevMem<T>> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     match &*s {
@@ -314,22 +308,7 @@ where
 
 /// A copy of a (batch, time) u8 mask on a CUDA device.
 pub fn mask_of_tensor(t: &Tensor) -> candle_core::Result<DevMem<u8>> {
-    let t = t.contiguous()?;
-    let len = t.elem_count();
-    let (s, l) = t.storage_and_layout();
-    let Storage::Cuda(c) = &*s else {
-        return Err(candle_core::Error::msg(
-            "fused step kernels: the mask must be a CUDA tensor",
-        ));
-    };
-    let start = l.start_offset();
-    let src = c.as_cuda_slice::<u8>()?.slice(start..start + len);
-    let mut dst = c.device.alloc_zeros::<u8>(len.max(1))?;
-    if len > 0 {
-        let mut head = dst.slice_mut(..len);
-        c.device.memcpy_dtod(&src, &mut head)?;
-    }
-    Ok(DevMem(dst))
+    mem_of_tensor::<u8>(t, t.elem_count(), "the mask")
 }
 
 /// The first `len` values of a buffer as Candle storage on `dev`.

@@ -226,3 +226,62 @@ fn backward_twice_and_backward_after_inference_recompute_the_same_gradients() {
     assert!(max_diff(&a, &d_inf) < 1e-14);
     assert!(a.iter().any(|v| v.abs() > 1e-6), "non-trivial gradient");
 }
+
+/// An inference call too small to slice by rows (B = 1, 2) with enough units splits the
+/// units over two threads: the outputs and state equal one thread's and the loop's, and
+/// gradients through such a call (the backward recomputes the forward) equal one thread's.
+#[test]
+fn unit_split_inference_equals_one_thread_and_the_loop() {
+    let mut c = GruConfig::new(160);
+    c.return_sequences = true;
+    c.return_state = true;
+    c.kernel_initializer = Initializer::RandomUniform {
+        minval: Num::Float(-0.5),
+        maxval: Num::Float(0.5),
+        seed: Some(3),
+    };
+    c.recurrent_initializer = Initializer::Orthogonal {
+        gain: Num::Float(1.0),
+        seed: Some(4),
+    };
+    let dev = Device::Cpu;
+    for (batch, dtype) in [(1, DType::F32), (2, DType::F64)] {
+        let x = common::tensor(&[batch, 7, 5], 0.3, dtype, &dev);
+        let keep = |b: usize, t: usize| (b + t) % 4 != 2;
+        let mask = common::mask_by(batch, 7, &dev, keep);
+        let layer = |path, threads| {
+            common::initialized(c.clone(), 5, dtype)
+                .with_cpu_path(path)
+                .with_threads(threads)
+        };
+        let call = |g: &Gru| {
+            let xv = Var::from_tensor(&x).unwrap();
+            let opts = CallOptions {
+                mask: Some(&mask),
+                initial_state: None,
+                training: false,
+            };
+            let out = g.call(xv.as_tensor(), opts).unwrap();
+            let state = out.state.clone().expect("state");
+            let loss = out.output.sqr().unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            let dx = flat(grads.get(xv.as_tensor()).expect("dx"));
+            let dk = flat(grads.get(g.recurrent_kernel()).expect("dU"));
+            [flat(&out.output), flat(&state), dx, dk]
+        };
+        let one = call(&layer(CpuPath::Fused, Some(1)));
+        let two = call(&layer(CpuPath::Fused, Some(2)));
+        let reference = call(&layer(CpuPath::Loop, None));
+        for n in 0..2 {
+            let d = max_diff(&one[n], &two[n]);
+            assert!(d == 0.0, "B = {batch}: value {n} differs by {d}");
+        }
+        let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+        for (n, (a, b)) in two.iter().zip(&one).enumerate().skip(2) {
+            assert!(max_diff(a, b) < tol, "B = {batch}: gradient {n}");
+        }
+        for (n, (a, b)) in two.iter().zip(&reference).enumerate() {
+            assert!(max_diff(a, b) < tol, "B = {batch}: loop, value {n}");
+        }
+    }
+}

@@ -353,7 +353,8 @@ impl Gru {
 
     /// The threads a fused call with this batch size uses.
     pub fn threads_for(&self, batch: usize) -> usize {
-        self.fused.threads_for(batch, self.config.units)
+        let c = &self.config;
+        self.fused.threads_for(batch, c.units, c.reset_after)
     }
 
     /// The layer's configuration.

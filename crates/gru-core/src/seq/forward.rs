@@ -242,18 +242,20 @@ pub struct Workspace<T> {
     pub(crate) step: Saved<T>,
     pub(crate) d_xp: Vec<T>,
     pub(crate) d_hp_all: Vec<T>,
+    /// A thread's own units of the output sequence (see `units`).
+    pub(crate) sequence_part: Vec<T>,
     /// Saved activations handed back after a backward, reused by the next forward.
     pub pool: Option<Saved<T>>,
 }
 
-fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+pub(super) fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v.clear();
     v.resize(n, T::ZERO);
     v
 }
 
 impl<T: Float> Saved<T> {
-    fn fields(&mut self) -> [&mut Vec<T>; 8] {
+    pub(super) fn fields(&mut self) -> [&mut Vec<T>; 8] {
         [
             &mut self.h_prev,
             &mut self.z,
@@ -267,7 +269,7 @@ impl<T: Float> Saved<T> {
     }
 
     /// Step k's blocks of `bu` values.
-    fn block(&mut self, k: usize, bu: usize) -> StepBlock<'_, T> {
+    pub(super) fn block(&mut self, k: usize, bu: usize) -> StepBlock<'_, T> {
         let r = k * bu..(k + 1) * bu;
         StepBlock {
             h_prev: &mut self.h_prev[r.clone()],
@@ -281,7 +283,7 @@ impl<T: Float> Saved<T> {
         }
     }
 
-    fn sized(mut self, n: usize) -> Saved<T> {
+    pub(super) fn sized(mut self, n: usize) -> Saved<T> {
         for v in self.fields() {
             // Every element is written before it is read; resize only fills new room.
             v.resize(n, T::ZERO);
@@ -292,15 +294,15 @@ impl<T: Float> Saved<T> {
 }
 
 /// One step's activations, (batch, units) each (see [`Saved`] for their meaning).
-struct StepBlock<'a, T> {
-    h_prev: &'a mut [T],
-    z: &'a mut [T],
-    a_z: &'a mut [T],
-    r: &'a mut [T],
-    a_r: &'a mut [T],
-    hh: &'a mut [T],
-    a_h: &'a mut [T],
-    extra: &'a mut [T],
+pub(super) struct StepBlock<'a, T> {
+    pub(super) h_prev: &'a mut [T],
+    pub(super) z: &'a mut [T],
+    pub(super) a_z: &'a mut [T],
+    pub(super) r: &'a mut [T],
+    pub(super) a_r: &'a mut [T],
+    pub(super) hh: &'a mut [T],
+    pub(super) a_h: &'a mut [T],
+    pub(super) extra: &'a mut [T],
 }
 
 /// Runs the sequence. With `save`, keeps what [`backward()`](super::backward()) needs.
@@ -343,11 +345,11 @@ cpu_dispatch! {
 
 /// The rows of step `t`'s input projection: row b is `xp[(b * time + t) * 3u..][..3u]`.
 #[derive(Clone, Copy)]
-struct StepInputs<'a, T> {
-    xp: &'a [T],
-    time: usize,
-    t: usize,
-    u3: usize,
+pub(super) struct StepInputs<'a, T> {
+    pub(super) xp: &'a [T],
+    pub(super) time: usize,
+    pub(super) t: usize,
+    pub(super) u3: usize,
 }
 
 impl<'a, T> StepInputs<'a, T> {
@@ -360,7 +362,7 @@ impl<'a, T> StepInputs<'a, T> {
 
 /// `a_z = x_z + (hp_z + b_z)`, `a_r = x_r + (hp_r + b_r)` (`b` the step bias, if any).
 #[inline(always)]
-fn gate_preactivations<T: Float>(
+pub(super) fn gate_preactivations<T: Float>(
     u: usize,
     x: StepInputs<T>,
     hp: &[T],
@@ -403,7 +405,7 @@ fn add2<T: Float>(o: &mut [T], x: &[T], h: &[T]) {
 /// reset_after: `a_h = (x_h + b_in_h) + r * pre` with `pre = hp_h + b_rec_h` (the step
 /// bias's candidate part, if any; kept in `extra`, which the backward reads).
 #[inline(always)]
-fn candidate_reset_after<T: Float>(
+pub(super) fn candidate_reset_after<T: Float>(
     u: usize,
     x: StepInputs<T>,
     hp: &[T],
@@ -484,7 +486,7 @@ fn candidate_reset_before<T: Float>(
 /// `zero_output_for_mask`), written to step k of `sequence`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn blend_and_output<T: Float>(
+pub(super) fn blend_and_output<T: Float>(
     spec: &SeqSpec,
     mask: Option<&[u8]>,
     (k, t): (usize, usize),
@@ -515,7 +517,7 @@ fn blend_and_output<T: Float>(
 }
 
 /// The output buffers hold (batch, time, units) and (batch, units).
-fn check_outputs<T>(spec: &SeqSpec, sequence: &[T], state: &[T]) -> Result<()> {
+pub(super) fn check_outputs<T>(spec: &SeqSpec, sequence: &[T], state: &[T]) -> Result<()> {
     let (bsz, time, u) = (spec.batch, spec.time, spec.units);
     if sequence.len() != bsz * time * u || state.len() != bsz * u {
         return Err(crate::error::GruError::Shape {
@@ -528,7 +530,7 @@ fn check_outputs<T>(spec: &SeqSpec, sequence: &[T], state: &[T]) -> Result<()> {
 }
 
 /// The candidate's input bias (zeros without bias).
-fn candidate_input_bias<T: Float>(spec: &SeqSpec, w: &SeqWeights<T>) -> Vec<T> {
+pub(super) fn candidate_input_bias<T: Float>(spec: &SeqSpec, w: &SeqWeights<T>) -> Vec<T> {
     let u = spec.units;
     match spec.use_bias {
         true => w.bias[2 * u..3 * u].to_vec(),

@@ -48,6 +48,7 @@ pub mod forward;
 pub mod kernel;
 pub mod matmul;
 pub mod parallel;
+pub mod units;
 
 pub use backward::{backward, backward_with, SeqGrads};
 pub use float::Float;

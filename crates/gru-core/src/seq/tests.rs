@@ -402,3 +402,96 @@ fn bad_lengths_are_typed_errors() {
         Err(GruError::Shape { .. })
     ));
 }
+
+/// The forward with the units split over threads computes what the one-thread forward
+/// computes, outputs and saved activations, for f32 and f64, with and without masks,
+/// recurrent and input dropout masks, go_backwards, clip and no bias; reset_before (not
+/// split) and too few units (one slice) take the one-thread path.
+#[test]
+fn unit_split_forward_equals_one_thread() {
+    use super::units::{forward_units, splits, unit_ranges};
+    assert_eq!(unit_ranges(130, 2), vec![0..64, 64..130]);
+    assert_eq!(unit_ranges(200, 4), vec![0..64, 64..128, 128..200]);
+    assert_eq!(unit_ranges(100, 2), vec![0..100]);
+    assert_eq!(unit_ranges(256, 1), vec![0..256]);
+    fn run<T: Float>(c: &Case, conv: fn(f64) -> T, threads: usize) -> (Vec<T>, Vec<T>, Saved<T>) {
+        let f = |v: &[f64]| v.iter().map(|&x| conv(x)).collect::<Vec<T>>();
+        let (k, r, b, x, h0) = (f(&c.kernel), f(&c.recurrent), f(&c.bias), f(&c.x), f(&c.h0));
+        let im: Vec<Vec<T>> = c.imasks.iter().map(|m| f(m)).collect();
+        let rm: Vec<Vec<T>> = c.rmasks.iter().map(|m| f(m)).collect();
+        let w = SeqWeights {
+            kernel: &k[..],
+            recurrent: &r[..],
+            bias: &b[..],
+        };
+        let inp = SeqInputs {
+            x: &x[..],
+            h0: &h0[..],
+            mask: c.mask.as_deref(),
+            input_masks: &im,
+            recurrent_masks: &rm,
+        };
+        let s = &c.spec;
+        let mut seq = vec![T::ZERO; s.batch * s.time * s.units];
+        let mut state = vec![T::ZERO; s.batch * s.units];
+        let mut wss = Vec::new();
+        let saved = forward_units(s, &w, &inp, true, &mut wss, (&mut seq, &mut state), threads)
+            .unwrap()
+            .unwrap();
+        (seq, state, saved)
+    }
+    fn same<T: Float + std::fmt::Debug>(c: &Case, conv: fn(f64) -> T, threads: usize) {
+        let (s1, h1, v1) = run(c, conv, 1);
+        let (s2, h2, v2) = run(c, conv, threads);
+        let what = format!("{:?} threads {threads}", c.spec);
+        assert!(s1 == s2, "sequence differs: {what}");
+        assert!(h1 == h2, "state differs: {what}");
+        for (n, (a, b)) in [
+            (&v1.h_prev, &v2.h_prev),
+            (&v1.z, &v2.z),
+            (&v1.a_z, &v2.a_z),
+            (&v1.r, &v2.r),
+            (&v1.a_r, &v2.a_r),
+            (&v1.hh, &v2.hh),
+            (&v1.a_h, &v2.a_h),
+            (&v1.extra, &v2.extra),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert!(a == b, "saved field {n} differs: {what}");
+        }
+    }
+    let mut split_runs = 0;
+    for (n, (batch, units, masked, imasks, rmasks, reset_after)) in [
+        (1, 130, false, 0, false, true),
+        (2, 130, true, 1, true, true),
+        (3, 200, true, 3, false, true),
+        (1, 200, true, 0, true, true),
+        (1, 130, true, 0, false, false),
+        (2, 64, false, 0, false, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut sp = spec(
+            reset_after,
+            Activation::Tanh,
+            Activation::Sigmoid,
+            n % 2 == 1,
+            n == 3,
+            n != 2,
+        );
+        sp.batch = batch;
+        sp.units = units;
+        sp.time = 6;
+        sp.input = 5;
+        sp.clip = (n == 3).then_some(0.5);
+        let c = case(60 + n as u64, sp, masked, imasks, rmasks);
+        let threads = if units == 200 { 4 } else { 2 };
+        split_runs += splits(&c.spec, threads) as usize;
+        same::<f32>(&c, |v| v as f32, threads);
+        same::<f64>(&c, |v| v, threads);
+    }
+    assert_eq!(split_runs, 4);
+}

@@ -1,0 +1,405 @@
+//! Forward with the hidden units split over threads, for batches too small to split by rows
+//! (one sequence at a time, as in streaming inference).
+//!
+//! Thread j owns units `[u0, u1)`: the z, r and candidate columns of those units in the
+//! kernel, the recurrent kernel and the bias. At each step it multiplies the whole previous
+//! state by its own columns of the recurrent kernel (packed once per call, so they stay in
+//! that core's cache), runs the gate math of its units and publishes its part of the new
+//! state. One barrier per step makes the whole state visible to every thread before the next
+//! step reads it. Outputs and saved activations come out in the layout of
+//! [`forward_into`], so the backward is the same.
+//!
+//! reset_before is not split: `(r * h) @ U_h` needs the reset gate of every unit, a second
+//! barrier per step. Such calls (and calls whose units make one slice) run [`forward_into`].
+
+use super::forward::{
+    blend_and_output, candidate_input_bias, candidate_reset_after, check_outputs, forward_into,
+    gate_preactivations, project_inputs_into, sized, step_bias, Saved, StepInputs, Workspace,
+};
+use super::matmul::{Rhs, View};
+use super::{clip_pre, validate, Float, SeqInputs, SeqSpec, SeqWeights};
+use crate::error::Result;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// The fewest units a slice gets: below this the per-step barrier costs more than the
+/// slice's share of the product saves.
+pub const MIN_SLICE_UNITS: usize = 64;
+
+/// Unit ranges of at most `parts` slices of `units`, each at least [`MIN_SLICE_UNITS`] wide
+/// and starting at a multiple of 16 (whole vectors for the kernels); one range when the
+/// units are too few to split.
+pub fn unit_ranges(units: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, (units / MIN_SLICE_UNITS).max(1));
+    let mut bounds: Vec<usize> = (0..parts).map(|c| c * units / parts / 16 * 16).collect();
+    bounds.push(units);
+    bounds.dedup();
+    bounds.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// Whether [`forward_units`] splits a call of this form over `threads` threads.
+pub fn splits(spec: &SeqSpec, threads: usize) -> bool {
+    spec.reset_after && threads > 1 && unit_ranges(spec.units, threads).len() > 1
+}
+
+/// Whether a split call holds rayon's pool.
+static POOL_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The right to run one split call's slices on rayon's pool. A slice waits for the others
+/// at every step, so every slice must be running at once: the pool must have a free thread
+/// for each, which holds when no other split call runs there, the caller is not itself one
+/// of the pool's threads (inside a parallel iterator the threads are taken) and the pool
+/// has enough threads. Without the lease the call runs on one thread.
+struct PoolLease;
+
+impl PoolLease {
+    fn take(slices: usize) -> Option<PoolLease> {
+        let fits = rayon::current_num_threads() + 1 >= slices;
+        if !fits || rayon::current_thread_index().is_some() {
+            return None;
+        }
+        POOL_TAKEN
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| PoolLease)
+    }
+}
+
+impl Drop for PoolLease {
+    fn drop(&mut self) {
+        POOL_TAKEN.store(false, Ordering::Release);
+    }
+}
+
+/// A barrier that spins (the wait is a few microseconds, far below a sleep's wake-up time),
+/// yields once it has spun long, and lets every waiter go when a thread panicked.
+struct SpinBarrier {
+    parties: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    poisoned: AtomicBool,
+}
+
+impl SpinBarrier {
+    fn new(parties: usize) -> Self {
+        SpinBarrier {
+            parties,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits for every party; false when a party panicked (the caller stops).
+    fn wait(&self) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+        } else {
+            let mut spins = 0u32;
+            while self.generation.load(Ordering::Acquire) == generation {
+                if self.poisoned.load(Ordering::Acquire) {
+                    return false;
+                }
+                if spins < 1 << 5 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+        !self.poisoned.load(Ordering::Acquire)
+    }
+}
+
+/// Poisons the barrier when its thread unwinds, so that no other thread waits forever.
+struct PoisonOnPanic<'a>(&'a SpinBarrier);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poisoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// What the threads share: the state of even and odd steps (each step reads one and writes
+/// the other), and the barrier.
+struct Shared<T> {
+    h: [Mutex<Vec<T>>; 2],
+    barrier: SpinBarrier,
+}
+
+/// One thread's task: its units, and where its results go.
+struct Slice<'a, T> {
+    spec: &'a SeqSpec,
+    w: &'a SeqWeights<'a, T>,
+    inp: &'a SeqInputs<'a, T>,
+    units: Range<usize>,
+    shared: &'a Shared<T>,
+}
+
+/// A thread's pieces of the outputs: its units of every row of `sequence` (row b*T + k),
+/// `state` (row b) and, when saving, of each [`Saved`] field (row k*B + b).
+struct Dest<'a, T> {
+    sequence: Vec<&'a mut [T]>,
+    state: Vec<&'a mut [T]>,
+    saved: Option<Vec<Vec<&'a mut [T]>>>,
+}
+
+/// Each range's pieces of every row of `data` (rows `width` wide); `ranges` tile `0..width`.
+fn column_pieces<'a, T>(
+    data: &'a mut [T],
+    width: usize,
+    ranges: &[Range<usize>],
+) -> Vec<Vec<&'a mut [T]>> {
+    let mut out: Vec<Vec<&'a mut [T]>> = ranges.iter().map(|_| Vec::new()).collect();
+    for row in data.chunks_exact_mut(width) {
+        let mut rest = row;
+        for (pieces, r) in out.iter_mut().zip(ranges) {
+            let (head, tail) = rest.split_at_mut(r.len());
+            pieces.push(head);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// The columns of units `r` in each of the three gate blocks of every row of `src` (rows
+/// `3 * units` wide): (rows, 3 * r.len()).
+fn gate_columns<T: Float>(src: &[T], units: usize, r: &Range<usize>) -> Vec<T> {
+    let mut out = Vec::with_capacity(src.len() / units * r.len());
+    for row in src.chunks_exact(3 * units) {
+        for g in 0..3 {
+            out.extend_from_slice(&row[g * units + r.start..g * units + r.end]);
+        }
+    }
+    out
+}
+
+/// [`forward_into`] with the units split over up to `threads` threads (see the module
+/// docs); `wss` grows to one workspace per slice. The same outputs as [`forward_into`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward_units<T: Float>(
+    spec: &SeqSpec,
+    w: &SeqWeights<T>,
+    inp: &SeqInputs<T>,
+    save: bool,
+    wss: &mut Vec<Workspace<T>>,
+    (sequence, state): (&mut [T], &mut [T]),
+    threads: usize,
+) -> Result<Option<Saved<T>>> {
+    if wss.is_empty() {
+        wss.push(Workspace::default());
+    }
+    let ranges = unit_ranges(spec.units, threads);
+    let lease = match splits(spec, threads).then(|| PoolLease::take(ranges.len())) {
+        Some(Some(l)) => l,
+        _ => return forward_into(spec, w, inp, save, &mut wss[0], sequence, state),
+    };
+    validate(spec, w, inp)?;
+    check_outputs(spec, sequence, state)?;
+    while wss.len() < ranges.len() {
+        wss.push(Workspace::default());
+    }
+    let (bsz, time, u) = (spec.batch, spec.time, spec.units);
+    let mut saved = save.then(|| wss[0].pool.take().unwrap_or_default().sized(time * bsz * u));
+    let mut dests = destinations(&ranges, u, sequence, state, saved.as_mut());
+    let shared = Shared {
+        h: [
+            Mutex::new(inp.h0.to_vec()),
+            Mutex::new(vec![T::ZERO; bsz * u]),
+        ],
+        barrier: SpinBarrier::new(ranges.len()),
+    };
+    let slices: Vec<Slice<T>> = ranges
+        .iter()
+        .map(|r| Slice {
+            spec,
+            w,
+            inp,
+            units: r.clone(),
+            shared: &shared,
+        })
+        .collect();
+    let (ws0, ws_rest) = wss.split_at_mut(1);
+    let first = dests.remove(0);
+    // The other slices run on rayon's pool (the threads candle's own CPU ops use, so the
+    // call adds no runnable threads to theirs), the first on the calling thread.
+    rayon::in_place_scope(|scope| {
+        for ((s, ws), d) in slices[1..].iter().zip(ws_rest.iter_mut()).zip(dests) {
+            scope.spawn(move |_| run_guarded(s, ws, d));
+        }
+        run_guarded(&slices[0], &mut ws0[0], first);
+    });
+    drop(lease);
+    Ok(saved)
+}
+
+/// Each slice's [`Dest`].
+fn destinations<'a, T: Float>(
+    ranges: &[Range<usize>],
+    u: usize,
+    sequence: &'a mut [T],
+    state: &'a mut [T],
+    saved: Option<&'a mut Saved<T>>,
+) -> Vec<Dest<'a, T>> {
+    let mut saved_pieces: Vec<Vec<Vec<&'a mut [T]>>> = ranges.iter().map(|_| Vec::new()).collect();
+    let is_saved = saved.is_some();
+    if let Some(sv) = saved {
+        for field in sv.fields() {
+            for (d, p) in saved_pieces.iter_mut().zip(column_pieces(field, u, ranges)) {
+                d.push(p);
+            }
+        }
+    }
+    column_pieces(sequence, u, ranges)
+        .into_iter()
+        .zip(column_pieces(state, u, ranges))
+        .zip(saved_pieces)
+        .map(|((sequence, state), saved)| Dest {
+            sequence,
+            state,
+            saved: is_saved.then_some(saved),
+        })
+        .collect()
+}
+
+/// [`run_slice`], poisoning the barrier if it panics.
+fn run_guarded<T: Float>(s: &Slice<T>, ws: &mut Workspace<T>, dest: Dest<T>) {
+    let _guard = PoisonOnPanic(&s.shared.barrier);
+    run_slice(s, ws, dest);
+}
+
+cpu_dispatch! {
+    /// One thread's whole sequence, compiled for the widest vectors the CPU has.
+    fn run_slice<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, dest: Dest<'_, T>) => run_slice_body
+}
+
+#[inline(always)]
+fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: Dest<'_, T>) {
+    let spec = s.spec;
+    let (bsz, time, u) = (spec.batch, spec.time, spec.units);
+    let (r, uj) = (s.units.clone(), s.units.len());
+    let sub = SeqSpec {
+        units: uj,
+        threads: 1,
+        ..spec.clone()
+    };
+    let (kernel, recurrent, bias) = (
+        gate_columns(s.w.kernel, u, &r),
+        gate_columns(s.w.recurrent, u, &r),
+        gate_columns(s.w.bias, u, &r),
+    );
+    let w = SeqWeights {
+        kernel: &kernel,
+        recurrent: &recurrent,
+        bias: &bias,
+    };
+    project_inputs_into(&sub, &w, s.inp, &mut ws.xp);
+    let sbias = step_bias(&sub, &w);
+    let b_in_h = candidate_input_bias(&sub, &w);
+    // This slice's columns of the recurrent kernel, over every unit of the state.
+    let rhs = Rhs::new(View::rows(&recurrent, 0, u, 3 * uj, 3 * uj), 1);
+    let save = dest.saved.is_some();
+    let mut local = std::mem::take(&mut ws.step).sized(if save { time } else { 1 } * bsz * uj);
+    let hp = sized(&mut ws.hp, bsz * 3 * uj);
+    let masked = sized(&mut ws.scratch, bsz * u);
+    let h_all = sized(&mut ws.h, bsz * u);
+    let h = sized(&mut ws.scratch2, bsz * uj);
+    let out_prev = sized(&mut ws.out_prev, bsz * uj);
+    let seq_part = sized(&mut ws.sequence_part, bsz * time * uj);
+    for k in 0..time {
+        let t = spec.t_of(k);
+        h_all.copy_from_slice(&lock(&s.shared.h[k % 2]));
+        for (hrow, all) in h.chunks_exact_mut(uj).zip(h_all.chunks_exact(u)) {
+            hrow.copy_from_slice(&all[r.clone()]);
+        }
+        let mut blk = local.block(if save { k } else { 0 }, bsz * uj);
+        blk.h_prev.copy_from_slice(h);
+        slice_product(spec, &rhs, (h_all, s.inp.recurrent_masks), masked, uj, hp);
+        let x = StepInputs {
+            xp: &ws.xp,
+            time,
+            t,
+            u3: 3 * uj,
+        };
+        gate_preactivations(uj, x, hp, sbias.as_deref(), &mut blk);
+        clip_pre(spec.clip, blk.a_z);
+        clip_pre(spec.clip, blk.a_r);
+        T::activate(spec.recurrent_activation, blk.a_z, blk.z);
+        T::activate(spec.recurrent_activation, blk.a_r, blk.r);
+        candidate_reset_after(uj, x, hp, sbias.as_deref(), &b_in_h, &mut blk);
+        clip_pre(spec.clip, blk.a_h);
+        T::activate(spec.activation, blk.a_h, blk.hh);
+        blend_and_output(
+            &sub,
+            s.inp.mask,
+            (k, t),
+            blk.z,
+            blk.hh,
+            h,
+            out_prev,
+            seq_part,
+        );
+        if k + 1 < time {
+            let mut next = lock(&s.shared.h[(k + 1) % 2]);
+            for (all, hrow) in next.chunks_exact_mut(u).zip(h.chunks_exact(uj)) {
+                all[r.clone()].copy_from_slice(hrow);
+            }
+            drop(next);
+            if !s.shared.barrier.wait() {
+                return;
+            }
+        }
+    }
+    for (d, src) in dest.state.iter_mut().zip(h.chunks_exact(uj)) {
+        d.copy_from_slice(src);
+    }
+    for (d, src) in dest.sequence.iter_mut().zip(seq_part.chunks_exact(uj)) {
+        d.copy_from_slice(src);
+    }
+    if let Some(saved) = dest.saved.as_mut() {
+        for (field, src) in saved.iter_mut().zip(local.fields()) {
+            for (d, v) in field.iter_mut().zip(src.chunks_exact(uj)) {
+                d.copy_from_slice(v);
+            }
+        }
+    }
+    ws.step = local;
+}
+
+/// `hp (batch, 3 * uj) = h @ U_j` over the whole state `h` (each gate's columns from `h`
+/// times that gate's recurrent dropout mask, when there are masks).
+#[inline(always)]
+fn slice_product<T: Float>(
+    spec: &SeqSpec,
+    rhs: &Rhs<T>,
+    (h, rec_masks): (&[T], &[Vec<T>]),
+    masked: &mut [T],
+    uj: usize,
+    hp: &mut [T],
+) {
+    let (bsz, u) = (spec.batch, spec.units);
+    if rec_masks.is_empty() {
+        let a = View::rows(h, 0, bsz, u, u);
+        rhs.product(hp, 0, 3 * uj, a, 0..u, 0..3 * uj, false, 1);
+        return;
+    }
+    for (g, m) in rec_masks.iter().enumerate() {
+        for ((o, &hv), &mv) in masked.iter_mut().zip(h).zip(m) {
+            *o = hv * mv;
+        }
+        let a = View::rows(masked, 0, bsz, u, u);
+        rhs.product(hp, g * uj, 3 * uj, a, 0..u, g * uj..(g + 1) * uj, false, 1);
+    }
+}
+
+/// The lock's data; a lock poisoned by a panicking thread still holds valid values (the
+/// barrier stops the other threads).
+fn lock<T>(m: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

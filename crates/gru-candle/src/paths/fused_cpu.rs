@@ -270,8 +270,13 @@ impl<T: HostFloat> FusedGru<T> {
         grad: &Tensor,
     ) -> Result<[Tensor; 3]> {
         let s = &self.spec;
-        let host = |t: &Tensor| -> Result<Vec<T>> { t.flatten_all()?.to_vec1::<T>() };
-        let (xv, pv, hv, gv) = (host(x)?, host(params)?, host(h0)?, host(grad)?);
+        let (xh, ph, hh, gh) = (
+            host_values::<T>(x)?,
+            host_values::<T>(params)?,
+            host_values::<T>(h0)?,
+            host_values::<T>(grad)?,
+        );
+        let (xv, pv, hv, gv) = (xh.get(), ph.get(), hh.get(), gh.get());
         // The forward's activations, or (an inference call, a second backward) a new
         // forward that keeps them.
         let kept = self
@@ -284,7 +289,7 @@ impl<T: HostFloat> FusedGru<T> {
             None => {
                 let (bt, b) = (s.batch * s.time * s.units, s.batch * s.units);
                 let (mut seq, mut state) = (vec![T::ZERO; bt], vec![T::ZERO; b]);
-                self.forward(&xv, &pv, &hv, true, (&mut seq, &mut state))?
+                self.forward(xv, pv, hv, true, (&mut seq, &mut state))?
                     .ok_or_else(|| candle_core::Error::msg("gru-fused: the forward kept nothing"))?
             }
         };
@@ -293,8 +298,8 @@ impl<T: HostFloat> FusedGru<T> {
             let mut pool = self.pool()?;
             let grads = backward_chunked(
                 s,
-                &self.split(&pv),
-                &self.inputs(&xv, &hv),
+                &self.split(pv),
+                &self.inputs(xv, hv),
                 &saved,
                 d_seq,
                 d_state,
@@ -316,6 +321,45 @@ impl<T: HostFloat> FusedGru<T> {
             Tensor::from_vec(dp, params.shape(), dev)?,
             Tensor::from_vec(g.h0, h0.shape(), dev)?,
         ])
+    }
+}
+
+/// A tensor's values on the host: its CPU storage itself when contiguous and of type `T`
+/// (`shared`: the read guard and the range; no copy), else a copy (`owned`).
+struct HostValues<G, T> {
+    shared: Option<(G, usize, usize)>,
+    owned: Vec<T>,
+}
+
+fn host_values<'a, T: HostFloat>(
+    t: &'a Tensor,
+) -> Result<HostValues<impl std::ops::Deref<Target = candle_core::Storage> + 'a, T>> {
+    let (storage, layout) = t.storage_and_layout();
+    if let (candle_core::Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets())
+    {
+        if T::values(cpu).is_some() {
+            return Ok(HostValues {
+                shared: Some((storage, a, b)),
+                owned: Vec::new(),
+            });
+        }
+    }
+    drop(storage);
+    Ok(HostValues {
+        shared: None,
+        owned: t.flatten_all()?.to_vec1::<T>()?,
+    })
+}
+
+impl<G: std::ops::Deref<Target = candle_core::Storage>, T: HostFloat> HostValues<G, T> {
+    fn get(&self) -> &[T] {
+        match &self.shared {
+            Some((storage, a, b)) => match &**storage {
+                candle_core::Storage::Cpu(cpu) => T::values(cpu).map_or(&[], |v| &v[*a..*b]),
+                _ => &[],
+            },
+            None => &self.owned,
+        }
     }
 }
 

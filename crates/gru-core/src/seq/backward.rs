@@ -6,7 +6,7 @@
 //! all steps: `dU = H^T @ dHP` with the states and recurrent gradients of every step
 //! stacked, `dW = X^T @ dXP`, `dX = dXP @ W^T`.
 
-use super::forward::{Saved, Workspace};
+use super::forward::{overwritten, sized, Saved, Workspace};
 use super::matmul::{gemm, Rhs, View};
 use super::{clip_grad, masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::{GruError, Result};
@@ -60,12 +60,6 @@ fn masked_rows<T: Float>(h_prev: &[T], m: &[T], bsz: usize, u: usize) -> Vec<T> 
                 .map(|(&s, &mv)| s * mv)
         })
         .collect()
-}
-
-fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
-    v.clear();
-    v.resize(n, T::ZERO);
-    v
 }
 
 cpu_dispatch! {
@@ -480,8 +474,9 @@ fn backward_body<T: Float>(
     check_grad_inputs(spec, saved, d_sequence, d_state)?;
     let (bsz, time, u) = (spec.batch, spec.time, spec.units);
     let (u3, bu) = (3 * u, bsz * u);
-    let d_xp = sized(&mut ws.d_xp, bsz * time * u3);
-    let dhp_all = sized(&mut ws.d_hp_all, time * bsz * u3); // rows k * B + b
+    // Every step writes all its rows of both (`scatter_step_grads`).
+    let d_xp = overwritten(&mut ws.d_xp, bsz * time * u3);
+    let dhp_all = overwritten(&mut ws.d_hp_all, time * bsz * u3); // rows k * B + b
     let mut g = StepGrads {
         dh: d_state.to_vec(),
         d_carry: sized(&mut ws.out_prev, bu).to_vec(),

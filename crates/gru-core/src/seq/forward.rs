@@ -248,9 +248,19 @@ pub struct Workspace<T> {
     pub pool: Option<Saved<T>>,
 }
 
+/// `n` zeros in `v`'s storage.
 pub(super) fn sized<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     v.clear();
     v.resize(n, T::ZERO);
+    v
+}
+
+/// `n` values in `v`'s storage, for a buffer whose every element the caller writes before
+/// reading it: values kept from an earlier call are not cleared (that was a memset of
+/// tens of megabytes per call at the benchmark's shapes).
+pub(super) fn overwritten<T: Float>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    v.resize(n, T::ZERO);
+    v.truncate(n);
     v
 }
 
@@ -285,9 +295,8 @@ impl<T: Float> Saved<T> {
 
     pub(super) fn sized(mut self, n: usize) -> Saved<T> {
         for v in self.fields() {
-            // Every element is written before it is read; resize only fills new room.
-            v.resize(n, T::ZERO);
-            v.truncate(n);
+            // Every element is written before it is read.
+            overwritten(v, n);
         }
         self
     }

@@ -344,8 +344,10 @@ impl Gru {
         self.cpu_path
     }
 
-    /// The same layer with a fixed number of threads for the fused path's matrix products
-    /// (`None`: all cores when a step's product is large enough, else one).
+    /// The same layer with a fixed number of threads for the fused path (`None`: all cores
+    /// when the call can use them, else one). Threads take batch slices when the batch has
+    /// two rows per thread; otherwise an inference call splits its hidden units over them
+    /// (reset_after, 64 units or more a thread), or large matrix products get them.
     pub fn with_threads(mut self, threads: Option<usize>) -> Gru {
         self.fused.threads = threads.map(|t| t.max(1));
         self

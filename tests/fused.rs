@@ -133,19 +133,26 @@ fn fused_matches_the_loop_with_dropout_in_training() {
     assert_eq!(n, 16);
 }
 
-#[test]
-fn threads_do_not_change_results() {
-    let mut c = GruConfig::new(3);
+/// A config returning sequences whose weights are drawn from fixed seeds (`seed`,
+/// `seed + 1`): every layer built from it holds the same weights.
+fn seeded(units: usize, limit: f64, seed: u64) -> GruConfig {
+    let mut c = GruConfig::new(units);
     c.return_sequences = true;
     c.kernel_initializer = Initializer::RandomUniform {
-        minval: Num::Float(-0.7),
-        maxval: Num::Float(0.7),
-        seed: Some(1),
+        minval: Num::Float(-limit),
+        maxval: Num::Float(limit),
+        seed: Some(seed),
     };
     c.recurrent_initializer = Initializer::Orthogonal {
         gain: Num::Float(1.0),
-        seed: Some(2),
+        seed: Some(seed + 1),
     };
+    c
+}
+
+#[test]
+fn threads_do_not_change_results() {
+    let c = seeded(3, 0.7, 1);
     let one = run(&build(&c, CpuPath::Fused, Some(1)), ExecPath::Fused);
     let two = run(&build(&c, CpuPath::Fused, Some(2)), ExecPath::Fused);
     for (a, b) in one.iter().zip(&two) {
@@ -232,18 +239,8 @@ fn backward_twice_and_backward_after_inference_recompute_the_same_gradients() {
 /// gradients through such a call (the backward recomputes the forward) equal one thread's.
 #[test]
 fn unit_split_inference_equals_one_thread_and_the_loop() {
-    let mut c = GruConfig::new(160);
-    c.return_sequences = true;
+    let mut c = seeded(160, 0.5, 3);
     c.return_state = true;
-    c.kernel_initializer = Initializer::RandomUniform {
-        minval: Num::Float(-0.5),
-        maxval: Num::Float(0.5),
-        seed: Some(3),
-    };
-    c.recurrent_initializer = Initializer::Orthogonal {
-        gain: Num::Float(1.0),
-        seed: Some(4),
-    };
     let dev = Device::Cpu;
     for (batch, dtype) in [(1, DType::F32), (2, DType::F64)] {
         let x = common::tensor(&[batch, 7, 5], 0.3, dtype, &dev);

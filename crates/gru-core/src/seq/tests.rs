@@ -145,6 +145,52 @@ impl Case {
     }
 }
 
+/// A case's weights and inputs in float type `T`.
+struct Typed<T> {
+    kernel: Vec<T>,
+    recurrent: Vec<T>,
+    bias: Vec<T>,
+    x: Vec<T>,
+    h0: Vec<T>,
+    imasks: Vec<Vec<T>>,
+    rmasks: Vec<Vec<T>>,
+}
+
+impl Case {
+    fn typed<T: Float>(&self, conv: fn(f64) -> T) -> Typed<T> {
+        let f = |v: &[f64]| v.iter().map(|&x| conv(x)).collect::<Vec<T>>();
+        Typed {
+            kernel: f(&self.kernel),
+            recurrent: f(&self.recurrent),
+            bias: f(&self.bias),
+            x: f(&self.x),
+            h0: f(&self.h0),
+            imasks: self.imasks.iter().map(|m| f(m)).collect(),
+            rmasks: self.rmasks.iter().map(|m| f(m)).collect(),
+        }
+    }
+}
+
+impl<T> Typed<T> {
+    fn weights(&self) -> SeqWeights<'_, T> {
+        SeqWeights {
+            kernel: &self.kernel,
+            recurrent: &self.recurrent,
+            bias: &self.bias,
+        }
+    }
+
+    fn inputs<'a>(&'a self, mask: Option<&'a [u8]>) -> SeqInputs<'a, T> {
+        SeqInputs {
+            x: &self.x,
+            h0: &self.h0,
+            mask,
+            input_masks: &self.imasks,
+            recurrent_masks: &self.rmasks,
+        }
+    }
+}
+
 fn spec(
     reset_after: bool,
     act: Activation,
@@ -255,33 +301,10 @@ fn f32_forward_is_close_to_f64() {
         0,
         false,
     );
-    let f = |v: &Vec<f64>| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    let (k, r, b, x, h0) = (f(&c.kernel), f(&c.recurrent), f(&c.bias), f(&c.x), f(&c.h0));
-    let w = SeqWeights {
-        kernel: &k[..],
-        recurrent: &r[..],
-        bias: &b[..],
-    };
-    let inp = SeqInputs {
-        x: &x[..],
-        h0: &h0[..],
-        mask: c.mask.as_deref(),
-        input_masks: &[],
-        recurrent_masks: &[],
-    };
+    let (t32, t64) = (c.typed(|v| v as f32), c.typed(|v| v));
+    let (w, inp) = (t32.weights(), t32.inputs(c.mask.as_deref()));
     let (o32, _) = forward(&c.spec, &w, &inp, false).unwrap();
-    let w = SeqWeights {
-        kernel: &c.kernel,
-        recurrent: &c.recurrent,
-        bias: &c.bias,
-    };
-    let inp = SeqInputs {
-        x: &c.x,
-        h0: &c.h0,
-        mask: c.mask.as_deref(),
-        input_masks: &[],
-        recurrent_masks: &[],
-    };
+    let (w, inp) = (t64.weights(), t64.inputs(c.mask.as_deref()));
     let (o64, _) = forward(&c.spec, &w, &inp, false).unwrap();
     for (a, b) in o32.sequence.iter().zip(&o64.sequence) {
         assert!((*a as f64 - b).abs() < 2e-6);
@@ -317,21 +340,8 @@ fn per_step_and_up_front_input_projections_agree() {
         sp.units = 32;
         sp.input = 6;
         let c = case(40 + n as u64, sp, true, imasks, n == 3);
-        let (k, r, b, x, h0) = (f(&c.kernel), f(&c.recurrent), f(&c.bias), f(&c.x), f(&c.h0));
-        let im: Vec<Vec<f32>> = c.imasks.iter().map(|m| f(m)).collect();
-        let rm: Vec<Vec<f32>> = c.rmasks.iter().map(|m| f(m)).collect();
-        let w = SeqWeights {
-            kernel: &k[..],
-            recurrent: &r[..],
-            bias: &b[..],
-        };
-        let inp = SeqInputs {
-            x: &x[..],
-            h0: &h0[..],
-            mask: c.mask.as_deref(),
-            input_masks: &im,
-            recurrent_masks: &rm,
-        };
+        let typed = c.typed(|v| v as f32);
+        let (w, inp) = (typed.weights(), typed.inputs(c.mask.as_deref()));
         let run = |per_step: bool| {
             PER_STEP.with(|p| p.set(Some(per_step)));
             let (out, saved) = forward(&c.spec, &w, &inp, true).unwrap();
@@ -415,22 +425,8 @@ fn unit_split_forward_equals_one_thread() {
     assert_eq!(unit_ranges(100, 2), vec![0..100]);
     assert_eq!(unit_ranges(256, 1), vec![0..256]);
     fn run<T: Float>(c: &Case, conv: fn(f64) -> T, threads: usize) -> (Vec<T>, Vec<T>, Saved<T>) {
-        let f = |v: &[f64]| v.iter().map(|&x| conv(x)).collect::<Vec<T>>();
-        let (k, r, b, x, h0) = (f(&c.kernel), f(&c.recurrent), f(&c.bias), f(&c.x), f(&c.h0));
-        let im: Vec<Vec<T>> = c.imasks.iter().map(|m| f(m)).collect();
-        let rm: Vec<Vec<T>> = c.rmasks.iter().map(|m| f(m)).collect();
-        let w = SeqWeights {
-            kernel: &k[..],
-            recurrent: &r[..],
-            bias: &b[..],
-        };
-        let inp = SeqInputs {
-            x: &x[..],
-            h0: &h0[..],
-            mask: c.mask.as_deref(),
-            input_masks: &im,
-            recurrent_masks: &rm,
-        };
+        let typed = c.typed(conv);
+        let (w, inp) = (typed.weights(), typed.inputs(c.mask.as_deref()));
         let s = &c.spec;
         let mut seq = vec![T::ZERO; s.batch * s.time * s.units];
         let mut state = vec![T::ZERO; s.batch * s.units];

@@ -84,9 +84,13 @@ fn check_grad_inputs<T>(
     d_state: &[T],
 ) -> Result<()> {
     let (bsz, time, u) = (spec.batch, spec.time, spec.units);
+    let n = time * bsz * u;
+    let pre_len = if spec.keeps_pre_activations() { n } else { 0 };
+    let pre = [&saved.a_z, &saved.a_r, &saved.a_h];
     if d_sequence.len() != bsz * time * u
         || d_state.len() != bsz * u
-        || saved.z.len() != time * bsz * u
+        || saved.z.len() != n
+        || pre.iter().any(|v| v.len() != pre_len && v.len() != n)
     {
         return Err(GruError::Shape {
             what: "backward inputs".into(),
@@ -132,9 +136,10 @@ impl<T> Saved<T> {
             z: &self.z[s.clone()],
             r: &self.r[s.clone()],
             hh: &self.hh[s.clone()],
-            a_z: &self.a_z[s.clone()],
-            a_r: &self.a_r[s.clone()],
-            a_h: &self.a_h[s.clone()],
+            // Empty when not kept: the backward then does not read them.
+            a_z: self.a_z.get(s.clone()).unwrap_or(&[]),
+            a_r: self.a_r.get(s.clone()).unwrap_or(&[]),
+            a_h: self.a_h.get(s.clone()).unwrap_or(&[]),
             extra: &self.extra[s],
         }
     }

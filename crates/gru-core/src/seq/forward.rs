@@ -14,7 +14,8 @@ pub struct SeqOutput<T> {
 }
 
 /// What the backward pass needs from the forward pass: per step k, (batch, units) blocks at
-/// `(k * batch + b) * units`.
+/// `(k * batch + b) * units`. `a_z`, `a_r` and `a_h` are empty when the backward does not
+/// read them ([`SeqSpec::keeps_pre_activations`]).
 #[derive(Debug, Clone, Default)]
 pub struct Saved<T> {
     /// State before the step.
@@ -34,6 +35,9 @@ pub struct Saved<T> {
     /// reset_after: the recurrent candidate `h @ U_h + b_h` that r multiplies; reset_before:
     /// `r * h` (masked by the recurrent dropout mask), the left factor of `@ U_h`.
     pub extra: Vec<T>,
+    /// One step's pre-activations when `a_z`, `a_r` and `a_h` are not kept (empty; see
+    /// [`SeqSpec::keeps_pre_activations`]).
+    pub(crate) pre_scratch: Vec<T>,
 }
 
 /// The input projection of every timestep, bias included: (batch * time, 3u), row b*T + t.
@@ -278,25 +282,44 @@ impl<T: Float> Saved<T> {
         ]
     }
 
-    /// Step k's blocks of `bu` values.
+    /// Step k's blocks of `bu` values (the pre-activations in a one-step scratch when they
+    /// are not kept).
     pub(super) fn block(&mut self, k: usize, bu: usize) -> StepBlock<'_, T> {
         let r = k * bu..(k + 1) * bu;
+        let (a_z, a_r, a_h) = if self.a_z.is_empty() {
+            let s = overwritten(&mut self.pre_scratch, 3 * bu);
+            let (a_z, rest) = s.split_at_mut(bu);
+            let (a_r, a_h) = rest.split_at_mut(bu);
+            (a_z, a_r, a_h)
+        } else {
+            (
+                &mut self.a_z[r.clone()],
+                &mut self.a_r[r.clone()],
+                &mut self.a_h[r.clone()],
+            )
+        };
         StepBlock {
             h_prev: &mut self.h_prev[r.clone()],
             z: &mut self.z[r.clone()],
-            a_z: &mut self.a_z[r.clone()],
+            a_z,
             r: &mut self.r[r.clone()],
-            a_r: &mut self.a_r[r.clone()],
+            a_r,
             hh: &mut self.hh[r.clone()],
-            a_h: &mut self.a_h[r.clone()],
+            a_h,
             extra: &mut self.extra[r],
         }
     }
 
-    pub(super) fn sized(mut self, n: usize) -> Saved<T> {
+    /// Room for `n` values a field; the pre-activations only with `keep_pre` (else empty).
+    pub(super) fn sized(mut self, n: usize, keep_pre: bool) -> Saved<T> {
         for v in self.fields() {
             // Every element is written before it is read.
             overwritten(v, n);
+        }
+        if !keep_pre {
+            self.a_z.clear();
+            self.a_r.clear();
+            self.a_h.clear();
         }
         self
     }
@@ -564,8 +587,14 @@ fn forward_body<T: Float>(
     let projection = Projection::new(spec, w, inp, &mut ws.xp);
     let sbias = step_bias(spec, w);
     let b_in_h = candidate_input_bias(spec, w);
-    let mut saved = save.then(|| ws.pool.take().unwrap_or_default().sized(time * bu));
-    let mut step = std::mem::take(&mut ws.step).sized(bu);
+    let keep_pre = spec.keeps_pre_activations();
+    let mut saved = save.then(|| {
+        ws.pool
+            .take()
+            .unwrap_or_default()
+            .sized(time * bu, keep_pre)
+    });
+    let mut step = std::mem::take(&mut ws.step).sized(bu, false);
     let hp = sized(&mut ws.hp, bsz * u3);
     let scratch = sized(&mut ws.scratch, bu);
     let h = sized(&mut ws.h, bu);

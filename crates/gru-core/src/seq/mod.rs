@@ -135,6 +135,22 @@ impl SeqSpec {
         }
     }
 
+    /// Whether the backward reads the pre-activations `a_z`, `a_r`, `a_h`: with a clip, or
+    /// an activation whose derivative is not a function of its output (sigmoid, tanh and
+    /// linear are; the others are taken at the pre-activation). Otherwise the forward
+    /// keeps none (three fewer (time, batch, units) arrays written per training call).
+    pub fn keeps_pre_activations(&self) -> bool {
+        let from_output = |a: Activation| {
+            matches!(
+                a,
+                Activation::Sigmoid | Activation::Tanh | Activation::Linear
+            )
+        };
+        self.clip.is_some()
+            || !from_output(self.activation)
+            || !from_output(self.recurrent_activation)
+    }
+
     /// Rows of the bias: 2 (reset_after), 1, or 0 without bias.
     pub fn bias_rows(&self) -> usize {
         match (self.use_bias, self.reset_after) {

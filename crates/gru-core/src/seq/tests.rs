@@ -491,3 +491,50 @@ fn unit_split_forward_equals_one_thread() {
     }
     assert_eq!(split_runs, 4);
 }
+
+/// The forward keeps the pre-activations only when the backward reads them (a clip, or an
+/// activation differentiated at its input); a backward that needs them and gets none
+/// returns a typed error instead of reading nothing.
+#[test]
+fn pre_activations_are_kept_only_when_the_backward_reads_them() {
+    let plain = spec(
+        true,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        false,
+        false,
+        true,
+    );
+    let mut clipped = plain.clone();
+    clipped.clip = Some(0.5);
+    let relu = spec(
+        true,
+        Activation::Relu,
+        Activation::Sigmoid,
+        false,
+        false,
+        true,
+    );
+    assert!(!plain.keeps_pre_activations());
+    assert!(clipped.keeps_pre_activations() && relu.keeps_pre_activations());
+    let n = plain.time * plain.batch * plain.units;
+    for (sp, kept) in [(&plain, 0), (&clipped, n), (&relu, n)] {
+        let c = case(90, sp.clone(), true, 0, false);
+        let t = c.typed(|v| v);
+        let (w, inp) = (t.weights(), t.inputs(c.mask.as_deref()));
+        let (_, saved) = forward(sp, &w, &inp, true).unwrap();
+        let saved = saved.unwrap();
+        assert_eq!(
+            (saved.a_z.len(), saved.a_r.len(), saved.a_h.len()),
+            (kept, kept, kept)
+        );
+        assert_eq!(saved.z.len(), n);
+    }
+    // The plain forward's activations handed to a backward that clips.
+    let c = case(91, plain.clone(), false, 0, false);
+    let t = c.typed(|v| v);
+    let (w, inp) = (t.weights(), t.inputs(None));
+    let (_, saved) = forward(&plain, &w, &inp, true).unwrap();
+    let err = backward(&clipped, &w, &inp, &saved.unwrap(), &c.r_seq, &c.r_state);
+    assert!(matches!(err, Err(crate::error::GruError::Shape { .. })));
+}

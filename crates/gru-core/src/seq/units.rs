@@ -206,7 +206,11 @@ pub fn forward_units<T: Float>(
         wss.push(Workspace::default());
     }
     let (bsz, time, u) = (spec.batch, spec.time, spec.units);
-    let mut saved = save.then(|| wss[0].pool.take().unwrap_or_default().sized(time * bsz * u));
+    let keep_pre = spec.keeps_pre_activations();
+    let mut saved = save.then(|| {
+        let pooled = wss[0].pool.take().unwrap_or_default();
+        pooled.sized(time * bsz * u, keep_pre)
+    });
     let mut dests = destinations(&ranges, u, sequence, state, saved.as_mut());
     let shared = Shared {
         h: [
@@ -305,7 +309,9 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
     // This slice's columns of the recurrent kernel, over every unit of the state.
     let rhs = Rhs::new(View::rows(&recurrent, 0, u, 3 * uj, 3 * uj), 1);
     let save = dest.saved.is_some();
-    let mut local = std::mem::take(&mut ws.step).sized(if save { time } else { 1 } * bsz * uj);
+    let steps = if save { time } else { 1 };
+    let keep_pre = save && spec.keeps_pre_activations();
+    let mut local = std::mem::take(&mut ws.step).sized(steps * bsz * uj, keep_pre);
     let hp = sized(&mut ws.hp, bsz * 3 * uj);
     let masked = sized(&mut ws.scratch, bsz * u);
     let h_all = sized(&mut ws.h, bsz * u);

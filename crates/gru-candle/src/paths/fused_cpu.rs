@@ -25,7 +25,8 @@ pub struct Workspaces {
 /// What the fused path keeps per layer: the thread setting and the reusable buffers.
 #[derive(Debug, Clone, Default)]
 pub struct FusedSettings {
-    /// A fixed thread count; `None`: all cores when a step's product is large enough.
+    /// A fixed thread count; `None`: all cores when a call can use them (see
+    /// [`FusedSettings::plan`]).
     pub threads: Option<usize>,
     /// Buffers reused across calls.
     pub workspaces: Arc<Workspaces>,

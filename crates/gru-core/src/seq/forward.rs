@@ -394,7 +394,7 @@ impl<'a, T> StepInputs<'a, T> {
 
 /// `a_z = x_z + (hp_z + b_z)`, `a_r = x_r + (hp_r + b_r)` (`b` the step bias, if any).
 #[inline(always)]
-pub(super) fn gate_preactivations<T: Float>(
+fn gate_preactivations<T: Float>(
     u: usize,
     x: StepInputs<T>,
     hp: &[T],
@@ -416,6 +416,30 @@ pub(super) fn gate_preactivations<T: Float>(
             }
         }
     }
+}
+
+/// z and r of `u` units: their pre-activations (clipped, with a clip) and activations.
+#[inline(always)]
+pub(super) fn update_and_reset_gates<T: Float>(
+    spec: &SeqSpec,
+    u: usize,
+    x: StepInputs<T>,
+    hp: &[T],
+    sbias: Option<&[T]>,
+    blk: &mut StepBlock<T>,
+) {
+    gate_preactivations(u, x, hp, sbias, blk);
+    clip_pre(spec.clip, blk.a_z);
+    clip_pre(spec.clip, blk.a_r);
+    T::activate(spec.recurrent_activation, blk.a_z, blk.z);
+    T::activate(spec.recurrent_activation, blk.a_r, blk.r);
+}
+
+/// The candidate `hh` from its pre-activation (clipped first, with a clip).
+#[inline(always)]
+pub(super) fn activate_candidate<T: Float>(spec: &SeqSpec, blk: &mut StepBlock<T>) {
+    clip_pre(spec.clip, blk.a_h);
+    T::activate(spec.activation, blk.a_h, blk.hh);
 }
 
 /// `o = x + (h + b)`.
@@ -613,19 +637,14 @@ fn forward_body<T: Float>(
             blk.h_prev.copy_from_slice(h);
         }
         recurrent_product(spec, &rhs, h, inp.recurrent_masks, hp, scratch);
-        gate_preactivations(u, x, hp, sbias.as_deref(), &mut blk);
-        clip_pre(spec.clip, blk.a_z);
-        clip_pre(spec.clip, blk.a_r);
-        T::activate(spec.recurrent_activation, blk.a_z, blk.z);
-        T::activate(spec.recurrent_activation, blk.a_r, blk.r);
+        update_and_reset_gates(spec, u, x, hp, sbias.as_deref(), &mut blk);
         if spec.reset_after {
             candidate_reset_after(u, x, hp, sbias.as_deref(), &b_in_h, &mut blk);
         } else {
             let h_mask = inp.recurrent_masks.get(2);
             candidate_reset_before(spec, &rhs, x, h, h_mask, &b_in_h, scratch, &mut blk);
         }
-        clip_pre(spec.clip, blk.a_h);
-        T::activate(spec.activation, blk.a_h, blk.hh);
+        activate_candidate(spec, &mut blk);
         blend_and_output(spec, inp.mask, (k, t), blk.z, blk.hh, h, out_prev, sequence);
     }
     state.copy_from_slice(h);

@@ -13,11 +13,12 @@
 //! barrier per step. Such calls (and calls whose units make one slice) run [`forward_into`].
 
 use super::forward::{
-    blend_and_output, candidate_input_bias, candidate_reset_after, check_outputs, forward_into,
-    gate_preactivations, project_inputs_into, sized, step_bias, Saved, StepInputs, Workspace,
+    activate_candidate, blend_and_output, candidate_input_bias, candidate_reset_after,
+    check_outputs, forward_into, project_inputs_into, sized, step_bias, update_and_reset_gates,
+    Saved, StepInputs, Workspace,
 };
 use super::matmul::{Rhs, View};
-use super::{clip_pre, validate, Float, SeqInputs, SeqSpec, SeqWeights};
+use super::{validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::Result;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -333,14 +334,9 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
             t,
             u3: 3 * uj,
         };
-        gate_preactivations(uj, x, hp, sbias.as_deref(), &mut blk);
-        clip_pre(spec.clip, blk.a_z);
-        clip_pre(spec.clip, blk.a_r);
-        T::activate(spec.recurrent_activation, blk.a_z, blk.z);
-        T::activate(spec.recurrent_activation, blk.a_r, blk.r);
+        update_and_reset_gates(spec, uj, x, hp, sbias.as_deref(), &mut blk);
         candidate_reset_after(uj, x, hp, sbias.as_deref(), &b_in_h, &mut blk);
-        clip_pre(spec.clip, blk.a_h);
-        T::activate(spec.activation, blk.a_h, blk.hh);
+        activate_candidate(spec, &mut blk);
         blend_and_output(
             &sub,
             s.inp.mask,
@@ -362,20 +358,27 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
             }
         }
     }
-    for (d, src) in dest.state.iter_mut().zip(h.chunks_exact(uj)) {
-        d.copy_from_slice(src);
-    }
-    for (d, src) in dest.sequence.iter_mut().zip(seq_part.chunks_exact(uj)) {
-        d.copy_from_slice(src);
-    }
-    if let Some(saved) = dest.saved.as_mut() {
-        for (field, src) in saved.iter_mut().zip(local.fields()) {
-            for (d, v) in field.iter_mut().zip(src.chunks_exact(uj)) {
+    dest.write(uj, h, seq_part, &mut local);
+    ws.step = local;
+}
+
+impl<T: Float> Dest<'_, T> {
+    /// Copies a slice's results (its units of the state, the sequence and the saved
+    /// activations, each `uj` wide) into its pieces of the outputs.
+    fn write(&mut self, uj: usize, state: &[T], sequence: &[T], saved: &mut Saved<T>) {
+        let copy = |pieces: &mut Vec<&mut [T]>, src: &[T]| {
+            for (d, v) in pieces.iter_mut().zip(src.chunks_exact(uj)) {
                 d.copy_from_slice(v);
+            }
+        };
+        copy(&mut self.state, state);
+        copy(&mut self.sequence, sequence);
+        if let Some(fields) = self.saved.as_mut() {
+            for (pieces, src) in fields.iter_mut().zip(saved.fields()) {
+                copy(pieces, src);
             }
         }
     }
-    ws.step = local;
 }
 
 /// `hp (batch, 3 * uj) = h @ U_j` over the whole state `h` (each gate's columns from `h`

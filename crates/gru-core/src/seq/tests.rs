@@ -538,3 +538,47 @@ fn pre_activations_are_kept_only_when_the_backward_reads_them() {
     let err = backward(&clipped, &w, &inp, &saved.unwrap(), &c.r_seq, &c.r_state);
     assert!(matches!(err, Err(crate::error::GruError::Shape { .. })));
 }
+
+/// Split calls made at once from several threads, and from inside rayon's pool (where the
+/// units are not split: the pool's threads are taken), all finish and agree with one
+/// thread's result.
+#[test]
+fn concurrent_unit_split_calls_agree() {
+    use super::units::forward_units;
+    let mut sp = spec(
+        true,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        false,
+        false,
+        true,
+    );
+    (sp.batch, sp.units, sp.time, sp.input) = (1, 128, 20, 5);
+    let c = case(95, sp, false, 0, false);
+    let t = c.typed(|v| v as f32);
+    let (w, inp) = (t.weights(), t.inputs(None));
+    let s = &c.spec;
+    let run = |threads: usize| {
+        let mut seq = vec![0f32; s.batch * s.time * s.units];
+        let mut state = vec![0f32; s.batch * s.units];
+        let out = (&mut seq[..], &mut state[..]);
+        forward_units(s, &w, &inp, false, &mut Vec::new(), out, threads).unwrap();
+        (seq, state)
+    };
+    let want = run(1);
+    std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..4).map(|_| scope.spawn(|| run(2))).collect();
+        for call in calls {
+            assert!(call.join().unwrap() == want);
+        }
+    });
+    let inside = std::sync::Mutex::new(Vec::new());
+    rayon::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|_| inside.lock().unwrap().push(run(2)));
+        }
+    });
+    let inside = inside.into_inner().unwrap();
+    assert_eq!(inside.len(), 4);
+    assert!(inside.iter().all(|r| *r == want));
+}

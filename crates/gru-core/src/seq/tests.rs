@@ -582,3 +582,53 @@ fn concurrent_unit_split_calls_agree() {
     assert_eq!(inside.len(), 4);
     assert!(inside.iter().all(|r| *r == want));
 }
+
+/// A slice that panics (on the calling thread or on the pool) stops the others at the
+/// barrier instead of leaving them waiting: the call ends with the panic, and the next
+/// split call gets the pool again and computes the right result.
+#[test]
+fn a_panicking_slice_ends_the_call_and_releases_the_pool() {
+    use super::units::{forward_units, PANIC_IN_SLICE};
+    let mut sp = spec(
+        true,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        false,
+        false,
+        true,
+    );
+    // A step count no other test uses: the injected panic fires only for this call.
+    (sp.batch, sp.units, sp.time, sp.input) = (1, 128, 37, 5);
+    let c = case(96, sp, false, 0, false);
+    let t = c.typed(|v| v);
+    let (w, inp) = (t.weights(), t.inputs(None));
+    let s = &c.spec;
+    let run = |threads: usize| {
+        let mut seq = vec![0f64; s.batch * s.time * s.units];
+        let mut state = vec![0f64; s.batch * s.units];
+        let out = (&mut seq[..], &mut state[..]);
+        forward_units(s, &w, &inp, false, &mut Vec::new(), out, threads).unwrap();
+        (seq, state)
+    };
+    let want = run(1);
+    for start in [0, 64] {
+        *PANIC_IN_SLICE.lock().unwrap() = Some((37, start));
+        // Another test's split call may hold the pool: this call then runs on one thread
+        // (no slice, no panic) and must still be right; try again.
+        let mut message = None;
+        for _ in 0..200 {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(2))) {
+                Ok(r) => assert!(r == want),
+                Err(e) => {
+                    message = Some(e.downcast_ref::<String>().cloned().unwrap_or_default());
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        *PANIC_IN_SLICE.lock().unwrap() = None;
+        let msg = message.expect("the injected panic reaches the caller");
+        assert!(msg.contains(&format!("unit {start}")), "{msg}");
+        assert!(run(2) == want);
+    }
+}

@@ -47,6 +47,10 @@ pub fn splits(spec: &SeqSpec, threads: usize) -> bool {
 /// Whether a split call holds rayon's pool.
 static POOL_TAKEN: AtomicBool = AtomicBool::new(false);
 
+/// Tests: the slice starting at unit `.1` of a call with `.0` steps panics at its third step.
+#[cfg(test)]
+pub(crate) static PANIC_IN_SLICE: Mutex<Option<(usize, usize)>> = Mutex::new(None);
+
 /// The right to run one split call's slices on rayon's pool. A slice waits for the others
 /// at every step, so every slice must be running at once: the pool must have a free thread
 /// for each, which holds when no other split call runs there, the caller is not itself one
@@ -320,6 +324,10 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
     let out_prev = sized(&mut ws.out_prev, bsz * uj);
     let seq_part = sized(&mut ws.sequence_part, bsz * time * uj);
     for k in 0..time {
+        #[cfg(test)]
+        if k == 2 && *PANIC_IN_SLICE.lock().unwrap() == Some((time, r.start)) {
+            panic!("injected panic in the slice at unit {}", r.start);
+        }
         let t = spec.t_of(k);
         h_all.copy_from_slice(&lock(&s.shared.h[k % 2]));
         for (hrow, all) in h.chunks_exact_mut(uj).zip(h_all.chunks_exact(u)) {

@@ -539,12 +539,8 @@ fn pre_activations_are_kept_only_when_the_backward_reads_them() {
     assert!(matches!(err, Err(crate::error::GruError::Shape { .. })));
 }
 
-/// Split calls made at once from several threads, and from inside rayon's pool (where the
-/// units are not split: the pool's threads are taken), all finish and agree with one
-/// thread's result.
-#[test]
-fn concurrent_unit_split_calls_agree() {
-    use super::units::forward_units;
+/// A one-row case of 128 units (two slices of 64) and `time` steps.
+fn one_row_case(seed: u64, time: usize) -> Case {
     let mut sp = spec(
         true,
         Activation::Tanh,
@@ -553,18 +549,28 @@ fn concurrent_unit_split_calls_agree() {
         false,
         true,
     );
-    (sp.batch, sp.units, sp.time, sp.input) = (1, 128, 20, 5);
-    let c = case(95, sp, false, 0, false);
-    let t = c.typed(|v| v as f32);
-    let (w, inp) = (t.weights(), t.inputs(None));
-    let s = &c.spec;
-    let run = |threads: usize| {
-        let mut seq = vec![0f32; s.batch * s.time * s.units];
-        let mut state = vec![0f32; s.batch * s.units];
-        let out = (&mut seq[..], &mut state[..]);
-        forward_units(s, &w, &inp, false, &mut Vec::new(), out, threads).unwrap();
-        (seq, state)
-    };
+    (sp.batch, sp.units, sp.time, sp.input) = (1, 128, time, 5);
+    case(seed, sp, false, 0, false)
+}
+
+/// The inference forward of a case's f64 values on `threads` threads: (sequence, state).
+fn units_forward(c: &Case, threads: usize) -> (Vec<f64>, Vec<f64>) {
+    let t = c.typed(|v| v);
+    let (w, inp, s) = (t.weights(), t.inputs(None), &c.spec);
+    let mut seq = vec![0.0; s.batch * s.time * s.units];
+    let mut state = vec![0.0; s.batch * s.units];
+    let out = (&mut seq[..], &mut state[..]);
+    super::units::forward_units(s, &w, &inp, false, &mut Vec::new(), out, threads).unwrap();
+    (seq, state)
+}
+
+/// Split calls made at once from several threads, and from inside rayon's pool (where the
+/// units are not split: the pool's threads are taken), all finish and agree with one
+/// thread's result.
+#[test]
+fn concurrent_unit_split_calls_agree() {
+    let c = one_row_case(95, 20);
+    let run = |threads| units_forward(&c, threads);
     let want = run(1);
     std::thread::scope(|scope| {
         let calls: Vec<_> = (0..4).map(|_| scope.spawn(|| run(2))).collect();
@@ -588,28 +594,10 @@ fn concurrent_unit_split_calls_agree() {
 /// split call gets the pool again and computes the right result.
 #[test]
 fn a_panicking_slice_ends_the_call_and_releases_the_pool() {
-    use super::units::{forward_units, PANIC_IN_SLICE};
-    let mut sp = spec(
-        true,
-        Activation::Tanh,
-        Activation::Sigmoid,
-        false,
-        false,
-        true,
-    );
+    use super::units::PANIC_IN_SLICE;
     // A step count no other test uses: the injected panic fires only for this call.
-    (sp.batch, sp.units, sp.time, sp.input) = (1, 128, 37, 5);
-    let c = case(96, sp, false, 0, false);
-    let t = c.typed(|v| v);
-    let (w, inp) = (t.weights(), t.inputs(None));
-    let s = &c.spec;
-    let run = |threads: usize| {
-        let mut seq = vec![0f64; s.batch * s.time * s.units];
-        let mut state = vec![0f64; s.batch * s.units];
-        let out = (&mut seq[..], &mut state[..]);
-        forward_units(s, &w, &inp, false, &mut Vec::new(), out, threads).unwrap();
-        (seq, state)
-    };
+    let c = one_row_case(96, 37);
+    let run = |threads| units_forward(&c, threads);
     let want = run(1);
     for start in [0, 64] {
         *PANIC_IN_SLICE.lock().unwrap() = Some((37, start));

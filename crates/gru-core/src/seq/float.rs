@@ -6,11 +6,10 @@
 //! a few ulp, far inside Keras' float32 tolerance. Other f32 activations go through the f64
 //! reference.
 
-use super::kernel::Packed;
+use super::kernel::{Packed, PackedProduct};
 use super::matmul::View;
 use crate::activation::Activation;
 use std::fmt::Debug;
-use std::ops::Range;
 use std::ops::{Add, AddAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 /// A float the fused path computes in.
@@ -47,18 +46,15 @@ pub trait Float:
     fn pack(_b: View<'_, Self>) -> Option<Packed<Self>> {
         None
     }
-    /// `dst (+)= a @ p[k_rows, cols]` with the packed kernels; false when they cannot (the
-    /// caller then computes it). `a` and `dst` are checked by the caller.
-    #[allow(clippy::too_many_arguments)]
+    /// `call` with the packed kernels into `dst` (rows `dst_rs` apart from `dst_offset`);
+    /// false when they cannot (the caller then computes it). `call.a` and `dst` are checked
+    /// by the caller.
     fn gemm_packed(
         _dst: &mut [Self],
         _dst_offset: usize,
         _dst_rs: usize,
-        _a: View<'_, Self>,
         _p: &Packed<Self>,
-        _k_rows: Range<usize>,
-        _cols: Range<usize>,
-        _accumulate: bool,
+        _call: PackedProduct<'_, Self>,
     ) -> bool {
         false
     }
@@ -148,13 +144,10 @@ impl Float for f32 {
         dst: &mut [f32],
         dst_offset: usize,
         dst_rs: usize,
-        a: View<'_, f32>,
         p: &Packed<f32>,
-        k_rows: Range<usize>,
-        cols: Range<usize>,
-        accumulate: bool,
+        call: PackedProduct<'_, f32>,
     ) -> bool {
-        super::kernel::gemm_packed(dst, dst_offset, dst_rs, a, p, k_rows, cols, accumulate)
+        super::kernel::gemm_packed(dst, dst_offset, dst_rs, p, call)
     }
 }
 

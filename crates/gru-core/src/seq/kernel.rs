@@ -87,7 +87,13 @@ impl Packed<f32> {
         if m.checked_mul(k) != Some(a.len()) || m.checked_mul(n) != Some(c.len()) {
             return false;
         }
-        gemm_packed(c, 0, n, View::rows(a, 0, m, k, k), self, 0..k, 0..n, false)
+        let call = PackedProduct {
+            a: View::rows(a, 0, m, k, k),
+            k_rows: 0..k,
+            cols: 0..n,
+            accumulate: false,
+        };
+        gemm_packed(c, 0, n, self, call)
     }
 
     /// `b` packed for `isa` (which the CPU must have).
@@ -370,22 +376,37 @@ unsafe fn product_avx2(pp: &Parts, accumulate: bool) {
     }
 }
 
-/// `dst (+)= a @ P[k_rows, cols]` on this thread. Returns false (nothing written) when
-/// `cols` does not start at a panel boundary or the ranges do not fit; `a` (m x
-/// `k_rows.len()`) and `dst` (m x `cols.len()`, rows `dst_rs` apart from `dst_offset`) must
-/// already be checked to lie inside their slices (`matmul::gemm` checks its views the same
-/// way; `Rhs::product` checks them first).
-#[allow(clippy::too_many_arguments)]
+/// One product `dst (+)= a @ P[k_rows, cols]` over a packed right-hand side `P`.
+#[derive(Clone)]
+pub struct PackedProduct<'a, T> {
+    /// The left side, (m, `k_rows.len()`).
+    pub a: View<'a, T>,
+    /// The packed rows the product reads.
+    pub k_rows: Range<usize>,
+    /// The packed columns it writes, into `dst`'s columns from 0.
+    pub cols: Range<usize>,
+    /// Add to `dst` instead of overwriting it.
+    pub accumulate: bool,
+}
+
+/// `call` on this thread. Returns false (nothing written) when `cols` does not start at a
+/// panel boundary or the ranges do not fit; `a` (m x `k_rows.len()`) and `dst` (m x
+/// `cols.len()`, rows `dst_rs` apart from `dst_offset`) must already be checked to lie
+/// inside their slices (`matmul::gemm` checks its views the same way; `Rhs::product` checks
+/// them first).
 pub(crate) fn gemm_packed(
     dst: &mut [f32],
     dst_offset: usize,
     dst_rs: usize,
-    a: View<'_, f32>,
     packed: &Packed<f32>,
-    k_rows: Range<usize>,
-    cols: Range<usize>,
-    accumulate: bool,
+    call: PackedProduct<'_, f32>,
 ) -> bool {
+    let PackedProduct {
+        a,
+        k_rows,
+        cols,
+        accumulate,
+    } = call;
     let nr = packed.isa.nr();
     let fits = k_rows.end <= packed.k && cols.end <= packed.n && k_rows.start <= k_rows.end;
     if !fits || !cols.start.is_multiple_of(nr) || cols.start > cols.end || a.cols != k_rows.len() {
@@ -510,16 +531,13 @@ mod tests {
                                 let ldc = cols.len() + 2;
                                 let mut got = values(m * ldc, 2.5);
                                 let mut want = got.clone();
-                                let ok = gemm_packed(
-                                    &mut got,
-                                    0,
-                                    ldc,
+                                let call = PackedProduct {
                                     a,
-                                    &packed,
-                                    k_rows.clone(),
-                                    cols.clone(),
+                                    k_rows: k_rows.clone(),
+                                    cols: cols.clone(),
                                     accumulate,
-                                );
+                                };
+                                let ok = gemm_packed(&mut got, 0, ldc, &packed, call);
                                 assert!(ok, "{isa:?} m={m} k={k_rows:?} cols={cols:?}");
                                 reference(
                                     &mut want,
@@ -557,8 +575,14 @@ mod tests {
         let a = values(2 * 8, 0.2);
         let mut c = vec![0f32; 2 * 40];
         let a = View::rows(&a, 0, 2, 8, 8);
-        assert!(!gemm_packed(&mut c, 0, 40, a, &packed, 0..8, 3..40, false));
-        assert!(!gemm_packed(&mut c, 0, 40, a, &packed, 0..9, 0..40, false));
+        let call = |k_rows, cols| PackedProduct {
+            a,
+            k_rows,
+            cols,
+            accumulate: false,
+        };
+        assert!(!gemm_packed(&mut c, 0, 40, &packed, call(0..8, 3..40)));
+        assert!(!gemm_packed(&mut c, 0, 40, &packed, call(0..9, 0..40)));
         assert!(c.iter().all(|&v| v == 0.0), "nothing written");
     }
 }

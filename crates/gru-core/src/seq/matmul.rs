@@ -2,7 +2,7 @@
 //! backend: AVX-512/AVX2/portable kernels chosen at run time).
 
 use super::float::Float;
-use super::kernel::Packed;
+use super::kernel::{Packed, PackedProduct};
 use std::ops::Range;
 
 /// A read-only matrix view: element (i, j) is `data[offset + i * rs + j * cs]`.
@@ -180,8 +180,13 @@ impl<'a, T: Float> Rhs<'a, T> {
             "step product view out of bounds"
         );
         if let Some(p) = &self.packed {
-            let (kr, cr) = (k_rows.clone(), cols.clone());
-            if T::gemm_packed(dst, dst_offset, dst_rs, a, p, kr, cr, accumulate) {
+            let call = PackedProduct {
+                a,
+                k_rows: k_rows.clone(),
+                cols: cols.clone(),
+                accumulate,
+            };
+            if T::gemm_packed(dst, dst_offset, dst_rs, p, call) {
                 return;
             }
         }

@@ -282,3 +282,38 @@ fn unit_split_inference_equals_one_thread_and_the_loop() {
         }
     }
 }
+
+#[test]
+fn an_input_that_is_data_gets_no_gradient_and_the_weights_the_same() {
+    let mut c = seeded(6, 0.6, 4);
+    c.return_state = true;
+    let dev = Device::Cpu;
+    let g = build(&c, CpuPath::Fused, Some(1));
+    let x = common::tensor(&[3, 5, 5], 0.4, DType::F64, &dev);
+    let h0 = common::tensor(&[3, 6], 0.3, DType::F64, &dev);
+    fn opts(h0: &Tensor) -> CallOptions<'_> {
+        CallOptions {
+            mask: None,
+            initial_state: Some(h0),
+            training: true,
+        }
+    }
+    let grads = |y: &Tensor| y.sqr().and_then(|s| s.sum_all()?.backward()).unwrap();
+    // The input and the state as variables: every gradient.
+    let (xv, hv) = (
+        Var::from_tensor(&x).unwrap(),
+        Var::from_tensor(&h0).unwrap(),
+    );
+    let out = g.call(xv.as_tensor(), opts(hv.as_tensor())).unwrap();
+    assert_eq!(out.dispatch.path, ExecPath::Fused);
+    let all = grads(&out.output);
+    assert!(all.get(xv.as_tensor()).is_some() && all.get(hv.as_tensor()).is_some());
+    // The same call on plain tensors: no gradient for them, the same for the weights.
+    let out = g.call(&x, opts(&h0)).unwrap();
+    let data = grads(&out.output);
+    assert!(data.get(&x).is_none() && data.get(&h0).is_none());
+    for w in [g.kernel(), g.recurrent_kernel()] {
+        let (a, b) = (flat(all.get(w).unwrap()), flat(data.get(w).unwrap()));
+        assert_eq!(a, b);
+    }
+}

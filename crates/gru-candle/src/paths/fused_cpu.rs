@@ -11,7 +11,7 @@ use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use gru_core::seq::parallel::{backward_chunked, forward_chunked};
 use gru_core::seq::units::{forward_units, unit_ranges};
-use gru_core::seq::{Float, Saved, SeqInputs, SeqSpec, SeqWeights, Workspace};
+use gru_core::seq::{Float, Saved, SeqInputs, SeqSpec, SeqWeights, WantedGrads, Workspace};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The fused path's reusable buffers, one pool per float type (a layer's calls all use its
@@ -262,15 +262,23 @@ impl<T: HostFloat> FusedGru<T> {
         Ok(saved.into_iter().collect())
     }
 
-    /// (dx, dparams, dh0) of the output gradient `grad`.
+    /// (dx, dparams, dh0) of the output gradient `grad`, each `None` when autograd does
+    /// not track that input (data, not a variable: its gradient is not computed at all).
     fn grads(
         &self,
         x: &Tensor,
         params: &Tensor,
         h0: &Tensor,
         grad: &Tensor,
-    ) -> Result<[Tensor; 3]> {
-        let s = &self.spec;
+    ) -> Result<[Option<Tensor>; 3]> {
+        let wanted = WantedGrads {
+            input: x.track_op(),
+            weights: params.track_op(),
+        };
+        let s = &SeqSpec {
+            wanted,
+            ..self.spec.clone()
+        };
         let (xh, ph, hh, gh) = (
             host_values::<T>(x)?,
             host_values::<T>(params)?,
@@ -314,14 +322,24 @@ impl<T: HostFloat> FusedGru<T> {
             grads
         };
         let dev = x.device();
-        let mut dp = g.kernel;
-        dp.extend_from_slice(&g.recurrent);
-        dp.extend_from_slice(&g.bias);
-        Ok([
-            Tensor::from_vec(g.x, x.shape(), dev)?,
-            Tensor::from_vec(dp, params.shape(), dev)?,
-            Tensor::from_vec(g.h0, h0.shape(), dev)?,
-        ])
+        let dx = match wanted.input {
+            true => Some(Tensor::from_vec(g.x, x.shape(), dev)?),
+            false => None,
+        };
+        let dp = match wanted.weights {
+            true => {
+                let mut dp = g.kernel;
+                dp.extend_from_slice(&g.recurrent);
+                dp.extend_from_slice(&g.bias);
+                Some(Tensor::from_vec(dp, params.shape(), dev)?)
+            }
+            false => None,
+        };
+        let dh = match h0.track_op() {
+            true => Some(Tensor::from_vec(g.h0, h0.shape(), dev)?),
+            false => None,
+        };
+        Ok([dx, dp, dh])
     }
 }
 
@@ -418,7 +436,7 @@ impl<T: HostFloat> CustomOp3 for FusedGru<T> {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let [dx, dp, dh] = self.grads(x, params, h0, grad_res)?;
-        Ok((Some(dx), Some(dp), Some(dh)))
+        Ok((dx, dp, dh))
     }
 }
 

@@ -11,16 +11,17 @@ use super::matmul::{gemm, Rhs, View};
 use super::{clip_grad, masked_inputs, validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::{GruError, Result};
 
-/// Gradients of a loss with respect to everything the sequence read.
+/// Gradients of a loss with respect to everything the sequence read (those that
+/// `SeqSpec::wanted` leaves out are empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeqGrads<T> {
-    /// (batch, time, input).
+    /// (batch, time, input); empty unless `wanted.input`.
     pub x: Vec<T>,
-    /// (input, 3u).
+    /// (input, 3u); empty unless `wanted.weights`.
     pub kernel: Vec<T>,
-    /// (u, 3u).
+    /// (u, 3u); empty unless `wanted.weights`.
     pub recurrent: Vec<T>,
-    /// (bias_rows, 3u); empty without bias.
+    /// (bias_rows, 3u); empty without bias or unless `wanted.weights`.
     pub bias: Vec<T>,
     /// (batch, units).
     pub h0: Vec<T>,
@@ -256,7 +257,7 @@ impl<T: Float> BiasSums<T> {
 
     /// The layer's bias gradient: (bias_rows, 3u), empty without bias.
     fn into_grads(self, spec: &SeqSpec) -> Vec<T> {
-        match (spec.use_bias, spec.reset_after) {
+        match (spec.use_bias && spec.wanted.weights, spec.reset_after) {
             (false, _) => Vec::new(),
             (true, false) => self.input,
             (true, true) => {
@@ -303,7 +304,7 @@ fn scatter_step_grads<T: Float>(
         } else {
             drow[2 * u..].copy_from_slice(hr);
         }
-        if spec.use_bias {
+        if spec.use_bias && spec.wanted.weights {
             BiasSums::add(&mut sums.input, &d_xp[row..row + u3]);
             BiasSums::add(&mut sums.recurrent, drow);
         }
@@ -418,7 +419,8 @@ fn recurrent_weight_grads<T: Float>(
     d_rec
 }
 
-/// The input side, `xp_g = (x * mi_g) @ W_g + b_in`: (d_kernel, d_x).
+/// The input side, `xp_g = (x * mi_g) @ W_g + b_in`: (d_kernel, d_x), each empty when
+/// `spec.wanted` leaves it out.
 fn input_grads<T: Float>(
     spec: &SeqSpec,
     w: &SeqWeights<T>,
@@ -427,38 +429,48 @@ fn input_grads<T: Float>(
 ) -> (Vec<T>, Vec<T>) {
     let (n, n_in, u, th) = (spec.batch * spec.time, spec.input, spec.units, spec.threads);
     let u3 = 3 * u;
-    let mut d_kernel = vec![T::ZERO; n_in * u3];
-    let mut d_x = vec![T::ZERO; n * n_in];
+    let wanted = spec.wanted;
+    let zeros = |want: bool, len: usize| if want { vec![T::ZERO; len] } else { Vec::new() };
+    let mut d_kernel = zeros(wanted.weights, n_in * u3);
+    let mut d_x = zeros(wanted.input, n * n_in);
     if inp.input_masks.is_empty() {
-        let (x_t, dxp) = (
-            View::rows(inp.x, 0, n, n_in, n_in).t(),
-            View::rows(d_xp, 0, n, u3, u3),
-        );
-        gemm(&mut d_kernel, 0, u3, x_t, dxp, false, th);
-        let k_t = Rhs::new(View::rows(w.kernel, 0, n_in, u3, u3).t(), th);
-        let dxp = View::rows(d_xp, 0, n, u3, u3);
-        k_t.product(&mut d_x, 0, n_in, dxp, 0..u3, 0..n_in, false, th);
+        if wanted.weights {
+            let (x_t, dxp) = (
+                View::rows(inp.x, 0, n, n_in, n_in).t(),
+                View::rows(d_xp, 0, n, u3, u3),
+            );
+            gemm(&mut d_kernel, 0, u3, x_t, dxp, false, th);
+        }
+        if wanted.input {
+            let k_t = Rhs::new(View::rows(w.kernel, 0, n_in, u3, u3).t(), th);
+            let dxp = View::rows(d_xp, 0, n, u3, u3);
+            k_t.product(&mut d_x, 0, n_in, dxp, 0..u3, 0..n_in, false, th);
+        }
         return (d_kernel, d_x);
     }
     let masks = inp.input_masks;
-    let mut dxg = vec![T::ZERO; n * n_in];
+    let mut dxg = zeros(wanted.input, n * n_in);
     for g in 0..3 {
         let m = &masks[if masks.len() == 3 { g } else { 0 }];
-        let xm = masked_inputs(spec, inp.x, m);
-        let (x_t, dxp) = (
-            View::rows(&xm, 0, n, n_in, n_in).t(),
-            View::rows(d_xp, g * u, n, u, u3),
-        );
-        gemm(&mut d_kernel, g * u, u3, x_t, dxp, false, th);
-        let (dxp, k_t) = (
-            View::rows(d_xp, g * u, n, u, u3),
-            View::rows(w.kernel, g * u, n_in, u, u3).t(),
-        );
-        gemm(&mut dxg, 0, n_in, dxp, k_t, false, th);
-        for (row, (d, v)) in d_x.chunks_mut(n_in).zip(dxg.chunks(n_in)).enumerate() {
-            let b = row / spec.time;
-            for ((dd, &vv), &mm) in d.iter_mut().zip(v).zip(&m[b * n_in..(b + 1) * n_in]) {
-                *dd += vv * mm;
+        if wanted.weights {
+            let xm = masked_inputs(spec, inp.x, m);
+            let (x_t, dxp) = (
+                View::rows(&xm, 0, n, n_in, n_in).t(),
+                View::rows(d_xp, g * u, n, u, u3),
+            );
+            gemm(&mut d_kernel, g * u, u3, x_t, dxp, false, th);
+        }
+        if wanted.input {
+            let (dxp, k_t) = (
+                View::rows(d_xp, g * u, n, u, u3),
+                View::rows(w.kernel, g * u, n_in, u, u3).t(),
+            );
+            gemm(&mut dxg, 0, n_in, dxp, k_t, false, th);
+            for (row, (d, v)) in d_x.chunks_mut(n_in).zip(dxg.chunks(n_in)).enumerate() {
+                let b = row / spec.time;
+                for ((dd, &vv), &mm) in d.iter_mut().zip(v).zip(&m[b * n_in..(b + 1) * n_in]) {
+                    *dd += vv * mm;
+                }
             }
         }
     }
@@ -520,7 +532,10 @@ fn backward_body<T: Float>(
     }
     drop(u_t);
     ws.scratch_rec = u_t_copy;
-    let recurrent = recurrent_weight_grads(spec, inp.recurrent_masks, saved, dhp_all);
+    let recurrent = match spec.wanted.weights {
+        true => recurrent_weight_grads(spec, inp.recurrent_masks, saved, dhp_all),
+        false => Vec::new(),
+    };
     let (kernel, x) = input_grads(spec, w, inp, d_xp);
     let bias = sums.into_grads(spec);
     ws.out_prev = g.d_carry;

@@ -114,6 +114,28 @@ pub struct SeqSpec {
     pub threads: usize,
     /// ONNX's cell clip: gate pre-activations are clamped to `[-clip, clip]`.
     pub clip: Option<f64>,
+    /// The gradients a backward computes; the others come back empty.
+    pub wanted: WantedGrads,
+}
+
+/// Which gradients a backward computes. The state's gradient is always computed (it is the
+/// carried `dh`). Leaving out the input's saves the product `dX = dXP @ W^T` (a third of the
+/// backward's input-side flops), e.g. when the input is data, not a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WantedGrads {
+    /// d(loss)/dx.
+    pub input: bool,
+    /// d(loss)/d(kernel, recurrent kernel, bias).
+    pub weights: bool,
+}
+
+impl Default for WantedGrads {
+    fn default() -> Self {
+        WantedGrads {
+            input: true,
+            weights: true,
+        }
+    }
 }
 
 impl SeqSpec {
@@ -132,6 +154,7 @@ impl SeqSpec {
             zero_output_for_mask: config.zero_output_for_mask,
             threads: 1,
             clip: config.cell_clip,
+            wanted: WantedGrads::default(),
         }
     }
 

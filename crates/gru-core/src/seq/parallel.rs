@@ -209,6 +209,7 @@ mod tests {
             zero_output_for_mask: false,
             threads: 1,
             clip: None,
+            wanted: Default::default(),
         };
         let f = |n: usize, s: f64| {
             (0..n)

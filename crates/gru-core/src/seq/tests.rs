@@ -212,6 +212,7 @@ fn spec(
         zero_output_for_mask: zero,
         threads: 1,
         clip: None,
+        wanted: Default::default(),
     }
 }
 
@@ -537,6 +538,48 @@ fn pre_activations_are_kept_only_when_the_backward_reads_them() {
     let (_, saved) = forward(&plain, &w, &inp, true).unwrap();
     let err = backward(&clipped, &w, &inp, &saved.unwrap(), &c.r_seq, &c.r_state);
     assert!(matches!(err, Err(crate::error::GruError::Shape { .. })));
+}
+
+#[test]
+fn left_out_gradients_are_empty_and_the_others_unchanged() {
+    // Plain, input dropout (the per-gate input side), recurrent dropout and reset_before.
+    for (seed, reset_after, imasks, rmasks) in [
+        (92, true, 0, false),
+        (93, true, 3, true),
+        (94, false, 1, false),
+    ] {
+        let sp = spec(
+            reset_after,
+            Activation::Tanh,
+            Activation::Sigmoid,
+            false,
+            false,
+            true,
+        );
+        let c = case(seed, sp.clone(), true, imasks, rmasks);
+        let t = c.typed(|v| v);
+        let (w, inp) = (t.weights(), t.inputs(c.mask.as_deref()));
+        let (_, saved) = forward(&sp, &w, &inp, true).unwrap();
+        let saved = saved.unwrap();
+        let grads = |input, weights| {
+            let s = SeqSpec {
+                wanted: WantedGrads { input, weights },
+                ..sp.clone()
+            };
+            backward(&s, &w, &inp, &saved, &c.r_seq, &c.r_state).unwrap()
+        };
+        let all = grads(true, true);
+        assert!(!all.x.is_empty() && !all.kernel.is_empty() && !all.bias.is_empty());
+        let no_x = grads(false, true);
+        assert!(no_x.x.is_empty(), "seed {seed}");
+        assert_eq!(
+            (&no_x.kernel, &no_x.recurrent, &no_x.bias, &no_x.h0),
+            (&all.kernel, &all.recurrent, &all.bias, &all.h0)
+        );
+        let no_w = grads(true, false);
+        assert!(no_w.kernel.is_empty() && no_w.recurrent.is_empty() && no_w.bias.is_empty());
+        assert_eq!((&no_w.x, &no_w.h0), (&all.x, &all.h0), "seed {seed}");
+    }
 }
 
 /// A one-row case of 128 units (two slices of 64) and `time` steps.

@@ -49,6 +49,7 @@ fn spec(
         zero_output_for_mask: zero,
         threads: 1,
         clip,
+        wanted: Default::default(),
     }
 }
 

@@ -9,8 +9,8 @@
 //! through the code the fused kernels use (gemm, and on one thread the packed kernels of the
 //! recurrent products, `gru_core::seq::kernel`); the peak is the faster. Then prints
 //! a table with each row's median, its GFLOP/s (the matrix products' flops: forward
-//! 2BT(I+H)3H; a training step three times that, forward plus the backward's two products
-//! per forward product) and its fraction of the peak, and writes JSON rows
+//! 2BT(I+H)3H; a training step 2BT(2I+3H)3H: the forward, the backward's state products, dU
+//! and dW; the input is data, so no dX) and its fraction of the peak, and writes JSON rows
 //! `{"impl","mode","B","T","I","H","threads","median_ms","gflops","peak_fraction"}` plus one
 //! row `{"impl":"sgemm-peak","threads","gflops"}`. Medians over repeated runs after a
 //! warm-up; f32; return_sequences=True.
@@ -144,13 +144,14 @@ fn time_row(imp: &str, train: bool, s: Shape, x: &Tensor, a: &Args) -> anyhow::R
     }
 }
 
-/// The products' flops of one call: forward 2BT(I+H)3H; a training step 3x that.
+/// The products' flops of one call: forward 2BT(I+H)3H; a training step adds the
+/// backward's state products and dU (2BT·H·3H each) and dW (2BT·I·3H). The input is data,
+/// so no dX: 2BT(2I+3H)3H in all.
 fn flops(s: Shape, train: bool) -> f64 {
-    let fwd = 2.0 * (s.b * s.t) as f64 * ((s.i + s.h) * 3 * s.h) as f64;
-    if train {
-        3.0 * fwd
-    } else {
-        fwd
+    let (bt, g) = ((s.b * s.t) as f64, (3 * s.h) as f64);
+    match train {
+        true => 2.0 * bt * (2 * s.i + 3 * s.h) as f64 * g,
+        false => 2.0 * bt * (s.i + s.h) as f64 * g,
     }
 }
 
@@ -180,7 +181,7 @@ fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<(f64, Option
         );
         Ok(())
     })?;
-    let packed = match (threads, Packed::from_rows(&b, n, n)) {
+    let packed = match (threads, Packed::from_rows(&b, n, n, n)) {
         (1, Some(p)) => Some(gflops(median_ms(min_time, || {
             anyhow::ensure!(p.product(&mut c, &a, n), "packed product sizes");
             Ok(())

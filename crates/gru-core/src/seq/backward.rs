@@ -324,7 +324,7 @@ fn recurrent_transposed<'a, T: Float>(
     let u = spec.units;
     let u3 = 3 * u;
     let view = View::rows(w.recurrent, 0, u, u3, u3).t();
-    let rhs = Rhs::new(view, spec.threads);
+    let rhs = Rhs::new(view, spec.threads, spec.batch);
     if rhs.is_packed() || spec.batch < 2 {
         return rhs;
     }
@@ -335,7 +335,7 @@ fn recurrent_transposed<'a, T: Float>(
             copy[j * u + k] = v;
         }
     }
-    Rhs::new(View::rows(copy, 0, u3, u, u), spec.threads)
+    Rhs::new(View::rows(copy, 0, u3, u, u), spec.threads, spec.batch)
 }
 
 /// `dh += (dhp_g @ U_g^T) (* m_g)` over the gates that go through the recurrent product.
@@ -442,7 +442,7 @@ fn input_grads<T: Float>(
             gemm(&mut d_kernel, 0, u3, x_t, dxp, false, th);
         }
         if wanted.input {
-            let k_t = Rhs::new(View::rows(w.kernel, 0, n_in, u3, u3).t(), th);
+            let k_t = Rhs::new(View::rows(w.kernel, 0, n_in, u3, u3).t(), th, n);
             let dxp = View::rows(d_xp, 0, n, u3, u3);
             k_t.product(&mut d_x, 0, n_in, dxp, 0..u3, 0..n_in, false, th);
         }

@@ -41,9 +41,9 @@ pub trait Float:
     fn activate(act: Activation, a: &[Self], y: &mut [Self]);
     /// `g[i] *= act'(a[i])`, where `y[i] = act(a[i])` (sigmoid and tanh use `y`).
     fn mul_derivative(act: Activation, a: &[Self], y: &[Self], g: &mut [Self]);
-    /// `b` packed for the per-step product kernels, when this type and the CPU have them
-    /// (f32 with AVX-512F or AVX2+FMA).
-    fn pack(_b: View<'_, Self>) -> Option<Packed<Self>> {
+    /// `b` packed for the per-step product kernels with `rows` left-hand rows, when this
+    /// type and the CPU have them (f32 with AVX-512F or AVX2+FMA).
+    fn pack(_b: View<'_, Self>, _rows: usize) -> Option<Packed<Self>> {
         None
     }
     /// `call` with the packed kernels into `dst` (rows `dst_rs` apart from `dst_offset`);
@@ -137,8 +137,8 @@ impl Float for f32 {
     fn mul_derivative(act: Activation, a: &[f32], y: &[f32], g: &mut [f32]) {
         mul_derivative_generic(act, a, y, g)
     }
-    fn pack(b: View<'_, f32>) -> Option<Packed<f32>> {
-        Packed::pack(b)
+    fn pack(b: View<'_, f32>, rows: usize) -> Option<Packed<f32>> {
+        Packed::pack(b, rows)
     }
     fn gemm_packed(
         dst: &mut [f32],

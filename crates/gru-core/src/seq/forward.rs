@@ -127,7 +127,7 @@ enum Projection<'a, T: Float> {
 impl<'a, T: Float> Projection<'a, T> {
     fn new(spec: &SeqSpec, w: &'a SeqWeights<T>, inp: &SeqInputs<'a, T>, xp: &mut Vec<T>) -> Self {
         let (i, u3) = (spec.input, 3 * spec.units);
-        let kernel = Rhs::new(View::rows(w.kernel, 0, i, u3, u3), spec.threads);
+        let kernel = Rhs::new(View::rows(w.kernel, 0, i, u3, u3), spec.threads, spec.batch);
         let up_front_bytes = spec.batch * spec.time * u3 * std::mem::size_of::<T>();
         let per_step = kernel.is_packed() && up_front_bytes > UP_FRONT_MAX_BYTES && spec.batch >= 4;
         #[cfg(test)]
@@ -625,7 +625,7 @@ fn forward_body<T: Float>(
     h.copy_from_slice(inp.h0);
     let out_prev = sized(&mut ws.out_prev, bu);
     // The recurrent weights, packed once for every step's product.
-    let rhs = Rhs::new(View::rows(w.recurrent, 0, u, u3, u3), spec.threads);
+    let rhs = Rhs::new(View::rows(w.recurrent, 0, u, u3, u3), spec.threads, bsz);
     for k in 0..time {
         let t = spec.t_of(k);
         let x = projection.step(spec, t, &ws.xp, &mut ws.step_xp);

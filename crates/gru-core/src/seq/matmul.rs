@@ -142,9 +142,14 @@ pub(crate) struct Rhs<'a, T> {
 }
 
 impl<'a, T: Float> Rhs<'a, T> {
-    /// `view` (k x n), packed when the products run on one thread.
-    pub(crate) fn new(view: View<'a, T>, threads: usize) -> Self {
-        let packed = if threads <= 1 { T::pack(view) } else { None };
+    /// `view` (k x n), packed for products of `rows` left-hand rows when they run on one
+    /// thread.
+    pub(crate) fn new(view: View<'a, T>, threads: usize, rows: usize) -> Self {
+        let packed = if threads <= 1 {
+            T::pack(view, rows)
+        } else {
+            None
+        };
         Rhs { view, packed }
     }
 

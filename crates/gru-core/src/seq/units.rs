@@ -312,7 +312,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
     let sbias = step_bias(&sub, &w);
     let b_in_h = candidate_input_bias(&sub, &w);
     // This slice's columns of the recurrent kernel, over every unit of the state.
-    let rhs = Rhs::new(View::rows(&recurrent, 0, u, 3 * uj, 3 * uj), 1);
+    let rhs = Rhs::new(View::rows(&recurrent, 0, u, 3 * uj, 3 * uj), 1, bsz);
     let save = dest.saved.is_some();
     let steps = if save { time } else { 1 };
     let keep_pre = save && spec.keeps_pre_activations();

@@ -46,6 +46,16 @@ impl<'a, T> View<'a, T> {
         }
     }
 
+    /// Rows `r` and columns `c` of this view (inside it).
+    fn sub(self, r: Range<usize>, c: Range<usize>) -> Self {
+        View {
+            offset: self.offset + r.start * self.rs + c.start * self.cs,
+            rows: r.len(),
+            cols: c.len(),
+            ..self
+        }
+    }
+
     fn last(&self) -> Option<usize> {
         if self.rows == 0 || self.cols == 0 {
             return Some(self.offset);
@@ -99,38 +109,118 @@ pub fn gemm<T: Float>(
         }
         return;
     }
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: every element each view addresses lies inside its slice (checked above with
-    // overflow-checked arithmetic); `dst` is a unique borrow that neither `a` nor `b` aliases
-    // (they are shared borrows of other slices, which the borrow checker guarantees); T is
-    // f32 or f64, both supported by gemm.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().add(dst_offset),
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.data.as_ptr().add(a.offset),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr().add(b.offset),
-            b.cs as isize,
-            b.rs as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            par,
-        )
+    let parts = split_parts(m, k, n, threads);
+    if parts.is_empty() {
+        // SAFETY: the views and `dst` were checked above (`raw` states the contract).
+        unsafe {
+            raw(
+                dst.as_mut_ptr().add(dst_offset),
+                dst_rs,
+                a,
+                b,
+                (m, k, n),
+                accumulate,
+            )
+        };
+        return;
     }
+    // Blocks of rows or of columns of `dst`, one per thread, each a one-thread product:
+    // gemm's own threading was measured slower on two cores for the products over all steps
+    // of small batches (256x100x768 with A transposed: 128-196 us on two threads against 160
+    // on one; these blocks: 92).
+    let dst_ptr = SendPtr(dst.as_mut_ptr());
+    use rayon::prelude::*;
+    parts.into_par_iter().for_each(|part| {
+        let (a, b, c0) = match part {
+            Part::Rows(r) => (a.sub(r.clone(), 0..k), b, dst_offset + r.start * dst_rs),
+            Part::Cols(c) => (a, b.sub(0..k, c.clone()), dst_offset + c.start),
+        };
+        let dst = &dst_ptr;
+        // SAFETY: `a` and `b` are sub-views of the checked views; the blocks of `dst` are
+        // disjoint (distinct rows, or distinct columns of every row) and inside the checked
+        // destination, and `dst` stays borrowed mutably by this call while they run.
+        unsafe { raw(dst.0.add(c0), dst_rs, a, b, (a.rows, k, b.cols), accumulate) };
+    });
+}
+
+/// A raw pointer that may cross to the threads of one product (each writes its own block).
+struct SendPtr<T>(*mut T);
+// SAFETY: used only by `gemm`, whose threads write disjoint blocks of one exclusively
+// borrowed destination and finish before it returns.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// A block of a product's destination.
+enum Part {
+    Rows(Range<usize>),
+    Cols(Range<usize>),
+}
+
+/// How a product of (m x k) @ (k x n) splits over `threads`: none (empty) for one thread or
+/// a product too small to pay for threads (below 1M multiply-adds); else blocks of the
+/// dimension whose operand is larger (each thread then reads only its part of it), of 16
+/// rows or columns or more.
+fn split_parts(m: usize, k: usize, n: usize, threads: usize) -> Vec<Part> {
+    const MIN: usize = 16;
+    let large = m.saturating_mul(k).saturating_mul(n) >= 1 << 20;
+    if threads <= 1 || !large {
+        return Vec::new();
+    }
+    let by_rows = m.saturating_mul(k) >= k.saturating_mul(n);
+    let len = if by_rows { m } else { n };
+    let parts = threads.min(len / MIN);
+    if parts <= 1 {
+        return Vec::new();
+    }
+    // Block edges on multiples of 16 (whole vectors of the gemm kernels' columns).
+    let edge = |p: usize| ((p * len / parts) / MIN * MIN).min(len);
+    (0..parts)
+        .map(|p| {
+            let r = edge(p)..if p + 1 == parts { len } else { edge(p + 1) };
+            if by_rows {
+                Part::Rows(r)
+            } else {
+                Part::Cols(r)
+            }
+        })
+        .collect()
+}
+
+/// `C (+)= A @ B` on one thread for (m, k, n) = `dims`, `C` row-major from `c`, rows `c_rs`
+/// apart.
+///
+/// # Safety
+/// The views address only elements of their slices; `c` holds the (m, n) block with rows
+/// `c_rs` apart, which neither view aliases and nothing else writes meanwhile; T is f32 or
+/// f64.
+unsafe fn raw<T: Float>(
+    c: *mut T,
+    c_rs: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        c_rs as isize,
+        accumulate,
+        a.data.as_ptr().add(a.offset),
+        a.cs as isize,
+        a.rs as isize,
+        b.data.as_ptr().add(b.offset),
+        b.cs as isize,
+        b.rs as isize,
+        T::ONE,
+        T::ONE,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
 }
 
 /// A right-hand side of the per-step products (the recurrent weights, or their transpose):
@@ -209,6 +299,54 @@ impl<'a, T: Float> Rhs<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threaded_products_split_rows_or_columns_and_equal_one_thread() {
+        let vals = |n: usize, s: f64| (0..n).map(|i| (i as f64 * 0.37 + s).sin()).collect();
+        // (m, k, n): rows split (A larger), columns split (B larger), too small to split,
+        // and one dimension too short for two blocks.
+        for (m, k, n) in [(700, 64, 48), (40, 100, 900), (8, 8, 8), (15, 5000, 12)] {
+            let (a, b): (Vec<f64>, Vec<f64>) = (vals(m * k + 2, 0.1), vals(k * n, 0.2));
+            for transposed in [false, true] {
+                let av = match transposed {
+                    false => View::rows(&a, 2, m, k, k),
+                    true => View::rows(&a, 2, k, m, m).t(),
+                };
+                let bv = View::rows(&b, 0, k, n, n);
+                let run = |threads, accumulate| {
+                    let mut d: Vec<f64> = vals(m * (n + 1), 0.3);
+                    gemm(&mut d, 1, n + 1, av, bv, accumulate, threads);
+                    d
+                };
+                for accumulate in [false, true] {
+                    let one = run(1, accumulate);
+                    for threads in [2, 3] {
+                        let many = run(threads, accumulate);
+                        let d = one.iter().zip(&many).map(|(x, y)| (x - y).abs());
+                        let worst = d.fold(0.0, f64::max);
+                        assert!(
+                            worst < 1e-12,
+                            "{m}x{k}x{n} t={transposed} threads {threads}"
+                        );
+                    }
+                }
+            }
+        }
+        let shape = |m, k, n| match split_parts(m, k, n, 2).as_slice() {
+            [] => "none",
+            [Part::Rows(_), ..] => "rows",
+            [Part::Cols(_), ..] => "cols",
+        };
+        assert_eq!(shape(700, 64, 48), "rows");
+        assert_eq!(shape(40, 100, 900), "cols");
+        assert_eq!(shape(8, 8, 8), "none");
+        assert_eq!(shape(15, 5000, 12), "none");
+        let parts = split_parts(1000, 500, 40, 3);
+        let Part::Rows(last) = &parts[2] else {
+            panic!("rows")
+        };
+        assert_eq!((parts.len(), last.end), (3, 1000));
+    }
 
     #[test]
     fn strided_and_transposed_products() {

@@ -312,14 +312,19 @@ impl<T: Float> Saved<T> {
 
     /// Room for `n` values a field; the pre-activations only with `keep_pre` (else empty).
     pub(super) fn sized(mut self, n: usize, keep_pre: bool) -> Saved<T> {
-        for v in self.fields() {
+        let [h_prev, z, a_z, r, a_r, hh, a_h, extra] = self.fields();
+        for v in [h_prev, z, r, hh, extra] {
             // Every element is written before it is read.
             overwritten(v, n);
         }
-        if !keep_pre {
-            self.a_z.clear();
-            self.a_r.clear();
-            self.a_h.clear();
+        for v in [a_z, a_r, a_h] {
+            match keep_pre {
+                true => {
+                    overwritten(v, n);
+                }
+                // Not grown first: that zeroed three (time, batch, units) arrays a call.
+                false => v.clear(),
+            }
         }
         self
     }

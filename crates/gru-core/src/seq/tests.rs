@@ -287,6 +287,32 @@ fn gradients_match_finite_differences_over_every_flag() {
 }
 
 #[test]
+fn input_gradients_match_finite_differences_in_both_product_orders() {
+    // More batch rows than steps (dX by steps), fewer (by batch rows), and backwards (by
+    // steps); no input mask, one, and three; both reset forms.
+    let mut seed = 200;
+    for (batch, time, go_backwards) in [(6, 2, false), (2, 6, false), (3, 4, true)] {
+        for (imasks, reset_after) in [(0, true), (1, false), (3, true)] {
+            let base = spec(
+                reset_after,
+                Activation::Tanh,
+                Activation::Sigmoid,
+                go_backwards,
+                false,
+                true,
+            );
+            let sp = SeqSpec {
+                batch,
+                time,
+                ..base
+            };
+            case(seed, sp, true, imasks, false).check();
+            seed += 1;
+        }
+    }
+}
+
+#[test]
 fn f32_forward_is_close_to_f64() {
     let c = case(
         99,

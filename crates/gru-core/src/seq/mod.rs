@@ -42,6 +42,7 @@ macro_rules! cpu_dispatch {
     };
 }
 
+mod all_steps;
 pub mod backward;
 pub mod float;
 pub mod forward;

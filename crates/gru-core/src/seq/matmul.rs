@@ -128,7 +128,7 @@ pub fn gemm<T: Float>(
     // gemm's own threading was measured slower on two cores for the products over all steps
     // of small batches (256x100x768 with A transposed: 128-196 us on two threads against 160
     // on one; these blocks: 92).
-    let dst_ptr = SendPtr(dst.as_mut_ptr());
+    let dst_ptr = SyncPtr(dst.as_mut_ptr());
     use rayon::prelude::*;
     parts.into_par_iter().for_each(|part| {
         let (a, b, c0) = match part {
@@ -143,11 +143,11 @@ pub fn gemm<T: Float>(
     });
 }
 
-/// A raw pointer that may cross to the threads of one product (each writes its own block).
-struct SendPtr<T>(*mut T);
+/// A raw pointer the threads of one product share (each writes its own block).
+struct SyncPtr<T>(*mut T);
 // SAFETY: used only by `gemm`, whose threads write disjoint blocks of one exclusively
 // borrowed destination and finish before it returns.
-unsafe impl<T> Sync for SendPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
 /// A block of a product's destination.
 enum Part {

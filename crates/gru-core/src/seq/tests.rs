@@ -7,14 +7,9 @@ use rand::{Rng, SeedableRng};
 
 struct Case {
     spec: SeqSpec,
-    kernel: Vec<f64>,
-    recurrent: Vec<f64>,
-    bias: Vec<f64>,
-    x: Vec<f64>,
-    h0: Vec<f64>,
+    /// The weights, inputs and dropout masks.
+    v: Typed<f64>,
     mask: Option<Vec<u8>>,
-    imasks: Vec<Vec<f64>>,
-    rmasks: Vec<Vec<f64>>,
     r_seq: Vec<f64>,
     r_state: Vec<f64>,
 }
@@ -44,19 +39,22 @@ fn case(seed: u64, spec: SeqSpec, masked: bool, imasks: usize, rmasks: bool) -> 
             })
             .collect()
     };
-    Case {
+    let v = Typed {
         kernel: vals(&mut rng, i * 3 * u, 0.6),
         recurrent: vals(&mut rng, u * 3 * u, 0.6),
         bias: vals(&mut rng, spec.bias_rows() * 3 * u, 0.3),
         x: vals(&mut rng, b * t * i, 1.0),
         h0: vals(&mut rng, b * u, 0.5),
-        mask,
         imasks: (0..imasks).map(|_| drop(&mut rng, b * i)).collect(),
         rmasks: if rmasks {
             (0..3).map(|_| drop(&mut rng, b * u)).collect()
         } else {
             vec![]
         },
+    };
+    Case {
+        v,
+        mask,
         r_seq: vals(&mut rng, b * t * u, 1.0),
         r_state: vals(&mut rng, b * u, 1.0),
         spec,
@@ -65,18 +63,7 @@ fn case(seed: u64, spec: SeqSpec, masked: bool, imasks: usize, rmasks: bool) -> 
 
 impl Case {
     fn loss(&self) -> f64 {
-        let w = SeqWeights {
-            kernel: &self.kernel,
-            recurrent: &self.recurrent,
-            bias: &self.bias,
-        };
-        let inp = SeqInputs {
-            x: &self.x,
-            h0: &self.h0,
-            mask: self.mask.as_deref(),
-            input_masks: &self.imasks,
-            recurrent_masks: &self.rmasks,
-        };
+        let (w, inp) = (self.v.weights(), self.v.inputs(self.mask.as_deref()));
         let (out, _) = forward(&self.spec, &w, &inp, false).unwrap();
         out.sequence
             .iter()
@@ -93,18 +80,7 @@ impl Case {
 
     fn check(mut self) {
         let grads = {
-            let w = SeqWeights {
-                kernel: &self.kernel,
-                recurrent: &self.recurrent,
-                bias: &self.bias,
-            };
-            let inp = SeqInputs {
-                x: &self.x,
-                h0: &self.h0,
-                mask: self.mask.as_deref(),
-                input_masks: &self.imasks,
-                recurrent_masks: &self.rmasks,
-            };
+            let (w, inp) = (self.v.weights(), self.v.inputs(self.mask.as_deref()));
             let (_, saved) = forward(&self.spec, &w, &inp, true).unwrap();
             backward(
                 &self.spec,
@@ -120,13 +96,13 @@ impl Case {
         let spec = format!("{:?}", self.spec);
         macro_rules! fd {
             ($field:ident, $grad:expr) => {
-                for i in 0..self.$field.len() {
-                    let v = self.$field[i];
-                    self.$field[i] = v + eps;
+                for i in 0..self.v.$field.len() {
+                    let v = self.v.$field[i];
+                    self.v.$field[i] = v + eps;
                     let up = self.loss();
-                    self.$field[i] = v - eps;
+                    self.v.$field[i] = v - eps;
                     let down = self.loss();
-                    self.$field[i] = v;
+                    self.v.$field[i] = v;
                     let num = (up - down) / (2.0 * eps);
                     let got = $grad[i];
                     assert!(
@@ -159,14 +135,15 @@ struct Typed<T> {
 impl Case {
     fn typed<T: Float>(&self, conv: fn(f64) -> T) -> Typed<T> {
         let f = |v: &[f64]| v.iter().map(|&x| conv(x)).collect::<Vec<T>>();
+        let c = &self.v;
         Typed {
-            kernel: f(&self.kernel),
-            recurrent: f(&self.recurrent),
-            bias: f(&self.bias),
-            x: f(&self.x),
-            h0: f(&self.h0),
-            imasks: self.imasks.iter().map(|m| f(m)).collect(),
-            rmasks: self.rmasks.iter().map(|m| f(m)).collect(),
+            kernel: f(&c.kernel),
+            recurrent: f(&c.recurrent),
+            bias: f(&c.bias),
+            x: f(&c.x),
+            h0: f(&c.h0),
+            imasks: c.imasks.iter().map(|m| f(m)).collect(),
+            rmasks: c.rmasks.iter().map(|m| f(m)).collect(),
         }
     }
 }
@@ -214,6 +191,18 @@ fn spec(
         clip: None,
         wanted: Default::default(),
     }
+}
+
+/// tanh/sigmoid, forwards, masked steps repeat the output, with bias.
+fn plain_spec(reset_after: bool) -> SeqSpec {
+    spec(
+        reset_after,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        false,
+        false,
+        true,
+    )
 }
 
 #[test]
@@ -314,20 +303,7 @@ fn input_gradients_match_finite_differences_in_both_product_orders() {
 
 #[test]
 fn f32_forward_is_close_to_f64() {
-    let c = case(
-        99,
-        spec(
-            true,
-            Activation::Tanh,
-            Activation::Sigmoid,
-            false,
-            false,
-            true,
-        ),
-        true,
-        0,
-        false,
-    );
+    let c = case(99, plain_spec(true), true, 0, false);
     let (t32, t64) = (c.typed(|v| v as f32), c.typed(|v| v));
     let (w, inp) = (t32.weights(), t32.inputs(c.mask.as_deref()));
     let (o32, _) = forward(&c.spec, &w, &inp, false).unwrap();
@@ -408,28 +384,15 @@ fn per_step_and_up_front_input_projections_agree() {
 
 #[test]
 fn bad_lengths_are_typed_errors() {
-    let c = case(
-        1,
-        spec(
-            true,
-            Activation::Tanh,
-            Activation::Sigmoid,
-            false,
-            false,
-            true,
-        ),
-        false,
-        0,
-        false,
-    );
+    let c = case(1, plain_spec(true), false, 0, false);
     let w = SeqWeights {
-        kernel: &c.kernel[1..],
-        recurrent: &c.recurrent,
-        bias: &c.bias,
+        kernel: &c.v.kernel[1..],
+        recurrent: &c.v.recurrent,
+        bias: &c.v.bias,
     };
     let inp = SeqInputs {
-        x: &c.x,
-        h0: &c.h0,
+        x: &c.v.x,
+        h0: &c.v.h0,
         mask: None,
         input_masks: &[],
         recurrent_masks: &[],
@@ -524,14 +487,7 @@ fn unit_split_forward_equals_one_thread() {
 /// returns a typed error instead of reading nothing.
 #[test]
 fn pre_activations_are_kept_only_when_the_backward_reads_them() {
-    let plain = spec(
-        true,
-        Activation::Tanh,
-        Activation::Sigmoid,
-        false,
-        false,
-        true,
-    );
+    let plain = plain_spec(true);
     let mut clipped = plain.clone();
     clipped.clip = Some(0.5);
     let relu = spec(
@@ -574,14 +530,7 @@ fn left_out_gradients_are_empty_and_the_others_unchanged() {
         (93, true, 3, true),
         (94, false, 1, false),
     ] {
-        let sp = spec(
-            reset_after,
-            Activation::Tanh,
-            Activation::Sigmoid,
-            false,
-            false,
-            true,
-        );
+        let sp = plain_spec(reset_after);
         let c = case(seed, sp.clone(), true, imasks, rmasks);
         let t = c.typed(|v| v);
         let (w, inp) = (t.weights(), t.inputs(c.mask.as_deref()));
@@ -610,14 +559,7 @@ fn left_out_gradients_are_empty_and_the_others_unchanged() {
 
 /// A one-row case of 128 units (two slices of 64) and `time` steps.
 fn one_row_case(seed: u64, time: usize) -> Case {
-    let mut sp = spec(
-        true,
-        Activation::Tanh,
-        Activation::Sigmoid,
-        false,
-        false,
-        true,
-    );
+    let mut sp = plain_spec(true);
     (sp.batch, sp.units, sp.time, sp.input) = (1, 128, time, 5);
     case(seed, sp, false, 0, false)
 }

@@ -158,8 +158,10 @@ fn flops(s: Shape, train: bool) -> f64 {
 /// GFLOP/s of 2048^3 f32 products on `threads` threads: through gemm, and (one thread,
 /// AVX2 or AVX-512) through the packed kernels of the recurrent products.
 fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<(f64, Option<f64>)> {
+    use candle_gru::candle::paths::cpu_pool::CANDLE_POOL;
     use gru_core::seq::kernel::Packed;
     use gru_core::seq::matmul::{gemm, View};
+    use gru_core::seq::Threads;
     let n = 2048;
     let a: Vec<f32> = (0..n * n)
         .map(|k| ((k % 97) as f32 - 48.0) * 0.01)
@@ -177,7 +179,7 @@ fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<(f64, Option
             View::rows(&a, 0, n, n, n),
             View::rows(&b, 0, n, n, n),
             false,
-            threads,
+            Threads::new(threads, &CANDLE_POOL),
         );
         Ok(())
     })?;

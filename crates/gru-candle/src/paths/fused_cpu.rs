@@ -7,11 +7,14 @@
 //! units; in processing order) then the final state (batch, units), so that both are
 //! contiguous views. The mask and dropout masks are constants of the op.
 
+use super::cpu_pool::CANDLE_POOL;
 use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use gru_core::seq::parallel::{backward_chunked, forward_chunked};
 use gru_core::seq::units::{forward_units, unit_ranges};
-use gru_core::seq::{Float, Saved, SeqInputs, SeqSpec, SeqWeights, WantedGrads, Workspace};
+use gru_core::seq::{
+    Float, Saved, SeqInputs, SeqSpec, SeqWeights, Team, Threads, WantedGrads, Workspace,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The fused path's reusable buffers, one pool per float type (a layer's calls all use its
@@ -61,7 +64,7 @@ impl FusedSettings {
     /// can be sliced by rows with a large step product or the units can be split.
     pub fn threads_for(&self, batch: usize, units: usize, reset_after: bool) -> usize {
         self.threads.unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cores = CANDLE_POOL.size();
             if product_is_large(batch, units) || units_split(units, reset_after, cores) {
                 cores
             } else {
@@ -70,23 +73,12 @@ impl FusedSettings {
         })
     }
 
-    /// Batch slices when the batch has at least two rows per thread; otherwise one slice
-    /// whose hidden units are split over the threads (an inference call, reset_after, at
-    /// least `MIN_SLICE_UNITS` units a thread), or else whose matrix products get the
-    /// threads when they are large enough to pay for them (never slower than one thread).
-    ///
-    /// Training calls do not split the units: between their forward and backward candle
-    /// runs its own ops on rayon's pool, whose idle workers then keep yielding for a while
-    /// and take time slices from the slices, which wait for each other at every step
-    /// (measured on 2 cores at B = 1, T = 100, I = 128, H = 256: a training step of 2.5 to
-    /// 3.0 ms split against 1.5 to 1.7 ms on one thread).
-    pub fn plan(
-        &self,
-        batch: usize,
-        units: usize,
-        reset_after: bool,
-        inference: bool,
-    ) -> ThreadPlan {
+    /// Batch slices when the batch has at least two rows per thread; otherwise one slice,
+    /// whose forward splits its hidden units over the threads (reset_after, at least
+    /// `MIN_SLICE_UNITS` units a thread) and whose other matrix products (the backward's,
+    /// or all of an unsplit forward's) get the threads when they are large enough to pay
+    /// for them (never slower than one thread).
+    pub fn plan(&self, batch: usize, units: usize, reset_after: bool) -> ThreadPlan {
         let threads = self.threads_for(batch, units, reset_after);
         let one = ThreadPlan {
             chunks: 1,
@@ -99,15 +91,14 @@ impl FusedSettings {
                 ..one
             };
         }
-        if inference && units_split(units, reset_after, threads) {
-            return ThreadPlan {
-                unit_threads: unit_ranges(units, threads).len(),
-                ..one
-            };
-        }
         let large = product_is_large(batch, units);
         ThreadPlan {
             product_threads: if large { threads } else { 1 },
+            unit_threads: if units_split(units, reset_after, threads) {
+                unit_ranges(units, threads).len()
+            } else {
+                1
+            },
             ..one
         }
     }
@@ -458,8 +449,8 @@ fn run_t<T: HostFloat>(
     let (b, t, i) = ctx.x.dims3()?;
     let u = ctx.config.units;
     let mut spec = SeqSpec::new(ctx.config, b, t, i);
-    let threads = settings.plan(b, u, ctx.config.reset_after, !ctx.training);
-    spec.threads = threads.product_threads;
+    let threads = settings.plan(b, u, ctx.config.reset_after);
+    spec.threads = Threads::new(threads.product_threads, &CANDLE_POOL);
     let mut parts = vec![w.kernel.clone(), w.recurrent_kernel.clone()];
     for bias in w.input_bias.iter().chain(&w.recurrent_bias) {
         parts.push(bias.reshape((1, 3 * u))?);
@@ -503,17 +494,16 @@ mod tests {
             unit_threads,
         };
         // Two rows per thread or more: slices.
-        assert_eq!(fixed(2).plan(4, 8, true, true), plan(2, 1, 1));
-        // Fewer rows: an inference call's units split when each thread gets 64 or more
-        // (reset_after).
-        assert_eq!(fixed(2).plan(1, 256, true, true), plan(1, 1, 2));
-        assert_eq!(fixed(4).plan(3, 128, true, true), plan(1, 1, 2));
-        // Otherwise the product gets the threads only when it is large.
-        assert_eq!(fixed(2).plan(1, 256, true, false), plan(1, 1, 1));
-        assert_eq!(fixed(2).plan(1, 8, true, true), plan(1, 1, 1));
-        assert_eq!(fixed(2).plan(1, 256, false, true), plan(1, 1, 1));
-        assert_eq!(fixed(2).plan(1, 1024, false, true), plan(1, 2, 1));
-        assert_eq!(fixed(2).plan(1, 1024, true, false), plan(1, 2, 1));
+        assert_eq!(fixed(2).plan(4, 8, true), plan(2, 1, 1));
+        // Fewer rows: the units split when each thread gets 64 or more (reset_after).
+        assert_eq!(fixed(2).plan(1, 256, true), plan(1, 1, 2));
+        assert_eq!(fixed(4).plan(3, 128, true), plan(1, 1, 2));
+        // The products get the threads only when they are large.
+        assert_eq!(fixed(2).plan(1, 8, true), plan(1, 1, 1));
+        assert_eq!(fixed(2).plan(1, 256, false), plan(1, 1, 1));
+        assert_eq!(fixed(2).plan(1, 1024, false), plan(1, 2, 1));
+        // Both: the forward splits its units, the backward's products take the threads.
+        assert_eq!(fixed(2).plan(1, 1024, true), plan(1, 2, 2));
         // Unset: one thread below the size where threads pay.
         assert_eq!(FusedSettings::default().threads_for(1, 8, true), 1);
     }

@@ -8,6 +8,7 @@
 //!
 //! [`run`] takes the dispatcher's [`ExecPath`] and calls the one it names.
 
+pub mod cpu_pool;
 pub mod fused_cpu;
 pub mod op_loop;
 pub mod step_kernels;

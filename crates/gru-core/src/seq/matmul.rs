@@ -3,6 +3,7 @@
 
 use super::float::Float;
 use super::kernel::{Packed, PackedProduct};
+use super::team::Threads;
 use std::ops::Range;
 
 /// A read-only matrix view: element (i, j) is `data[offset + i * rs + j * cs]`.
@@ -82,7 +83,7 @@ pub fn gemm<T: Float>(
     a: View<'_, T>,
     b: View<'_, T>,
     accumulate: bool,
-    threads: usize,
+    threads: Threads,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions");
@@ -109,7 +110,7 @@ pub fn gemm<T: Float>(
         }
         return;
     }
-    let parts = split_parts(m, k, n, threads);
+    let parts = split_parts(m, k, n, threads.count);
     if parts.is_empty() {
         // SAFETY: the views and `dst` were checked above (`raw` states the contract).
         unsafe {
@@ -129,9 +130,8 @@ pub fn gemm<T: Float>(
     // of small batches (256x100x768 with A transposed: 128-196 us on two threads against 160
     // on one; these blocks: 92).
     let dst_ptr = SyncPtr(dst.as_mut_ptr());
-    use rayon::prelude::*;
-    parts.into_par_iter().for_each(|part| {
-        let (a, b, c0) = match part {
+    threads.team.run(parts.len(), &|p| {
+        let (a, b, c0) = match &parts[p] {
             Part::Rows(r) => (a.sub(r.clone(), 0..k), b, dst_offset + r.start * dst_rs),
             Part::Cols(c) => (a, b.sub(0..k, c.clone()), dst_offset + c.start),
         };
@@ -234,8 +234,8 @@ pub(crate) struct Rhs<'a, T> {
 impl<'a, T: Float> Rhs<'a, T> {
     /// `view` (k x n), packed for products of `rows` left-hand rows when they run on one
     /// thread.
-    pub(crate) fn new(view: View<'a, T>, threads: usize, rows: usize) -> Self {
-        let packed = if threads <= 1 {
+    pub(crate) fn new(view: View<'a, T>, threads: Threads, rows: usize) -> Self {
+        let packed = if threads.count <= 1 {
             T::pack(view, rows)
         } else {
             None
@@ -260,7 +260,7 @@ impl<'a, T: Float> Rhs<'a, T> {
         k_rows: Range<usize>,
         cols: Range<usize>,
         accumulate: bool,
-        threads: usize,
+        threads: Threads,
     ) {
         let d = View {
             data: &*dst,
@@ -298,6 +298,7 @@ impl<'a, T: Float> Rhs<'a, T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::team::ScopedThreads;
     use super::*;
 
     #[test]
@@ -315,7 +316,15 @@ mod tests {
                 let bv = View::rows(&b, 0, k, n, n);
                 let run = |threads, accumulate| {
                     let mut d: Vec<f64> = vals(m * (n + 1), 0.3);
-                    gemm(&mut d, 1, n + 1, av, bv, accumulate, threads);
+                    gemm(
+                        &mut d,
+                        1,
+                        n + 1,
+                        av,
+                        bv,
+                        accumulate,
+                        Threads::new(threads, &ScopedThreads),
+                    );
                     d
                 };
                 for accumulate in [false, true] {
@@ -361,7 +370,7 @@ mod tests {
             View::rows(&a, 0, 2, 3, 4),
             View::rows(&b, 0, 3, 2, 3),
             false,
-            1,
+            Threads::ONE,
         );
         assert_eq!(d, vec![4.0, 5.0, 0.0, 10.0, 11.0, 0.0]);
         // Accumulating doubles it.
@@ -372,7 +381,7 @@ mod tests {
             View::rows(&a, 0, 2, 3, 4),
             View::rows(&b, 0, 3, 2, 3),
             true,
-            1,
+            Threads::ONE,
         );
         assert_eq!(d, vec![8.0, 10.0, 0.0, 20.0, 22.0, 0.0]);
         // a @ a^T through a transposed view.
@@ -384,7 +393,7 @@ mod tests {
             View::rows(&a, 0, 2, 3, 4),
             View::rows(&a, 0, 2, 3, 4).t(),
             false,
-            1,
+            Threads::ONE,
         );
         assert_eq!(e, vec![14.0, 32.0, 32.0, 77.0]);
     }

@@ -49,11 +49,13 @@ pub mod forward;
 pub mod kernel;
 pub mod matmul;
 pub mod parallel;
+pub mod team;
 pub mod units;
 
 pub use backward::{backward, backward_with, SeqGrads};
 pub use float::Float;
 pub use forward::{forward, forward_into, Saved, SeqOutput, Workspace};
+pub use team::{ScopedThreads, Team, Threads};
 
 use crate::activation::Activation;
 use crate::config::GruConfig;
@@ -111,8 +113,9 @@ pub struct SeqSpec {
     pub go_backwards: bool,
     /// Masked steps output zeros instead of the previous output.
     pub zero_output_for_mask: bool,
-    /// Threads for the matrix products (1 = none).
-    pub threads: usize,
+    /// Threads for the matrix products (count 1: none), and the team every parallel
+    /// section of the call runs on.
+    pub threads: Threads,
     /// ONNX's cell clip: gate pre-activations are clamped to `[-clip, clip]`.
     pub clip: Option<f64>,
     /// The gradients a backward computes; the others come back empty.
@@ -153,7 +156,7 @@ impl SeqSpec {
             use_bias: config.use_bias,
             go_backwards: config.go_backwards,
             zero_output_for_mask: config.zero_output_for_mask,
-            threads: 1,
+            threads: Threads::ONE,
             clip: config.cell_clip,
             wanted: WantedGrads::default(),
         }

@@ -4,6 +4,7 @@
 
 use super::backward::{backward_with, SeqGrads};
 use super::forward::{forward_into, Saved, Workspace};
+use super::team::PerPart;
 use super::{Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::Result;
 
@@ -18,7 +19,7 @@ pub fn split(batch: usize, chunks: usize) -> Vec<std::ops::Range<usize>> {
 fn sub_spec(spec: &SeqSpec, rows: &std::ops::Range<usize>) -> SeqSpec {
     SeqSpec {
         batch: rows.len(),
-        threads: 1,
+        threads: spec.threads.with_count(1),
         ..spec.clone()
     }
 }
@@ -98,25 +99,32 @@ pub fn forward_chunked<T: Float>(
         rest_seq = s_tail;
         rest_state = h_tail;
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .zip(wss.iter_mut())
-            .zip(outs)
-            .zip(&masks)
-            .map(|(((r, ws), o), m)| {
-                scope.spawn(move || {
-                    let sub = sub_spec(spec, r);
-                    let si = sub_inputs(spec, inp, r, m);
-                    forward_into(&sub, w, &si, save, ws, o.0, o.1)
+    let jobs = PerPart::new(ranges.iter().zip(wss.iter_mut()).zip(outs).zip(&masks));
+    let results = PerPart::new(ranges.iter().map(|_| None));
+    spec.threads.team.run(jobs.len(), &|p| {
+        if let Some((((r, ws), o), m)) = jobs.take(p) {
+            let sub = sub_spec(spec, r);
+            let si = sub_inputs(spec, inp, r, m);
+            results.put(p, Some(forward_into(&sub, w, &si, save, ws, o.0, o.1)));
+        }
+    });
+    collect(results)
+}
+
+/// Each part's result, in part order; an error when a part left none (it cannot: every
+/// part runs, or its panic resumed on the caller).
+fn collect<R>(results: PerPart<Option<Result<R>>>) -> Result<Vec<R>> {
+    results
+        .into_inner()
+        .into_iter()
+        .map(|r| {
+            r.flatten().unwrap_or_else(|| {
+                Err(crate::error::GruError::Internal {
+                    what: "a batch slice left no result".into(),
                 })
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
+        })
+        .collect()
 }
 
 /// [`backward_with`] over the slices of [`forward_chunked`], in parallel.
@@ -141,29 +149,20 @@ pub fn backward_chunked<T: Float>(
     }
     let (seq_row, u) = (spec.time * spec.units, spec.units);
     let masks: Vec<_> = ranges.iter().map(|r| sliced_masks(spec, inp, r)).collect();
-    let parts: Vec<Result<SeqGrads<T>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .zip(wss.iter_mut())
-            .zip(saved)
-            .zip(&masks)
-            .map(|(((r, ws), sv), m)| {
-                scope.spawn(move || {
-                    let sub = sub_spec(spec, r);
-                    let si = sub_inputs(spec, inp, r, m);
-                    let ds = &d_sequence[r.start * seq_row..r.end * seq_row];
-                    backward_with(&sub, w, &si, sv, ds, &d_state[r.start * u..r.end * u], ws)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    let jobs = PerPart::new(ranges.iter().zip(wss.iter_mut()).zip(saved).zip(&masks));
+    let results = PerPart::new(ranges.iter().map(|_| None));
+    spec.threads.team.run(jobs.len(), &|p| {
+        if let Some((((r, ws), sv), m)) = jobs.take(p) {
+            let sub = sub_spec(spec, r);
+            let si = sub_inputs(spec, inp, r, m);
+            let ds = &d_sequence[r.start * seq_row..r.end * seq_row];
+            let dh = &d_state[r.start * u..r.end * u];
+            results.put(p, Some(backward_with(&sub, w, &si, sv, ds, dh, ws)));
+        }
     });
+    let parts = collect(results)?;
     let mut total: Option<SeqGrads<T>> = None;
     for p in parts {
-        let p = p?;
         total = Some(match total {
             None => p,
             Some(mut acc) => {
@@ -193,6 +192,7 @@ pub fn backward_chunked<T: Float>(
 mod tests {
     use super::*;
     use crate::activation::Activation;
+    use crate::seq::Threads;
 
     #[test]
     fn chunked_equals_whole() {
@@ -207,7 +207,7 @@ mod tests {
             use_bias: true,
             go_backwards: true,
             zero_output_for_mask: false,
-            threads: 1,
+            threads: Threads::ONE,
             clip: None,
             wanted: Default::default(),
         };

@@ -187,7 +187,7 @@ fn spec(
         use_bias,
         go_backwards,
         zero_output_for_mask: zero,
-        threads: 1,
+        threads: Threads::ONE,
         clip: None,
         wanted: Default::default(),
     }
@@ -575,9 +575,8 @@ fn units_forward(c: &Case, threads: usize) -> (Vec<f64>, Vec<f64>) {
     (seq, state)
 }
 
-/// Split calls made at once from several threads, and from inside rayon's pool (where the
-/// units are not split: the pool's threads are taken), all finish and agree with one
-/// thread's result.
+/// Split calls made at once from several threads all finish and agree with one thread's
+/// result; a team that runs fewer threads at once than asked gets that many slices.
 #[test]
 fn concurrent_unit_split_calls_agree() {
     let c = one_row_case(95, 20);
@@ -589,22 +588,33 @@ fn concurrent_unit_split_calls_agree() {
             assert!(call.join().unwrap() == want);
         }
     });
-    let inside = std::sync::Mutex::new(Vec::new());
-    rayon::scope(|scope| {
-        for _ in 0..4 {
-            scope.spawn(|_| inside.lock().unwrap().push(run(2)));
+    /// Scoped threads, at most two at once.
+    struct Two;
+    impl Team for Two {
+        fn size(&self) -> usize {
+            2
         }
-    });
-    let inside = inside.into_inner().unwrap();
-    assert_eq!(inside.len(), 4);
-    assert!(inside.iter().all(|r| *r == want));
+        fn run(&self, parts: usize, part: &(dyn Fn(usize) + Sync)) {
+            assert!(parts <= 2, "{parts} slices asked of a team of two");
+            ScopedThreads.run(parts, part)
+        }
+        fn name(&self) -> &'static str {
+            "two"
+        }
+    }
+    let mut sp = plain_spec(true);
+    (sp.batch, sp.units, sp.time, sp.input) = (1, 256, 9, 5);
+    sp.threads = Threads::new(1, &Two);
+    let wide = case(97, sp, false, 0, false);
+    assert_eq!(super::units::unit_ranges(256, 4).len(), 4);
+    assert!(units_forward(&wide, 4) == units_forward(&wide, 1));
 }
 
-/// A slice that panics (on the calling thread or on the pool) stops the others at the
+/// A slice that panics (on the calling thread or on another) stops the others at the
 /// barrier instead of leaving them waiting: the call ends with the panic, and the next
-/// split call gets the pool again and computes the right result.
+/// split call computes the right result.
 #[test]
-fn a_panicking_slice_ends_the_call_and_releases_the_pool() {
+fn a_panicking_slice_ends_the_call_and_releases_the_others() {
     use super::units::PANIC_IN_SLICE;
     // A step count no other test uses: the injected panic fires only for this call.
     let c = one_row_case(96, 37);
@@ -612,21 +622,10 @@ fn a_panicking_slice_ends_the_call_and_releases_the_pool() {
     let want = run(1);
     for start in [0, 64] {
         *PANIC_IN_SLICE.lock().unwrap() = Some((37, start));
-        // Another test's split call may hold the pool: this call then runs on one thread
-        // (no slice, no panic) and must still be right; try again.
-        let mut message = None;
-        for _ in 0..200 {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(2))) {
-                Ok(r) => assert!(r == want),
-                Err(e) => {
-                    message = Some(e.downcast_ref::<String>().cloned().unwrap_or_default());
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(2)));
         *PANIC_IN_SLICE.lock().unwrap() = None;
-        let msg = message.expect("the injected panic reaches the caller");
+        let e = caught.expect_err("the injected panic reaches the caller");
+        let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains(&format!("unit {start}")), "{msg}");
         assert!(run(2) == want);
     }

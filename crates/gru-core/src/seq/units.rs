@@ -7,7 +7,8 @@
 //! that core's cache), runs the gate math of its units and publishes its part of the new
 //! state. One barrier per step makes the whole state visible to every thread before the next
 //! step reads it. Outputs and saved activations come out in the layout of
-//! [`forward_into`], so the backward is the same.
+//! [`forward_into`], so the backward is the same. The slices run on the call's
+//! [`Team`](super::Team) (`spec.threads.team`), as many as it runs at once.
 //!
 //! reset_before is not split: `(r * h) @ U_h` needs the reset gate of every unit, a second
 //! barrier per step. Such calls (and calls whose units make one slice) run [`forward_into`].
@@ -18,6 +19,7 @@ use super::forward::{
     Saved, StepInputs, Workspace,
 };
 use super::matmul::{Rhs, View};
+use super::team::{PerPart, Threads};
 use super::{validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::Result;
 use std::ops::Range;
@@ -44,38 +46,9 @@ pub fn splits(spec: &SeqSpec, threads: usize) -> bool {
     spec.reset_after && threads > 1 && unit_ranges(spec.units, threads).len() > 1
 }
 
-/// Whether a split call holds rayon's pool.
-static POOL_TAKEN: AtomicBool = AtomicBool::new(false);
-
 /// Tests: the slice starting at unit `.1` of a call with `.0` steps panics at its third step.
 #[cfg(test)]
 pub(crate) static PANIC_IN_SLICE: Mutex<Option<(usize, usize)>> = Mutex::new(None);
-
-/// The right to run one split call's slices on rayon's pool. A slice waits for the others
-/// at every step, so every slice must be running at once: the pool must have a free thread
-/// for each, which holds when no other split call runs there, the caller is not itself one
-/// of the pool's threads (inside a parallel iterator the threads are taken) and the pool
-/// has enough threads. Without the lease the call runs on one thread.
-struct PoolLease;
-
-impl PoolLease {
-    fn take(slices: usize) -> Option<PoolLease> {
-        let fits = rayon::current_num_threads() + 1 >= slices;
-        if !fits || rayon::current_thread_index().is_some() {
-            return None;
-        }
-        POOL_TAKEN
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| PoolLease)
-    }
-}
-
-impl Drop for PoolLease {
-    fn drop(&mut self) {
-        POOL_TAKEN.store(false, Ordering::Release);
-    }
-}
 
 /// A barrier that spins (the wait is a few microseconds, far below a sleep's wake-up time),
 /// yields once it has spun long, and lets every waiter go when a thread panicked.
@@ -200,11 +173,11 @@ pub fn forward_units<T: Float>(
     if wss.is_empty() {
         wss.push(Workspace::default());
     }
-    let ranges = unit_ranges(spec.units, threads);
-    let lease = match splits(spec, threads).then(|| PoolLease::take(ranges.len())) {
-        Some(Some(l)) => l,
-        _ => return forward_into(spec, w, inp, save, &mut wss[0], sequence, state),
-    };
+    // A slice waits for the others at every step: only as many as the team runs at once.
+    let ranges = unit_ranges(spec.units, spec.threads.at_once(threads));
+    if !spec.reset_after || ranges.len() < 2 {
+        return forward_into(spec, w, inp, save, &mut wss[0], sequence, state);
+    }
     validate(spec, w, inp)?;
     check_outputs(spec, sequence, state)?;
     while wss.len() < ranges.len() {
@@ -216,7 +189,7 @@ pub fn forward_units<T: Float>(
         let pooled = wss[0].pool.take().unwrap_or_default();
         pooled.sized(time * bsz * u, keep_pre)
     });
-    let mut dests = destinations(&ranges, u, sequence, state, saved.as_mut());
+    let dests = destinations(&ranges, u, sequence, state, saved.as_mut());
     let shared = Shared {
         h: [
             Mutex::new(inp.h0.to_vec()),
@@ -234,17 +207,12 @@ pub fn forward_units<T: Float>(
             shared: &shared,
         })
         .collect();
-    let (ws0, ws_rest) = wss.split_at_mut(1);
-    let first = dests.remove(0);
-    // The other slices run on rayon's pool (the threads candle's own CPU ops use, so the
-    // call adds no runnable threads to theirs), the first on the calling thread.
-    rayon::in_place_scope(|scope| {
-        for ((s, ws), d) in slices[1..].iter().zip(ws_rest.iter_mut()).zip(dests) {
-            scope.spawn(move |_| run_guarded(s, ws, d));
+    let jobs = PerPart::new(slices.iter().zip(wss.iter_mut()).zip(dests));
+    spec.threads.team.run(jobs.len(), &|p| {
+        if let Some(((s, ws), d)) = jobs.take(p) {
+            run_guarded(s, ws, d);
         }
-        run_guarded(&slices[0], &mut ws0[0], first);
     });
-    drop(lease);
     Ok(saved)
 }
 
@@ -295,7 +263,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
     let (r, uj) = (s.units.clone(), s.units.len());
     let sub = SeqSpec {
         units: uj,
-        threads: 1,
+        threads: spec.threads.with_count(1),
         ..spec.clone()
     };
     let (kernel, recurrent, bias) = (
@@ -312,7 +280,11 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
     let sbias = step_bias(&sub, &w);
     let b_in_h = candidate_input_bias(&sub, &w);
     // This slice's columns of the recurrent kernel, over every unit of the state.
-    let rhs = Rhs::new(View::rows(&recurrent, 0, u, 3 * uj, 3 * uj), 1, bsz);
+    let rhs = Rhs::new(
+        View::rows(&recurrent, 0, u, 3 * uj, 3 * uj),
+        sub.threads,
+        bsz,
+    );
     let save = dest.saved.is_some();
     let steps = if save { time } else { 1 };
     let keep_pre = save && spec.keeps_pre_activations();
@@ -403,7 +375,7 @@ fn slice_product<T: Float>(
     let (bsz, u) = (spec.batch, spec.units);
     if rec_masks.is_empty() {
         let a = View::rows(h, 0, bsz, u, u);
-        rhs.product(hp, 0, 3 * uj, a, 0..u, 0..3 * uj, false, 1);
+        rhs.product(hp, 0, 3 * uj, a, 0..u, 0..3 * uj, false, Threads::ONE);
         return;
     }
     for (g, m) in rec_masks.iter().enumerate() {
@@ -411,7 +383,16 @@ fn slice_product<T: Float>(
             *o = hv * mv;
         }
         let a = View::rows(masked, 0, bsz, u, u);
-        rhs.product(hp, g * uj, 3 * uj, a, 0..u, g * uj..(g + 1) * uj, false, 1);
+        rhs.product(
+            hp,
+            g * uj,
+            3 * uj,
+            a,
+            0..u,
+            g * uj..(g + 1) * uj,
+            false,
+            Threads::ONE,
+        );
     }
 }
 

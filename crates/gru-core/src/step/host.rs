@@ -8,6 +8,7 @@ use super::{Gemm, Kernel, Launch, StepArgs, StepBackend, StepMem};
 use crate::error::{GruError, Result};
 use crate::seq::float::Float;
 use crate::seq::matmul::{gemm, View};
+use crate::seq::team::Threads;
 
 /// The host backend for elements of `T` (f32 or f64).
 #[derive(Debug, Default, Clone, Copy)]
@@ -164,7 +165,7 @@ impl<T: HostKernels> StepBackend for Host<T> {
         g.check(a.len(), b.len(), c.len())?;
         let av = view(a, g.a_off, g.m, g.k, g.lda, g.a_trans);
         let bv = view(b, g.b_off, g.k, g.n, g.ldb, g.b_trans);
-        gemm(c, g.c_off, g.ldc, av, bv, g.accumulate, 1);
+        gemm(c, g.c_off, g.ldc, av, bv, g.accumulate, Threads::ONE);
         Ok(())
     }
 

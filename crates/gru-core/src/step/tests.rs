@@ -7,7 +7,7 @@
 use super::host::{kernel_activation, kernel_derivative, Host};
 use super::{activation_code, backward, forward, StepInputs};
 use crate::activation::Activation;
-use crate::seq::{self, SeqInputs, SeqSpec, SeqWeights};
+use crate::seq::{self, SeqInputs, SeqSpec, SeqWeights, Threads};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -47,7 +47,7 @@ fn spec(
         use_bias: true,
         go_backwards: gb,
         zero_output_for_mask: zero,
-        threads: 1,
+        threads: Threads::ONE,
         clip,
         wanted: Default::default(),
     }

@@ -1,0 +1,202 @@
+//! The threads a call's parallel parts run on.
+//!
+//! A call runs parts in parallel in three places: batch slices (each the whole sequence for
+//! its rows), unit slices (which wait for each other at every step, so all of them must run
+//! at once) and the blocks of a large matrix product. All of them go through a [`Team`], so
+//! the caller decides which threads: the kernels add none of their own. gru-candle passes
+//! the pool candle's own CPU ops run on; a second pool beside it would leave two sets of
+//! spinning workers competing for the same cores.
+
+use std::fmt;
+
+/// Threads that run the parts of one parallel section.
+pub trait Team: Sync {
+    /// The most parts one [`Team::run`] from the calling thread runs at once, the calling
+    /// thread included (1: the calling thread alone).
+    fn size(&self) -> usize;
+
+    /// Runs `part(p)` for every `p` in `0..parts` and returns when all have ended. Up to
+    /// [`Team::size`] parts run at once, each on its own thread, the calling thread running
+    /// part 0; further parts run after those on the same threads. A panic in a part resumes
+    /// on the calling thread once every part has ended.
+    fn run(&self, parts: usize, part: &(dyn Fn(usize) + Sync));
+
+    /// A short name, for `Debug`.
+    fn name(&self) -> &'static str;
+}
+
+/// Scoped threads spawned for each section (`std::thread::scope`): every part runs at once
+/// on its own thread. Spawning costs tens of microseconds per thread, fine for whole-call
+/// sections, costly for a product per step; a caller with a thread pool passes that instead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScopedThreads;
+
+impl Team for ScopedThreads {
+    fn size(&self) -> usize {
+        usize::MAX
+    }
+
+    fn run(&self, parts: usize, part: &(dyn Fn(usize) + Sync)) {
+        if parts <= 1 {
+            (0..parts).for_each(part);
+            return;
+        }
+        let results: Vec<std::thread::Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..parts).map(|p| scope.spawn(move || part(p))).collect();
+            let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| part(0)));
+            std::iter::once(first)
+                .chain(handles.into_iter().map(|h| h.join()))
+                .collect()
+        });
+        for r in results {
+            if let Err(payload) = r {
+                std::panic::resume_unwind(payload);
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "scoped threads"
+    }
+}
+
+/// How many threads a call's matrix products use, and the team they run on.
+#[derive(Clone, Copy)]
+pub struct Threads {
+    /// Threads for one product (1: the calling thread alone).
+    pub count: usize,
+    /// The threads.
+    pub team: &'static dyn Team,
+}
+
+impl Threads {
+    /// The calling thread alone.
+    pub const ONE: Threads = Threads {
+        count: 1,
+        team: &ScopedThreads,
+    };
+
+    /// `count` threads of `team`.
+    pub fn new(count: usize, team: &'static dyn Team) -> Threads {
+        Threads {
+            count: count.max(1),
+            team,
+        }
+    }
+
+    /// The same team with `count` threads.
+    pub fn with_count(self, count: usize) -> Threads {
+        Threads::new(count, self.team)
+    }
+
+    /// The threads one section of `parts` parts runs at once: `parts`, at most the team's
+    /// size.
+    pub fn at_once(&self, parts: usize) -> usize {
+        parts.min(self.team.size()).max(1)
+    }
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Threads::ONE
+    }
+}
+
+impl fmt::Debug for Threads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {}", self.count, self.team.name())
+    }
+}
+
+impl PartialEq for Threads {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && std::ptr::addr_eq(self.team, other.team)
+    }
+}
+
+/// One slot per part, each taken once by its part: how a [`Team`]'s shared closure hands
+/// every part its own mutable data.
+pub struct PerPart<J>(Vec<std::sync::Mutex<Option<J>>>);
+
+impl<J> PerPart<J> {
+    /// Slots holding `jobs`, part p's at index p.
+    pub fn new(jobs: impl IntoIterator<Item = J>) -> Self {
+        PerPart(
+            jobs.into_iter()
+                .map(|j| std::sync::Mutex::new(Some(j)))
+                .collect(),
+        )
+    }
+
+    /// Part `p`'s job (None when there is none, or it was taken).
+    pub fn take(&self, p: usize) -> Option<J> {
+        self.0
+            .get(p)?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The number of slots.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// What the slots hold after the parts ran (a part's result written back with `put`).
+    pub fn into_inner(self) -> Vec<Option<J>> {
+        self.0
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    }
+
+    /// Puts `job` into slot `p`.
+    pub fn put(&self, p: usize, job: J) {
+        if let Some(slot) = self.0.get(p) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+
+    #[test]
+    fn scoped_threads_run_every_part_at_once_and_resume_a_panic() {
+        // A barrier of all parts completes only when every part runs at the same time.
+        let barrier = Barrier::new(4);
+        let seen = AtomicUsize::new(0);
+        ScopedThreads.run(4, &|p| {
+            barrier.wait();
+            seen.fetch_add(1 << p, Ordering::Relaxed);
+        });
+        assert_eq!(seen.load(Ordering::Relaxed), 0b1111);
+        let caught = std::panic::catch_unwind(|| {
+            ScopedThreads.run(3, &|p| {
+                if p == 2 {
+                    panic!("part two");
+                }
+            })
+        });
+        let payload = caught.expect_err("the part's panic reaches the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"part two"));
+    }
+
+    #[test]
+    fn per_part_slots_hand_each_part_its_job_once() {
+        let slots = PerPart::new(vec![10, 20, 30]);
+        assert_eq!(slots.take(1), Some(20));
+        assert_eq!(slots.take(1), None);
+        assert_eq!(slots.take(7), None);
+        slots.put(1, 21);
+        assert_eq!(slots.into_inner(), vec![Some(10), Some(21), Some(30)]);
+    }
+}

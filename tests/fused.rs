@@ -4,6 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
+use candle_gru::candle::paths::fused_cpu::FusedSettings;
 use candle_gru::candle::CpuPath;
 use candle_gru::core::{Activation, Implementation, Initializer, Num};
 use candle_gru::{CallOptions, ExecPath, Gru, GruConfig};
@@ -234,15 +235,18 @@ fn backward_twice_and_backward_after_inference_recompute_the_same_gradients() {
     assert!(a.iter().any(|v| v.abs() > 1e-6), "non-trivial gradient");
 }
 
-/// An inference call too small to slice by rows (B = 1, 2) with enough units splits the
-/// units over two threads: the outputs and state equal one thread's and the loop's, and
-/// gradients through such a call (the backward recomputes the forward) equal one thread's.
+/// A call too small to slice by rows (B = 1, 2) with enough units splits the units over two
+/// threads: the outputs and state equal one thread's and the loop's, and the gradients equal
+/// one thread's, for an inference call (the backward recomputes the forward) and a training
+/// call (the split forward keeps the activations; the backward's products over all steps
+/// run on both threads).
 #[test]
-fn unit_split_inference_equals_one_thread_and_the_loop() {
+fn unit_split_calls_equal_one_thread_and_the_loop() {
     let mut c = seeded(160, 0.5, 3);
     c.return_state = true;
     let dev = Device::Cpu;
-    for (batch, dtype) in [(1, DType::F32), (2, DType::F64)] {
+    let cases = [(1, DType::F32), (2, DType::F64)];
+    for ((batch, dtype), training) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let x = common::tensor(&[batch, 7, 5], 0.3, dtype, &dev);
         let keep = |b: usize, t: usize| (b + t) % 4 != 2;
         let mask = common::mask_by(batch, 7, &dev, keep);
@@ -256,7 +260,7 @@ fn unit_split_inference_equals_one_thread_and_the_loop() {
             let opts = CallOptions {
                 mask: Some(&mask),
                 initial_state: None,
-                training: false,
+                training,
             };
             let out = g.call(xv.as_tensor(), opts).unwrap();
             let state = out.state.clone().expect("state");
@@ -266,6 +270,12 @@ fn unit_split_inference_equals_one_thread_and_the_loop() {
             let dk = flat(grads.get(g.recurrent_kernel()).expect("dU"));
             [flat(&out.output), flat(&state), dx, dk]
         };
+        let settings = FusedSettings {
+            threads: Some(2),
+            ..Default::default()
+        };
+        let plan = settings.plan(batch, 160, true);
+        assert_eq!((plan.unit_threads, plan.all_steps_threads), (2, 2));
         let one = call(&layer(CpuPath::Fused, Some(1)));
         let two = call(&layer(CpuPath::Fused, Some(2)));
         let reference = call(&layer(CpuPath::Loop, None));

@@ -41,8 +41,12 @@ pub struct ThreadPlan {
     /// Batch slices, each on its own thread (rows are independent: nothing synchronizes
     /// per step).
     pub chunks: usize,
-    /// Threads for the matrix products of an unsliced call.
+    /// Threads for the per-step products of an unsliced call.
     pub product_threads: usize,
+    /// Threads for the products over all steps of an unsliced call (the inputs'
+    /// projection, the backward's weight and input gradients); gru-core's products use
+    /// them only when they are large enough.
+    pub all_steps_threads: usize,
     /// Threads over which an unsliced call's hidden units are split (one barrier per step;
     /// see `gru_core::seq::units`); 1: not split.
     pub unit_threads: usize,
@@ -75,14 +79,15 @@ impl FusedSettings {
 
     /// Batch slices when the batch has at least two rows per thread; otherwise one slice,
     /// whose forward splits its hidden units over the threads (reset_after, at least
-    /// `MIN_SLICE_UNITS` units a thread) and whose other matrix products (the backward's,
-    /// or all of an unsplit forward's) get the threads when they are large enough to pay
-    /// for them (never slower than one thread).
+    /// `MIN_SLICE_UNITS` units a thread) and whose per-step products (the backward's, or
+    /// an unsplit forward's) get the threads when they are large enough to pay for them
+    /// (never slower than one thread); its products over all steps get the threads.
     pub fn plan(&self, batch: usize, units: usize, reset_after: bool) -> ThreadPlan {
         let threads = self.threads_for(batch, units, reset_after);
         let one = ThreadPlan {
             chunks: 1,
             product_threads: 1,
+            all_steps_threads: 1,
             unit_threads: 1,
         };
         if batch >= 2 * threads {
@@ -94,6 +99,7 @@ impl FusedSettings {
         let large = product_is_large(batch, units);
         ThreadPlan {
             product_threads: if large { threads } else { 1 },
+            all_steps_threads: threads,
             unit_threads: if units_split(units, reset_after, threads) {
                 unit_ranges(units, threads).len()
             } else {
@@ -450,7 +456,8 @@ fn run_t<T: HostFloat>(
     let u = ctx.config.units;
     let mut spec = SeqSpec::new(ctx.config, b, t, i);
     let threads = settings.plan(b, u, ctx.config.reset_after);
-    spec.threads = Threads::new(threads.product_threads, &CANDLE_POOL);
+    spec.threads = Threads::new(threads.product_threads, &CANDLE_POOL)
+        .with_all_steps(threads.all_steps_threads);
     let mut parts = vec![w.kernel.clone(), w.recurrent_kernel.clone()];
     for bias in w.input_bias.iter().chain(&w.recurrent_bias) {
         parts.push(bias.reshape((1, 3 * u))?);
@@ -491,13 +498,20 @@ mod tests {
         let plan = |chunks, product_threads, unit_threads| ThreadPlan {
             chunks,
             product_threads,
+            all_steps_threads: if chunks == 1 { 2 } else { 1 },
             unit_threads,
         };
         // Two rows per thread or more: slices.
         assert_eq!(fixed(2).plan(4, 8, true), plan(2, 1, 1));
         // Fewer rows: the units split when each thread gets 64 or more (reset_after).
         assert_eq!(fixed(2).plan(1, 256, true), plan(1, 1, 2));
-        assert_eq!(fixed(4).plan(3, 128, true), plan(1, 1, 2));
+        assert_eq!(
+            fixed(4).plan(3, 128, true),
+            ThreadPlan {
+                all_steps_threads: 4,
+                ..plan(1, 1, 2)
+            }
+        );
         // The products get the threads only when they are large.
         assert_eq!(fixed(2).plan(1, 8, true), plan(1, 1, 1));
         assert_eq!(fixed(2).plan(1, 256, false), plan(1, 1, 1));

@@ -33,7 +33,7 @@ pub(super) fn recurrent_weight_grads<T: Float>(
     saved: &Saved<T>,
     dhp_all: &[T],
 ) -> Vec<T> {
-    let (bsz, u, th) = (spec.batch, spec.units, spec.threads);
+    let (bsz, u, th) = (spec.batch, spec.units, spec.threads.over_all_steps());
     let (u3, tb) = (3 * u, spec.time * bsz);
     let mut d_rec = vec![T::ZERO; u * u3];
     if rec_masks.is_empty() && spec.reset_after {
@@ -158,7 +158,7 @@ fn kernel_grads<T: Float>(spec: &SeqSpec, inp: &SeqInputs<T>, d: (&[T], &[T])) -
             x_t,
             dxp,
             false,
-            spec.threads,
+            spec.threads.over_all_steps(),
         );
     }
     d_kernel
@@ -174,7 +174,8 @@ fn input_x_grads<T: Float>(
     inp: &SeqInputs<T>,
     d: (&[T], &[T]),
 ) -> Vec<T> {
-    let (bsz, time, n_in, u, th) = (spec.batch, spec.time, spec.input, spec.units, spec.threads);
+    let (bsz, time, n_in, u) = (spec.batch, spec.time, spec.input, spec.units);
+    let th = spec.threads.over_all_steps();
     let per_row = !spec.go_backwards && time >= bsz;
     // W^T ((3u, input)), packed once when it can be.
     let rows = if per_row { time } else { bsz };

@@ -55,7 +55,7 @@ pub(crate) fn project_inputs_into<T: Float>(
         xp.clear();
         xp.resize(n * u3, T::ZERO);
     }
-    let th = spec.threads;
+    let th = spec.threads.over_all_steps();
     match inp.input_masks {
         [] => gemm(
             xp,

@@ -19,7 +19,7 @@ pub fn split(batch: usize, chunks: usize) -> Vec<std::ops::Range<usize>> {
 fn sub_spec(spec: &SeqSpec, rows: &std::ops::Range<usize>) -> SeqSpec {
     SeqSpec {
         batch: rows.len(),
-        threads: spec.threads.with_count(1),
+        threads: spec.threads.one_thread(),
         ..spec.clone()
     }
 }

@@ -63,8 +63,11 @@ impl Team for ScopedThreads {
 /// How many threads a call's matrix products use, and the team they run on.
 #[derive(Clone, Copy)]
 pub struct Threads {
-    /// Threads for one product (1: the calling thread alone).
+    /// Threads for one step's products (1: the calling thread alone).
     pub count: usize,
+    /// Threads for the products over all steps: the inputs' projection and the backward's
+    /// weight and input gradients (1: the calling thread alone).
+    pub all_steps: usize,
     /// The threads.
     pub team: &'static dyn Team,
 }
@@ -73,20 +76,36 @@ impl Threads {
     /// The calling thread alone.
     pub const ONE: Threads = Threads {
         count: 1,
+        all_steps: 1,
         team: &ScopedThreads,
     };
 
-    /// `count` threads of `team`.
+    /// `count` threads of `team` for every product.
     pub fn new(count: usize, team: &'static dyn Team) -> Threads {
+        let count = count.max(1);
         Threads {
-            count: count.max(1),
+            count,
+            all_steps: count,
             team,
         }
     }
 
-    /// The same team with `count` threads.
-    pub fn with_count(self, count: usize) -> Threads {
-        Threads::new(count, self.team)
+    /// The same with `all_steps` threads for the products over all steps.
+    pub fn with_all_steps(self, all_steps: usize) -> Threads {
+        Threads {
+            all_steps: all_steps.max(1),
+            ..self
+        }
+    }
+
+    /// The same team, one thread for every product (a part of a parallel section).
+    pub fn one_thread(self) -> Threads {
+        Threads::new(1, self.team)
+    }
+
+    /// The threads of one product over all steps.
+    pub fn over_all_steps(self) -> Threads {
+        Threads::new(self.all_steps, self.team)
     }
 
     /// The threads one section of `parts` parts runs at once: `parts`, at most the team's
@@ -104,13 +123,15 @@ impl Default for Threads {
 
 impl fmt::Debug for Threads {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} on {}", self.count, self.team.name())
+        let (c, a, team) = (self.count, self.all_steps, self.team.name());
+        write!(f, "{c} per step, {a} over all steps, on {team}")
     }
 }
 
 impl PartialEq for Threads {
     fn eq(&self, other: &Self) -> bool {
-        self.count == other.count && std::ptr::addr_eq(self.team, other.team)
+        (self.count, self.all_steps) == (other.count, other.all_steps)
+            && std::ptr::addr_eq(self.team, other.team)
     }
 }
 

@@ -263,7 +263,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
     let (r, uj) = (s.units.clone(), s.units.len());
     let sub = SeqSpec {
         units: uj,
-        threads: spec.threads.with_count(1),
+        threads: spec.threads.one_thread(),
         ..spec.clone()
     };
     let (kernel, recurrent, bias) = (

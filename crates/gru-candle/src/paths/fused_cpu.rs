@@ -10,6 +10,7 @@
 use super::cpu_pool::CANDLE_POOL;
 use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use gru_core::seq::backward_units::backward_units;
 use gru_core::seq::parallel::{backward_chunked, forward_chunked};
 use gru_core::seq::units::{forward_units, unit_ranges};
 use gru_core::seq::{
@@ -78,10 +79,10 @@ impl FusedSettings {
     }
 
     /// Batch slices when the batch has at least two rows per thread; otherwise one slice,
-    /// whose forward splits its hidden units over the threads (reset_after, at least
-    /// `MIN_SLICE_UNITS` units a thread) and whose per-step products (the backward's, or
-    /// an unsplit forward's) get the threads when they are large enough to pay for them
-    /// (never slower than one thread); its products over all steps get the threads.
+    /// whose forward and backward split its hidden units over the threads (reset_after, at
+    /// least `MIN_SLICE_UNITS` units a thread), or else whose per-step products get the
+    /// threads when they are large enough to pay for them (never slower than one thread);
+    /// its products over all steps get the threads.
     pub fn plan(&self, batch: usize, units: usize, reset_after: bool) -> ThreadPlan {
         let threads = self.threads_for(batch, units, reset_after);
         let one = ThreadPlan {
@@ -302,15 +303,13 @@ impl<T: HostFloat> FusedGru<T> {
         let (d_seq, d_state) = gv.split_at(s.batch * s.time * s.units);
         let g = {
             let mut pool = self.pool()?;
-            let grads = backward_chunked(
-                s,
-                &self.split(pv),
-                &self.inputs(xv, hv),
-                &saved,
-                d_seq,
-                d_state,
-                &mut pool,
-            )
+            let (w, inp) = (self.split(pv), self.inputs(xv, hv));
+            let grads = match (self.threads.unit_threads, saved.as_slice()) {
+                (n, [one]) if n > 1 => {
+                    backward_units(s, &w, &inp, one, d_seq, d_state, &mut pool, n)
+                }
+                _ => backward_chunked(s, &w, &inp, &saved, d_seq, d_state, &mut pool),
+            }
             .map_err(candle_core::Error::wrap)?;
             // The activations go back to the pool for the next forward.
             for (w, sv) in pool.iter_mut().zip(saved) {

@@ -69,7 +69,7 @@ cpu_dispatch! {
 }
 
 /// The gradient inputs match the sequence and its forward.
-fn check_grad_inputs<T>(
+pub(super) fn check_grad_inputs<T>(
     spec: &SeqSpec,
     saved: &Saved<T>,
     d_sequence: &[T],
@@ -96,32 +96,32 @@ fn check_grad_inputs<T>(
 }
 
 /// The per-step gradient buffers, (batch, units) each.
-struct StepGrads<T> {
+pub(super) struct StepGrads<T> {
     /// d(loss)/d(state) carried back from later steps.
-    dh: Vec<T>,
+    pub(super) dh: Vec<T>,
     /// d(out_k) from the next step repeating it (masked steps).
-    d_carry: Vec<T>,
+    pub(super) d_carry: Vec<T>,
     /// d(h_new) of this step.
-    dh_new: Vec<T>,
-    dz: Vec<T>,
-    dr: Vec<T>,
-    da_h: Vec<T>,
+    pub(super) dh_new: Vec<T>,
+    pub(super) dz: Vec<T>,
+    pub(super) dr: Vec<T>,
+    pub(super) da_h: Vec<T>,
 }
 
 /// Step k's saved activations, (batch, units) each.
-struct SavedStep<'a, T> {
-    h_prev: &'a [T],
-    z: &'a [T],
-    r: &'a [T],
-    hh: &'a [T],
-    a_z: &'a [T],
-    a_r: &'a [T],
-    a_h: &'a [T],
-    extra: &'a [T],
+pub(super) struct SavedStep<'a, T> {
+    pub(super) h_prev: &'a [T],
+    pub(super) z: &'a [T],
+    pub(super) r: &'a [T],
+    pub(super) hh: &'a [T],
+    pub(super) a_z: &'a [T],
+    pub(super) a_r: &'a [T],
+    pub(super) a_h: &'a [T],
+    pub(super) extra: &'a [T],
 }
 
 impl<T> Saved<T> {
-    fn step(&self, k: usize, bu: usize) -> SavedStep<'_, T> {
+    pub(super) fn step(&self, k: usize, bu: usize) -> SavedStep<'_, T> {
         let s = k * bu..(k + 1) * bu;
         SavedStep {
             h_prev: &self.h_prev[s.clone()],
@@ -141,7 +141,7 @@ impl<T> Saved<T> {
 /// carried state flow into d(h_new); a masked step passes its output gradient to the step
 /// whose output it repeated (none with `zero_output_for_mask`) and keeps `dh`.
 #[inline(always)]
-fn masked_step_rules<T: Float>(
+pub(super) fn masked_step_rules<T: Float>(
     spec: &SeqSpec,
     mask: Option<&[u8]>,
     (k, t): (usize, usize),
@@ -226,13 +226,13 @@ fn reset_before_grads<T: Float>(
 /// The bias gradients, summed step by step while each step's rows are in cache (a pass
 /// over the stacked gradients afterwards would read them all again from memory): the input
 /// bias sums `d_xp`'s rows, reset_after's recurrent bias the recurrent product's.
-struct BiasSums<T> {
-    input: Vec<T>,
-    recurrent: Vec<T>,
+pub(super) struct BiasSums<T> {
+    pub(super) input: Vec<T>,
+    pub(super) recurrent: Vec<T>,
 }
 
 impl<T: Float> BiasSums<T> {
-    fn new(u3: usize) -> Self {
+    pub(super) fn new(u3: usize) -> Self {
         BiasSums {
             input: vec![T::ZERO; u3],
             recurrent: vec![T::ZERO; u3],
@@ -247,7 +247,7 @@ impl<T: Float> BiasSums<T> {
     }
 
     /// The layer's bias gradient: (bias_rows, 3u), empty without bias.
-    fn into_grads(self, spec: &SeqSpec) -> Vec<T> {
+    pub(super) fn into_grads(self, spec: &SeqSpec) -> Vec<T> {
         match (spec.use_bias && spec.wanted.weights, spec.reset_after) {
             (false, _) => Vec::new(),
             (true, false) => self.input,
@@ -265,7 +265,7 @@ impl<T: Float> BiasSums<T> {
 /// q^T @ da_h), under reset_after `da_h` into `d_ah` (the input side's candidate
 /// gradient), and adds them to the bias sums.
 #[inline(always)]
-fn scatter_step_grads<T: Float>(
+pub(super) fn scatter_step_grads<T: Float>(
     spec: &SeqSpec,
     r: &[T],
     g: &StepGrads<T>,
@@ -357,6 +357,33 @@ fn state_grad_through_product<T: Float>(
     }
 }
 
+/// Step k's gate gradients from `d(h_new)`: dz, dr and the candidate's `da_h`, through
+/// the activations' derivatives (and clip). reset_before's dr comes from `reset_before`
+/// (which also adds to dh); reset_after's from `a_h = x_h + r * pre`.
+#[inline(always)]
+pub(super) fn gate_grads<T: Float>(
+    spec: &SeqSpec,
+    st: &SavedStep<T>,
+    g: &mut StepGrads<T>,
+    reset_before: Option<impl FnOnce(&mut StepGrads<T>)>,
+) {
+    blend_grads(st, g);
+    T::mul_derivative(spec.activation, st.a_h, st.hh, &mut g.da_h);
+    clip_grad(spec.clip, st.a_h, &mut g.da_h);
+    match reset_before {
+        Some(f) => f(g),
+        None => {
+            for ((d, &a), &p) in g.dr.iter_mut().zip(&g.da_h).zip(st.extra) {
+                *d = a * p;
+            }
+        }
+    }
+    T::mul_derivative(spec.recurrent_activation, st.a_z, st.z, &mut g.dz);
+    T::mul_derivative(spec.recurrent_activation, st.a_r, st.r, &mut g.dr);
+    clip_grad(spec.clip, st.a_z, &mut g.dz);
+    clip_grad(spec.clip, st.a_r, &mut g.dr);
+}
+
 #[inline(always)]
 fn backward_body<T: Float>(
     spec: &SeqSpec,
@@ -392,21 +419,11 @@ fn backward_body<T: Float>(
         let t = spec.t_of(k);
         let st = saved.step(k, bu);
         masked_step_rules(spec, inp.mask, (k, t), st.z, d_sequence, &mut g);
-        blend_grads(&st, &mut g);
-        T::mul_derivative(spec.activation, st.a_h, st.hh, &mut g.da_h);
-        clip_grad(spec.clip, st.a_h, &mut g.da_h);
-        if spec.reset_after {
-            // a_h = x_h + r * pre.
-            for ((d, &a), &p) in g.dr.iter_mut().zip(&g.da_h).zip(st.extra) {
-                *d = a * p;
-            }
-        } else {
-            reset_before_grads(spec, &u_t, inp.recurrent_masks.get(2), &st, scratch, &mut g);
-        }
-        T::mul_derivative(spec.recurrent_activation, st.a_z, st.z, &mut g.dz);
-        T::mul_derivative(spec.recurrent_activation, st.a_r, st.r, &mut g.dr);
-        clip_grad(spec.clip, st.a_z, &mut g.dz);
-        clip_grad(spec.clip, st.a_r, &mut g.dr);
+        let h_mask = inp.recurrent_masks.get(2);
+        let reset_before = (!spec.reset_after).then_some(|g: &mut StepGrads<T>| {
+            reset_before_grads(spec, &u_t, h_mask, &st, scratch, g)
+        });
+        gate_grads(spec, &st, &mut g, reset_before);
         let dhp = &mut dhp_all[k * bsz * u3..(k + 1) * bsz * u3];
         let d_ah_k = d_ah.get_mut(k * bu..(k + 1) * bu).unwrap_or_default();
         scatter_step_grads(spec, st.r, &g, (d_ah_k, dhp), &mut sums);

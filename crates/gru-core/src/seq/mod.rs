@@ -44,6 +44,7 @@ macro_rules! cpu_dispatch {
 
 mod all_steps;
 pub mod backward;
+pub mod backward_units;
 pub mod float;
 pub mod forward;
 pub mod kernel;

@@ -482,6 +482,87 @@ fn unit_split_forward_equals_one_thread() {
     assert_eq!(split_runs, 4);
 }
 
+/// The backward with the units split over threads computes what the one-thread backward
+/// computes (to rounding), every gradient, for f32 and f64, over the forward split test's
+/// cases (masks, recurrent and input dropout, go_backwards, clip, no bias; reset_before and
+/// one-slice calls take the one-thread path), and with gradients left out.
+#[test]
+fn unit_split_backward_equals_one_thread() {
+    use super::backward_units::backward_units;
+    fn grads<T: Float>(c: &Case, conv: fn(f64) -> T, threads: usize) -> SeqGrads<T> {
+        let typed = c.typed(conv);
+        let (w, inp) = (typed.weights(), typed.inputs(c.mask.as_deref()));
+        let (out, saved) = forward(&c.spec, &w, &inp, true).unwrap();
+        let saved = saved.unwrap();
+        let d_seq: Vec<T> = c.r_seq.iter().map(|&v| conv(v)).collect();
+        let d_state: Vec<T> = c.r_state.iter().map(|&v| conv(v)).collect();
+        assert_eq!(out.sequence.len(), d_seq.len());
+        let mut wss = Vec::new();
+        // Twice: the second call reuses the first's buffers.
+        for _ in 0..2 {
+            backward_units(
+                &c.spec, &w, &inp, &saved, &d_seq, &d_state, &mut wss, threads,
+            )
+            .unwrap();
+        }
+        backward_units(
+            &c.spec, &w, &inp, &saved, &d_seq, &d_state, &mut wss, threads,
+        )
+        .unwrap()
+    }
+    fn close<T: Float>(c: &Case, conv: fn(f64) -> T, threads: usize, tol: f64) {
+        let (one, many) = (grads(c, conv, 1), grads(c, conv, threads));
+        let what = format!("{:?} threads {threads}", c.spec);
+        for (n, (a, b)) in [
+            (&one.x, &many.x),
+            (&one.kernel, &many.kernel),
+            (&one.recurrent, &many.recurrent),
+            (&one.bias, &many.bias),
+            (&one.h0, &many.h0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(a.len(), b.len(), "gradient {n} length: {what}");
+            let worst = a.iter().zip(b.iter()).fold(0.0f64, |m, (&x, &y)| {
+                let (x, y) = (x.to_f64(), y.to_f64());
+                m.max((x - y).abs() / (1.0 + x.abs()))
+            });
+            assert!(worst < tol, "gradient {n} differs by {worst}: {what}");
+        }
+    }
+    for (n, (batch, units, masked, imasks, rmasks, reset_after)) in [
+        (1, 130, false, 0, false, true),
+        (2, 130, true, 1, true, true),
+        (3, 200, true, 3, false, true),
+        (1, 200, true, 0, true, true),
+        (1, 130, true, 0, false, false),
+        (2, 64, false, 0, false, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut sp = spec(
+            reset_after,
+            Activation::Tanh,
+            Activation::Sigmoid,
+            n % 2 == 1,
+            n == 3,
+            n != 2,
+        );
+        (sp.batch, sp.units, sp.time, sp.input) = (batch, units, 6, 5);
+        sp.clip = (n == 3).then_some(0.5);
+        sp.wanted = WantedGrads {
+            input: n != 1,
+            weights: n != 5,
+        };
+        let c = case(70 + n as u64, sp, masked, imasks, rmasks);
+        let threads = if units == 200 { 4 } else { 2 };
+        close::<f32>(&c, |v| v as f32, threads, 1e-5);
+        close::<f64>(&c, |v| v, threads, 1e-13);
+    }
+}
+
 /// The forward keeps the pre-activations only when the backward reads them (a clip, or an
 /// activation differentiated at its input); a backward that needs them and gets none
 /// returns a typed error instead of reading nothing.

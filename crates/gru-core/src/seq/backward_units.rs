@@ -86,8 +86,8 @@ fn saved_columns<T: Float>(saved: &Saved<T>, u: usize, r: &Range<usize>) -> Save
 }
 
 /// [`backward_with`] with the units split over up to `threads` threads (see the module
-/// docs); `wss[0]` holds the stacked gradients. The same gradients as [`backward_with`]
-/// (to rounding: the bias sums and products add in the same order).
+/// docs); `wss[0]` holds the stacked gradients. The same gradients as [`backward_with`],
+/// to rounding (the per-step products run on other tiles).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_units<T: Float>(
     spec: &SeqSpec,
@@ -114,6 +114,41 @@ pub fn backward_units<T: Float>(
     let mut d_ah = std::mem::take(&mut ws.d_xp);
     overwritten(&mut dhp_all, time * bsz * 3 * u);
     overwritten(&mut d_ah, time * bsz * u);
+    let d_out = (d_sequence, d_state);
+    let (sums, h0) = run_slices(
+        spec,
+        (w, inp, saved),
+        d_out,
+        &ranges,
+        (&mut dhp_all, &mut d_ah),
+    )?;
+    let recurrent = match spec.wanted.weights {
+        true => recurrent_weight_grads(spec, inp.recurrent_masks, saved, &dhp_all),
+        false => Vec::new(),
+    };
+    let (kernel, x) = input_grads(spec, w, inp, (&dhp_all, &d_ah));
+    let ws = &mut wss[0];
+    ws.d_hp_all = dhp_all;
+    ws.d_xp = d_ah;
+    Ok(SeqGrads {
+        x,
+        kernel,
+        recurrent,
+        bias: sums.into_grads(spec),
+        h0,
+    })
+}
+
+/// Runs one slice per range on the call's team: fills `dhp_all` and `d_ah`, returns the
+/// bias sums and `dh0`.
+fn run_slices<T: Float>(
+    spec: &SeqSpec,
+    (w, inp, saved): (&SeqWeights<T>, &SeqInputs<T>, &Saved<T>),
+    (d_sequence, d_state): (&[T], &[T]),
+    ranges: &[Range<usize>],
+    (dhp_all, d_ah): (&mut [T], &mut [T]),
+) -> Result<(BiasSums<T>, Vec<T>)> {
+    let (bsz, u) = (spec.batch, spec.units);
     let shared = Shared {
         dhp: [
             Mutex::new(vec![T::ZERO; bsz * 3 * u]),
@@ -131,8 +166,7 @@ pub fn backward_units<T: Float>(
         units: r.clone(),
         shared: &shared,
     });
-    let dests = destinations(&ranges, u, &mut dhp_all, &mut d_ah);
-    let jobs = PerPart::new(slices.zip(dests));
+    let jobs = PerPart::new(slices.zip(destinations(ranges, u, dhp_all, d_ah)));
     let outs = PerPart::new(ranges.iter().map(|_| None));
     spec.threads.team.run(jobs.len(), &|p| {
         if let Some((s, d)) = jobs.take(p) {
@@ -140,10 +174,9 @@ pub fn backward_units<T: Float>(
             outs.put(p, run_slice(&s, d));
         }
     });
-    let outs = outs.into_inner();
     let mut sums = BiasSums::new(3 * u);
     let mut h0 = vec![T::ZERO; bsz * u];
-    for (r, out) in ranges.iter().zip(outs) {
+    for (r, out) in ranges.iter().zip(outs.into_inner()) {
         let Some(Some(out)) = out else {
             return Err(crate::error::GruError::Internal {
                 what: "a unit slice of the backward left no result".into(),
@@ -151,21 +184,7 @@ pub fn backward_units<T: Float>(
         };
         merge(u, r, out, &mut sums, &mut h0);
     }
-    let recurrent = match spec.wanted.weights {
-        true => recurrent_weight_grads(spec, inp.recurrent_masks, saved, &dhp_all),
-        false => Vec::new(),
-    };
-    let (kernel, x) = input_grads(spec, w, inp, (&dhp_all, &d_ah));
-    let ws = &mut wss[0];
-    ws.d_hp_all = dhp_all;
-    ws.d_xp = d_ah;
-    Ok(SeqGrads {
-        x,
-        kernel,
-        recurrent,
-        bias: sums.into_grads(spec),
-        h0,
-    })
+    Ok((sums, h0))
 }
 
 /// Each slice's pieces of `dhp_all` (rows `3u` wide) and `d_ah` (rows `u` wide).

@@ -14,6 +14,7 @@
 use super::all_steps::{input_grads, recurrent_weight_grads};
 use super::forward::{overwritten, sized, Saved, Workspace};
 use super::matmul::{Rhs, View};
+use super::team::Threads;
 use super::{clip_grad, validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::{GruError, Result};
 
@@ -330,27 +331,38 @@ fn recurrent_transposed<'a, T: Float>(
     Rhs::new(View::rows(copy, 0, u3, u, u), spec.threads, spec.batch)
 }
 
-/// `dh += (dhp_g @ U_g^T) (* m_g)` over the gates that go through the recurrent product.
+/// `dh += (dhp_g @ U_g^T) (* m_g)` over the gates that go through the recurrent product, on
+/// `th`; `dh` (batch, width) takes columns `0..width` of `U^T` (a unit slice's own rows of
+/// `U`, or all of them), and `rec_masks` those columns of the masks.
 #[inline(always)]
-fn state_grad_through_product<T: Float>(
+pub(super) fn state_grad_through_product<T: Float>(
     spec: &SeqSpec,
-    u_t: &Rhs<T>,
+    (u_t, th): (&Rhs<T>, Threads),
     rec_masks: &[Vec<T>],
     dhp: &[T],
     scratch: &mut [T],
     dh: &mut [T],
 ) {
-    let (bsz, u, th) = (spec.batch, spec.units, spec.threads);
-    let u3 = 3 * u;
+    let (bsz, u) = (spec.batch, spec.units);
+    let (u3, width) = (3 * u, dh.len() / bsz.max(1));
     let gates = if spec.reset_after { 3 } else { 2 };
     if rec_masks.is_empty() {
         let d = View::rows(dhp, 0, bsz, gates * u, u3);
-        u_t.product(dh, 0, u, d, 0..gates * u, 0..u, true, th);
+        u_t.product(dh, 0, width, d, 0..gates * u, 0..width, true, th);
         return;
     }
     for (g, m) in rec_masks.iter().take(gates).enumerate() {
         let d = View::rows(dhp, g * u, bsz, u, u3);
-        u_t.product(scratch, 0, u, d, g * u..(g + 1) * u, 0..u, false, th);
+        u_t.product(
+            scratch,
+            0,
+            width,
+            d,
+            g * u..(g + 1) * u,
+            0..width,
+            false,
+            th,
+        );
         for ((d, &v), &mv) in dh.iter_mut().zip(scratch.iter()).zip(m) {
             *d += v * mv;
         }
@@ -427,7 +439,8 @@ fn backward_body<T: Float>(
         let dhp = &mut dhp_all[k * bsz * u3..(k + 1) * bsz * u3];
         let d_ah_k = d_ah.get_mut(k * bu..(k + 1) * bu).unwrap_or_default();
         scatter_step_grads(spec, st.r, &g, (d_ah_k, dhp), &mut sums);
-        state_grad_through_product(spec, &u_t, inp.recurrent_masks, dhp, scratch2, &mut g.dh);
+        let product = (&u_t, spec.threads);
+        state_grad_through_product(spec, product, inp.recurrent_masks, dhp, scratch2, &mut g.dh);
     }
     drop(u_t);
     ws.scratch_rec = u_t_copy;

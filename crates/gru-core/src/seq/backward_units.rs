@@ -15,8 +15,8 @@
 
 use super::all_steps::{input_grads, recurrent_weight_grads};
 use super::backward::{
-    backward_with, check_grad_inputs, gate_grads, masked_step_rules, scatter_step_grads, BiasSums,
-    SeqGrads, StepGrads,
+    backward_with, check_grad_inputs, gate_grads, masked_step_rules, scatter_step_grads,
+    state_grad_through_product, BiasSums, SeqGrads, StepGrads,
 };
 use super::forward::{overwritten, Saved, Workspace};
 use super::matmul::{Rhs, View};
@@ -284,7 +284,8 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, mut dest: Dest<'_, T>) -> Option<S
             return None;
         }
         row.copy_from_slice(&lock(&s.shared.dhp[k % 2]));
-        slice_state_product(spec, &u_t, &rec_masks, &row, &mut scratch, &mut g.dh);
+        let product = (&u_t, Threads::ONE);
+        state_grad_through_product(spec, product, &rec_masks, &row, &mut scratch, &mut g.dh);
     }
     Some(SliceOut { dh: g.dh, sums })
 }
@@ -300,41 +301,6 @@ impl<T: Float> Dest<'_, T> {
             if let Some(piece) = self.d_ah.get_mut(k * bsz + b) {
                 piece.copy_from_slice(&d_ah[b * uj..(b + 1) * uj]);
             }
-        }
-    }
-}
-
-/// `dh_j += (dHP_g @ U_g^T[:, j]) (* m_g)` over the three gates, from the whole `dHP` row.
-#[inline(always)]
-fn slice_state_product<T: Float>(
-    spec: &SeqSpec,
-    u_t: &Rhs<T>,
-    rec_masks: &[Vec<T>],
-    dhp: &[T],
-    scratch: &mut [T],
-    dh: &mut [T],
-) {
-    let (bsz, u) = (spec.batch, spec.units);
-    let uj = dh.len() / bsz.max(1);
-    if rec_masks.is_empty() {
-        let d = View::rows(dhp, 0, bsz, 3 * u, 3 * u);
-        u_t.product(dh, 0, uj, d, 0..3 * u, 0..uj, true, Threads::ONE);
-        return;
-    }
-    for (g, m) in rec_masks.iter().take(3).enumerate() {
-        let d = View::rows(dhp, g * u, bsz, u, 3 * u);
-        u_t.product(
-            scratch,
-            0,
-            uj,
-            d,
-            g * u..(g + 1) * u,
-            0..uj,
-            false,
-            Threads::ONE,
-        );
-        for ((d, &v), &mv) in dh.iter_mut().zip(scratch.iter()).zip(m) {
-            *d += v * mv;
         }
     }
 }

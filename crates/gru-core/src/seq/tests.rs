@@ -403,6 +403,32 @@ fn bad_lengths_are_typed_errors() {
     ));
 }
 
+/// The unit split tests' cases (seeds from `seed`) and their thread counts: one or several
+/// batch rows, masks, recurrent and input dropout, go_backwards, zero_output_for_mask,
+/// clip, no bias, reset_before (not split) and 64 units (one slice); `wanted(n)` for case n.
+fn unit_split_cases(seed: u64, wanted: impl Fn(usize) -> WantedGrads) -> Vec<(Case, usize)> {
+    [
+        (1, 130, false, 0, false, true),
+        (2, 130, true, 1, true, true),
+        (3, 200, true, 3, false, true),
+        (1, 200, true, 0, true, true),
+        (1, 130, true, 0, false, false),
+        (2, 64, false, 0, false, true),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(n, (batch, units, masked, imasks, rmasks, reset_after))| {
+        let (tanh, sigmoid) = (Activation::Tanh, Activation::Sigmoid);
+        let mut sp = spec(reset_after, tanh, sigmoid, n % 2 == 1, n == 3, n != 2);
+        (sp.batch, sp.units, sp.time, sp.input) = (batch, units, 6, 5);
+        sp.clip = (n == 3).then_some(0.5);
+        sp.wanted = wanted(n);
+        let threads = if units == 200 { 4 } else { 2 };
+        (case(seed + n as u64, sp, masked, imasks, rmasks), threads)
+    })
+    .collect()
+}
+
 /// The forward with the units split over threads computes what the one-thread forward
 /// computes, outputs and saved activations, for f32 and f64, with and without masks,
 /// recurrent and input dropout masks, go_backwards, clip and no bias; reset_before (not
@@ -449,32 +475,7 @@ fn unit_split_forward_equals_one_thread() {
         }
     }
     let mut split_runs = 0;
-    for (n, (batch, units, masked, imasks, rmasks, reset_after)) in [
-        (1, 130, false, 0, false, true),
-        (2, 130, true, 1, true, true),
-        (3, 200, true, 3, false, true),
-        (1, 200, true, 0, true, true),
-        (1, 130, true, 0, false, false),
-        (2, 64, false, 0, false, true),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut sp = spec(
-            reset_after,
-            Activation::Tanh,
-            Activation::Sigmoid,
-            n % 2 == 1,
-            n == 3,
-            n != 2,
-        );
-        sp.batch = batch;
-        sp.units = units;
-        sp.time = 6;
-        sp.input = 5;
-        sp.clip = (n == 3).then_some(0.5);
-        let c = case(60 + n as u64, sp, masked, imasks, rmasks);
-        let threads = if units == 200 { 4 } else { 2 };
+    for (c, threads) in unit_split_cases(60, |_| WantedGrads::default()) {
         split_runs += splits(&c.spec, threads) as usize;
         same::<f32>(&c, |v| v as f32, threads);
         same::<f64>(&c, |v| v, threads);
@@ -531,33 +532,11 @@ fn unit_split_backward_equals_one_thread() {
             assert!(worst < tol, "gradient {n} differs by {worst}: {what}");
         }
     }
-    for (n, (batch, units, masked, imasks, rmasks, reset_after)) in [
-        (1, 130, false, 0, false, true),
-        (2, 130, true, 1, true, true),
-        (3, 200, true, 3, false, true),
-        (1, 200, true, 0, true, true),
-        (1, 130, true, 0, false, false),
-        (2, 64, false, 0, false, true),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut sp = spec(
-            reset_after,
-            Activation::Tanh,
-            Activation::Sigmoid,
-            n % 2 == 1,
-            n == 3,
-            n != 2,
-        );
-        (sp.batch, sp.units, sp.time, sp.input) = (batch, units, 6, 5);
-        sp.clip = (n == 3).then_some(0.5);
-        sp.wanted = WantedGrads {
-            input: n != 1,
-            weights: n != 5,
-        };
-        let c = case(70 + n as u64, sp, masked, imasks, rmasks);
-        let threads = if units == 200 { 4 } else { 2 };
+    let wanted = |n: usize| WantedGrads {
+        input: n != 1,
+        weights: n != 5,
+    };
+    for (c, threads) in unit_split_cases(70, wanted) {
         close::<f32>(&c, |v| v as f32, threads, 1e-5);
         close::<f64>(&c, |v| v, threads, 1e-13);
     }

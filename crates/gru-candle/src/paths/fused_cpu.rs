@@ -8,6 +8,7 @@
 //! contiguous views. The mask and dropout masks are constants of the op.
 
 use super::cpu_pool::CANDLE_POOL;
+use super::fused_outputs::{assemble, sequence_output, split_grad, DeadSlot, LiveOutputs};
 use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use gru_core::seq::backward_units::backward_units;
@@ -182,6 +183,8 @@ pub struct FusedGru<T: HostFloat> {
     saved: Mutex<Option<Vec<Saved<T>>>>,
     ws: Arc<Workspaces>,
     threads: ThreadPlan,
+    live: LiveOutputs,
+    dead: DeadSlot<T>,
 }
 
 fn poisoned(what: &str) -> candle_core::Error {
@@ -193,7 +196,9 @@ fn poisoned(what: &str) -> candle_core::Error {
 impl<T: HostFloat> FusedGru<T> {
     /// An op for `spec`. With `save`, the forward keeps its activations for the backward
     /// (otherwise a backward recomputes them). `threads` says how the forward uses threads
-    /// (its `product_threads` should be `spec.threads`).
+    /// (its `product_threads` should be `spec.threads`). The output holds the `live` parts
+    /// (see `fused_outputs`); the forward hands the others to `dead`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: SeqSpec,
         mask: Option<Vec<u8>>,
@@ -201,6 +206,7 @@ impl<T: HostFloat> FusedGru<T> {
         save: bool,
         ws: Arc<Workspaces>,
         threads: ThreadPlan,
+        (live, dead): (LiveOutputs, DeadSlot<T>),
     ) -> Self {
         FusedGru {
             spec,
@@ -210,7 +216,14 @@ impl<T: HostFloat> FusedGru<T> {
             saved: Mutex::new(None),
             ws,
             threads,
+            live,
+            dead,
         }
+    }
+
+    /// (batch, time, units).
+    fn dims(&self) -> (usize, usize, usize) {
+        (self.spec.batch, self.spec.time, self.spec.units)
     }
 
     fn pool(&self) -> Result<MutexGuard<'_, Vec<Workspace<T>>>> {
@@ -300,7 +313,8 @@ impl<T: HostFloat> FusedGru<T> {
                     .ok_or_else(|| candle_core::Error::msg("gru-fused: the forward kept nothing"))?
             }
         };
-        let (d_seq, d_state) = gv.split_at(s.batch * s.time * s.units);
+        let (d_seq, d_state) = split_grad(self.live, self.dims(), gv);
+        let (d_seq, d_state) = (&*d_seq, &*d_state);
         let g = {
             let mut pool = self.pool()?;
             let (w, inp) = (self.split(pv), self.inputs(xv, hv));
@@ -420,7 +434,9 @@ impl<T: HostFloat> CustomOp3 for FusedGru<T> {
         if let Some(saved) = saved {
             *self.saved.lock().map_err(|_| poisoned("saved state"))? = Some(saved);
         }
-        Ok((T::storage(flat), Shape::from(bt + b)))
+        let (out, dead) = assemble(self.live, self.dims(), flat);
+        *self.dead.lock().map_err(|_| poisoned("outputs"))? = Some(dead);
+        Ok((T::storage(out), self.live.shape(self.dims())))
     }
 
     fn bwd(
@@ -472,16 +488,15 @@ fn run_t<T: HostFloat>(
     // is differentiated anyway recomputes them.
     let save = ctx.training && (x.track_op() || params.track_op() || h0.track_op());
     let masks = HostMasks::<T>::of(ctx.dropout)?;
-    let op = FusedGru::new(
-        spec,
-        mask,
-        masks,
-        save,
-        settings.workspaces.clone(),
-        threads,
-    );
-    let flat = x.apply_op3(&params, &h0, op)?;
-    SequenceOutput::from_flat(&flat, (b, t, u))
+    let live = LiveOutputs::of(ctx.config);
+    let dead: DeadSlot<T> = Default::default();
+    let outputs = (live, dead.clone());
+    let ws = settings.workspaces.clone();
+    let op = FusedGru::new(spec, mask, masks, save, ws, threads, outputs);
+    let out = x.apply_op3(&params, &h0, op)?;
+    let dead = dead.lock().map_err(|_| poisoned("outputs"))?.take();
+    let dead = dead.ok_or_else(|| candle_core::Error::msg("gru-fused: the forward did not run"))?;
+    sequence_output(live, (b, t, u), &out, dead, x.device())
 }
 
 #[cfg(test)]

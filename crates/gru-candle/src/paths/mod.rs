@@ -10,6 +10,7 @@
 
 pub mod cpu_pool;
 pub mod fused_cpu;
+pub mod fused_outputs;
 pub mod op_loop;
 pub mod step_kernels;
 

@@ -3,9 +3,10 @@
 //!
 //! The op's inputs: `x` (batch, time, input), `params` = `[kernel; recurrent_kernel; bias
 //! rows]` stacked on axis 0 ((input + units + bias_rows, 3u); Candle's autograd splits its
-//! gradient back), `h0` (batch, units). Output: one flat vector, the sequence (batch, time,
-//! units; in processing order) then the final state (batch, units), so that both are
-//! contiguous views. The mask and dropout masks are constants of the op.
+//! gradient back), `h0` (batch, units). Output: the parts the call returns (the sequence
+//! (batch, time, units; in processing order) or the last output, and the state with
+//! `return_state`; see [`super::fused_outputs`]). The mask and dropout masks are constants
+//! of the op.
 
 use super::cpu_pool::CANDLE_POOL;
 use super::fused_outputs::{assemble, sequence_output, split_grad, DeadSlot, LiveOutputs};
@@ -198,7 +199,6 @@ impl<T: HostFloat> FusedGru<T> {
     /// (otherwise a backward recomputes them). `threads` says how the forward uses threads
     /// (its `product_threads` should be `spec.threads`). The output holds the `live` parts
     /// (see `fused_outputs`); the forward hands the others to `dead`.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: SeqSpec,
         mask: Option<Vec<u8>>,

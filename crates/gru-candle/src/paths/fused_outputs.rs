@@ -1,7 +1,7 @@
 //! Which of a fused call's outputs take part in autograd, and how the op lays them out.
 //!
 //! A call returns the sequence or the last output, and the state with `return_state`
-//! ([`crate::call`]). The fused op's output holds exactly those live parts (sequence, last
+//! ([`crate::Gru::call`]). The fused op's output holds exactly those live parts (sequence, last
 //! output, state, in that order); a single live part is the op's output itself, shaped as
 //! the caller sees it. The parts no caller reads as a result of the call (the state of a
 //! stateful layer, detached, or the sequence under `return_sequences = false`) come out

@@ -16,7 +16,8 @@ fn build(c: &GruConfig, path: CpuPath, threads: Option<usize>) -> Gru {
         .with_threads(threads)
 }
 
-/// Runs a training call with a mask and an initial state; returns outputs and gradients.
+/// Runs a training call with a mask and an initial state; returns the outputs (and the state
+/// when returned) and the gradients.
 fn run(g: &Gru, want: ExecPath) -> Vec<Vec<f64>> {
     let x = Var::from_tensor(
         &Tensor::arange(0f64, 120.0, &Device::Cpu)
@@ -71,6 +72,7 @@ fn run(g: &Gru, want: ExecPath) -> Vec<Vec<f64>> {
     }
     let grads = loss.backward().unwrap();
     let mut v = vec![flat(&out.output)];
+    v.extend(out.state.as_ref().map(flat));
     for t in [
         g.kernel(),
         g.recurrent_kernel(),
@@ -149,6 +151,36 @@ fn seeded(units: usize, limit: f64, seed: u64) -> GruConfig {
         seed: Some(seed + 1),
     };
     c
+}
+
+/// Every output form the fused op lays out (the sequence or the last output, with or
+/// without the state; see `paths::fused_outputs`) gives the loop's outputs and gradients,
+/// the loss reading every returned tensor, with masks, go_backwards and
+/// zero_output_for_mask.
+#[test]
+fn every_output_form_matches_the_loop() {
+    let mut n = 0;
+    for (return_sequences, return_state) in
+        [(true, false), (true, true), (false, false), (false, true)]
+    {
+        for (go_backwards, zero) in [(false, false), (true, true), (false, true)] {
+            let mut c = seeded(3, 0.7, 21);
+            c.return_sequences = return_sequences;
+            c.return_state = return_state;
+            c.go_backwards = go_backwards;
+            c.zero_output_for_mask = zero;
+            let fused = run(&build(&c, CpuPath::Fused, None), ExecPath::Fused);
+            let reference = run(&build(&c, CpuPath::Loop, None), ExecPath::Loop);
+            assert_eq!(fused.len(), reference.len());
+            for (k, (a, b)) in fused.iter().zip(&reference).enumerate() {
+                let d = max_diff(a, b);
+                assert!(d < 1e-12, "{c:?}\nitem {k}: fused vs loop differ by {d}");
+                assert!(a.iter().any(|v| v.abs() > 1e-9), "item {k} is all zeros");
+            }
+            n += 1;
+        }
+    }
+    assert_eq!(n, 12);
 }
 
 #[test]

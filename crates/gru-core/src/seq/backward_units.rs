@@ -20,19 +20,11 @@ use super::backward::{
 };
 use super::forward::{overwritten, Saved, Workspace};
 use super::matmul::{Rhs, View};
-use super::team::PerPart;
-use super::units::{column_pieces, lock, unit_ranges, PoisonOnPanic, SpinBarrier};
+use super::team::run_each;
+use super::units::{column_pieces, columns, lock, unit_ranges, PoisonOnPanic, Shared};
 use super::{validate, Float, SeqInputs, SeqSpec, SeqWeights, Threads};
 use crate::error::Result;
 use std::ops::Range;
-use std::sync::Mutex;
-
-/// What the slices share: the whole `dHP` row of even and odd steps (each step writes one
-/// while a slower thread may still read the other), and the barrier.
-struct Shared<T> {
-    dhp: [Mutex<Vec<T>>; 2],
-    barrier: SpinBarrier,
-}
 
 /// One slice's task.
 struct Slice<'a, T> {
@@ -58,15 +50,6 @@ struct Dest<'a, T> {
 struct SliceOut<T> {
     dh: Vec<T>,
     sums: BiasSums<T>,
-}
-
-/// The columns `r` of every row of `src` (rows `width` wide).
-fn columns<T: Float>(src: &[T], width: usize, r: &Range<usize>) -> Vec<T> {
-    let mut out = Vec::with_capacity(src.len() / width.max(1) * r.len());
-    for row in src.chunks_exact(width) {
-        out.extend_from_slice(&row[r.clone()]);
-    }
-    out
 }
 
 /// A slice's columns of the saved activations (fields not kept stay empty).
@@ -149,13 +132,8 @@ fn run_slices<T: Float>(
     (dhp_all, d_ah): (&mut [T], &mut [T]),
 ) -> Result<(BiasSums<T>, Vec<T>)> {
     let (bsz, u) = (spec.batch, spec.units);
-    let shared = Shared {
-        dhp: [
-            Mutex::new(vec![T::ZERO; bsz * 3 * u]),
-            Mutex::new(vec![T::ZERO; bsz * 3 * u]),
-        ],
-        barrier: SpinBarrier::new(ranges.len()),
-    };
+    let row = || vec![T::ZERO; bsz * 3 * u];
+    let shared = Shared::new(row(), row(), ranges.len());
     let slices = ranges.iter().map(|r| Slice {
         spec,
         w,
@@ -166,23 +144,18 @@ fn run_slices<T: Float>(
         units: r.clone(),
         shared: &shared,
     });
-    let jobs = PerPart::new(slices.zip(destinations(ranges, u, dhp_all, d_ah)));
-    let outs = PerPart::new(ranges.iter().map(|_| None));
-    spec.threads.team.run(jobs.len(), &|p| {
-        if let Some((s, d)) = jobs.take(p) {
-            let _guard = PoisonOnPanic(&s.shared.barrier);
-            outs.put(p, run_slice(&s, d));
-        }
+    let jobs = slices.zip(destinations(ranges, u, dhp_all, d_ah));
+    let outs = run_each(spec.threads.team, jobs, |(s, d)| {
+        let _guard = PoisonOnPanic(&s.shared.barrier);
+        run_slice(&s, d)
     });
     let mut sums = BiasSums::new(3 * u);
     let mut h0 = vec![T::ZERO; bsz * u];
-    for (r, out) in ranges.iter().zip(outs.into_inner()) {
-        let Some(Some(out)) = out else {
-            return Err(crate::error::GruError::Internal {
-                what: "a unit slice of the backward left no result".into(),
-            });
-        };
-        merge(u, r, out, &mut sums, &mut h0);
+    let no_result = || crate::error::GruError::Internal {
+        what: "a unit slice of the backward left no result".into(),
+    };
+    for (r, out) in ranges.iter().zip(outs.ok_or_else(no_result)?) {
+        merge(u, r, out.ok_or_else(no_result)?, &mut sums, &mut h0);
     }
     Ok((sums, h0))
 }
@@ -272,7 +245,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, mut dest: Dest<'_, T>) -> Option<S
         gate_grads(&sub, &st, &mut g, None::<fn(&mut StepGrads<T>)>);
         scatter_step_grads(&sub, st.r, &g, (&mut d_ah, &mut dhp), &mut sums);
         dest.write(k, bsz, uj, &dhp, &d_ah);
-        let mut whole = lock(&s.shared.dhp[k % 2]);
+        let mut whole = lock(&s.shared.rows[k % 2]);
         for (all, part) in whole.chunks_exact_mut(u3).zip(dhp.chunks_exact(uj3)) {
             for gate in 0..3 {
                 let cols = gate * u + r.start..gate * u + r.end;
@@ -283,7 +256,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, mut dest: Dest<'_, T>) -> Option<S
         if !s.shared.barrier.wait() {
             return None;
         }
-        row.copy_from_slice(&lock(&s.shared.dhp[k % 2]));
+        row.copy_from_slice(&lock(&s.shared.rows[k % 2]));
         let product = (&u_t, Threads::ONE);
         state_grad_through_product(spec, product, &rec_masks, &row, &mut scratch, &mut g.dh);
     }

@@ -4,7 +4,7 @@
 
 use super::backward::{backward_with, SeqGrads};
 use super::forward::{forward_into, Saved, Workspace};
-use super::team::PerPart;
+use super::team::run_each;
 use super::{Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::Result;
 
@@ -99,31 +99,23 @@ pub fn forward_chunked<T: Float>(
         rest_seq = s_tail;
         rest_state = h_tail;
     }
-    let jobs = PerPart::new(ranges.iter().zip(wss.iter_mut()).zip(outs).zip(&masks));
-    let results = PerPart::new(ranges.iter().map(|_| None));
-    spec.threads.team.run(jobs.len(), &|p| {
-        if let Some((((r, ws), o), m)) = jobs.take(p) {
-            let sub = sub_spec(spec, r);
-            let si = sub_inputs(spec, inp, r, m);
-            results.put(p, Some(forward_into(&sub, w, &si, save, ws, o.0, o.1)));
-        }
+    let jobs = ranges.iter().zip(wss.iter_mut()).zip(outs).zip(&masks);
+    let results = run_each(spec.threads.team, jobs, |(((r, ws), o), m)| {
+        let sub = sub_spec(spec, r);
+        let si = sub_inputs(spec, inp, r, m);
+        forward_into(&sub, w, &si, save, ws, o.0, o.1)
     });
     collect(results)
 }
 
-/// Each part's result, in part order; an error when a part left none (it cannot: every
-/// part runs, or its panic resumed on the caller).
-fn collect<R>(results: PerPart<Option<Result<R>>>) -> Result<Vec<R>> {
+/// Each slice's result, in slice order; an error when a slice left none (it cannot: see
+/// [`run_each`]).
+fn collect<R>(results: Option<Vec<Result<R>>>) -> Result<Vec<R>> {
     results
-        .into_inner()
+        .ok_or_else(|| crate::error::GruError::Internal {
+            what: "a batch slice left no result".into(),
+        })?
         .into_iter()
-        .map(|r| {
-            r.flatten().unwrap_or_else(|| {
-                Err(crate::error::GruError::Internal {
-                    what: "a batch slice left no result".into(),
-                })
-            })
-        })
         .collect()
 }
 
@@ -149,16 +141,13 @@ pub fn backward_chunked<T: Float>(
     }
     let (seq_row, u) = (spec.time * spec.units, spec.units);
     let masks: Vec<_> = ranges.iter().map(|r| sliced_masks(spec, inp, r)).collect();
-    let jobs = PerPart::new(ranges.iter().zip(wss.iter_mut()).zip(saved).zip(&masks));
-    let results = PerPart::new(ranges.iter().map(|_| None));
-    spec.threads.team.run(jobs.len(), &|p| {
-        if let Some((((r, ws), sv), m)) = jobs.take(p) {
-            let sub = sub_spec(spec, r);
-            let si = sub_inputs(spec, inp, r, m);
-            let ds = &d_sequence[r.start * seq_row..r.end * seq_row];
-            let dh = &d_state[r.start * u..r.end * u];
-            results.put(p, Some(backward_with(&sub, w, &si, sv, ds, dh, ws)));
-        }
+    let jobs = ranges.iter().zip(wss.iter_mut()).zip(saved).zip(&masks);
+    let results = run_each(spec.threads.team, jobs, |(((r, ws), sv), m)| {
+        let sub = sub_spec(spec, r);
+        let si = sub_inputs(spec, inp, r, m);
+        let ds = &d_sequence[r.start * seq_row..r.end * seq_row];
+        let dh = &d_state[r.start * u..r.end * u];
+        backward_with(&sub, w, &si, sv, ds, dh, ws)
     });
     let parts = collect(results)?;
     let mut total: Option<SeqGrads<T>> = None;

@@ -8,6 +8,7 @@
 //! spinning workers competing for the same cores.
 
 use std::fmt;
+use std::sync::Mutex;
 
 /// Threads that run the parts of one parallel section.
 pub trait Team: Sync {
@@ -135,53 +136,28 @@ impl PartialEq for Threads {
     }
 }
 
-/// One slot per part, each taken once by its part: how a [`Team`]'s shared closure hands
-/// every part its own mutable data.
-pub struct PerPart<J>(Vec<std::sync::Mutex<Option<J>>>);
-
-impl<J> PerPart<J> {
-    /// Slots holding `jobs`, part p's at index p.
-    pub fn new(jobs: impl IntoIterator<Item = J>) -> Self {
-        PerPart(
-            jobs.into_iter()
-                .map(|j| std::sync::Mutex::new(Some(j)))
-                .collect(),
-        )
-    }
-
-    /// Part `p`'s job (None when there is none, or it was taken).
-    pub fn take(&self, p: usize) -> Option<J> {
-        self.0
-            .get(p)?
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-
-    /// The number of slots.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are no slots.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// What the slots hold after the parts ran (a part's result written back with `put`).
-    pub fn into_inner(self) -> Vec<Option<J>> {
-        self.0
-            .into_iter()
-            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .collect()
-    }
-
-    /// Puts `job` into slot `p`.
-    pub fn put(&self, p: usize, job: J) {
-        if let Some(slot) = self.0.get(p) {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+/// Runs `f` on every job, job p as part p of one section on `team`; their results in job
+/// order. None when a part left no result (it cannot: every part runs, and a part's panic
+/// resumes on the caller).
+pub fn run_each<J: Send, R: Send>(
+    team: &dyn Team,
+    jobs: impl IntoIterator<Item = J>,
+    f: impl Fn(J) -> R + Sync,
+) -> Option<Vec<R>> {
+    let jobs: Vec<Mutex<Option<J>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    let results: Vec<Mutex<Option<R>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    team.run(jobs.len(), &|p| {
+        if let Some(job) = take(&jobs[p]) {
+            let r = f(job);
+            *results[p].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         }
-    }
+    });
+    results.iter().map(take).collect()
+}
+
+/// A slot's value (a lock poisoned by a panicking part still holds a valid slot).
+fn take<V>(m: &Mutex<Option<V>>) -> Option<V> {
+    m.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 #[cfg(test)]
@@ -212,12 +188,12 @@ mod tests {
     }
 
     #[test]
-    fn per_part_slots_hand_each_part_its_job_once() {
-        let slots = PerPart::new(vec![10, 20, 30]);
-        assert_eq!(slots.take(1), Some(20));
-        assert_eq!(slots.take(1), None);
-        assert_eq!(slots.take(7), None);
-        slots.put(1, 21);
-        assert_eq!(slots.into_inner(), vec![Some(10), Some(21), Some(30)]);
+    fn run_each_hands_each_part_its_job_and_returns_results_in_order() {
+        let out = run_each(&ScopedThreads, vec![10, 20, 30], |j| j + 1);
+        assert_eq!(out, Some(vec![11, 21, 31]));
+        assert_eq!(
+            run_each(&ScopedThreads, Vec::<i32>::new(), |j| j),
+            Some(vec![])
+        );
     }
 }

@@ -19,7 +19,7 @@ use super::forward::{
     Saved, StepInputs, Workspace,
 };
 use super::matmul::{Rhs, View};
-use super::team::{PerPart, Threads};
+use super::team::{run_each, Threads};
 use super::{validate, Float, SeqInputs, SeqSpec, SeqWeights};
 use crate::error::Result;
 use std::ops::Range;
@@ -110,11 +110,22 @@ impl Drop for PoisonOnPanic<'_> {
     }
 }
 
-/// What the threads share: the state of even and odd steps (each step reads one and writes
-/// the other), and the barrier.
-struct Shared<T> {
-    h: [Mutex<Vec<T>>; 2],
-    barrier: SpinBarrier,
+/// What the slices of a split call share: one row buffer for even steps and one for odd
+/// steps (a step writes its own while a slower thread may still read the other's: forward,
+/// the state; backward, the recurrent gradient), and the barrier.
+pub(super) struct Shared<T> {
+    pub(super) rows: [Mutex<Vec<T>>; 2],
+    pub(super) barrier: SpinBarrier,
+}
+
+impl<T> Shared<T> {
+    /// Row buffers `even` and `odd` for `parties` slices.
+    pub(super) fn new(even: Vec<T>, odd: Vec<T>, parties: usize) -> Self {
+        Shared {
+            rows: [Mutex::new(even), Mutex::new(odd)],
+            barrier: SpinBarrier::new(parties),
+        }
+    }
 }
 
 /// One thread's task: its units, and where its results go.
@@ -148,6 +159,15 @@ pub(super) fn column_pieces<'a, T>(
             pieces.push(head);
             rest = tail;
         }
+    }
+    out
+}
+
+/// The columns `r` of every row of `src` (rows `width` wide).
+pub(super) fn columns<T: Float>(src: &[T], width: usize, r: &Range<usize>) -> Vec<T> {
+    let mut out = Vec::with_capacity(src.len() / width.max(1) * r.len());
+    for row in src.chunks_exact(width) {
+        out.extend_from_slice(&row[r.clone()]);
     }
     out
 }
@@ -196,13 +216,7 @@ pub fn forward_units<T: Float>(
         pooled.sized(time * bsz * u, keep_pre)
     });
     let dests = destinations(&ranges, u, sequence, state, saved.as_mut());
-    let shared = Shared {
-        h: [
-            Mutex::new(inp.h0.to_vec()),
-            Mutex::new(vec![T::ZERO; bsz * u]),
-        ],
-        barrier: SpinBarrier::new(ranges.len()),
-    };
+    let shared = Shared::new(inp.h0.to_vec(), vec![T::ZERO; bsz * u], ranges.len());
     let slices: Vec<Slice<T>> = ranges
         .iter()
         .map(|r| Slice {
@@ -213,11 +227,9 @@ pub fn forward_units<T: Float>(
             shared: &shared,
         })
         .collect();
-    let jobs = PerPart::new(slices.iter().zip(wss.iter_mut()).zip(dests));
-    spec.threads.team.run(jobs.len(), &|p| {
-        if let Some(((s, ws), d)) = jobs.take(p) {
-            run_guarded(s, ws, d);
-        }
+    let jobs = slices.iter().zip(wss.iter_mut()).zip(dests);
+    run_each(spec.threads.team, jobs, |((s, ws), d)| {
+        run_guarded(s, ws, d)
     });
     Ok(saved)
 }
@@ -307,7 +319,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
             panic!("injected panic in the slice at unit {}", r.start);
         }
         let t = spec.t_of(k);
-        h_all.copy_from_slice(&lock(&s.shared.h[k % 2]));
+        h_all.copy_from_slice(&lock(&s.shared.rows[k % 2]));
         for (hrow, all) in h.chunks_exact_mut(uj).zip(h_all.chunks_exact(u)) {
             hrow.copy_from_slice(&all[r.clone()]);
         }
@@ -334,7 +346,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
             seq_part,
         );
         if k + 1 < time {
-            let mut next = lock(&s.shared.h[(k + 1) % 2]);
+            let mut next = lock(&s.shared.rows[(k + 1) % 2]);
             for (all, hrow) in next.chunks_exact_mut(u).zip(h.chunks_exact(uj)) {
                 all[r.clone()].copy_from_slice(hrow);
             }

@@ -112,8 +112,8 @@ impl Bidirectional {
         Self::from_layers(forward, backward, merge_mode)
     }
 
-    /// Pairs two built layers. They must agree on units, input size, return_sequences and
-    /// return_state, and run in opposite directions. Keras' rule
+    /// Pairs two built layers. They must agree on units, input size, return_sequences,
+    /// return_state and compute dtype, and run in opposite directions. Keras' rule
     /// `zero_output_for_mask = return_sequences` is applied to both.
     pub fn from_layers(forward: Gru, backward: Gru, merge_mode: MergeMode) -> Result<Self> {
         let (f, b) = (forward.config(), backward.config());
@@ -141,6 +141,13 @@ impl Bidirectional {
             if fv != bv {
                 return Err(mismatch(what, fv.to_string(), bv.to_string()));
             }
+        }
+        if forward.compute_dtype() != backward.compute_dtype() {
+            return Err(mismatch(
+                "compute dtype",
+                format!("{:?}", forward.compute_dtype()),
+                format!("{:?}", backward.compute_dtype()),
+            ));
         }
         if f.go_backwards == b.go_backwards {
             return Err(mismatch(

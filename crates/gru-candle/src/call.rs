@@ -77,16 +77,35 @@ fn shape_err(what: &str, expected: String, got: &Tensor) -> Error {
 }
 
 impl Gru {
-    /// The tensor must have the weights' dtype (no silent casts).
+    /// The tensor must have the layer's compute dtype, or under a mixed precision policy
+    /// the weights' dtype too (Keras casts those to the compute dtype); nothing else is cast.
     fn check_dtype(&self, what: &str, t: &Tensor) -> Result<()> {
-        if t.dtype() != self.dtype() {
-            return Err(Error::Gru(GruError::DType {
-                what: what.into(),
-                expected: format!("{:?} (the layer's weights)", self.dtype()),
-                got: format!("{:?}", t.dtype()),
-            }));
+        let mixed = self.compute_dtype != self.dtype();
+        if t.dtype() == self.compute_dtype || (mixed && t.dtype() == self.dtype()) {
+            return Ok(());
         }
-        Ok(())
+        let expected = match mixed {
+            true => format!(
+                "{:?} (the layer's compute dtype) or {:?} (its weights', cast to {:?})",
+                self.compute_dtype,
+                self.dtype(),
+                self.compute_dtype
+            ),
+            false => format!("{:?} (the layer's weights)", self.dtype()),
+        };
+        Err(Error::Gru(GruError::DType {
+            what: what.into(),
+            expected,
+            got: format!("{:?}", t.dtype()),
+        }))
+    }
+
+    /// A checked input in the compute dtype (a mixed layer's cast; differentiable).
+    fn to_compute(&self, t: &Tensor) -> Result<Tensor> {
+        match t.dtype() == self.compute_dtype {
+            true => Ok(t.clone()),
+            false => Ok(t.to_dtype(self.compute_dtype)?),
+        }
     }
 
     /// The tensor must live on the weights' device.
@@ -205,7 +224,7 @@ impl Gru {
     }
 
     fn facts(&self, inputs: &Tensor, mask: MaskFacts, training: bool) -> CallFacts {
-        let dtype = float_type(inputs.dtype());
+        let dtype = float_type(self.compute_dtype);
         let dev = inputs.device();
         let host_float = matches!(dtype, FloatType::F32 | FloatType::F64);
         CallFacts {
@@ -253,14 +272,15 @@ impl Gru {
         let kept_batch = kept.as_ref().and_then(|k| k.batch);
         let (b, _t, mask_info) = self.validate(inputs, &opts, kept_batch)?;
         let dispatch = decide(cfg, &self.facts(inputs, mask_info.facts, opts.training))?;
+        let inputs = &self.to_compute(inputs)?;
         let h0 = match (opts.initial_state, kept.as_ref().and_then(|k| k.h.clone())) {
-            (Some(h), _) => h.clone(),
+            (Some(h), _) => self.to_compute(h)?,
             (None, Some(h)) => h,
-            (None, None) => Tensor::zeros((b, cfg.units), self.dtype(), self.device())?,
+            (None, None) => Tensor::zeros((b, cfg.units), self.compute_dtype, self.device())?,
         };
         // Keras' cuDNN path draws one input-dropout mask, shared over time and gates.
         let dropout = self.dropout_masks(b, opts.training, dispatch.path == ExecPath::Cudnn)?;
-        let (kernel, recurrent_kernel, bias) = self.call_weights();
+        let (kernel, recurrent_kernel, bias) = self.call_weights()?;
         let weights = self.cell_weights(&kernel, &recurrent_kernel, bias.as_ref())?;
         let ctx = CallContext {
             config: cfg,
@@ -290,21 +310,22 @@ impl Gru {
         self.outputs(out, b, dispatch)
     }
 
-    /// The weights as this call uses them: with `trainable = false` (Keras) they take part
-    /// as constants and no gradient reaches them.
-    fn call_weights(&self) -> (Tensor, Tensor, Option<Tensor>) {
-        let frozen = |t: &Tensor| {
-            if self.config.trainable {
-                t.clone()
-            } else {
-                t.detach()
-            }
+    /// The weights as this call uses them: in the compute dtype (a mixed layer's cast, through
+    /// which gradients reach the weights), and with `trainable = false` (Keras) as constants
+    /// that no gradient reaches.
+    fn call_weights(&self) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let prepare = |t: &Tensor| -> Result<Tensor> {
+            let t = self.to_compute(t)?;
+            Ok(match self.config.trainable {
+                true => t,
+                false => t.detach(),
+            })
         };
-        (
-            frozen(&self.kernel),
-            frozen(&self.recurrent_kernel),
-            self.bias.as_ref().map(frozen),
-        )
+        Ok((
+            prepare(&self.kernel)?,
+            prepare(&self.recurrent_kernel)?,
+            self.bias.as_ref().map(prepare).transpose()?,
+        ))
     }
 
     /// The weights split the way the cell uses them.
@@ -339,7 +360,7 @@ impl Gru {
         let state = cfg.return_state.then_some(out.state);
         let activity_loss = match &cfg.activity_regularizer {
             Some(reg) => {
-                let mut total = Tensor::zeros((), self.dtype(), self.device())?;
+                let mut total = Tensor::zeros((), output.dtype(), self.device())?;
                 for t in std::iter::once(&output).chain(state.as_ref()) {
                     let l = (crate::regularizer::loss(reg, t)? / batch as f64)?;
                     total = (total + l)?;
@@ -366,7 +387,7 @@ impl Gru {
             (false, Implementation::Two) => 1,
         };
         let mut masks = DropoutMasks::default();
-        let (dt, dev) = (self.dtype(), self.device());
+        let (dt, dev) = (self.compute_dtype, self.device());
         let mut rng = self.rng.lock().map_err(|_| poisoned())?;
         if dropout::active(cfg.dropout, training) {
             masks.input =

@@ -1,7 +1,7 @@
 //! The float dtypes a layer computes in, in Candle's, gru-core's and Keras' terms.
 
 use crate::error::{Error, Result};
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use gru_core::{DTypePolicy, FloatType, GruError};
 
 /// gru-core's name for a Candle dtype.
@@ -37,7 +37,32 @@ pub(crate) fn require_float(what: &str, dtype: DType) -> Result<()> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn dtype_of_policy(policy: &DTypePolicy) -> Result<DType> {
-    Ok(match policy.variable_dtype() {
+    candle_dtype(policy.variable_dtype())
+}
+
+/// The dtype a layer with this policy and variables of dtype `variables` computes in: the
+/// policy's compute dtype for a mixed policy (`mixed_float16` -> F16, `mixed_bfloat16` ->
+/// BF16), otherwise the variables' own dtype.
+///
+/// ```
+/// use candle_core::{DType, Tensor};
+/// use gru_core::GruConfig;
+/// let mixed = GruConfig::from_keras_str(r#"{"units": 2, "dtype": "mixed_float16"}"#)?;
+/// assert_eq!(gru_candle::compute_dtype_of_policy(&mixed.dtype, DType::F32)?, DType::F16);
+/// let plain = GruConfig::new(2);
+/// assert_eq!(gru_candle::compute_dtype_of_policy(&plain.dtype, DType::F64)?, DType::F64);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn compute_dtype_of_policy(policy: &DTypePolicy, variables: DType) -> Result<DType> {
+    match policy.is_mixed() {
+        true => candle_dtype(policy.compute_dtype()),
+        false => Ok(variables),
+    }
+}
+
+/// The Candle dtype of a Keras float dtype name.
+fn candle_dtype(name: &str) -> Result<DType> {
+    Ok(match name {
         "float16" => DType::F16,
         "bfloat16" => DType::BF16,
         "float32" => DType::F32,
@@ -50,4 +75,13 @@ pub fn dtype_of_policy(policy: &DTypePolicy) -> Result<DType> {
             }))
         }
     })
+}
+
+/// Keras' autocasting of a layer's input inside a model: a float tensor in another dtype is
+/// cast to the layer's compute dtype (differentiably); other tensors pass unchanged.
+pub(crate) fn autocast(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    match x.dtype() == dtype || !x.dtype().is_float() {
+        true => Ok(x.clone()),
+        false => Ok(x.to_dtype(dtype)?),
+    }
 }

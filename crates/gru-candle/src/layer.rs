@@ -1,7 +1,7 @@
 //! [`Gru`]: the layer, its weights, construction from a `VarBuilder`, regularization losses,
 //! constraints and stateful state.
 
-use crate::dtype::require_float;
+use crate::dtype::{compute_dtype_of_policy, require_float};
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::paths::fused_cpu::FusedSettings;
@@ -73,6 +73,8 @@ pub struct Gru {
     pub(crate) kernel: Tensor,
     pub(crate) recurrent_kernel: Tensor,
     pub(crate) bias: Option<Tensor>,
+    /// The dtype calls compute in (see [`Gru::compute_dtype`]).
+    pub(crate) compute_dtype: DType,
     pub(crate) kept: Mutex<KeptState>,
     pub(crate) rng: Mutex<StdRng>,
     pub(crate) last_dispatch: Mutex<Option<Dispatch>>,
@@ -89,6 +91,7 @@ impl std::fmt::Debug for Gru {
             .field("units", &self.config.units)
             .field("input_dim", &self.input_dim)
             .field("dtype", &self.kernel.dtype())
+            .field("compute_dtype", &self.compute_dtype)
             .finish()
     }
 }
@@ -150,7 +153,10 @@ impl Gru {
     /// Builds the layer for inputs with `input_dim` features. Weights named `kernel`,
     /// `recurrent_kernel` and `bias` are taken from `vb` when it has them (a loaded
     /// checkpoint, a filled `VarMap`) and created with the config's initializers otherwise
-    /// (in a `VarMap` they become trainable `Var`s). The dtype is `vb`'s.
+    /// (in a `VarMap` they become trainable `Var`s). The weights' dtype is `vb`'s; calls
+    /// compute in it too, except under a mixed precision policy (`mixed_float16`,
+    /// `mixed_bfloat16`), where they compute in the policy's half type as Keras does (see
+    /// [`Gru::compute_dtype`]).
     ///
     /// The weights' size is checked against [`Limits::default`] before anything is
     /// allocated (see [`Gru::new_with_limits`]).
@@ -283,6 +289,7 @@ impl Gru {
         bias: Option<Tensor>,
     ) -> Result<Gru> {
         let input_dim = kernel.dim(0)?;
+        let compute_dtype = compute_dtype_of_policy(&config.dtype, kernel.dtype())?;
         let seed = config.seed.unwrap_or_else(|| rand::rng().random());
         Ok(Gru {
             config,
@@ -290,6 +297,7 @@ impl Gru {
             kernel,
             recurrent_kernel,
             bias,
+            compute_dtype,
             kept: Mutex::new(KeptState::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             last_dispatch: Mutex::new(None),
@@ -394,6 +402,32 @@ impl Gru {
     /// The weights' dtype.
     pub fn dtype(&self) -> DType {
         self.kernel.dtype()
+    }
+
+    /// The dtype calls compute in and return: the weights' dtype, or under a mixed precision
+    /// policy (Keras' `mixed_float16`, `mixed_bfloat16`) the policy's half type. A mixed
+    /// layer works as Keras' does: its inputs and initial state may come in the compute
+    /// dtype or the weights' dtype and are cast to the compute dtype, the weights are cast
+    /// for each call (gradients reach them in their own dtype), and the outputs, the state
+    /// and the activity loss are in the compute dtype.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use candle_nn::{VarBuilder, VarMap};
+    /// use gru_candle::{CallOptions, Gru};
+    /// use gru_core::GruConfig;
+    ///
+    /// let config = GruConfig::from_keras_str(r#"{"units": 4, "dtype": "mixed_float16"}"#)?;
+    /// let varmap = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    /// let gru = Gru::new(config, 3, vb)?;
+    /// assert_eq!((gru.dtype(), gru.compute_dtype()), (DType::F32, DType::F16));
+    /// let x = Tensor::ones((2, 5, 3), DType::F32, &Device::Cpu)?;
+    /// assert_eq!(gru.call(&x, CallOptions::default())?.output.dtype(), DType::F16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
     }
 
     /// The weights' device.

@@ -43,7 +43,7 @@ mod stack;
 
 pub use bidirectional::{Bidirectional, BidirectionalOutput, MergeMode};
 pub use call::{CallOptions, GruOutput};
-pub use dtype::dtype_of_policy;
+pub use dtype::{compute_dtype_of_policy, dtype_of_policy};
 pub use error::{Error, FileProblem, Result};
 pub use layer::{keras_variable, CpuPath, GpuPath, Gru};
 pub use limits::Limits;

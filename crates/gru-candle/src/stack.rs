@@ -3,6 +3,7 @@
 
 use crate::bidirectional::Bidirectional;
 use crate::call::CallOptions;
+use crate::dtype::autocast;
 use crate::error::{Error, Result};
 use crate::layer::Gru;
 use candle_core::{Module, Tensor};
@@ -101,7 +102,9 @@ impl GruStack {
 
     /// Runs the stack. `initial_states`, when given, holds one (batch, units) tensor per
     /// direction per layer, in order. The mask reaches each layer (Keras passes it on through
-    /// layers that return sequences).
+    /// layers that return sequences). The input of each layer after the first is cast to its
+    /// compute dtype, as Keras autocasts inside a model (a `mixed_float16` layer after a
+    /// `float32` one); the stack's own input must suit the first layer.
     pub fn call(
         &self,
         inputs: &Tensor,
@@ -127,7 +130,7 @@ impl GruStack {
             match layer {
                 StackLayer::Gru(g) => {
                     let out = g.call(
-                        &x,
+                        &between_layers(&x, k, g.compute_dtype())?,
                         CallOptions {
                             mask,
                             initial_state: h0(0),
@@ -139,7 +142,8 @@ impl GruStack {
                 }
                 StackLayer::Bidirectional(b) => {
                     let init = h0(0).zip(h0(1));
-                    let out = b.call(&x, mask, init, training)?;
+                    let x_in = between_layers(&x, k, b.forward_layer().compute_dtype())?;
+                    let out = b.call(&x_in, mask, init, training)?;
                     x = match out.outputs.as_slice() {
                         [one] => one.clone(),
                         many => Tensor::cat(many, candle_core::D::Minus1)?,
@@ -153,6 +157,15 @@ impl GruStack {
             k += layer.directions();
         }
         Ok(StackOutput { output: x, states })
+    }
+}
+
+/// The input of the layer whose first initial state is number `k`: the stack's input as it
+/// came (k = 0), later ones autocast to the layer's compute dtype.
+fn between_layers(x: &Tensor, k: usize, compute: candle_core::DType) -> Result<Tensor> {
+    match k {
+        0 => Ok(x.clone()),
+        _ => autocast(x, compute),
     }
 }
 

@@ -45,11 +45,24 @@ impl DTypePolicy {
     /// The dtype of the weights: the second half of `mixed_*` policies is the compute dtype,
     /// the variables stay float32.
     pub fn variable_dtype(&self) -> &str {
-        if self.name.starts_with("mixed_") {
+        if self.is_mixed() {
             "float32"
         } else {
             &self.name
         }
+    }
+
+    /// Whether this is a mixed precision policy (`mixed_float16`, `mixed_bfloat16`): float32
+    /// variables, computation in the half type.
+    ///
+    /// ```
+    /// let c = gru_core::GruConfig::from_keras_str(r#"{"units": 1, "dtype": "mixed_bfloat16"}"#)?;
+    /// assert!(c.dtype.is_mixed());
+    /// assert_eq!(c.dtype.compute_dtype(), "bfloat16");
+    /// # Ok::<(), gru_core::GruError>(())
+    /// ```
+    pub fn is_mixed(&self) -> bool {
+        self.name.starts_with("mixed_")
     }
 
     /// The dtype the layer computes in.
@@ -57,7 +70,20 @@ impl DTypePolicy {
         self.name.strip_prefix("mixed_").unwrap_or(&self.name)
     }
 
-    fn from_keras_value(v: &Value) -> Result<DTypePolicy> {
+    /// Reads a layer config's `dtype` entry: a policy name, a serialized `DTypePolicy`, or
+    /// null (float32). Unknown policies are an error naming what came.
+    ///
+    /// ```
+    /// use gru_core::DTypePolicy;
+    /// let p = DTypePolicy::from_keras_value(&serde_json::json!({
+    ///     "module": "keras", "class_name": "DTypePolicy",
+    ///     "config": {"name": "mixed_float16"}, "registered_name": null
+    /// }))?;
+    /// assert_eq!((p.variable_dtype(), p.compute_dtype()), ("float32", "float16"));
+    /// assert!(DTypePolicy::from_keras_value(&serde_json::json!("int8")).is_err());
+    /// # Ok::<(), gru_core::GruError>(())
+    /// ```
+    pub fn from_keras_value(v: &Value) -> Result<DTypePolicy> {
         let name = match v {
             Value::Null => "float32".to_string(),
             Value::String(s) => s.clone(),

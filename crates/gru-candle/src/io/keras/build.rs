@@ -6,7 +6,7 @@ use super::{last_dim, malformed, snake, unsupported, Dense, KerasModel, ModelLay
 use crate::bidirectional::{Bidirectional, MergeMode};
 use crate::error::Result;
 use candle_core::{DType, Device};
-use gru_core::{Activation, GruConfig};
+use gru_core::{Activation, DTypePolicy, GruConfig};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -191,11 +191,13 @@ impl ChainBuilder<'_> {
             ),
             false => None,
         };
+        let policy = DTypePolicy::from_keras_value(cfg.get("dtype").unwrap_or(&Value::Null))?;
         self.features = Some(units);
         Ok(ModelLayer::Dense(Dense {
             kernel,
             bias,
             activation,
+            compute_dtype: crate::dtype::compute_dtype_of_policy(&policy, dt)?,
         }))
     }
 }

@@ -13,6 +13,7 @@ mod weights;
 
 use crate::bidirectional::Bidirectional;
 use crate::call::CallOptions;
+use crate::dtype::autocast;
 use crate::error::{file_error, FileProblem, Result};
 use crate::layer::Gru;
 use crate::limits::Limits;
@@ -33,14 +34,18 @@ pub struct Dense {
     pub bias: Option<Tensor>,
     /// The activation.
     pub activation: Activation,
+    /// The dtype it computes in: the weights', or a mixed precision policy's half type (the
+    /// input and the weights are cast to it, as Keras' autocasting does).
+    pub compute_dtype: DType,
 }
 
 impl Dense {
     /// Applies the layer to (..., in).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = x.broadcast_matmul(&self.kernel)?;
+        let x = autocast(x, self.compute_dtype)?;
+        let mut y = x.broadcast_matmul(&autocast(&self.kernel, self.compute_dtype)?)?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
+            y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
         }
         Ok(crate::activation::apply(self.activation, &y)?)
     }
@@ -62,6 +67,19 @@ pub enum ModelLayer {
     Bidirectional(Box<Bidirectional>),
     /// `Dense`.
     Dense(Dense),
+}
+
+impl ModelLayer {
+    /// The dtype the layer computes in; `None` for layers that compute nothing of their own
+    /// (`Input`, `Masking`).
+    pub fn compute_dtype(&self) -> Option<DType> {
+        match self {
+            ModelLayer::Input | ModelLayer::Masking { .. } => None,
+            ModelLayer::Gru(g) => Some(g.compute_dtype()),
+            ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),
+            ModelLayer::Dense(d) => Some(d.compute_dtype),
+        }
+    }
 }
 
 /// A chain of Keras layers loaded from a model file.
@@ -231,12 +249,21 @@ impl KerasModel {
     }
 
     /// Runs the chain: `inputs` (batch, T, features), an optional (batch, T) u8 mask. Returns
-    /// the last layer's outputs (several with `return_state` or merge_mode None).
+    /// the last layer's outputs (several with `return_state` or merge_mode None). The
+    /// output of a GRU, Bidirectional or Dense layer is cast to the next one's compute dtype
+    /// (Keras' autocasting: a `mixed_float16` layer returns float16, a `float32` layer after
+    /// it computes in float32); the model's own input reaches the first layer as it came.
     pub fn call(&self, inputs: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
         let mut outs = vec![inputs.clone()];
         let mut mask = mask.cloned();
+        // Whether `outs` came from a computing layer (then the next one autocasts it).
+        let mut computed = false;
         for (_, layer) in &self.layers {
-            let x = &outs[0];
+            let x = &match (computed, layer.compute_dtype()) {
+                (true, Some(dtype)) => autocast(&outs[0], dtype)?,
+                _ => outs[0].clone(),
+            };
+            computed |= layer.compute_dtype().is_some();
             outs = match layer {
                 ModelLayer::Input => outs,
                 ModelLayer::Masking { mask_value } => {

@@ -24,6 +24,9 @@ suite_tests! { Some(Target::cpu());
     tf32_setting_on_the_cpu => suite::tf32_is_opt_in,
     memory_test_setup_on_the_cpu =>
         |t: &Target| suite::memory_is_steady(t, 20, Duration::from_secs(10)),
+    mixed_policy_matches_keras_on_the_cpu => suite::mixed_policy_matches_keras,
+    mixed_layer_is_a_half_layer_on_cast_weights_on_the_cpu =>
+        suite::mixed_layer_is_a_half_layer_on_cast_weights,
     step_kernels_on_host_match_the_loop => suite::step_kernels_match_the_loop,
     step_kernels_half_types_setup_on_the_cpu => suite::step_kernels_half_types_track_f32,
     step_kernels_on_host_second_backward_recomputes =>

@@ -26,6 +26,9 @@ suite_tests! { Target::cuda();
     gpu_tf32_is_opt_in => suite::tf32_is_opt_in,
     gpu_memory_is_steady_over_10000_training_calls =>
         |t: &Target| suite::memory_is_steady(t, 10_000, Duration::from_secs(25)),
+    gpu_mixed_policy_matches_keras => suite::mixed_policy_matches_keras,
+    gpu_mixed_layer_is_a_half_layer_on_cast_weights =>
+        suite::mixed_layer_is_a_half_layer_on_cast_weights,
     gpu_step_kernels_match_the_loop => suite::step_kernels_match_the_loop,
     gpu_step_kernels_half_types_track_f32 => suite::step_kernels_half_types_track_f32,
     gpu_step_kernels_second_backward_recomputes => suite::step_kernels_second_backward_recomputes,

@@ -6,6 +6,7 @@ pub mod target;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_gru::{Gru, GruConfig};
+use serde_json::Value;
 
 /// The tensor's values as f64, flattened (any float dtype, any device).
 pub fn flat(t: &Tensor) -> Vec<f64> {
@@ -87,4 +88,38 @@ pub fn initialized(cfg: GruConfig, input_dim: usize, dtype: DType) -> Gru {
     let vm = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&vm, dtype, &Device::Cpu);
     Gru::new(cfg, input_dim, vb).unwrap()
+}
+
+/// A JSON file of tests/data/mixed.
+pub fn read_mixed(name: &str) -> Value {
+    let path = format!("tests/data/mixed/{name}");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A JSON array of numbers.
+pub fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// The machine epsilon of a half type: the spacing of its values just above 1.
+pub fn eps(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 2f64.powi(-10),
+        DType::BF16 => 2f64.powi(-7),
+        other => panic!("not a half type: {other:?}"),
+    }
+}
+
+/// The Candle dtype of a Keras dtype name.
+pub fn candle_dtype(keras: &str) -> DType {
+    match keras {
+        "float16" => DType::F16,
+        "bfloat16" => DType::BF16,
+        "float32" => DType::F32,
+        other => panic!("unexpected dtype {other}"),
+    }
 }

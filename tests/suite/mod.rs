@@ -17,8 +17,10 @@ use std::path::Path as FsPath;
 use std::time::{Duration, Instant};
 
 mod calls;
+mod mixed;
 mod step_kernels;
 pub use calls::*;
+pub use mixed::*;
 pub use step_kernels::*;
 
 /// Every golden case in f32 and f64, under Auto (cuDNN wherever the conditions hold, on a

@@ -193,30 +193,84 @@ fn threads_do_not_change_results() {
     }
 }
 
+/// f16 and bf16 calls run on the fused kernels in f32: bit for bit the f32 call on the same
+/// (half-valued) weights, inputs, state and dropout, with its outputs and gradients rounded
+/// to the half type.
 #[test]
-fn half_precision_uses_the_loop_and_f32_uses_fused() {
-    let vm = candle_nn::VarMap::new();
-    let g = Gru::new(
-        GruConfig::new(4),
-        3,
-        candle_nn::VarBuilder::from_varmap(&vm, DType::BF16, &Device::Cpu),
-    )
-    .unwrap();
-    let x = Tensor::zeros((2, 3, 3), DType::BF16, &Device::Cpu).unwrap();
-    assert_eq!(
-        g.call(&x, CallOptions::default()).unwrap().dispatch.path,
-        ExecPath::Loop
-    );
-    let g = Gru::new(
-        GruConfig::new(4),
-        3,
-        candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("f"),
-    )
-    .unwrap();
-    let x = Tensor::zeros((2, 3, 3), DType::F32, &Device::Cpu).unwrap();
-    let d = g.call(&x, CallOptions::default()).unwrap().dispatch;
-    assert_eq!(d.path, ExecPath::Fused);
-    assert!(d.explain().starts_with("fused"), "{}", d.explain());
+fn half_types_run_fused_in_f32_and_round_the_results() {
+    let dev = &Device::Cpu;
+    let mut c = GruConfig::new(6);
+    c.return_sequences = true;
+    c.return_state = true;
+    // Keep factors 1/(1-rate) of 2 and 1.25: exact in every float type, so both layers'
+    // masks (the same seed, the same draws) hold the same numbers.
+    c.dropout = 0.5;
+    c.recurrent_dropout = 0.2;
+    c.seed = Some(4);
+    for half in [DType::F16, DType::BF16] {
+        // Half-valued f32 weights: the two layers hold the same numbers.
+        let w: Vec<Tensor> = [(5, 18), (6, 18), (2, 18)]
+            .iter()
+            .enumerate()
+            .map(|(k, &(r, cols))| common::tensor(&[r, cols], k as f64, half, dev))
+            .collect();
+        let layer = |dtype: DType| {
+            let v = |k: usize| Var::from_tensor(&w[k].to_dtype(dtype).unwrap()).unwrap();
+            let (k, r, b) = (v(0), v(1), v(2));
+            let g = Gru::from_weights(
+                c.clone(),
+                k.as_tensor().clone(),
+                r.as_tensor().clone(),
+                Some(b.as_tensor().clone()),
+            );
+            (g.unwrap(), [k, r, b])
+        };
+        let (g_half, w_half) = layer(half);
+        let (g32, w32) = layer(DType::F32);
+        let x = Var::from_tensor(&common::tensor(&[4, 7, 5], 9.0, half, dev)).unwrap();
+        let h0 = common::tensor(&[4, 6], 2.0, half, dev);
+        let mask = common::mask_by(4, 7, dev, |r, k| k + r < 7);
+        let cot = common::tensor(&[4, 7, 6], 5.0, half, dev);
+        let call = |g: &Gru, dtype: DType| {
+            let x = x.as_tensor().to_dtype(dtype).unwrap();
+            let h0 = h0.to_dtype(dtype).unwrap();
+            let opts = CallOptions {
+                mask: Some(&mask),
+                initial_state: Some(&h0),
+                training: true,
+            };
+            let out = g.call(&x, opts).unwrap();
+            assert_eq!(out.dispatch.path, ExecPath::Fused, "{dtype:?}");
+            let loss = (&out.output * cot.to_dtype(dtype).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            (out, loss.backward().unwrap())
+        };
+        let (a, ga) = call(&g_half, half);
+        let (b, gb) = call(&g32, DType::F32);
+        assert_eq!(a.output.dtype(), half);
+        let rounded = |t: &Tensor| flat(&t.to_dtype(half).unwrap());
+        assert_eq!(flat(&a.output), rounded(&b.output), "{half:?} output");
+        assert_eq!(
+            flat(a.state.as_ref().unwrap()),
+            rounded(b.state.as_ref().unwrap())
+        );
+        for (k, (vh, v32)) in w_half.iter().zip(&w32).enumerate() {
+            let (dh, d32) = (
+                ga.get(vh.as_tensor()).unwrap(),
+                gb.get(v32.as_tensor()).unwrap(),
+            );
+            assert_eq!(dh.dtype(), half);
+            assert_eq!(flat(dh), rounded(d32), "{half:?} gradient of weight {k}");
+        }
+        // The f32 call's input gradient comes back through its cast, rounded to the half type.
+        let (dx_half, dx32) = (
+            ga.get(x.as_tensor()).unwrap(),
+            gb.get(x.as_tensor()).unwrap(),
+        );
+        assert_eq!(flat(dx_half), flat(dx32), "{half:?} input gradient");
+    }
 }
 
 #[test]

@@ -55,7 +55,11 @@ fn mixed_inputs_state_and_errors() {
         .output;
     assert_eq!(flat(&a), flat(&b));
     let explained = gru.explain_dispatch(&x, CallOptions::default()).unwrap();
-    assert_eq!(explained.path, ExecPath::Loop, "f16 runs on the CPU loop");
+    assert_eq!(
+        explained.path,
+        ExecPath::Fused,
+        "f16 runs on the fused kernels"
+    );
     // Neither the compute nor the variables' dtype: a typed error naming both.
     for (what, opts, input) in [
         (

@@ -5,6 +5,7 @@
 use crate::common::target::Target;
 use crate::common::{candle_dtype, eps, flat, mask_rows, max_diff, numbers, read_mixed, tensor};
 use candle_core::{DType, Device, Tensor, Var};
+use candle_gru::candle::{CpuPath, GpuPath};
 use candle_gru::{CallOptions, ExecPath, Gru, GruConfig, GruOutput};
 use serde_json::Value;
 
@@ -32,7 +33,8 @@ struct MixedCase {
 }
 
 impl MixedCase {
-    fn load(name: &str, dev: &Device) -> MixedCase {
+    /// The case on `dev`, on the op-by-op loop when `on_loop`.
+    fn load(name: &str, dev: &Device, on_loop: bool) -> MixedCase {
         let json = read_mixed(&format!("{name}.json"));
         let config = GruConfig::from_keras_json(&json["config"]).unwrap();
         let mut weights = Vec::new();
@@ -45,7 +47,12 @@ impl MixedCase {
         }
         let t = |k: usize| weights[k].1.as_tensor().clone();
         let bias = (weights.len() == 3).then(|| t(2));
-        let gru = Gru::from_weights(config, t(0), t(1), bias).unwrap();
+        let mut gru = Gru::from_weights(config, t(0), t(1), bias).unwrap();
+        if on_loop {
+            gru = gru
+                .with_cpu_path(CpuPath::Loop)
+                .with_gpu_path(GpuPath::Loop);
+        }
         let shape: Vec<usize> = numbers(&json["input_shape"])
             .iter()
             .map(|&d| d as usize)
@@ -101,21 +108,22 @@ impl MixedCase {
 }
 
 /// Each Keras mixed case under `use_cudnn = Auto` (cuDNN or the step kernels on a GPU, the
-/// loop on the CPU): outputs, state and activity loss in the half type within two of its
+/// fused kernels on the CPU) and on the loop (the half type op by op): outputs, state and activity loss in the half type within two of its
 /// epsilons of Keras' values (Keras' own float32 policy is about one away), gradients in
 /// float32 within four epsilons of their scale.
 pub fn mixed_policy_matches_keras(target: &Target) {
-    for name in MIXED_CASES {
-        let case = MixedCase::load(name, &target.dev);
+    for (name, on_loop) in MIXED_CASES.iter().flat_map(|n| [(*n, false), (*n, true)]) {
+        let case = MixedCase::load(name, &target.dev, on_loop);
         let expected = &case.json["expected"];
         let half = candle_dtype(expected["output_dtypes"][0].as_str().unwrap());
         assert_eq!(case.gru.dtype(), DType::F32, "{name}: float32 variables");
         assert_eq!(case.gru.compute_dtype(), half, "{name}");
         let out = case.call();
         println!("{name}: path {:?}", out.dispatch.path);
-        match target.is_cuda() {
-            true => assert_ne!(out.dispatch.path, ExecPath::Loop, "{name}"),
-            false => assert_eq!(out.dispatch.path, ExecPath::Loop, "{name}"),
+        match (on_loop, target.is_cuda()) {
+            (true, _) => assert_eq!(out.dispatch.path, ExecPath::Loop, "{name}"),
+            (false, true) => assert_ne!(out.dispatch.path, ExecPath::Loop, "{name}"),
+            (false, false) => assert_eq!(out.dispatch.path, ExecPath::Fused, "{name}"),
         }
         let want = expected["outputs"].as_array().unwrap();
         assert_eq!(out.to_vec().len(), want.len(), "{name}: number of outputs");

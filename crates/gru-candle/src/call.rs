@@ -233,7 +233,9 @@ impl Gru {
             device_is_cuda: dev.is_cuda(),
             cudnn_built: gru_cudnn::AVAILABLE,
             dtype,
-            fused_available: self.cpu_path == CpuPath::Fused && dev.is_cpu() && host_float,
+            fused_available: self.cpu_path == CpuPath::Fused
+                && dev.is_cpu()
+                && dtype != FloatType::Other,
             step_kernels_available: match (dev.is_cpu(), dev.is_cuda()) {
                 (true, _) => self.cpu_path == CpuPath::KernelsOnHost && host_float,
                 (_, true) => {

@@ -15,7 +15,8 @@ use std::sync::Mutex;
 /// Which CPU implementation calls on CPU tensors use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuPath {
-    /// gru-core's fused whole-sequence kernels with their own backward (f32, f64).
+    /// gru-core's fused whole-sequence kernels with their own backward (f32, f64; f16 and
+    /// bf16 computed in f32, outputs rounded to the half type).
     #[default]
     Fused,
     /// The op-by-op Candle loop: the reference, differentiated by Candle's autograd.

@@ -179,7 +179,8 @@ pub struct CallFacts {
     pub cudnn_built: bool,
     /// The compute dtype.
     pub dtype: FloatType,
-    /// The fused CPU path can run this call (CPU tensors, f32/f64, not switched off).
+    /// The fused CPU path can run this call (CPU tensors, a float dtype (f16 and bf16 computed
+    /// in f32), not switched off).
     pub fused_available: bool,
     /// The fused step kernels can run this call: on a CUDA device (the `cudnn` build, any of
     /// the four float types), or on the CPU through their host backend when the layer asks

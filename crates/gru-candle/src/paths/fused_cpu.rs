@@ -453,13 +453,53 @@ impl<T: HostFloat> CustomOp3 for FusedGru<T> {
 }
 
 /// Runs a call on the fused kernels: the same outputs as the loop
-/// ([`super::op_loop::run`]).
+/// ([`super::op_loop::run`]). f16 and bf16 calls compute in f32 on the f32 kernels, their
+/// outputs rounded to the half type (gradients come back through the casts).
 pub fn run(ctx: &CallContext, w: &CellWeights, settings: &FusedSettings) -> Result<SequenceOutput> {
     match ctx.x.dtype() {
         DType::F32 => run_t::<f32>(ctx, w, settings),
         DType::F64 => run_t::<f64>(ctx, w, settings),
-        dt => candle_core::bail!("the fused path runs f32 or f64, got {dt:?}"),
+        DType::F16 | DType::BF16 => run_half(ctx, w, settings),
+        dt => candle_core::bail!("the fused path runs f16, bf16, f32 or f64, got {dt:?}"),
     }
+}
+
+/// An f16 or bf16 call on the f32 kernels, as the GPU paths run the half types: the call's
+/// tensors go up to f32 (exactly), every product and gate is computed and the state carried
+/// in f32, and the outputs are rounded to the half type. The casts are Candle ops, so the
+/// gradients come back through them in the half type.
+fn run_half(
+    ctx: &CallContext,
+    w: &CellWeights,
+    settings: &FusedSettings,
+) -> Result<SequenceOutput> {
+    let half = ctx.x.dtype();
+    let up = |t: &Tensor| t.to_dtype(DType::F32);
+    let ups = |v: &[Tensor]| v.iter().map(up).collect::<Result<Vec<_>>>();
+    let (x, h0) = (up(ctx.x)?, up(ctx.h0)?);
+    let dropout = DropoutMasks {
+        input: ups(&ctx.dropout.input)?,
+        recurrent: ups(&ctx.dropout.recurrent)?,
+    };
+    let (kernel, recurrent_kernel) = (up(w.kernel)?, up(w.recurrent_kernel)?);
+    let weights = CellWeights {
+        kernel: &kernel,
+        recurrent_kernel: &recurrent_kernel,
+        input_bias: w.input_bias.as_ref().map(up).transpose()?,
+        recurrent_bias: w.recurrent_bias.as_ref().map(up).transpose()?,
+    };
+    let ctx = CallContext {
+        x: &x,
+        h0: &h0,
+        dropout: &dropout,
+        ..*ctx
+    };
+    let out = run_t::<f32>(&ctx, &weights, settings)?;
+    Ok(SequenceOutput {
+        sequence: out.sequence.to_dtype(half)?,
+        last_output: out.last_output.to_dtype(half)?,
+        state: out.state.to_dtype(half)?,
+    })
 }
 
 fn run_t<T: HostFloat>(

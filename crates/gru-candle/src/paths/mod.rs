@@ -1,7 +1,8 @@
 //! The execution paths, one module each, each with one entry point `run(ctx, weights, ..)`
 //! returning the [`SequenceOutput`]:
 //! - [`op_loop`]: the op-by-op Candle loop, on any device (the reference);
-//! - [`fused_cpu`]: gru-core's fused whole-sequence kernels on the CPU (f32, f64);
+//! - [`fused_cpu`]: gru-core's fused whole-sequence kernels on the CPU (f32, f64; f16 and
+//!   bf16 computed in f32);
 //! - [`step_kernels`]: gru-core's step sequence with one fused gate kernel per step, on a
 //!   CUDA device (the `cudnn` build) or, as a reference, on the host;
 //! - `cudnn` (the `cudnn` feature): cuDNN's RNN on a CUDA device.

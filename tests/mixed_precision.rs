@@ -32,63 +32,52 @@ fn mixed_inputs_state_and_errors() {
     let dev = Device::Cpu;
     let gru = mixed_layer(4, 3, r#", "stateful": true, "return_state": true"#);
     let x = common::tensor(&[2, 5, 3], 1.0, DType::F32, &dev);
-    let out = gru.call(&x, CallOptions::default()).unwrap();
-    assert_eq!(out.state.as_ref().unwrap().dtype(), DType::F16);
-    assert_eq!(gru.states().unwrap().dtype(), DType::F16, "kept state");
-    // The second call starts from the kept f16 state; an f32 initial state is cast.
-    let h0 = common::tensor(&[2, 4], 2.0, DType::F32, &dev);
-    let with_h0 = CallOptions {
-        initial_state: Some(&h0),
-        ..Default::default()
-    };
-    let a = gru.call(&x, with_h0).unwrap().output;
-    let h0_half = h0.to_dtype(DType::F16).unwrap();
-    let b = gru
-        .call(
-            &x,
-            CallOptions {
-                initial_state: Some(&h0_half),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-        .output;
-    assert_eq!(flat(&a), flat(&b));
-    let explained = gru.explain_dispatch(&x, CallOptions::default()).unwrap();
+    let first = gru.call(&x, CallOptions::default()).unwrap();
+    let s1 = first.state.unwrap();
+    assert_eq!(s1.dtype(), DType::F16);
     assert_eq!(
-        explained.path,
-        ExecPath::Fused,
-        "f16 runs on the fused kernels"
+        flat(&gru.states().unwrap()),
+        flat(&s1),
+        "kept state, in f16"
     );
+    // The second call continues from the kept state; the same state given as an initial
+    // state, in f16 or in f32 (cast exactly back to f16), gives the same output.
+    let second = gru.call(&x, CallOptions::default()).unwrap().output;
+    for h0 in [s1.clone(), s1.to_dtype(DType::F32).unwrap()] {
+        let opts = CallOptions {
+            initial_state: Some(&h0),
+            ..Default::default()
+        };
+        let again = gru.call(&x, opts).unwrap().output;
+        assert_eq!(
+            flat(&again),
+            flat(&second),
+            "initial state in {:?}",
+            h0.dtype()
+        );
+    }
+    let explained = gru.explain_dispatch(&x, CallOptions::default()).unwrap();
+    assert_eq!(explained.path, ExecPath::Fused, "f16 on the fused kernels");
     // Neither the compute nor the variables' dtype: a typed error naming both.
-    for (what, opts, input) in [
-        (
-            "inputs",
-            CallOptions::default(),
-            x.to_dtype(DType::F64).unwrap(),
-        ),
-        (
-            "inputs",
-            CallOptions::default(),
-            x.to_dtype(DType::BF16).unwrap(),
-        ),
-    ] {
-        match gru.call(&input, opts) {
+    for dtype in [DType::F64, DType::BF16] {
+        let input = x.to_dtype(dtype).unwrap();
+        match gru.call(&input, CallOptions::default()) {
             Err(Error::Gru(GruError::DType {
-                what: w,
+                what,
                 expected,
                 got,
             })) => {
-                assert_eq!(w, what);
+                assert_eq!(what, "inputs");
                 assert!(
                     expected.contains("F16") && expected.contains("F32"),
                     "{expected}"
                 );
-                assert_eq!(got, format!("{:?}", input.dtype()));
+                assert_eq!(got, format!("{dtype:?}"));
             }
             other => panic!("expected a dtype error, got {other:?}"),
         }
     }
+    let h0 = common::tensor(&[2, 4], 2.0, DType::F32, &dev);
     let h64 = h0.to_dtype(DType::F64).unwrap();
     let bad_h0 = CallOptions {
         initial_state: Some(&h64),

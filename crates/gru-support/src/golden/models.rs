@@ -19,8 +19,11 @@ pub struct ModelCase {
     pub kind: String,
     /// Files of the case (next to the JSON).
     pub files: Vec<String>,
-    /// (batch, T, features).
+    /// (batch, T, features), or token ids (batch, T) when `input_dtype` is "int32".
     pub inputs: Value,
+    /// "int32" for token ids; float32 when absent.
+    #[serde(default)]
+    pub input_dtype: Option<String>,
     /// (batch, T) booleans or null.
     #[serde(default)]
     pub mask: Value,
@@ -73,7 +76,12 @@ pub fn run_model_case(json: &Path) -> anyhow::Result<ModelReport> {
     let case: ModelCase = serde_json::from_str(&std::fs::read_to_string(json)?)?;
     let dir = json.parent().unwrap_or(Path::new("."));
     let dev = Device::Cpu;
-    let x = Array::from_json(&case.inputs)?.tensor(DType::F32, &dev)?;
+    let input_dtype = match case.input_dtype.as_deref() {
+        None | Some("float32") => DType::F32,
+        Some("int32") => DType::I64,
+        Some(other) => anyhow::bail!("unknown input_dtype {other:?}"),
+    };
+    let x = Array::from_json(&case.inputs)?.tensor(input_dtype, &dev)?;
     let mask = if case.mask.is_null() {
         None
     } else {

@@ -2,11 +2,12 @@
 //! found at Keras 3's object-tree path (`layers/{snake_case(class)}[_k]/...`).
 
 use super::weights::Weights;
-use super::{last_dim, malformed, snake, unsupported, Dense, KerasModel, ModelLayer};
+use super::{last_dim, malformed, snake, unsupported};
+use super::{Dense, Embedding, KerasModel, LayerActivation, ModelLayer};
 use crate::bidirectional::{Bidirectional, MergeMode};
 use crate::error::Result;
 use candle_core::{DType, Device};
-use gru_core::{Activation, DTypePolicy, GruConfig};
+use gru_core::{DTypePolicy, GruConfig};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -48,21 +49,100 @@ pub(super) fn build(
         counters: HashMap::new(),
         features: None,
     };
+    let functional = matches!(class, "Functional" | "Model");
     let mut layers: Vec<(String, ModelLayer)> = Vec::new();
+    let mut mask = MaskState::None;
+    let mut mask_nodes: Vec<String> = Vec::new();
     for (i, l) in layer_list.iter().enumerate() {
         let lname = l["config"]["name"]
             .as_str()
             .or(l["name"].as_str())
             .unwrap_or("")
             .to_string();
-        if matches!(class, "Functional" | "Model") && i > 0 {
+        if functional && l["class_name"] == "NotEqual" {
+            let input = layers.first().map(|(n, _)| n.as_str());
+            check_id_mask_node(&source, l, &lname, input)?;
+            mask_nodes.push(lname);
+            continue;
+        }
+        if functional && i > 0 {
             let previous = layers.last().map(|(n, _)| n.as_str());
             check_chain(&source, l, &lname, previous)?;
         }
         let layer = b.layer(l, &lname)?;
+        if functional && matches!(layer, ModelLayer::Gru(_) | ModelLayer::Bidirectional(_)) {
+            check_mask_argument(&source, l, &lname, &mask_nodes, mask)?;
+        }
+        mask = mask.after(&layer);
         layers.push((lname, layer));
     }
     Ok(KerasModel { name, layers })
+}
+
+/// The mask the chain carries after a layer, as [`KerasModel::call`] propagates it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MaskState {
+    None,
+    /// `ids != 0`, from an `Embedding(mask_zero=True)`.
+    Ids,
+    /// From a `Masking` layer.
+    Masking,
+}
+
+impl MaskState {
+    fn after(self, layer: &ModelLayer) -> MaskState {
+        match layer {
+            ModelLayer::Masking { .. } => MaskState::Masking,
+            ModelLayer::Embedding(e) if e.mask_zero => MaskState::Ids,
+            ModelLayer::Embedding(_) => MaskState::None,
+            ModelLayer::Gru(g) if !g.config().return_sequences => MaskState::None,
+            ModelLayer::Bidirectional(b) if !b.forward_layer().config().return_sequences => {
+                MaskState::None
+            }
+            _ => self,
+        }
+    }
+}
+
+/// A functional model's `NotEqual(input, 0)` node: the mask Keras records for an
+/// `Embedding(mask_zero=True)` on the model's input (token ids).
+fn check_id_mask_node(source: &str, l: &Value, lname: &str, input: Option<&str>) -> Result<()> {
+    let nodes = l["inbound_nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let args = nodes.first().map(|n| &n["args"]);
+    let from = args.and_then(|a| a[0]["config"]["keras_history"][0].as_str());
+    let value = args.and_then(|a| a[1].as_f64());
+    if nodes.len() != 1 || from.is_none() || from != input || value != Some(0.0) {
+        let what = format!("layer {lname:?}: only NotEqual(model input, 0) mask nodes");
+        return Err(unsupported(source, what));
+    }
+    Ok(())
+}
+
+/// A functional model's GRU takes the mask the chain carries. Without a `mask` argument
+/// Keras passes the mask its input carries (as the chain does); with one, it must be the id
+/// mask node, and an `Embedding(mask_zero=True)` must be what masks the chain there.
+fn check_mask_argument(
+    source: &str,
+    l: &Value,
+    lname: &str,
+    mask_nodes: &[String],
+    state: MaskState,
+) -> Result<()> {
+    let arg = &l["inbound_nodes"][0]["kwargs"]["mask"];
+    let node = arg["config"]["keras_history"][0].as_str();
+    let matches = match (node, state) {
+        (None, _) => arg.is_null(),
+        (Some(n), MaskState::Ids) => mask_nodes.iter().any(|m| m == n),
+        _ => false,
+    };
+    if !matches {
+        let what = format!("layer {lname:?}: its mask argument {arg} does not follow the chain");
+        return Err(unsupported(source, what));
+    }
+    Ok(())
 }
 
 /// Functional models: only chains, each layer fed by the one before.
@@ -121,6 +201,11 @@ impl ChainBuilder<'_> {
             "GRU" => self.gru(cfg, &group, self.input_dim(l, lname)?),
             "Bidirectional" => self.bidirectional(cfg, &group, self.input_dim(l, lname)?),
             "Dense" => self.dense(cfg, &group, self.input_dim(l, lname)?),
+            "Embedding" => self.embedding(cfg, &group),
+            "Dropout" | "SpatialDropout1D" => Ok(ModelLayer::Dropout),
+            "Activation" => Ok(ModelLayer::Activation(LayerActivation::from_keras_value(
+                cfg.get("activation").unwrap_or(&Value::Null),
+            )?)),
             other => Err(unsupported(
                 &self.w.source,
                 format!("layer {lname:?} of class {other}"),
@@ -176,10 +261,8 @@ impl ChainBuilder<'_> {
             .as_u64()
             .ok_or_else(|| malformed(&self.w.source, "Dense without units"))?
             as usize;
-        let activation = Activation::from_keras_value(
-            "activation",
-            cfg.get("activation").unwrap_or(&Value::Null),
-        )?;
+        let activation =
+            LayerActivation::from_keras_value(cfg.get("activation").unwrap_or(&Value::Null))?;
         let (dt, dev) = (self.dtype, self.device);
         let kernel = self
             .w
@@ -191,13 +274,39 @@ impl ChainBuilder<'_> {
             ),
             false => None,
         };
-        let policy = DTypePolicy::from_keras_value(cfg.get("dtype").unwrap_or(&Value::Null))?;
         self.features = Some(units);
         Ok(ModelLayer::Dense(Dense {
             kernel,
             bias,
             activation,
-            compute_dtype: crate::dtype::compute_dtype_of_policy(&policy, dt)?,
+            compute_dtype: self.compute_dtype(cfg)?,
         }))
+    }
+
+    fn embedding(&mut self, cfg: &Value, group: &str) -> Result<ModelLayer> {
+        let dim = |key: &str| {
+            cfg[key]
+                .as_u64()
+                .map(|d| d as usize)
+                .ok_or_else(|| malformed(&self.w.source, format!("Embedding without {key}")))
+        };
+        let (rows, width) = (dim("input_dim")?, dim("output_dim")?);
+        let (dt, dev) = (self.dtype, self.device);
+        let embeddings = self
+            .w
+            .tensor(&format!("{group}/vars/0"), &[rows, width], dt, dev)?;
+        self.features = Some(width);
+        Ok(ModelLayer::Embedding(Embedding {
+            embeddings,
+            mask_zero: cfg["mask_zero"].as_bool().unwrap_or(false),
+            compute_dtype: self.compute_dtype(cfg)?,
+        }))
+    }
+
+    /// The dtype a layer with this config computes in (its dtype policy over the model's
+    /// dtype).
+    fn compute_dtype(&self, cfg: &Value) -> Result<DType> {
+        let policy = DTypePolicy::from_keras_value(cfg.get("dtype").unwrap_or(&Value::Null))?;
+        crate::dtype::compute_dtype_of_policy(&policy, self.dtype)
     }
 }

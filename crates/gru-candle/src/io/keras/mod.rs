@@ -6,10 +6,15 @@
 //! `cell/vars/0..3` (kernel, recurrent_kernel, bias), a Dense's `vars/0..2`, a
 //! Bidirectional's sit under `forward_layer/` and `backward_layer/`.
 //!
-//! Chains of InputLayer, Masking, GRU, Bidirectional(GRU) and Dense run end to end.
+//! Chains of InputLayer, Embedding, Masking, Dropout, SpatialDropout1D, GRU,
+//! Bidirectional(GRU), Dense and Activation run end to end (functional models too, with the
+//! `NotEqual` mask node Keras records for `Embedding(mask_zero=True)`).
 
 mod build;
+mod layers;
 mod weights;
+
+pub use layers::{Dense, Embedding, LayerActivation};
 
 use crate::bidirectional::Bidirectional;
 use crate::call::CallOptions;
@@ -18,38 +23,11 @@ use crate::error::{file_error, FileProblem, Result};
 use crate::layer::Gru;
 use crate::limits::Limits;
 use candle_core::{DType, Device, Tensor, D};
-use gru_core::Activation;
 use hdf5_reader::Hdf5File;
 use serde_json::Value;
 use std::io::Read;
 use std::path::Path;
 use weights::Weights;
-
-/// A Keras `Dense` layer: `activation(x @ kernel + bias)` on the last axis.
-#[derive(Debug)]
-pub struct Dense {
-    /// (in, out).
-    pub kernel: Tensor,
-    /// (out,), if `use_bias`.
-    pub bias: Option<Tensor>,
-    /// The activation.
-    pub activation: Activation,
-    /// The dtype it computes in: the weights', or a mixed precision policy's half type (the
-    /// input and the weights are cast to it, as Keras' autocasting does).
-    pub compute_dtype: DType,
-}
-
-impl Dense {
-    /// Applies the layer to (..., in).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = autocast(x, self.compute_dtype)?;
-        let mut y = x.broadcast_matmul(&autocast(&self.kernel, self.compute_dtype)?)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
-        }
-        Ok(crate::activation::apply(self.activation, &y)?)
-    }
-}
 
 /// One layer of a loaded model.
 #[derive(Debug)]
@@ -67,14 +45,25 @@ pub enum ModelLayer {
     Bidirectional(Box<Bidirectional>),
     /// `Dense`.
     Dense(Dense),
+    /// `Embedding`: token ids in, vectors out.
+    Embedding(Embedding),
+    /// `Dropout`, `SpatialDropout1D`: the identity outside training (a loaded model runs
+    /// inference).
+    Dropout,
+    /// `Activation`.
+    Activation(LayerActivation),
 }
 
 impl ModelLayer {
-    /// The dtype the layer computes in; `None` for layers that compute nothing of their own
-    /// (`Input`, `Masking`).
+    /// The dtype the layer computes in; `None` for layers that keep their input's dtype
+    /// (`Input`, `Masking`, `Dropout`, `Activation`).
     pub fn compute_dtype(&self) -> Option<DType> {
         match self {
-            ModelLayer::Input | ModelLayer::Masking { .. } => None,
+            ModelLayer::Input
+            | ModelLayer::Masking { .. }
+            | ModelLayer::Dropout
+            | ModelLayer::Activation(_) => None,
+            ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
             ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),
             ModelLayer::Dense(d) => Some(d.compute_dtype),
@@ -248,8 +237,9 @@ impl KerasModel {
         serde_json::from_slice(&buf).map_err(|e| malformed(&source, format!("config.json: {e}")))
     }
 
-    /// Runs the chain: `inputs` (batch, T, features), an optional (batch, T) u8 mask. Returns
-    /// the last layer's outputs (several with `return_state` or merge_mode None). The
+    /// Runs the chain: `inputs` (batch, T, features), or token ids (batch, T) for a model
+    /// that starts with an `Embedding`, and an optional (batch, T) u8 mask. Returns the last
+    /// layer's outputs (several with `return_state` or merge_mode None). The
     /// output of a GRU, Bidirectional or Dense layer is cast to the next one's compute dtype
     /// (Keras' autocasting: a `mixed_float16` layer returns float16, a `float32` layer after
     /// it computes in float32); the model's own input reaches the first layer as it came.
@@ -259,7 +249,8 @@ impl KerasModel {
         // Whether `outs` came from a computing layer (then the next one autocasts it).
         let mut computed = false;
         for (_, layer) in &self.layers {
-            let x = &match (computed, layer.compute_dtype()) {
+            let takes_ids = matches!(layer, ModelLayer::Embedding(_));
+            let x = &match (computed && !takes_ids, layer.compute_dtype()) {
                 (true, Some(dtype)) => autocast(&outs[0], dtype)?,
                 _ => outs[0].clone(),
             };
@@ -301,6 +292,12 @@ impl KerasModel {
                     v
                 }
                 ModelLayer::Dense(d) => vec![d.forward(x)?],
+                ModelLayer::Embedding(e) => {
+                    mask = e.mask(x)?;
+                    vec![e.forward(x)?]
+                }
+                ModelLayer::Dropout => outs,
+                ModelLayer::Activation(a) => vec![a.apply(x)?],
             };
         }
         Ok(outs)

@@ -1,0 +1,140 @@
+//! The Keras layers around the GRUs of a loaded model: `Dense`, `Embedding`, and the
+//! activation of a `Dense` or `Activation` layer (elementwise, or softmax over the last axis).
+
+use crate::dtype::autocast;
+use crate::error::{Error, Result};
+use candle_core::{DType, Tensor, D};
+use gru_core::{Activation, GruError};
+use serde_json::Value;
+
+/// The activation of a `Dense` or `Activation` layer: an elementwise one, or Keras'
+/// `softmax` / `log_softmax` over the last axis (their default axis).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LayerActivation {
+    /// An elementwise activation (`linear` for none).
+    Elementwise(Activation),
+    /// `softmax` over the last axis.
+    Softmax,
+    /// `log_softmax` over the last axis.
+    LogSoftmax,
+}
+
+impl LayerActivation {
+    /// Reads a layer config's `activation` entry (a name, a serialized function, or null).
+    ///
+    /// ```
+    /// use gru_candle::io::keras::LayerActivation;
+    /// let a = LayerActivation::from_keras_value(&serde_json::json!("softmax"))?;
+    /// assert_eq!(a, LayerActivation::Softmax);
+    /// # Ok::<(), gru_candle::Error>(())
+    /// ```
+    pub fn from_keras_value(v: &Value) -> Result<LayerActivation> {
+        let name = match v {
+            Value::String(s) => Some(s.as_str()),
+            Value::Object(m) => m.get("config").and_then(Value::as_str),
+            _ => None,
+        };
+        Ok(match name {
+            Some("softmax") => LayerActivation::Softmax,
+            Some("log_softmax") => LayerActivation::LogSoftmax,
+            _ => LayerActivation::Elementwise(Activation::from_keras_value("activation", v)?),
+        })
+    }
+
+    /// Applies the activation (differentiable).
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            LayerActivation::Elementwise(a) => crate::activation::apply(*a, x)?,
+            LayerActivation::Softmax => candle_nn::ops::softmax_last_dim(x)?,
+            LayerActivation::LogSoftmax => candle_nn::ops::log_softmax(x, D::Minus1)?,
+        })
+    }
+}
+
+/// A Keras `Dense` layer: `activation(x @ kernel + bias)` on the last axis.
+#[derive(Debug)]
+pub struct Dense {
+    /// (in, out).
+    pub kernel: Tensor,
+    /// (out,), if `use_bias`.
+    pub bias: Option<Tensor>,
+    /// The activation.
+    pub activation: LayerActivation,
+    /// The dtype it computes in: the weights', or a mixed precision policy's half type (the
+    /// input and the weights are cast to it, as Keras' autocasting does).
+    pub compute_dtype: DType,
+}
+
+impl Dense {
+    /// Applies the layer to (..., in).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = autocast(x, self.compute_dtype)?;
+        let mut y = x.broadcast_matmul(&autocast(&self.kernel, self.compute_dtype)?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
+        }
+        self.activation.apply(&y)
+    }
+}
+
+/// A Keras `Embedding` layer: token ids (batch, T) -> rows of `embeddings`
+/// (batch, T, output_dim).
+#[derive(Debug)]
+pub struct Embedding {
+    /// (input_dim, output_dim): one row per token id.
+    pub embeddings: Tensor,
+    /// Keras' `mask_zero`: id 0 is padding, and the layers after it get the mask `ids != 0`.
+    pub mask_zero: bool,
+    /// The dtype of its output: the weights', or a mixed precision policy's half type.
+    pub compute_dtype: DType,
+}
+
+impl Embedding {
+    /// The rows of the ids (batch, T). The ids come as integers (U8, U32, I64) or as floats
+    /// holding whole numbers (Keras casts those to int32); each must lie in
+    /// `0..input_dim`: anything else is a typed error, not a silent cast or a wrong row.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = match ids.dims() {
+            [b, t] => (*b, *t),
+            other => {
+                return Err(Error::Gru(GruError::Shape {
+                    what: "token ids".into(),
+                    expected: "(batch, timesteps)".into(),
+                    got: format!("{other:?}"),
+                }))
+            }
+        };
+        let rows = self.embeddings.dim(0)?;
+        let values: Vec<f64> = ids.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+        if let Some(bad) = values
+            .iter()
+            .find(|v| v.fract() != 0.0 || **v < 0.0 || **v >= rows as f64)
+        {
+            return Err(Error::Gru(GruError::OutOfRange {
+                what: "token id".into(),
+                expected: format!("a whole number in 0..{rows} (the Embedding's input_dim)"),
+                got: bad.to_string(),
+            }));
+        }
+        let index = Tensor::from_vec(
+            values.iter().map(|&v| v as u32).collect::<Vec<u32>>(),
+            b * t,
+            ids.device(),
+        )?;
+        let d = self.embeddings.dim(1)?;
+        let rows = self
+            .embeddings
+            .index_select(&index, 0)?
+            .reshape((b, t, d))?;
+        autocast(&rows, self.compute_dtype)
+    }
+
+    /// The mask the layers after it get: `ids != 0` (U8) with `mask_zero`, else none (Keras'
+    /// `Embedding.compute_mask`).
+    pub fn mask(&self, ids: &Tensor) -> Result<Option<Tensor>> {
+        match self.mask_zero {
+            true => Ok(Some(ids.ne(0f64)?.to_dtype(DType::U8)?)),
+            false => Ok(None),
+        }
+    }
+}

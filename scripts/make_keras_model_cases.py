@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Makes the token-input model cases of tests/data/models (Embedding, Dropout,
+SpatialDropout1D, Activation and softmax heads around GRU layers) with Keras 3.15.1
+(TensorFlow backend, CPU), in the schema of tests/data/models/README.md, plus
+`input_dtype: "int32"` (the inputs are token ids).
+
+    python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (keras, tf)
+    target/anchors-venv/bin/python scripts/make_keras_model_cases.py tests/data/models
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+
+def save_case(out_dir, model, name, description, ids):
+    out = model(ids, training=False)
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    model.save(os.path.join(out_dir, name + ".keras"))
+    model.save_weights(os.path.join(out_dir, name + ".weights.h5"))
+    case = {
+        "name": name,
+        "kind": "keras",
+        "description": description,
+        "files": [name + ".keras", name + ".weights.h5"],
+        "keras_version": keras.__version__,
+        "layers": [{"name": l.name, "class_name": l.__class__.__name__,
+                    "weights": {w.path: list(w.shape) for w in l.weights}} for l in model.layers],
+        "input_dtype": "int32",
+        "inputs": ids.tolist(),
+        "mask": None,
+        "expected": [np.asarray(o).astype(np.float64).tolist() for o in outs],
+    }
+    with open(os.path.join(out_dir, name + ".json"), "w") as fh:
+        json.dump(case, fh)
+    print(name, [tuple(np.asarray(o).shape) for o in outs])
+
+
+def main(out_dir):
+    rng = np.random.default_rng(1129)
+    b, t, vocab = 3, 7, 20
+
+    def randomize(model):
+        model.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.4 for w in model.get_weights()])
+
+    # Token ids right-padded with 0 (Embedding's mask_zero padding id).
+    ids = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids[1, 5:] = 0
+    ids[2, 2:] = 0
+    inp = keras.Input(shape=(t,), dtype="int32")
+    h = keras.layers.Embedding(vocab, 5, mask_zero=True)(inp)
+    h = keras.layers.Dropout(0.3)(h)
+    h = keras.layers.GRU(6, return_sequences=True)(h)
+    h = keras.layers.SpatialDropout1D(0.2)(h)
+    h = keras.layers.GRU(4)(h)
+    y = keras.layers.Dense(3, activation="softmax")(h)
+    model = keras.Model(inp, y, name="embedding_mask_zero_gru_softmax")
+    randomize(model)
+    save_case(out_dir, model, "embedding_mask_zero_gru_softmax",
+              "Input(int32) -> Embedding(20, 5, mask_zero) -> Dropout -> GRU(6, return_sequences) "
+              "-> SpatialDropout1D -> GRU(4) -> Dense(3, softmax); ids right-padded with 0",
+              ids)
+
+    ids = rng.integers(0, vocab, size=(b, t)).astype(np.int32)
+    model = keras.Sequential([
+        keras.Input(shape=(t,), dtype="int32"),
+        keras.layers.Embedding(vocab, 4),
+        keras.layers.Bidirectional(keras.layers.GRU(3, return_sequences=True)),
+        keras.layers.Dense(5),
+        keras.layers.Activation("tanh"),
+        keras.layers.Dense(2),
+        keras.layers.Activation("log_softmax"),
+    ], name="embedding_bidirectional_activations")
+    randomize(model)
+    save_case(out_dir, model, "embedding_bidirectional_activations",
+              "Sequential: Embedding(20, 4) (no mask; id 0 is a token) -> Bidirectional(GRU(3, "
+              "return_sequences)) -> Dense(5) -> Activation(tanh) -> Dense(2) -> "
+              "Activation(log_softmax)", ids)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

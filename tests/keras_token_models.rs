@@ -1,0 +1,174 @@
+//! Keras models that start from token ids (tests/data/models/embedding_*, made by
+//! scripts/make_keras_model_cases.py): the ids a model takes and the typed errors for
+//! others, the mask an `Embedding(mask_zero=True)` gives the GRUs, and the functional
+//! graphs' mask nodes that cannot be followed.
+
+use candle_core::{DType, Device, Tensor};
+use candle_gru::candle::io::keras::{KerasModel, LayerActivation, ModelLayer};
+use candle_gru::candle::{Error, FileProblem};
+use candle_gru::GruError;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models")
+        .join(name)
+}
+
+const MASKED: &str = "embedding_mask_zero_gru_softmax";
+
+fn model(name: &str) -> KerasModel {
+    KerasModel::load(&data(&format!("{name}.keras")), DType::F32, &Device::Cpu).unwrap()
+}
+
+fn ids(rows: &[&[i64]]) -> Tensor {
+    let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+    Tensor::from_vec(flat, (rows.len(), rows[0].len()), &Device::Cpu).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn token_models_load_the_layers_keras_wrote() {
+    let m = model(MASKED);
+    let kinds: Vec<&str> = m
+        .layers
+        .iter()
+        .map(|(_, l)| match l {
+            ModelLayer::Input => "input",
+            ModelLayer::Embedding(e) if e.mask_zero => "embedding(mask_zero)",
+            ModelLayer::Embedding(_) => "embedding",
+            ModelLayer::Dropout => "dropout",
+            ModelLayer::Gru(_) => "gru",
+            ModelLayer::Dense(d) if d.activation == LayerActivation::Softmax => "dense(softmax)",
+            _ => "other",
+        })
+        .collect();
+    // The NotEqual mask node of the functional graph is not a layer of the chain.
+    let want = [
+        "input",
+        "embedding(mask_zero)",
+        "dropout",
+        "gru",
+        "dropout",
+        "gru",
+    ];
+    assert_eq!(kinds[..6], want);
+    assert_eq!(kinds[6], "dense(softmax)");
+    let out = m.call(&ids(&[&[3, 4, 5, 0, 0, 0, 0]]), None).unwrap();
+    let probs = values(&out[0]);
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{probs:?}");
+}
+
+#[test]
+fn padding_ids_are_masked_and_any_id_dtype_gives_the_same_rows() {
+    let m = model(MASKED);
+    // With mask_zero, trailing 0 ids are skipped: the output is that of the shorter row.
+    let short = values(&m.call(&ids(&[&[7, 2, 9, 0, 0, 0, 0]]), None).unwrap()[0]);
+    let longer = values(&m.call(&ids(&[&[7, 2, 9, 0, 0, 0, 0, 0, 0]]), None).unwrap()[0]);
+    assert_eq!(short, longer);
+    let other = values(&m.call(&ids(&[&[7, 2, 9, 4, 0, 0, 0]]), None).unwrap()[0]);
+    assert_ne!(short, other, "a real token changes the output");
+    let as_i64 = ids(&[&[7, 2, 9, 1, 0, 0, 0]]);
+    let want = values(&m.call(&as_i64, None).unwrap()[0]);
+    for dtype in [DType::U8, DType::U32, DType::F32, DType::F64] {
+        let got = values(&m.call(&as_i64.to_dtype(dtype).unwrap(), None).unwrap()[0]);
+        assert_eq!(got, want, "{dtype:?} ids");
+    }
+}
+
+#[test]
+fn bad_token_ids_are_typed_errors() {
+    let m = model(MASKED);
+    // input_dim is 20.
+    for (what, x) in [
+        ("20", ids(&[&[1, 2, 20]])),
+        ("-1", ids(&[&[1, -1, 3]])),
+        (
+            "2.5",
+            Tensor::new(&[[1f32, 2.5, 3.0]], &Device::Cpu).unwrap(),
+        ),
+    ] {
+        match m.call(&x, None) {
+            Err(Error::Gru(GruError::OutOfRange { what: w, got, .. })) => {
+                assert_eq!((w.as_str(), got.as_str()), ("token id", what));
+            }
+            other => panic!("expected an out-of-range error for {what}, got {other:?}"),
+        }
+    }
+    let features = Tensor::zeros((2, 7, 5), DType::F32, &Device::Cpu).unwrap();
+    assert!(matches!(
+        m.call(&features, None),
+        Err(Error::Gru(GruError::Shape { what, .. })) if what == "token ids"
+    ));
+}
+
+fn load_edited(name: &str, edit: impl Fn(&mut Value)) -> candle_gru::candle::Result<KerasModel> {
+    let mut cfg = KerasModel::archive_config(&data(&format!("{name}.keras"))).unwrap();
+    edit(&mut cfg);
+    let h5 = data(&format!("{name}.weights.h5"));
+    KerasModel::load_weights_h5(&cfg, &h5, DType::F32, &Device::Cpu)
+}
+
+fn layer_named<'a>(cfg: &'a mut Value, class: &str) -> &'a mut Value {
+    cfg["config"]["layers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|l| l["class_name"] == class)
+        .unwrap()
+}
+
+fn unsupported(r: candle_gru::candle::Result<KerasModel>) -> String {
+    match r {
+        Err(Error::File {
+            problem: FileProblem::Unsupported(w),
+            ..
+        }) => w,
+        other => panic!("expected an unsupported model, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn functional_mask_arguments_must_follow_the_chain() {
+    // Without the mask argument Keras passes the mask the input carries, as the chain does.
+    let implicit = load_edited(MASKED, |c| {
+        let gru = layer_named(c, "GRU");
+        let kwargs = gru["inbound_nodes"][0]["kwargs"].as_object_mut().unwrap();
+        kwargs.remove("mask");
+    });
+    let x = ids(&[&[3, 4, 5, 0, 0, 0, 0]]);
+    let want = values(&model(MASKED).call(&x, None).unwrap()[0]);
+    assert_eq!(values(&implicit.unwrap().call(&x, None).unwrap()[0]), want);
+    // A mask argument from another node than the id mask.
+    let w = unsupported(load_edited(MASKED, |c| {
+        let gru = layer_named(c, "GRU");
+        gru["inbound_nodes"][0]["kwargs"]["mask"]["config"]["keras_history"][0] = "dropout".into();
+    }));
+    assert!(w.contains("\"gru\"") && w.contains("mask"), "{w}");
+    // A mask node on another value than 0.
+    let w = unsupported(load_edited(MASKED, |c| {
+        layer_named(c, "NotEqual")["inbound_nodes"][0]["args"][1] = 3.into();
+    }));
+    assert!(w.contains("NotEqual"), "{w}");
+    // The id mask passed while the Embedding has no mask_zero: the chain carries none.
+    let w = unsupported(load_edited(MASKED, |c| {
+        layer_named(c, "Embedding")["config"]["mask_zero"] = false.into();
+    }));
+    assert!(w.contains("\"gru\""), "{w}");
+}
+
+#[test]
+fn layer_activations_read_keras_names() {
+    let read = |v: Value| LayerActivation::from_keras_value(&v).unwrap();
+    assert_eq!(read("softmax".into()), LayerActivation::Softmax);
+    assert_eq!(read("log_softmax".into()), LayerActivation::LogSoftmax);
+    let f = serde_json::json!({"module": "keras.activations", "class_name": "function",
+        "config": "softmax", "registered_name": "softmax"});
+    assert_eq!(read(f), LayerActivation::Softmax);
+    assert!(matches!(read(Value::Null), LayerActivation::Elementwise(_)));
+    assert!(LayerActivation::from_keras_value(&"no_such".into()).is_err());
+}

@@ -89,7 +89,7 @@ fn buffers<B: StepBackend>(be: &B, n: usize) -> Result<[B::Mem; 8]> {
     })
 }
 
-/// Runs the sequence. With `save`, keeps every step's activations for [`super::backward`].
+/// Runs the sequence. With `save`, keeps every step's activations for [`super::backward()`].
 pub fn forward<B: StepBackend>(
     be: &B,
     spec: &SeqSpec,

@@ -11,6 +11,7 @@
 //! `NotEqual` mask node Keras records for `Embedding(mask_zero=True)`).
 
 mod build;
+mod graph;
 mod layers;
 mod weights;
 

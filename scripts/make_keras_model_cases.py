@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Makes the token-input model cases of tests/data/models (Embedding, Dropout,
-SpatialDropout1D, Activation and softmax heads around GRU layers) with Keras 3.15.1
-(TensorFlow backend, CPU), in the schema of tests/data/models/README.md, plus
-`input_dtype: "int32"` (the inputs are token ids).
+"""Makes the model cases of tests/data/models with the layers around GRUs (Embedding,
+Dropout, SpatialDropout1D, Activation and softmax heads, LayerNormalization, global
+pooling) with Keras 3.15.1 (TensorFlow backend, CPU), in the schema of
+tests/data/models/README.md, plus `input_dtype: "int32"` where the inputs are token ids.
 
     python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (keras, tf)
     target/anchors-venv/bin/python scripts/make_keras_model_cases.py tests/data/models
@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 
-def save_case(out_dir, model, name, description, ids):
+def save_case(out_dir, model, name, description, ids, input_dtype="int32"):
     out = model(ids, training=False)
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     model.save(os.path.join(out_dir, name + ".keras"))
@@ -31,7 +31,7 @@ def save_case(out_dir, model, name, description, ids):
         "keras_version": keras.__version__,
         "layers": [{"name": l.name, "class_name": l.__class__.__name__,
                     "weights": {w.path: list(w.shape) for w in l.weights}} for l in model.layers],
-        "input_dtype": "int32",
+        "input_dtype": input_dtype,
         "inputs": ids.tolist(),
         "mask": None,
         "expected": [np.asarray(o).astype(np.float64).tolist() for o in outs],
@@ -81,6 +81,35 @@ def main(out_dir):
               "Sequential: Embedding(20, 4) (no mask; id 0 is a token) -> Bidirectional(GRU(3, "
               "return_sequences)) -> Dense(5) -> Activation(tanh) -> Dense(2) -> "
               "Activation(log_softmax)", ids)
+
+    ids = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids[0, 4:] = 0
+    ids[2, 6:] = 0
+    inp = keras.Input(shape=(t,), dtype="int32")
+    h = keras.layers.Embedding(vocab, 5, mask_zero=True)(inp)
+    h = keras.layers.Bidirectional(keras.layers.GRU(4, return_sequences=True))(h)
+    h = keras.layers.LayerNormalization()(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    y = keras.layers.Dense(3, activation="softmax")(h)
+    model = keras.Model(inp, y, name="embedding_bigru_layernorm_average_pool")
+    randomize(model)
+    save_case(out_dir, model, "embedding_bigru_layernorm_average_pool",
+              "Input(int32) -> Embedding(20, 5, mask_zero) -> Bidirectional(GRU(4, "
+              "return_sequences)) -> LayerNormalization -> GlobalAveragePooling1D (masked mean) "
+              "-> Dense(3, softmax); ids right-padded with 0", ids)
+
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    model = keras.Sequential([
+        keras.Input(shape=(t, 5)),
+        keras.layers.GRU(6, return_sequences=True),
+        keras.layers.LayerNormalization(center=False, epsilon=1e-5),
+        keras.layers.GlobalMaxPooling1D(keepdims=True),
+        keras.layers.Dense(2),
+    ], name="gru_layernorm_max_pool")
+    randomize(model)
+    save_case(out_dir, model, "gru_layernorm_max_pool",
+              "Sequential: GRU(6, return_sequences) -> LayerNormalization(center=False, "
+              "epsilon=1e-5) -> GlobalMaxPooling1D(keepdims) -> Dense(2)", x, "float32")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 use super::graph::{check_chain, check_id_mask_node, check_mask_argument, MaskState};
 use super::weights::Weights;
 use super::{last_dim, malformed, snake, unsupported};
-use super::{Dense, Embedding, KerasModel, LayerActivation, ModelLayer};
+use super::{
+    Dense, Embedding, GlobalPooling1D, KerasModel, LayerActivation, LayerNorm, ModelLayer,
+};
 use crate::bidirectional::{Bidirectional, MergeMode};
 use crate::error::Result;
 use candle_core::{DType, Device};
@@ -71,7 +73,11 @@ pub(super) fn build(
             check_chain(&source, l, &lname, previous)?;
         }
         let layer = b.layer(l, &lname)?;
-        if functional && matches!(layer, ModelLayer::Gru(_) | ModelLayer::Bidirectional(_)) {
+        let takes_mask = matches!(
+            layer,
+            ModelLayer::Gru(_) | ModelLayer::Bidirectional(_) | ModelLayer::GlobalPooling(_)
+        );
+        if functional && takes_mask {
             check_mask_argument(&source, l, &lname, &mask_nodes, mask)?;
         }
         mask = mask.after(&layer);
@@ -122,6 +128,17 @@ impl ChainBuilder<'_> {
             "Dense" => self.dense(cfg, &group, self.input_dim(l, lname)?),
             "Embedding" => self.embedding(cfg, &group),
             "Dropout" | "SpatialDropout1D" => Ok(ModelLayer::Dropout),
+            "LayerNormalization" => self.layer_norm(cfg, &group, self.input_dim(l, lname)?),
+            "GlobalAveragePooling1D" | "GlobalMaxPooling1D" => {
+                if cfg["data_format"].as_str().unwrap_or("channels_last") != "channels_last" {
+                    let what = format!("layer {lname:?}: data_format {}", cfg["data_format"]);
+                    return Err(unsupported(&self.w.source, what));
+                }
+                Ok(ModelLayer::GlobalPooling(GlobalPooling1D {
+                    max: class == "GlobalMaxPooling1D",
+                    keepdims: cfg["keepdims"].as_bool().unwrap_or(false),
+                }))
+            }
             "Activation" => Ok(ModelLayer::Activation(LayerActivation::from_keras_value(
                 cfg.get("activation").unwrap_or(&Value::Null),
             )?)),
@@ -199,6 +216,39 @@ impl ChainBuilder<'_> {
             bias,
             activation,
             compute_dtype: self.compute_dtype(cfg)?,
+        }))
+    }
+
+    fn layer_norm(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
+        let last_axis = match &cfg["axis"] {
+            Value::Null => true,
+            Value::Array(a) => a.len() == 1 && a[0].as_i64() == Some(-1),
+            v => v.as_i64() == Some(-1),
+        };
+        if !last_axis || cfg["rms_scaling"].as_bool() == Some(true) {
+            let what = format!(
+                "LayerNormalization with axis {} and rms_scaling {} (the last axis, no rms_scaling)",
+                cfg["axis"], cfg["rms_scaling"]
+            );
+            return Err(unsupported(&self.w.source, what));
+        }
+        let (dt, dev) = (self.dtype, self.device);
+        // Keras creates gamma (scale) before beta (center).
+        let mut k = 0;
+        let mut next = |on: bool| -> Result<Option<candle_core::Tensor>> {
+            if !on {
+                return Ok(None);
+            }
+            let t = self.w.tensor(&format!("{group}/vars/{k}"), &[d], dt, dev)?;
+            k += 1;
+            Ok(Some(t))
+        };
+        let gamma = next(cfg["scale"].as_bool().unwrap_or(true))?;
+        let beta = next(cfg["center"].as_bool().unwrap_or(true))?;
+        Ok(ModelLayer::LayerNorm(LayerNorm {
+            gamma,
+            beta,
+            epsilon: cfg["epsilon"].as_f64().unwrap_or(1e-3),
         }))
     }
 

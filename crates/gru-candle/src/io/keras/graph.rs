@@ -22,6 +22,7 @@ impl MaskState {
             ModelLayer::Masking { .. } => MaskState::Masking,
             ModelLayer::Embedding(e) if e.mask_zero => MaskState::Ids,
             ModelLayer::Embedding(_) => MaskState::None,
+            ModelLayer::GlobalPooling(_) => MaskState::None,
             ModelLayer::Gru(g) if !g.config().return_sequences => MaskState::None,
             ModelLayer::Bidirectional(b) if !b.forward_layer().config().return_sequences => {
                 MaskState::None
@@ -53,7 +54,7 @@ pub(super) fn check_id_mask_node(
     Ok(())
 }
 
-/// A functional model's GRU takes the mask the chain carries. Without a `mask` argument
+/// A functional model's GRU or pooling layer takes the mask the chain carries. Without a `mask` argument
 /// Keras passes the mask its input carries (as the chain does); with one, it must be the id
 /// mask node, and an `Embedding(mask_zero=True)` must be what masks the chain there.
 pub(super) fn check_mask_argument(

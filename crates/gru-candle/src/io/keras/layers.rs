@@ -138,3 +138,75 @@ impl Embedding {
         }
     }
 }
+
+/// A Keras `LayerNormalization` over the last axis: `(x - mean) / sqrt(var + epsilon) *
+/// gamma + beta`, the statistics over the features of each step, computed in f32 at least
+/// (as Keras does for the half types).
+#[derive(Debug)]
+pub struct LayerNorm {
+    /// (features,), with `scale`.
+    pub gamma: Option<Tensor>,
+    /// (features,), with `center`.
+    pub beta: Option<Tensor>,
+    /// Added to the variance.
+    pub epsilon: f64,
+}
+
+impl LayerNorm {
+    /// Normalizes (..., features) over its last axis.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let wide = match dtype {
+            DType::F16 | DType::BF16 => DType::F32,
+            other => other,
+        };
+        let xw = x.to_dtype(wide)?;
+        let mean = xw.mean_keepdim(D::Minus1)?;
+        let centered = xw.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let mut inv = (var + self.epsilon)?.sqrt()?.recip()?;
+        if let Some(g) = &self.gamma {
+            inv = inv.broadcast_mul(&g.to_dtype(wide)?)?;
+        }
+        // Keras: x * inv + (beta - mean * inv).
+        let mut shift = mean.broadcast_mul(&inv)?.neg()?;
+        if let Some(b) = &self.beta {
+            shift = shift.broadcast_add(&b.to_dtype(wide)?)?;
+        }
+        Ok(xw
+            .broadcast_mul(&inv)?
+            .broadcast_add(&shift)?
+            .to_dtype(dtype)?)
+    }
+}
+
+/// Keras' `GlobalAveragePooling1D` and `GlobalMaxPooling1D` (channels_last): (batch, T, f)
+/// -> (batch, f), or (batch, 1, f) with `keepdims`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlobalPooling1D {
+    /// Max (`GlobalMaxPooling1D`) or mean (`GlobalAveragePooling1D`).
+    pub max: bool,
+    /// Keep the time axis (length 1).
+    pub keepdims: bool,
+}
+
+impl GlobalPooling1D {
+    /// Pools over time. The average skips masked steps (the mean over the steps the mask
+    /// keeps, as Keras computes it; a row with none gives NaN, as Keras' 0/0); the max
+    /// ignores the mask, as Keras' does.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let y = match (self.max, mask) {
+            (true, _) => x.max_keepdim(1)?,
+            (false, None) => x.mean_keepdim(1)?,
+            (false, Some(m)) => {
+                let keep = m.to_dtype(x.dtype())?.unsqueeze(2)?;
+                let total = x.broadcast_mul(&keep)?.sum_keepdim(1)?;
+                total.broadcast_div(&keep.sum_keepdim(1)?)?
+            }
+        };
+        Ok(match self.keepdims {
+            true => y,
+            false => y.squeeze(1)?,
+        })
+    }
+}

@@ -7,7 +7,8 @@
 //! Bidirectional's sit under `forward_layer/` and `backward_layer/`.
 //!
 //! Chains of InputLayer, Embedding, Masking, Dropout, SpatialDropout1D, GRU,
-//! Bidirectional(GRU), Dense and Activation run end to end (functional models too, with the
+//! Bidirectional(GRU), LayerNormalization, GlobalAveragePooling1D, GlobalMaxPooling1D,
+//! Dense and Activation run end to end (functional models too, with the
 //! `NotEqual` mask node Keras records for `Embedding(mask_zero=True)`).
 
 mod build;
@@ -15,7 +16,7 @@ mod graph;
 mod layers;
 mod weights;
 
-pub use layers::{Dense, Embedding, LayerActivation};
+pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
 
 use crate::bidirectional::Bidirectional;
 use crate::call::CallOptions;
@@ -53,17 +54,23 @@ pub enum ModelLayer {
     Dropout,
     /// `Activation`.
     Activation(LayerActivation),
+    /// `LayerNormalization` over the last axis.
+    LayerNorm(LayerNorm),
+    /// `GlobalAveragePooling1D`, `GlobalMaxPooling1D`.
+    GlobalPooling(GlobalPooling1D),
 }
 
 impl ModelLayer {
     /// The dtype the layer computes in; `None` for layers that keep their input's dtype
-    /// (`Input`, `Masking`, `Dropout`, `Activation`).
+    /// (`Input`, `Masking`, `Dropout`, `Activation`, `LayerNormalization`, pooling).
     pub fn compute_dtype(&self) -> Option<DType> {
         match self {
             ModelLayer::Input
             | ModelLayer::Masking { .. }
             | ModelLayer::Dropout
-            | ModelLayer::Activation(_) => None,
+            | ModelLayer::Activation(_)
+            | ModelLayer::LayerNorm(_)
+            | ModelLayer::GlobalPooling(_) => None,
             ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
             ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),
@@ -299,6 +306,12 @@ impl KerasModel {
                 }
                 ModelLayer::Dropout => outs,
                 ModelLayer::Activation(a) => vec![a.apply(x)?],
+                ModelLayer::LayerNorm(n) => vec![n.forward(x)?],
+                ModelLayer::GlobalPooling(p) => {
+                    let y = p.forward(x, mask.as_ref())?;
+                    mask = None;
+                    vec![y]
+                }
             };
         }
         Ok(outs)

@@ -1,7 +1,8 @@
-//! Keras models that start from token ids (tests/data/models/embedding_*, made by
-//! scripts/make_keras_model_cases.py): the ids a model takes and the typed errors for
-//! others, the mask an `Embedding(mask_zero=True)` gives the GRUs, and the functional
-//! graphs' mask nodes that cannot be followed.
+//! The Keras layers around the GRUs of a loaded model (tests/data/models/embedding_* and
+//! gru_layernorm_max_pool, made by scripts/make_keras_model_cases.py): the token ids a model
+//! takes and the typed errors for others, the mask an `Embedding(mask_zero=True)` gives the
+//! GRUs and the pooling, the functional graphs' mask nodes that cannot be followed, and the
+//! layer configs that are refused.
 
 use candle_core::{DType, Device, Tensor};
 use candle_gru::candle::io::keras::{KerasModel, LayerActivation, ModelLayer};
@@ -171,4 +172,59 @@ fn layer_activations_read_keras_names() {
     assert_eq!(read(f), LayerActivation::Softmax);
     assert!(matches!(read(Value::Null), LayerActivation::Elementwise(_)));
     assert!(LayerActivation::from_keras_value(&"no_such".into()).is_err());
+}
+
+#[test]
+fn pooling_and_layer_norm_follow_keras() {
+    use candle_gru::candle::io::keras::{GlobalPooling1D, LayerNorm};
+    let dev = &Device::Cpu;
+    let x = Tensor::new(&[[[1f32, 10.0], [3.0, -2.0], [5.0, 4.0]]], dev).unwrap();
+    let mask = Tensor::new(&[[1u8, 1, 0]], dev).unwrap();
+    let avg = GlobalPooling1D {
+        max: false,
+        keepdims: false,
+    };
+    // The mean over the kept steps; all steps without a mask.
+    let masked = values(&avg.forward(&x, Some(&mask)).unwrap());
+    assert_eq!(masked, [2.0, 4.0]);
+    assert_eq!(values(&avg.forward(&x, None).unwrap()), [3.0, 4.0]);
+    // A row whose steps are all masked: 0/0, as in Keras.
+    let none = Tensor::new(&[[0u8, 0, 0]], dev).unwrap();
+    assert!(values(&avg.forward(&x, Some(&none)).unwrap())[0].is_nan());
+    let max = GlobalPooling1D {
+        max: true,
+        keepdims: true,
+    };
+    let m = max.forward(&x, Some(&mask)).unwrap();
+    assert_eq!(m.dims(), &[1, 1, 2]);
+    assert_eq!(values(&m), [5.0, 10.0], "the max ignores the mask");
+    // LayerNorm on one step [1, 3]: mean 2, var 1.
+    let norm = LayerNorm {
+        gamma: Some(Tensor::new(&[2f32, 1.0], dev).unwrap()),
+        beta: Some(Tensor::new(&[0.5f32, 0.0], dev).unwrap()),
+        epsilon: 0.0,
+    };
+    let y = values(
+        &norm
+            .forward(&Tensor::new(&[[1f32, 3.0]], dev).unwrap())
+            .unwrap(),
+    );
+    assert_eq!(y, [-1.5, 1.0]);
+}
+
+#[test]
+fn layer_norms_and_pooling_keras_cannot_mean_here_are_refused() {
+    const NORM: &str = "gru_layernorm_max_pool";
+    let w = unsupported(load_edited(NORM, |c| {
+        layer_named(c, "LayerNormalization")["config"]["rms_scaling"] = true.into();
+    }));
+    assert!(w.contains("rms_scaling"), "{w}");
+    let w = unsupported(load_edited(NORM, |c| {
+        layer_named(c, "LayerNormalization")["config"]["axis"] = serde_json::json!([1]);
+    }));
+    assert!(w.contains("axis"), "{w}");
+    let w = unsupported(load_edited(NORM, |c| {
+        layer_named(c, "GlobalMaxPooling1D")["config"]["data_format"] = "channels_first".into();
+    }));
+    assert!(w.contains("channels_first"), "{w}");
 }

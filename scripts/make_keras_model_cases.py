@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Makes the model cases of tests/data/models with the layers around GRUs (Embedding,
 Dropout, SpatialDropout1D, Activation and softmax heads, LayerNormalization, global
-pooling) with Keras 3.15.1 (TensorFlow backend, CPU), in the schema of
+pooling, Conv1D, MaxPooling1D, AveragePooling1D, TimeDistributed(Dense)) with Keras 3.15.1 (TensorFlow backend, CPU), in the schema of
 tests/data/models/README.md, plus `input_dtype: "int32"` where the inputs are token ids.
 
     python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (keras, tf)
@@ -110,6 +110,40 @@ def main(out_dir):
     save_case(out_dir, model, "gru_layernorm_max_pool",
               "Sequential: GRU(6, return_sequences) -> LayerNormalization(center=False, "
               "epsilon=1e-5) -> GlobalMaxPooling1D(keepdims) -> Dense(2)", x, "float32")
+
+    x = rng.normal(size=(b, 16, 3)).astype(np.float32)
+    model = keras.Sequential([
+        keras.Input(shape=(16, 3)),
+        keras.layers.Conv1D(8, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling1D(2),
+        keras.layers.Conv1D(6, 2, padding="causal", dilation_rate=2, groups=2),
+        keras.layers.AveragePooling1D(3, strides=1, padding="same"),
+        keras.layers.Conv1D(6, 3, strides=2, use_bias=False),
+        keras.layers.MaxPooling1D(2, strides=1, padding="same"),
+        keras.layers.GRU(5),
+        keras.layers.Dense(2),
+    ], name="conv1d_pooling_gru")
+    randomize(model)
+    save_case(out_dir, model, "conv1d_pooling_gru",
+              "Sequential: Conv1D(8, 3, same, relu) -> MaxPooling1D(2) -> Conv1D(6, 2, causal, "
+              "dilation 2, groups 2) -> AveragePooling1D(3, strides 1, same) -> Conv1D(6, 3, "
+              "strides 2, no bias) -> MaxPooling1D(2, strides 1, same) -> GRU(5) -> Dense(2)",
+              x, "float32")
+
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    x[1, 4:] = 0.0
+    model = keras.Sequential([
+        keras.Input(shape=(t, 5)),
+        keras.layers.Masking(0.0),
+        keras.layers.TimeDistributed(keras.layers.Dense(4, activation="tanh")),
+        keras.layers.GRU(3, return_sequences=True),
+        keras.layers.TimeDistributed(keras.layers.Dense(2)),
+    ], name="time_distributed_dense_gru")
+    randomize(model)
+    save_case(out_dir, model, "time_distributed_dense_gru",
+              "Sequential: Masking(0.0) -> TimeDistributed(Dense(4, tanh)) -> GRU(3, "
+              "return_sequences) -> TimeDistributed(Dense(2)); row 1 padded after step 4",
+              x, "float32")
 
 
 if __name__ == "__main__":

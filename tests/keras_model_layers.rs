@@ -228,3 +228,57 @@ fn layer_norms_and_pooling_keras_cannot_mean_here_are_refused() {
     }));
     assert!(w.contains("channels_first"), "{w}");
 }
+
+#[test]
+fn convolutions_and_wrappers_keras_cannot_mean_here_are_refused() {
+    const CONV: &str = "conv1d_pooling_gru";
+    let w = unsupported(load_edited(CONV, |c| {
+        layer_named(c, "Conv1D")["config"]["data_format"] = "channels_first".into();
+    }));
+    assert!(w.contains("channels_first"), "{w}");
+    let w = unsupported(load_edited(CONV, |c| {
+        layer_named(c, "Conv1D")["config"]["groups"] = 2.into();
+    }));
+    assert!(w.contains("2 groups of 3 inputs"), "{w}");
+    let w = unsupported(load_edited(CONV, |c| {
+        layer_named(c, "MaxPooling1D")["config"]["padding"] = "causal".into();
+    }));
+    assert!(w.contains("padding"), "{w}");
+    const TD: &str = "time_distributed_dense_gru";
+    let w = unsupported(load_edited(TD, |c| {
+        layer_named(c, "TimeDistributed")["config"]["layer"]["class_name"] = "Conv1D".into();
+    }));
+    assert!(w.contains("TimeDistributed"), "{w}");
+}
+
+#[test]
+fn conv_padding_follows_tensorflow() {
+    use candle_gru::candle::io::keras::Padding1D;
+    // same: ceil(T / s) outputs; the odd padding step goes to the right.
+    assert_eq!(Padding1D::Same.amounts(16, 3, 1), (1, 1));
+    assert_eq!(Padding1D::Same.amounts(8, 2, 1), (0, 1));
+    assert_eq!(Padding1D::Same.amounts(7, 3, 2), (1, 1));
+    assert_eq!(Padding1D::Same.amounts(8, 3, 2), (0, 1));
+    assert_eq!(Padding1D::Causal.amounts(8, 3, 1), (2, 0));
+    assert_eq!(Padding1D::Valid.amounts(8, 3, 1), (0, 0));
+}
+
+#[test]
+fn sequences_shorter_than_a_window_are_typed_errors() {
+    let m = KerasModel::load(&data("conv1d_pooling_gru.keras"), DType::F32, &Device::Cpu).unwrap();
+    // The first Conv1D pads (same); MaxPooling1D(2) then needs 2 steps.
+    let one_step = Tensor::zeros((1, 1, 3), DType::F32, &Device::Cpu).unwrap();
+    match m.call(&one_step, None) {
+        Err(Error::Gru(GruError::Shape { what, .. })) => assert_eq!(what, "pooling input"),
+        other => panic!("expected a shape error, got {other:?}"),
+    }
+    // A valid Conv1D (the third, kernel 3, after the pools) on too few steps.
+    let ModelLayer::Conv1D(valid) = &m.layers[5].1 else {
+        panic!("layer 5 is the third Conv1D: {:?}", m.layers[5].0)
+    };
+    let two_steps = Tensor::zeros((1, 2, 6), DType::F32, &Device::Cpu).unwrap();
+    match valid.forward(&two_steps) {
+        Err(Error::Gru(GruError::Shape { what, .. })) => assert_eq!(what, "Conv1D input"),
+        other => panic!("expected a shape error, got {other:?}"),
+    }
+}

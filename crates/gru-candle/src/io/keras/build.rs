@@ -4,9 +4,8 @@
 use super::graph::{check_chain, check_id_mask_node, check_mask_argument, MaskState};
 use super::weights::Weights;
 use super::{last_dim, malformed, snake, unsupported};
-use super::{
-    Dense, Embedding, GlobalPooling1D, KerasModel, LayerActivation, LayerNorm, ModelLayer,
-};
+use super::{Conv1D, Dense, Embedding, GlobalPooling1D, KerasModel, LayerActivation};
+use super::{LayerNorm, ModelLayer, Padding1D, Pooling1D};
 use crate::bidirectional::{Bidirectional, MergeMode};
 use crate::error::Result;
 use candle_core::{DType, Device};
@@ -126,6 +125,18 @@ impl ChainBuilder<'_> {
             "GRU" => self.gru(cfg, &group, self.input_dim(l, lname)?),
             "Bidirectional" => self.bidirectional(cfg, &group, self.input_dim(l, lname)?),
             "Dense" => self.dense(cfg, &group, self.input_dim(l, lname)?),
+            "TimeDistributed" => match cfg["layer"]["class_name"].as_str() {
+                Some("Dense") => {
+                    let inner = &cfg["layer"]["config"];
+                    self.dense(inner, &format!("{group}/layer"), self.input_dim(l, lname)?)
+                }
+                other => Err(unsupported(
+                    &self.w.source,
+                    format!("layer {lname:?}: TimeDistributed({other:?}): only Dense"),
+                )),
+            },
+            "Conv1D" => self.conv1d(cfg, &group, lname, self.input_dim(l, lname)?),
+            "MaxPooling1D" | "AveragePooling1D" => self.pooling(cfg, class, lname),
             "Embedding" => self.embedding(cfg, &group),
             "Dropout" | "SpatialDropout1D" => Ok(ModelLayer::Dropout),
             "LayerNormalization" => self.layer_norm(cfg, &group, self.input_dim(l, lname)?),
@@ -219,6 +230,83 @@ impl ChainBuilder<'_> {
         }))
     }
 
+    fn conv1d(&mut self, cfg: &Value, group: &str, lname: &str, d: usize) -> Result<ModelLayer> {
+        let src = self.w.source.clone();
+        let size = |key: &str, default: u64| -> Result<usize> {
+            match one_size(cfg.get(key).unwrap_or(&Value::Null), default) {
+                Some(n) => Ok(n),
+                None => Err(malformed(
+                    &src,
+                    format!("layer {lname:?}: {key} = {} (a positive size)", cfg[key]),
+                )),
+            }
+        };
+        let (filters, k) = (size("filters", 0)?, size("kernel_size", 0)?);
+        let (stride, dilation) = (size("strides", 1)?, size("dilation_rate", 1)?);
+        let groups = size("groups", 1)?;
+        let padding = padding(cfg, lname, &src, true)?;
+        let channels_last =
+            cfg["data_format"].as_str().unwrap_or("channels_last") == "channels_last";
+        if !channels_last || !d.is_multiple_of(groups) || !filters.is_multiple_of(groups) {
+            let what = format!(
+                "layer {lname:?}: Conv1D with data_format {}, {groups} groups of {d} inputs and {filters} filters (channels_last, groups dividing both)",
+                cfg["data_format"]
+            );
+            return Err(unsupported(&src, what));
+        }
+        let (dt, dev) = (self.dtype, self.device);
+        let kernel = self.w.tensor(
+            &format!("{group}/vars/0"),
+            &[k, d / groups, filters],
+            dt,
+            dev,
+        )?;
+        let bias = match cfg["use_bias"].as_bool().unwrap_or(true) {
+            true => Some(
+                self.w
+                    .tensor(&format!("{group}/vars/1"), &[filters], dt, dev)?,
+            ),
+            false => None,
+        };
+        let activation =
+            LayerActivation::from_keras_value(cfg.get("activation").unwrap_or(&Value::Null))?;
+        self.features = Some(filters);
+        Ok(ModelLayer::Conv1D(Conv1D {
+            kernel,
+            bias,
+            stride,
+            dilation,
+            groups,
+            padding,
+            activation,
+            compute_dtype: self.compute_dtype(cfg)?,
+        }))
+    }
+
+    fn pooling(&self, cfg: &Value, class: &str, lname: &str) -> Result<ModelLayer> {
+        let src = &self.w.source;
+        let pool = one_size(&cfg["pool_size"], 2);
+        let stride = match &cfg["strides"] {
+            Value::Null => pool,
+            v => one_size(v, 0),
+        };
+        let channels_last =
+            cfg["data_format"].as_str().unwrap_or("channels_last") == "channels_last";
+        let (Some(size), Some(stride), true) = (pool, stride, channels_last) else {
+            let what = format!(
+                "layer {lname:?}: {class} with pool_size {}, strides {}, data_format {} (positive sizes, channels_last)",
+                cfg["pool_size"], cfg["strides"], cfg["data_format"]
+            );
+            return Err(unsupported(src, what));
+        };
+        Ok(ModelLayer::Pooling(Pooling1D {
+            max: class == "MaxPooling1D",
+            size,
+            stride,
+            padding: padding(cfg, lname, src, false)?,
+        }))
+    }
+
     fn layer_norm(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
         let last_axis = match &cfg["axis"] {
             Value::Null => true,
@@ -277,5 +365,32 @@ impl ChainBuilder<'_> {
     fn compute_dtype(&self, cfg: &Value) -> Result<DType> {
         let policy = DTypePolicy::from_keras_value(cfg.get("dtype").unwrap_or(&Value::Null))?;
         crate::dtype::compute_dtype_of_policy(&policy, self.dtype)
+    }
+}
+
+/// A 1-D size from a config: `n`, `[n]`, or null for `default`; `None` unless positive.
+fn one_size(v: &Value, default: u64) -> Option<usize> {
+    let n = match v {
+        Value::Null => Some(default),
+        Value::Array(a) if a.len() == 1 => a[0].as_u64(),
+        v => v.as_u64(),
+    };
+    n.filter(|&n| n > 0).map(|n| n as usize)
+}
+
+/// A layer's `padding`: `valid`, `same`, and (for `Conv1D`) `causal`.
+fn padding(cfg: &Value, lname: &str, source: &str, causal_ok: bool) -> Result<Padding1D> {
+    match cfg["padding"]
+        .as_str()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("valid") => Ok(Padding1D::Valid),
+        Some("same") => Ok(Padding1D::Same),
+        Some("causal") if causal_ok => Ok(Padding1D::Causal),
+        _ => {
+            let what = format!("layer {lname:?}: padding {}", cfg["padding"]);
+            Err(unsupported(source, what))
+        }
     }
 }

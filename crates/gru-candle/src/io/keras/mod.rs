@@ -8,14 +8,17 @@
 //!
 //! Chains of InputLayer, Embedding, Masking, Dropout, SpatialDropout1D, GRU,
 //! Bidirectional(GRU), LayerNormalization, GlobalAveragePooling1D, GlobalMaxPooling1D,
-//! Dense and Activation run end to end (functional models too, with the
+//! Conv1D, MaxPooling1D, AveragePooling1D, Dense, TimeDistributed(Dense) and Activation run
+//! end to end (functional models too, with the
 //! `NotEqual` mask node Keras records for `Embedding(mask_zero=True)`).
 
 mod build;
+mod conv;
 mod graph;
 mod layers;
 mod weights;
 
+pub use conv::{Conv1D, Padding1D, Pooling1D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
 
 use crate::bidirectional::Bidirectional;
@@ -58,6 +61,10 @@ pub enum ModelLayer {
     LayerNorm(LayerNorm),
     /// `GlobalAveragePooling1D`, `GlobalMaxPooling1D`.
     GlobalPooling(GlobalPooling1D),
+    /// `Conv1D`.
+    Conv1D(Conv1D),
+    /// `MaxPooling1D`, `AveragePooling1D`.
+    Pooling(Pooling1D),
 }
 
 impl ModelLayer {
@@ -70,7 +77,9 @@ impl ModelLayer {
             | ModelLayer::Dropout
             | ModelLayer::Activation(_)
             | ModelLayer::LayerNorm(_)
-            | ModelLayer::GlobalPooling(_) => None,
+            | ModelLayer::GlobalPooling(_)
+            | ModelLayer::Pooling(_) => None,
+            ModelLayer::Conv1D(c) => Some(c.compute_dtype),
             ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
             ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),
@@ -88,24 +97,50 @@ pub struct KerasModel {
     pub layers: Vec<(String, ModelLayer)>,
 }
 
-/// Keras' `to_snake_case` for the class names that occur here.
+/// Keras' `to_snake_case` (`keras.src.utils.naming`): drop non-word characters, then
+/// `re.sub("(.)([A-Z][a-z]+)", r"\1_\2")`, then `re.sub("([a-z])([A-Z])", r"\1_\2")`,
+/// lower-cased (`Conv1D` -> `conv1d`, `GlobalMaxPooling1D` -> `global_max_pooling1d`).
 fn snake(class: &str) -> String {
-    let mut out = String::new();
-    let chars: Vec<char> = class.chars().collect();
-    for (i, c) in chars.iter().enumerate() {
-        if c.is_uppercase() {
-            let prev_lower =
-                i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            if i > 0 && (prev_lower || (next_lower && chars[i - 1].is_uppercase())) {
-                out.push('_');
+    let c: Vec<char> = class
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    // (.)([A-Z][a-z]+): matches are consumed left to right, without overlap.
+    let mut words = Vec::with_capacity(c.len() + 4);
+    let mut i = 0;
+    while i < c.len() {
+        let starts_word = |j: usize| {
+            c.get(j).is_some_and(char::is_ascii_uppercase)
+                && c.get(j + 1).is_some_and(char::is_ascii_lowercase)
+        };
+        if starts_word(i + 1) {
+            let mut end = i + 2;
+            while c.get(end).is_some_and(char::is_ascii_lowercase) {
+                end += 1;
             }
-            out.extend(c.to_lowercase());
+            words.push(c[i]);
+            words.push('_');
+            words.extend_from_slice(&c[i + 1..end]);
+            i = end;
         } else {
-            out.push(*c);
+            words.push(c[i]);
+            i += 1;
         }
     }
-    out
+    // ([a-z])([A-Z]).
+    let mut out = String::with_capacity(words.len() + 4);
+    let mut i = 0;
+    while i < words.len() {
+        out.push(words[i]);
+        if words[i].is_ascii_lowercase() && words.get(i + 1).is_some_and(char::is_ascii_uppercase) {
+            out.push('_');
+            out.push(words[i + 1]);
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    out.to_ascii_lowercase()
 }
 
 fn unsupported(source: &str, what: impl Into<String>) -> crate::Error {
@@ -312,6 +347,15 @@ impl KerasModel {
                     mask = None;
                     vec![y]
                 }
+                // Keras' convolutions and poolings do not support masking: the mask ends.
+                ModelLayer::Conv1D(c) => {
+                    mask = None;
+                    vec![c.forward(x)?]
+                }
+                ModelLayer::Pooling(p) => {
+                    mask = None;
+                    vec![p.forward(x)?]
+                }
             };
         }
         Ok(outs)
@@ -329,5 +373,20 @@ mod tests {
         assert_eq!(snake("InputLayer"), "input_layer");
         assert_eq!(snake("Dense"), "dense");
         assert_eq!(snake("LSTMCell"), "lstm_cell");
+        // Keras' own answers (keras.src.utils.naming.to_snake_case).
+        for (class, keras) in [
+            ("Conv1D", "conv1d"),
+            ("GlobalMaxPooling1D", "global_max_pooling1d"),
+            ("SpatialDropout1D", "spatial_dropout1d"),
+            ("TimeDistributed", "time_distributed"),
+            ("LayerNormalization", "layer_normalization"),
+            ("ABcDe", "a_bc_de"),
+            ("HTTPServer2XYZ", "http_server2xyz"),
+            ("A1Bc", "a1_bc"),
+            ("aBC", "a_bc"),
+            ("AbCdEf", "ab_cd_ef"),
+        ] {
+            assert_eq!(snake(class), keras, "{class}");
+        }
     }
 }

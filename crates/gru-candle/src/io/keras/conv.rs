@@ -1,0 +1,142 @@
+//! Keras' `Conv1D`, `MaxPooling1D` and `AveragePooling1D` (channels_last): the front end of
+//! convolutional-recurrent models. TensorFlow's padding rules: `valid` none, `same` the total
+//! `max((ceil(T/s) - 1) s + span - T, 0)` split with the extra step on the right, `causal`
+//! `(k - 1) d` on the left.
+
+use super::layers::LayerActivation;
+use crate::dtype::autocast;
+use crate::error::{Error, Result};
+use candle_core::{DType, Tensor};
+use gru_core::GruError;
+
+/// A layer's `padding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding1D {
+    /// No padding.
+    Valid,
+    /// Output length `ceil(T / strides)`.
+    Same,
+    /// Left padding only (`Conv1D`): `output[t]` sees no input after `t`.
+    Causal,
+}
+
+impl Padding1D {
+    /// `(left, right)` padding for length `t`, a window spanning `span` steps, stride `s`.
+    pub fn amounts(self, t: usize, span: usize, s: usize) -> (usize, usize) {
+        match self {
+            Padding1D::Valid => (0, 0),
+            Padding1D::Causal => (span - 1, 0),
+            Padding1D::Same => {
+                let out = t.div_ceil(s);
+                let total = ((out.max(1) - 1) * s + span).saturating_sub(t);
+                (total / 2, total - total / 2)
+            }
+        }
+    }
+}
+
+/// Keras `Conv1D`: (batch, T, in) -> (batch, T', filters).
+#[derive(Debug)]
+pub struct Conv1D {
+    /// (kernel_size, in / groups, filters), as Keras stores it.
+    pub kernel: Tensor,
+    /// (filters,), if `use_bias`.
+    pub bias: Option<Tensor>,
+    /// `strides`.
+    pub stride: usize,
+    /// `dilation_rate`.
+    pub dilation: usize,
+    /// `groups`.
+    pub groups: usize,
+    /// `padding`.
+    pub padding: Padding1D,
+    /// `activation`.
+    pub activation: LayerActivation,
+    /// The dtype it computes in (the weights', or a mixed policy's half type).
+    pub compute_dtype: DType,
+}
+
+impl Conv1D {
+    /// Convolves over time.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = autocast(x, self.compute_dtype)?;
+        let (_, t, _) = x.dims3()?;
+        let k = self.kernel.dim(0)?;
+        let span = (k - 1) * self.dilation + 1;
+        let (left, right) = self.padding.amounts(t, span, self.stride);
+        if t + left + right < span {
+            return Err(Error::Gru(GruError::Shape {
+                what: "Conv1D input".into(),
+                expected: format!("at least {span} steps (the kernel's span)"),
+                got: format!("{:?}", x.dims()),
+            }));
+        }
+        let x = x
+            .pad_with_zeros(1, left, right)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        // Keras' (k, in, out) is Candle's (out, in, k).
+        let kernel = autocast(&self.kernel, self.compute_dtype)?
+            .permute((2, 1, 0))?
+            .contiguous()?;
+        let mut y = x
+            .conv1d(&kernel, 0, self.stride, self.dilation, self.groups)?
+            .transpose(1, 2)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
+        }
+        self.activation.apply(&y)
+    }
+}
+
+/// Keras `MaxPooling1D` / `AveragePooling1D`: windows of `pool_size` steps every `stride`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pooling1D {
+    /// Max or average.
+    pub max: bool,
+    /// `pool_size`.
+    pub size: usize,
+    /// `strides` (Keras' default: the pool size).
+    pub stride: usize,
+    /// `padding` (`valid` or `same`; a `same` window averages only the steps it covers,
+    /// and a max ignores the padding, as TensorFlow's pooling does).
+    pub padding: Padding1D,
+}
+
+impl Pooling1D {
+    /// Pools (batch, T, f) over time.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, t, _) = x.dims3()?;
+        let (left, right) = self.padding.amounts(t, self.size, self.stride);
+        if t + left + right < self.size {
+            return Err(Error::Gru(GruError::Shape {
+                what: "pooling input".into(),
+                expected: format!("at least pool_size = {} steps", self.size),
+                got: format!("{:?}", x.dims()),
+            }));
+        }
+        if (left, right) == (0, 0) {
+            // Candle's 2-D pooling over a (batch, f, 1, T) view.
+            let v = x.transpose(1, 2)?.unsqueeze(2)?;
+            let (k, s) = ((1, self.size), (1, self.stride));
+            let y = match self.max {
+                true => v.max_pool2d_with_stride(k, s)?,
+                false => v.avg_pool2d_with_stride(k, s)?,
+            };
+            return Ok(y.squeeze(2)?.transpose(1, 2)?);
+        }
+        let windows = (t + left + right - self.size) / self.stride + 1;
+        let mut outs = Vec::with_capacity(windows);
+        for w in 0..windows {
+            // The window's steps inside the unpadded input.
+            let start = (w * self.stride).saturating_sub(left);
+            let end = (w * self.stride + self.size).saturating_sub(left).min(t);
+            let part = x.narrow(1, start, end - start)?;
+            outs.push(match self.max {
+                true => part.max_keepdim(1)?,
+                false => part.mean_keepdim(1)?,
+            });
+        }
+        Ok(Tensor::cat(&outs, 1)?)
+    }
+}

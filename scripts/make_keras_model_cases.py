@@ -145,6 +145,79 @@ def main(out_dir):
               "return_sequences) -> TimeDistributed(Dense(2)); row 1 padded after step 4",
               x, "float32")
 
+    training_case(out_dir, rng, vocab)
+
+
+def training_case(out_dir, rng, vocab):
+    """A model with regularizers, a constraint and a frozen layer, with Keras' loss and
+    gradients of one batch: `training` holds the labels, the loss parts, the gradient of
+    every trainable variable by its path in the weights file, and the constrained kernel."""
+    import h5py
+    import tensorflow as tf
+
+    b, t = 4, 6
+    ids = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids[1, 4:] = 0
+    ids[3, 2:] = 0
+    inp = keras.Input(shape=(t,), dtype="int32")
+    h = keras.layers.Embedding(vocab, 5, mask_zero=True,
+                               embeddings_regularizer=keras.regularizers.L2(1e-3))(inp)
+    h = keras.layers.Dropout(0.25)(h)
+    h = keras.layers.GRU(6, return_sequences=True, kernel_regularizer=keras.regularizers.L2(0.01),
+                         activity_regularizer=keras.regularizers.L1(1e-3))(h)
+    h = keras.layers.LayerNormalization(trainable=False)(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    h = keras.layers.Dense(4, activation="tanh", kernel_regularizer=keras.regularizers.L1L2(1e-3, 1e-2),
+                           kernel_constraint=keras.constraints.MaxNorm(0.5),
+                           activity_regularizer=keras.regularizers.L2(1e-3))(h)
+    y = keras.layers.Dense(3, activation="softmax", bias_regularizer=keras.regularizers.L1(0.02))(h)
+    model = keras.Model(inp, y, name="training_regularized")
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.4 for w in model.get_weights()])
+    labels = rng.integers(0, 3, size=(b,)).astype(np.int32)
+    name = "training_regularized"
+    save_case(out_dir, model, name,
+              "Input(int32) -> Embedding(mask_zero, L2) -> Dropout(0.25) -> GRU(6, return_sequences, "
+              "kernel L2, activity L1) -> LayerNormalization(trainable=False) -> "
+              "GlobalAveragePooling1D -> Dense(4, tanh, kernel L1L2, MaxNorm(0.5), activity L2) -> "
+              "Dense(3, softmax, bias L1); with Keras' loss, gradients and constraint", ids)
+    ce = keras.losses.SparseCategoricalCrossentropy()
+    with tf.GradientTape() as tape:
+        out = model(ids, training=False)
+        data_loss = ce(labels, out)
+        extra = tf.add_n(model.losses)
+        total = data_loss + extra
+    variables = model.trainable_variables
+    grads = tape.gradient(total, variables)
+    # Each variable's path in the weights file: the dataset holding exactly its values.
+    paths = {}
+    with h5py.File(os.path.join(out_dir, name + ".weights.h5")) as f:
+        def visit(p, obj):
+            if isinstance(obj, h5py.Dataset):
+                paths[p] = np.asarray(obj)
+        f.visititems(visit)
+    def path_of(v):
+        hits = [p for p, a in paths.items() if a.shape == tuple(v.shape) and np.array_equal(a, np.asarray(v))]
+        assert len(hits) == 1, (v.path, hits)
+        return hits[0]
+    dense = next(l for l in model.layers if isinstance(l, keras.layers.Dense))
+    with open(os.path.join(out_dir, name + ".json")) as fh:
+        case = json.load(fh)
+    case["training"] = {
+        "labels": labels.tolist(),
+        "data_loss": float(data_loss),
+        "regularization_and_activity_loss": float(extra),
+        "total_loss": float(total),
+        "trainable_paths": sorted(path_of(v) for v in variables),
+        "all_paths": sorted(paths),
+        "gradients": {path_of(v): np.asarray(g).astype(np.float64).ravel().tolist()
+                      for v, g in zip(variables, grads)},
+        "constrained": {"path": path_of(dense.kernel),
+                        "values": np.asarray(dense.kernel_constraint(dense.kernel)).astype(np.float64).ravel().tolist()},
+    }
+    with open(os.path.join(out_dir, name + ".json"), "w") as fh:
+        json.dump(case, fh)
+    print(name, "loss", float(total), "extra", float(extra))
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

@@ -42,7 +42,7 @@ fn token_models_load_the_layers_keras_wrote() {
             ModelLayer::Input => "input",
             ModelLayer::Embedding(e) if e.mask_zero => "embedding(mask_zero)",
             ModelLayer::Embedding(_) => "embedding",
-            ModelLayer::Dropout => "dropout",
+            ModelLayer::Dropout(_) => "dropout",
             ModelLayer::Gru(_) => "gru",
             ModelLayer::Dense(d) if d.activation == LayerActivation::Softmax => "dense(softmax)",
             _ => "other",
@@ -203,6 +203,7 @@ fn pooling_and_layer_norm_follow_keras() {
         gamma: Some(Tensor::new(&[2f32, 1.0], dev).unwrap()),
         beta: Some(Tensor::new(&[0.5f32, 0.0], dev).unwrap()),
         epsilon: 0.0,
+        rules: Vec::new(),
     };
     let y = values(
         &norm

@@ -68,6 +68,9 @@ pub struct BidirectionalOutput {
     pub outputs: Vec<Tensor>,
     /// `(forward state, backward state)` with `return_state`.
     pub states: Option<(Tensor, Tensor)>,
+    /// The two directions' activity regularization losses, summed (each direction's as
+    /// [`crate::GruOutput::activity_loss`]), when they have an `activity_regularizer`.
+    pub activity_loss: Option<Tensor>,
 }
 
 /// A bidirectional GRU.
@@ -227,7 +230,12 @@ impl Bidirectional {
             (Some(a), Some(b)) => Some((a, b)),
             _ => None,
         };
-        Ok(BidirectionalOutput { outputs, states })
+        let activity_loss = crate::call::sum_losses([fw.activity_loss, bw.activity_loss])?;
+        Ok(BidirectionalOutput {
+            outputs,
+            states,
+            activity_loss,
+        })
     }
 }
 

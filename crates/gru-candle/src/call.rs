@@ -410,6 +410,28 @@ impl Gru {
     }
 }
 
+/// The sum of the losses that are present, `None` when none is. Losses of different
+/// dtypes (a mixed precision layer's beside a float32 one's) are summed in f32, or f64 when
+/// one is f64.
+pub(crate) fn sum_losses(
+    losses: impl IntoIterator<Item = Option<Tensor>>,
+) -> Result<Option<Tensor>> {
+    let losses: Vec<Tensor> = losses.into_iter().flatten().collect();
+    let Some(first) = losses.first() else {
+        return Ok(None);
+    };
+    let dtype = match losses.iter().all(|l| l.dtype() == first.dtype()) {
+        true => first.dtype(),
+        false if losses.iter().any(|l| l.dtype() == DType::F64) => DType::F64,
+        false => DType::F32,
+    };
+    let mut total = first.to_dtype(dtype)?;
+    for l in &losses[1..] {
+        total = (total + l.to_dtype(dtype)?)?;
+    }
+    Ok(Some(total))
+}
+
 fn poisoned() -> Error {
     Error::Candle(candle_core::Error::Msg(
         "GRU state lock poisoned by a panic in another thread".into(),

@@ -7,7 +7,7 @@ use crate::limits::Limits;
 use crate::paths::fused_cpu::FusedSettings;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
-use gru_core::{Dispatch, GruConfig, GruError, Initializer};
+use gru_core::{Constraint, Dispatch, GruConfig, GruError, Initializer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Mutex;
@@ -485,23 +485,27 @@ impl Gru {
             ),
             ("bias", &c.bias_constraint, self.bias.as_ref()),
         ] {
-            let (Some(constraint), Some(w)) = (constraint, w) else {
-                continue;
-            };
-            if !w.is_variable() {
-                return Err(Error::Gru(GruError::InvalidConfig {
-                    key: format!("{name}_constraint"),
-                    expected: format!(
-                        "`{name}` to be a trainable Var (build the layer from a VarMap)"
-                    ),
-                    got: "a constant tensor".into(),
-                }));
+            if let (Some(constraint), Some(w)) = (constraint, w) {
+                apply_constraint(name, constraint, w)?;
             }
-            let mut values: Vec<f64> = w.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-            constraint.apply(name, w.dims(), &mut values)?;
-            let new = Tensor::from_vec(values, w.dims(), w.device())?.to_dtype(w.dtype())?;
-            Var::from_tensor(w)?.set(&new)?;
         }
         Ok(())
     }
+}
+
+/// Applies a Keras constraint to the weight `name` in place; the weight must be a trainable
+/// `Var` (built from a `VarMap`), else a typed error naming it.
+pub(crate) fn apply_constraint(name: &str, constraint: &Constraint, w: &Tensor) -> Result<()> {
+    if !w.is_variable() {
+        return Err(Error::Gru(GruError::InvalidConfig {
+            key: format!("{name}_constraint"),
+            expected: format!("`{name}` to be a trainable Var (build the layer from a VarMap)"),
+            got: "a constant tensor".into(),
+        }));
+    }
+    let mut values: Vec<f64> = w.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+    constraint.apply(name, w.dims(), &mut values)?;
+    let new = Tensor::from_vec(values, w.dims(), w.device())?.to_dtype(w.dtype())?;
+    Var::from_tensor(w)?.set(&new)?;
+    Ok(())
 }

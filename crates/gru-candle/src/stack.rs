@@ -57,6 +57,9 @@ pub struct StackOutput {
     /// The final state of every direction of every layer that has `return_state`, in order
     /// (layer 0 forward, layer 0 backward, layer 1 ...): PyTorch's `h_n` when stacked.
     pub states: Vec<Tensor>,
+    /// Every layer's activity regularization loss, summed, when any has an
+    /// `activity_regularizer`.
+    pub activity_loss: Option<Tensor>,
 }
 
 /// A stack of GRU layers.
@@ -124,6 +127,7 @@ impl GruStack {
         }
         let mut x = inputs.clone();
         let mut states = Vec::new();
+        let mut losses = Vec::new();
         let mut k = 0;
         for layer in &self.layers {
             let h0 = |i: usize| initial_states.map(|h| &h[k + i]);
@@ -139,11 +143,13 @@ impl GruStack {
                     )?;
                     x = out.output;
                     states.extend(out.state);
+                    losses.push(out.activity_loss);
                 }
                 StackLayer::Bidirectional(b) => {
                     let init = h0(0).zip(h0(1));
                     let x_in = between_layers(&x, k, b.forward_layer().compute_dtype())?;
                     let out = b.call(&x_in, mask, init, training)?;
+                    losses.push(out.activity_loss);
                     x = match out.outputs.as_slice() {
                         [one] => one.clone(),
                         many => Tensor::cat(many, candle_core::D::Minus1)?,
@@ -156,7 +162,11 @@ impl GruStack {
             }
             k += layer.directions();
         }
-        Ok(StackOutput { output: x, states })
+        Ok(StackOutput {
+            output: x,
+            states,
+            activity_loss: crate::call::sum_losses(losses)?,
+        })
     }
 }
 

@@ -2,14 +2,15 @@
 //! found at Keras 3's object-tree path (`layers/{snake_case(class)}[_k]/...`).
 
 use super::graph::{check_chain, check_id_mask_node, check_mask_argument, MaskState};
+use super::train::{Dropout, WeightRule};
 use super::weights::Weights;
 use super::{last_dim, malformed, snake, unsupported};
 use super::{Conv1D, Dense, Embedding, GlobalPooling1D, KerasModel, LayerActivation};
 use super::{LayerNorm, ModelLayer, Padding1D, Pooling1D};
 use crate::bidirectional::{Bidirectional, MergeMode};
 use crate::error::Result;
-use candle_core::{DType, Device};
-use gru_core::{DTypePolicy, GruConfig};
+use candle_core::{DType, Device, Tensor};
+use gru_core::{DTypePolicy, GruConfig, Regularizer};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -55,6 +56,7 @@ pub(super) fn build(
     let mut layers: Vec<(String, ModelLayer)> = Vec::new();
     let mut mask = MaskState::None;
     let mut mask_nodes: Vec<String> = Vec::new();
+    let mut activity = Vec::new();
     for (i, l) in layer_list.iter().enumerate() {
         let lname = l["config"]["name"]
             .as_str()
@@ -80,9 +82,21 @@ pub(super) fn build(
             check_mask_argument(&source, l, &lname, &mask_nodes, mask)?;
         }
         mask = mask.after(&layer);
+        // A GRU computes its own activity loss; Keras adds any other layer's.
+        let reg = l["config"]
+            .get("activity_regularizer")
+            .unwrap_or(&Value::Null);
+        let reg = Regularizer::from_keras_value("activity_regularizer", reg)?;
+        if let (Some(reg), false) = (reg, matches!(layer, ModelLayer::Gru(_))) {
+            activity.push((lname.clone(), reg));
+        }
         layers.push((lname, layer));
     }
-    Ok(KerasModel { name, layers })
+    Ok(KerasModel {
+        name,
+        layers,
+        activity,
+    })
 }
 
 impl ChainBuilder<'_> {
@@ -138,7 +152,7 @@ impl ChainBuilder<'_> {
             "Conv1D" => self.conv1d(cfg, &group, lname, self.input_dim(l, lname)?),
             "MaxPooling1D" | "AveragePooling1D" => self.pooling(cfg, class, lname),
             "Embedding" => self.embedding(cfg, &group),
-            "Dropout" | "SpatialDropout1D" => Ok(ModelLayer::Dropout),
+            "Dropout" | "SpatialDropout1D" => self.dropout(cfg, class, lname),
             "LayerNormalization" => self.layer_norm(cfg, &group, self.input_dim(l, lname)?),
             "GlobalAveragePooling1D" | "GlobalMaxPooling1D" => {
                 if cfg["data_format"].as_str().unwrap_or("channels_last") != "channels_last" {
@@ -158,6 +172,33 @@ impl ChainBuilder<'_> {
                 format!("layer {lname:?} of class {other}"),
             )),
         }
+    }
+
+    /// A weight of a Dense, Conv1D, Embedding or LayerNormalization layer: a `Var` of the
+    /// model's `VarMap` in a trainable load, used as a constant when the layer has
+    /// `trainable = false` (Keras trains none of its weights then).
+    fn weight(&self, cfg: &Value, path: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.w.tensor(path, shape, self.dtype, self.device)?;
+        Ok(match cfg["trainable"].as_bool() {
+            Some(false) => t.detach(),
+            _ => t,
+        })
+    }
+
+    fn dropout(&self, cfg: &Value, class: &str, lname: &str) -> Result<ModelLayer> {
+        if !cfg["noise_shape"].is_null() {
+            let what = format!(
+                "layer {lname:?}: {class} with noise_shape {}",
+                cfg["noise_shape"]
+            );
+            return Err(unsupported(&self.w.source, what));
+        }
+        let rate = cfg["rate"].as_f64().unwrap_or(0.0);
+        let seed = cfg["seed"].as_u64();
+        let spatial = class == "SpatialDropout1D";
+        Ok(ModelLayer::Dropout(Box::new(Dropout::new(
+            rate, spatial, seed,
+        )?)))
     }
 
     fn gru(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
@@ -210,19 +251,14 @@ impl ChainBuilder<'_> {
             as usize;
         let activation =
             LayerActivation::from_keras_value(cfg.get("activation").unwrap_or(&Value::Null))?;
-        let (dt, dev) = (self.dtype, self.device);
-        let kernel = self
-            .w
-            .tensor(&format!("{group}/vars/0"), &[d, units], dt, dev)?;
+        let kernel = self.weight(cfg, &format!("{group}/vars/0"), &[d, units])?;
         let bias = match cfg["use_bias"].as_bool().unwrap_or(true) {
-            true => Some(
-                self.w
-                    .tensor(&format!("{group}/vars/1"), &[units], dt, dev)?,
-            ),
+            true => Some(self.weight(cfg, &format!("{group}/vars/1"), &[units])?),
             false => None,
         };
         self.features = Some(units);
         Ok(ModelLayer::Dense(Dense {
+            rules: rules(cfg, [("kernel", Some(&kernel)), ("bias", bias.as_ref())])?,
             kernel,
             bias,
             activation,
@@ -254,24 +290,16 @@ impl ChainBuilder<'_> {
             );
             return Err(unsupported(&src, what));
         }
-        let (dt, dev) = (self.dtype, self.device);
-        let kernel = self.w.tensor(
-            &format!("{group}/vars/0"),
-            &[k, d / groups, filters],
-            dt,
-            dev,
-        )?;
+        let kernel = self.weight(cfg, &format!("{group}/vars/0"), &[k, d / groups, filters])?;
         let bias = match cfg["use_bias"].as_bool().unwrap_or(true) {
-            true => Some(
-                self.w
-                    .tensor(&format!("{group}/vars/1"), &[filters], dt, dev)?,
-            ),
+            true => Some(self.weight(cfg, &format!("{group}/vars/1"), &[filters])?),
             false => None,
         };
         let activation =
             LayerActivation::from_keras_value(cfg.get("activation").unwrap_or(&Value::Null))?;
         self.features = Some(filters);
         Ok(ModelLayer::Conv1D(Conv1D {
+            rules: rules(cfg, [("kernel", Some(&kernel)), ("bias", bias.as_ref())])?,
             kernel,
             bias,
             stride,
@@ -320,20 +348,20 @@ impl ChainBuilder<'_> {
             );
             return Err(unsupported(&self.w.source, what));
         }
-        let (dt, dev) = (self.dtype, self.device);
         // Keras creates gamma (scale) before beta (center).
         let mut k = 0;
         let mut next = |on: bool| -> Result<Option<candle_core::Tensor>> {
             if !on {
                 return Ok(None);
             }
-            let t = self.w.tensor(&format!("{group}/vars/{k}"), &[d], dt, dev)?;
+            let t = self.weight(cfg, &format!("{group}/vars/{k}"), &[d])?;
             k += 1;
             Ok(Some(t))
         };
         let gamma = next(cfg["scale"].as_bool().unwrap_or(true))?;
         let beta = next(cfg["center"].as_bool().unwrap_or(true))?;
         Ok(ModelLayer::LayerNorm(LayerNorm {
+            rules: rules(cfg, [("gamma", gamma.as_ref()), ("beta", beta.as_ref())])?,
             gamma,
             beta,
             epsilon: cfg["epsilon"].as_f64().unwrap_or(1e-3),
@@ -348,12 +376,10 @@ impl ChainBuilder<'_> {
                 .ok_or_else(|| malformed(&self.w.source, format!("Embedding without {key}")))
         };
         let (rows, width) = (dim("input_dim")?, dim("output_dim")?);
-        let (dt, dev) = (self.dtype, self.device);
-        let embeddings = self
-            .w
-            .tensor(&format!("{group}/vars/0"), &[rows, width], dt, dev)?;
+        let embeddings = self.weight(cfg, &format!("{group}/vars/0"), &[rows, width])?;
         self.features = Some(width);
         Ok(ModelLayer::Embedding(Embedding {
+            rules: rules(cfg, [("embeddings", Some(&embeddings))])?,
             embeddings,
             mask_zero: cfg["mask_zero"].as_bool().unwrap_or(false),
             compute_dtype: self.compute_dtype(cfg)?,
@@ -393,4 +419,16 @@ fn padding(cfg: &Value, lname: &str, source: &str, causal_ok: bool) -> Result<Pa
             Err(unsupported(source, what))
         }
     }
+}
+
+/// The regularizers and constraints of a layer's weights (`{name}_regularizer`,
+/// `{name}_constraint`), for the weights it has.
+fn rules<'a>(
+    cfg: &Value,
+    weights: impl IntoIterator<Item = (&'a str, Option<&'a Tensor>)>,
+) -> Result<Vec<WeightRule>> {
+    weights
+        .into_iter()
+        .filter_map(|(name, w)| w.map(|w| WeightRule::of(cfg, name, w)))
+        .collect()
 }

@@ -54,6 +54,8 @@ pub struct Conv1D {
     pub activation: LayerActivation,
     /// The dtype it computes in (the weights', or a mixed policy's half type).
     pub compute_dtype: DType,
+    /// `kernel` and `bias` with their regularizers and constraints.
+    pub rules: Vec<super::train::WeightRule>,
 }
 
 impl Conv1D {

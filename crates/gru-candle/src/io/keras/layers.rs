@@ -1,6 +1,7 @@
 //! The Keras layers around the GRUs of a loaded model: `Dense`, `Embedding`, and the
 //! activation of a `Dense` or `Activation` layer (elementwise, or softmax over the last axis).
 
+use super::train::WeightRule;
 use crate::dtype::autocast;
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor, D};
@@ -45,7 +46,9 @@ impl LayerActivation {
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             LayerActivation::Elementwise(a) => crate::activation::apply(*a, x)?,
-            LayerActivation::Softmax => candle_nn::ops::softmax_last_dim(x)?,
+            // Composed of differentiable ops (candle-nn's `softmax_last_dim` kernel has no
+            // backward: a training loss through it would give no gradient upstream).
+            LayerActivation::Softmax => candle_nn::ops::softmax(x, D::Minus1)?,
             LayerActivation::LogSoftmax => candle_nn::ops::log_softmax(x, D::Minus1)?,
         })
     }
@@ -63,6 +66,8 @@ pub struct Dense {
     /// The dtype it computes in: the weights', or a mixed precision policy's half type (the
     /// input and the weights are cast to it, as Keras' autocasting does).
     pub compute_dtype: DType,
+    /// `kernel` and `bias` with their regularizers and constraints.
+    pub rules: Vec<WeightRule>,
 }
 
 impl Dense {
@@ -87,6 +92,8 @@ pub struct Embedding {
     pub mask_zero: bool,
     /// The dtype of its output: the weights', or a mixed precision policy's half type.
     pub compute_dtype: DType,
+    /// `embeddings` with its regularizer and constraint.
+    pub rules: Vec<WeightRule>,
 }
 
 impl Embedding {
@@ -150,6 +157,8 @@ pub struct LayerNorm {
     pub beta: Option<Tensor>,
     /// Added to the variance.
     pub epsilon: f64,
+    /// `gamma` and `beta` with their regularizers and constraints.
+    pub rules: Vec<WeightRule>,
 }
 
 impl LayerNorm {

@@ -16,18 +16,20 @@ mod build;
 mod conv;
 mod graph;
 mod layers;
+mod run;
+mod train;
 mod weights;
 
 pub use conv::{Conv1D, Padding1D, Pooling1D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
+pub use train::{Dropout, ModelCall, ModelOutput, WeightRule};
 
 use crate::bidirectional::Bidirectional;
-use crate::call::CallOptions;
-use crate::dtype::autocast;
 use crate::error::{file_error, FileProblem, Result};
 use crate::layer::Gru;
 use crate::limits::Limits;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
 use hdf5_reader::Hdf5File;
 use serde_json::Value;
 use std::io::Read;
@@ -52,9 +54,8 @@ pub enum ModelLayer {
     Dense(Dense),
     /// `Embedding`: token ids in, vectors out.
     Embedding(Embedding),
-    /// `Dropout`, `SpatialDropout1D`: the identity outside training (a loaded model runs
-    /// inference).
-    Dropout,
+    /// `Dropout`, `SpatialDropout1D`: the identity outside training.
+    Dropout(Box<Dropout>),
     /// `Activation`.
     Activation(LayerActivation),
     /// `LayerNormalization` over the last axis.
@@ -74,7 +75,7 @@ impl ModelLayer {
         match self {
             ModelLayer::Input
             | ModelLayer::Masking { .. }
-            | ModelLayer::Dropout
+            | ModelLayer::Dropout(_)
             | ModelLayer::Activation(_)
             | ModelLayer::LayerNorm(_)
             | ModelLayer::GlobalPooling(_)
@@ -95,6 +96,9 @@ pub struct KerasModel {
     pub name: String,
     /// `(layer name, layer)` in order.
     pub layers: Vec<(String, ModelLayer)>,
+    /// The activity regularizers of the layers other than GRUs (a GRU computes its own), by
+    /// layer name.
+    pub(super) activity: Vec<(String, gru_core::Regularizer)>,
 }
 
 /// Keras' `to_snake_case` (`keras.src.utils.naming`): drop non-word characters, then
@@ -211,7 +215,7 @@ fn open_archive(path: &Path) -> Result<zip::ZipArchive<std::fs::File>> {
 impl KerasModel {
     /// Loads a `.keras` archive under the default [`Limits`].
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<KerasModel> {
-        Self::load_with_limits(path, dtype, device, &Limits::default())
+        Self::load_archive(path, dtype, device, &Limits::default(), None)
     }
 
     /// Loads a `.keras` archive: each member is bounded by its declared size and the
@@ -221,6 +225,31 @@ impl KerasModel {
         dtype: DType,
         device: &Device,
         limits: &Limits,
+    ) -> Result<KerasModel> {
+        Self::load_archive(path, dtype, device, limits, None)
+    }
+
+    /// Loads a `.keras` archive for training: every variable becomes a `Var` of `varmap`,
+    /// named by its path in the weights file (`layers/gru/cell/vars/0`, ...), so that an
+    /// optimizer over `varmap.all_vars()` trains the model (the weights of layers with
+    /// `trainable = false` take part as constants). `varmap` must not hold those names yet.
+    /// Train with [`KerasModel::call_with`], [`KerasModel::regularization_loss`] and
+    /// [`KerasModel::apply_constraints`]; `varmap.save` writes the trained weights.
+    pub fn load_trainable(
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+        varmap: &VarMap,
+    ) -> Result<KerasModel> {
+        Self::load_archive(path, dtype, device, &Limits::default(), Some(varmap))
+    }
+
+    fn load_archive(
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+        limits: &Limits,
+        vars: Option<&VarMap>,
     ) -> Result<KerasModel> {
         let source = path.display().to_string();
         let mut zip = open_archive(path)?;
@@ -244,6 +273,7 @@ impl KerasModel {
             file,
             source: h5_source,
             max_bytes: limits.max_weight_bytes,
+            vars: vars.cloned(),
         };
         build::build(&config, w, dtype, device)
     }
@@ -256,20 +286,37 @@ impl KerasModel {
         dtype: DType,
         device: &Device,
     ) -> Result<KerasModel> {
+        Self::load_h5(config, path, dtype, device, None)
+    }
+
+    /// [`KerasModel::load_weights_h5`] for training, as [`KerasModel::load_trainable`].
+    pub fn load_weights_h5_trainable(
+        config: &Value,
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+        varmap: &VarMap,
+    ) -> Result<KerasModel> {
+        Self::load_h5(config, path, dtype, device, Some(varmap))
+    }
+
+    fn load_h5(
+        config: &Value,
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+        vars: Option<&VarMap>,
+    ) -> Result<KerasModel> {
         let source = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| malformed(&source, e.to_string()))?;
         let file = Hdf5File::from_vec(bytes).map_err(|e| malformed(&source, e.to_string()))?;
-        let max_bytes = Limits::default().max_weight_bytes;
-        build::build(
-            config,
-            Weights {
-                file,
-                source,
-                max_bytes,
-            },
-            dtype,
-            device,
-        )
+        let w = Weights {
+            file,
+            source,
+            max_bytes: Limits::default().max_weight_bytes,
+            vars: vars.cloned(),
+        };
+        build::build(config, w, dtype, device)
     }
 
     /// Reads `config.json` out of a `.keras` archive.
@@ -278,87 +325,6 @@ impl KerasModel {
         let mut zip = open_archive(path)?;
         let buf = read_member(&mut zip, &source, "config.json", MAX_CONFIG_BYTES)?;
         serde_json::from_slice(&buf).map_err(|e| malformed(&source, format!("config.json: {e}")))
-    }
-
-    /// Runs the chain: `inputs` (batch, T, features), or token ids (batch, T) for a model
-    /// that starts with an `Embedding`, and an optional (batch, T) u8 mask. Returns the last
-    /// layer's outputs (several with `return_state` or merge_mode None). The
-    /// output of a GRU, Bidirectional or Dense layer is cast to the next one's compute dtype
-    /// (Keras' autocasting: a `mixed_float16` layer returns float16, a `float32` layer after
-    /// it computes in float32); the model's own input reaches the first layer as it came.
-    pub fn call(&self, inputs: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
-        let mut outs = vec![inputs.clone()];
-        let mut mask = mask.cloned();
-        // Whether `outs` came from a computing layer (then the next one autocasts it).
-        let mut computed = false;
-        for (_, layer) in &self.layers {
-            let takes_ids = matches!(layer, ModelLayer::Embedding(_));
-            let x = &match (computed && !takes_ids, layer.compute_dtype()) {
-                (true, Some(dtype)) => autocast(&outs[0], dtype)?,
-                _ => outs[0].clone(),
-            };
-            computed |= layer.compute_dtype().is_some();
-            outs = match layer {
-                ModelLayer::Input => outs,
-                ModelLayer::Masking { mask_value } => {
-                    let keep = x
-                        .ne(*mask_value)?
-                        .to_dtype(DType::F32)?
-                        .max_keepdim(D::Minus1)?;
-                    let y = x.broadcast_mul(&keep.to_dtype(x.dtype())?)?;
-                    mask = Some(keep.squeeze(D::Minus1)?.to_dtype(DType::U8)?);
-                    vec![y]
-                }
-                ModelLayer::Gru(g) => {
-                    let out = g.call(
-                        x,
-                        CallOptions {
-                            mask: mask.as_ref(),
-                            ..Default::default()
-                        },
-                    )?;
-                    if !g.config().return_sequences {
-                        mask = None;
-                    }
-                    out.to_vec()
-                }
-                ModelLayer::Bidirectional(b) => {
-                    let out = b.call(x, mask.as_ref(), None, false)?;
-                    if !b.forward_layer().config().return_sequences {
-                        mask = None;
-                    }
-                    let mut v = out.outputs;
-                    if let Some((f, bw)) = out.states {
-                        v.push(f);
-                        v.push(bw);
-                    }
-                    v
-                }
-                ModelLayer::Dense(d) => vec![d.forward(x)?],
-                ModelLayer::Embedding(e) => {
-                    mask = e.mask(x)?;
-                    vec![e.forward(x)?]
-                }
-                ModelLayer::Dropout => outs,
-                ModelLayer::Activation(a) => vec![a.apply(x)?],
-                ModelLayer::LayerNorm(n) => vec![n.forward(x)?],
-                ModelLayer::GlobalPooling(p) => {
-                    let y = p.forward(x, mask.as_ref())?;
-                    mask = None;
-                    vec![y]
-                }
-                // Keras' convolutions and poolings do not support masking: the mask ends.
-                ModelLayer::Conv1D(c) => {
-                    mask = None;
-                    vec![c.forward(x)?]
-                }
-                ModelLayer::Pooling(p) => {
-                    mask = None;
-                    vec![p.forward(x)?]
-                }
-            };
-        }
-        Ok(outs)
     }
 }
 

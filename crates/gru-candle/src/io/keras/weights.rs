@@ -13,6 +13,8 @@ pub(super) struct Weights {
     pub(super) source: String,
     /// The most bytes one variable's values may take (as f64).
     pub(super) max_bytes: u64,
+    /// A trainable load: every variable becomes a `Var` of this map, named by its path.
+    pub(super) vars: Option<candle_nn::VarMap>,
 }
 
 impl Weights {
@@ -80,7 +82,11 @@ impl Weights {
             }));
         }
         let values = self.values(path, &ds)?;
-        crate::io::tensor_from(&self.source, path, values, expected, dtype, device)
+        let t = crate::io::tensor_from(&self.source, path, values, expected, dtype, device)?;
+        match &self.vars {
+            Some(vars) => super::train::register(vars, path, t),
+            None => Ok(t),
+        }
     }
 
     pub(super) fn gru(

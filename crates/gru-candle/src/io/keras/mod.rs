@@ -13,6 +13,7 @@
 //! `NotEqual` mask node Keras records for `Embedding(mask_zero=True)`).
 
 mod build;
+mod build_layers;
 mod conv;
 mod graph;
 mod layers;

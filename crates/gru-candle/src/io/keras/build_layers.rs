@@ -1,0 +1,177 @@
+//! The builders of the layers around the GRUs: Conv1D, pooling, LayerNormalization,
+//! Embedding, and the config helpers they share (sizes, padding, weight rules).
+
+use super::build::ChainBuilder;
+use super::train::WeightRule;
+use super::{malformed, unsupported};
+use super::{Conv1D, Embedding, LayerActivation, LayerNorm, ModelLayer, Padding1D, Pooling1D};
+use crate::error::Result;
+use candle_core::Tensor;
+use serde_json::Value;
+
+impl ChainBuilder<'_> {
+    pub(super) fn conv1d(
+        &mut self,
+        cfg: &Value,
+        group: &str,
+        lname: &str,
+        d: usize,
+    ) -> Result<ModelLayer> {
+        let src = self.w.source.clone();
+        let size = |key: &str, default: u64| -> Result<usize> {
+            match one_size(cfg.get(key).unwrap_or(&Value::Null), default) {
+                Some(n) => Ok(n),
+                None => Err(malformed(
+                    &src,
+                    format!("layer {lname:?}: {key} = {} (a positive size)", cfg[key]),
+                )),
+            }
+        };
+        let (filters, k) = (size("filters", 0)?, size("kernel_size", 0)?);
+        let (stride, dilation) = (size("strides", 1)?, size("dilation_rate", 1)?);
+        let groups = size("groups", 1)?;
+        let padding = padding(cfg, lname, &src, true)?;
+        let channels_last =
+            cfg["data_format"].as_str().unwrap_or("channels_last") == "channels_last";
+        if !channels_last || !d.is_multiple_of(groups) || !filters.is_multiple_of(groups) {
+            let what = format!(
+                "layer {lname:?}: Conv1D with data_format {}, {groups} groups of {d} inputs and {filters} filters (channels_last, groups dividing both)",
+                cfg["data_format"]
+            );
+            return Err(unsupported(&src, what));
+        }
+        let kernel = self.weight(cfg, &format!("{group}/vars/0"), &[k, d / groups, filters])?;
+        let bias = match cfg["use_bias"].as_bool().unwrap_or(true) {
+            true => Some(self.weight(cfg, &format!("{group}/vars/1"), &[filters])?),
+            false => None,
+        };
+        let activation =
+            LayerActivation::from_keras_value(cfg.get("activation").unwrap_or(&Value::Null))?;
+        self.features = Some(filters);
+        Ok(ModelLayer::Conv1D(Conv1D {
+            rules: rules(cfg, [("kernel", Some(&kernel)), ("bias", bias.as_ref())])?,
+            kernel,
+            bias,
+            stride,
+            dilation,
+            groups,
+            padding,
+            activation,
+            compute_dtype: self.compute_dtype(cfg)?,
+        }))
+    }
+
+    pub(super) fn pooling(&self, cfg: &Value, class: &str, lname: &str) -> Result<ModelLayer> {
+        let src = &self.w.source;
+        let pool = one_size(&cfg["pool_size"], 2);
+        let stride = match &cfg["strides"] {
+            Value::Null => pool,
+            v => one_size(v, 0),
+        };
+        let channels_last =
+            cfg["data_format"].as_str().unwrap_or("channels_last") == "channels_last";
+        let (Some(size), Some(stride), true) = (pool, stride, channels_last) else {
+            let what = format!(
+                "layer {lname:?}: {class} with pool_size {}, strides {}, data_format {} (positive sizes, channels_last)",
+                cfg["pool_size"], cfg["strides"], cfg["data_format"]
+            );
+            return Err(unsupported(src, what));
+        };
+        Ok(ModelLayer::Pooling(Pooling1D {
+            max: class == "MaxPooling1D",
+            size,
+            stride,
+            padding: padding(cfg, lname, src, false)?,
+        }))
+    }
+
+    pub(super) fn layer_norm(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
+        let last_axis = match &cfg["axis"] {
+            Value::Null => true,
+            Value::Array(a) => a.len() == 1 && a[0].as_i64() == Some(-1),
+            v => v.as_i64() == Some(-1),
+        };
+        if !last_axis || cfg["rms_scaling"].as_bool() == Some(true) {
+            let what = format!(
+                "LayerNormalization with axis {} and rms_scaling {} (the last axis, no rms_scaling)",
+                cfg["axis"], cfg["rms_scaling"]
+            );
+            return Err(unsupported(&self.w.source, what));
+        }
+        // Keras creates gamma (scale) before beta (center).
+        let mut k = 0;
+        let mut next = |on: bool| -> Result<Option<candle_core::Tensor>> {
+            if !on {
+                return Ok(None);
+            }
+            let t = self.weight(cfg, &format!("{group}/vars/{k}"), &[d])?;
+            k += 1;
+            Ok(Some(t))
+        };
+        let gamma = next(cfg["scale"].as_bool().unwrap_or(true))?;
+        let beta = next(cfg["center"].as_bool().unwrap_or(true))?;
+        Ok(ModelLayer::LayerNorm(LayerNorm {
+            rules: rules(cfg, [("gamma", gamma.as_ref()), ("beta", beta.as_ref())])?,
+            gamma,
+            beta,
+            epsilon: cfg["epsilon"].as_f64().unwrap_or(1e-3),
+        }))
+    }
+
+    pub(super) fn embedding(&mut self, cfg: &Value, group: &str) -> Result<ModelLayer> {
+        let dim = |key: &str| {
+            cfg[key]
+                .as_u64()
+                .map(|d| d as usize)
+                .ok_or_else(|| malformed(&self.w.source, format!("Embedding without {key}")))
+        };
+        let (rows, width) = (dim("input_dim")?, dim("output_dim")?);
+        let embeddings = self.weight(cfg, &format!("{group}/vars/0"), &[rows, width])?;
+        self.features = Some(width);
+        Ok(ModelLayer::Embedding(Embedding {
+            rules: rules(cfg, [("embeddings", Some(&embeddings))])?,
+            embeddings,
+            mask_zero: cfg["mask_zero"].as_bool().unwrap_or(false),
+            compute_dtype: self.compute_dtype(cfg)?,
+        }))
+    }
+}
+
+/// A 1-D size from a config: `n`, `[n]`, or null for `default`; `None` unless positive.
+fn one_size(v: &Value, default: u64) -> Option<usize> {
+    let n = match v {
+        Value::Null => Some(default),
+        Value::Array(a) if a.len() == 1 => a[0].as_u64(),
+        v => v.as_u64(),
+    };
+    n.filter(|&n| n > 0).map(|n| n as usize)
+}
+
+/// A layer's `padding`: `valid`, `same`, and (for `Conv1D`) `causal`.
+fn padding(cfg: &Value, lname: &str, source: &str, causal_ok: bool) -> Result<Padding1D> {
+    match cfg["padding"]
+        .as_str()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("valid") => Ok(Padding1D::Valid),
+        Some("same") => Ok(Padding1D::Same),
+        Some("causal") if causal_ok => Ok(Padding1D::Causal),
+        _ => {
+            let what = format!("layer {lname:?}: padding {}", cfg["padding"]);
+            Err(unsupported(source, what))
+        }
+    }
+}
+
+/// The regularizers and constraints of a layer's weights (`{name}_regularizer`,
+/// `{name}_constraint`), for the weights it has.
+pub(super) fn rules<'a>(
+    cfg: &Value,
+    weights: impl IntoIterator<Item = (&'a str, Option<&'a Tensor>)>,
+) -> Result<Vec<WeightRule>> {
+    weights
+        .into_iter()
+        .filter_map(|(name, w)| w.map(|w| WeightRule::of(cfg, name, w)))
+        .collect()
+}

@@ -146,6 +146,7 @@ def main(out_dir):
               x, "float32")
 
     training_case(out_dir, rng, vocab)
+    batch_norm_case(out_dir, rng)
 
 
 def training_case(out_dir, rng, vocab):
@@ -217,6 +218,42 @@ def training_case(out_dir, rng, vocab):
     with open(os.path.join(out_dir, name + ".json"), "w") as fh:
         json.dump(case, fh)
     print(name, "loss", float(total), "extra", float(extra))
+
+
+def batch_norm_case(out_dir, rng):
+    """Masking -> BatchNormalization -> GRU -> Dense: the inference outputs (moving
+    statistics), and under `batch_norm_training` the outputs of one training call (masked
+    batch statistics) and the moving statistics that call leaves."""
+    b, t = 3, 7
+    x = (rng.normal(size=(b, t, 4)) * 2.0 + 0.5).astype(np.float32)
+    x[0, 5:] = 0.0
+    x[2, 3:] = 0.0
+    model = keras.Sequential([
+        keras.Input(shape=(t, 4)),
+        keras.layers.Masking(0.0),
+        keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-2),
+        keras.layers.GRU(5),
+        keras.layers.Dense(2),
+    ], name="masking_batch_norm_gru")
+    weights = [rng.normal(size=w.shape).astype(np.float32) * 0.4 for w in model.get_weights()]
+    weights[3] = np.abs(weights[3]) + 0.5  # moving_variance > 0
+    model.set_weights(weights)
+    name = "masking_batch_norm_gru"
+    save_case(out_dir, model, name,
+              "Sequential: Masking(0.0) -> BatchNormalization(momentum 0.9, epsilon 1e-2) -> "
+              "GRU(5) -> Dense(2); with a training call's outputs and moving statistics",
+              x, "float32")
+    bn = next(l for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
+    out = model(x, training=True)
+    with open(os.path.join(out_dir, name + ".json")) as fh:
+        case = json.load(fh)
+    case["batch_norm_training"] = {
+        "outputs": np.asarray(out).astype(np.float64).tolist(),
+        "moving_mean": np.asarray(bn.moving_mean).astype(np.float64).tolist(),
+        "moving_variance": np.asarray(bn.moving_variance).astype(np.float64).tolist(),
+    }
+    with open(os.path.join(out_dir, name + ".json"), "w") as fh:
+        json.dump(case, fh)
 
 
 if __name__ == "__main__":

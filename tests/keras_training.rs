@@ -248,3 +248,49 @@ fn wrappers_keep_their_grus_activity_losses() {
         .unwrap();
     assert!((got.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
 }
+
+/// A BatchNormalization training call: the batch's masked statistics normalize it and move
+/// the moving statistics, as Keras computed them; inference uses the moving ones; a model
+/// loaded for inference cannot train it.
+#[test]
+fn batch_norm_training_call_follows_keras() {
+    let text = std::fs::read_to_string(data("masking_batch_norm_gru.json")).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let rows: Vec<Vec<Vec<f32>>> = serde_json::from_value(json["inputs"].clone()).unwrap();
+    let (b, t, f) = (rows.len(), rows[0].len(), rows[0][0].len());
+    let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
+    let x = Tensor::from_vec(flat, (b, t, f), &Device::Cpu).unwrap();
+    let want = &json["batch_norm_training"];
+    let path = data("masking_batch_norm_gru.keras");
+    let varmap = VarMap::new();
+    let model = KerasModel::load_trainable(&path, DType::F32, &Device::Cpu, &varmap).unwrap();
+    let before = model.call(&x, None).unwrap();
+    let inference: Vec<Vec<f64>> = serde_json::from_value(json["expected"][0].clone()).unwrap();
+    let inference: Vec<f64> = inference.into_iter().flatten().collect();
+    assert!(max_diff(&values(&before[0]), &inference) < 1e-6);
+    let training = ModelCall {
+        mask: None,
+        training: true,
+    };
+    let out = model.call_with(&x, training).unwrap();
+    let keras: Vec<Vec<f64>> = serde_json::from_value(want["outputs"].clone()).unwrap();
+    let keras: Vec<f64> = keras.into_iter().flatten().collect();
+    let err = max_diff(&values(&out.outputs[0]), &keras);
+    assert!(err < 1e-5, "training call error {err:.2e}");
+    assert!(
+        max_diff(&values(&out.outputs[0]), &inference) > 1e-3,
+        "batch statistics differ"
+    );
+    let vars = varmap.data().lock().unwrap();
+    for (k, name) in [(2, "moving_mean"), (3, "moving_variance")] {
+        let v = vars[&format!("layers/batch_normalization/vars/{k}")].as_tensor();
+        let err = max_diff(&values(v), &numbers(&want[name]));
+        assert!(err < 1e-6, "{name} error {err:.2e}");
+    }
+    drop(vars);
+    let frozen = KerasModel::load(&path, DType::F32, &Device::Cpu).unwrap();
+    assert!(matches!(
+        frozen.call_with(&x, training),
+        Err(Error::Gru(GruError::InvalidConfig { .. }))
+    ));
+}

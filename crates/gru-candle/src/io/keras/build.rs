@@ -76,7 +76,10 @@ pub(super) fn build(
         let layer = b.layer(l, &lname)?;
         let takes_mask = matches!(
             layer,
-            ModelLayer::Gru(_) | ModelLayer::Bidirectional(_) | ModelLayer::GlobalPooling(_)
+            ModelLayer::Gru(_)
+                | ModelLayer::Bidirectional(_)
+                | ModelLayer::GlobalPooling(_)
+                | ModelLayer::BatchNorm(_)
         );
         if functional && takes_mask {
             check_mask_argument(&source, l, &lname, &mask_nodes, mask)?;
@@ -154,6 +157,7 @@ impl ChainBuilder<'_> {
             "Embedding" => self.embedding(cfg, &group),
             "Dropout" | "SpatialDropout1D" => self.dropout(cfg, class, lname),
             "LayerNormalization" => self.layer_norm(cfg, &group, self.input_dim(l, lname)?),
+            "BatchNormalization" => self.batch_norm(cfg, &group, lname, self.input_dim(l, lname)?),
             "GlobalAveragePooling1D" | "GlobalMaxPooling1D" => {
                 if cfg["data_format"].as_str().unwrap_or("channels_last") != "channels_last" {
                     let what = format!("layer {lname:?}: data_format {}", cfg["data_format"]);

@@ -4,7 +4,8 @@
 use super::build::ChainBuilder;
 use super::train::WeightRule;
 use super::{malformed, unsupported};
-use super::{Conv1D, Embedding, LayerActivation, LayerNorm, ModelLayer, Padding1D, Pooling1D};
+use super::{BatchNorm, Conv1D, Embedding, LayerActivation, LayerNorm, ModelLayer};
+use super::{Padding1D, Pooling1D};
 use crate::error::Result;
 use candle_core::Tensor;
 use serde_json::Value;
@@ -86,12 +87,7 @@ impl ChainBuilder<'_> {
     }
 
     pub(super) fn layer_norm(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
-        let last_axis = match &cfg["axis"] {
-            Value::Null => true,
-            Value::Array(a) => a.len() == 1 && a[0].as_i64() == Some(-1),
-            v => v.as_i64() == Some(-1),
-        };
-        if !last_axis || cfg["rms_scaling"].as_bool() == Some(true) {
+        if !last_axis(&cfg["axis"]) || cfg["rms_scaling"].as_bool() == Some(true) {
             let what = format!(
                 "LayerNormalization with axis {} and rms_scaling {} (the last axis, no rms_scaling)",
                 cfg["axis"], cfg["rms_scaling"]
@@ -115,6 +111,42 @@ impl ChainBuilder<'_> {
             gamma,
             beta,
             epsilon: cfg["epsilon"].as_f64().unwrap_or(1e-3),
+        }))
+    }
+
+    pub(super) fn batch_norm(
+        &mut self,
+        cfg: &Value,
+        group: &str,
+        lname: &str,
+        d: usize,
+    ) -> Result<ModelLayer> {
+        if !last_axis(&cfg["axis"]) || cfg["renorm"].as_bool() == Some(true) {
+            let what = format!(
+                "layer {lname:?}: BatchNormalization with axis {} and renorm {} (the last axis, no renorm)",
+                cfg["axis"], cfg["renorm"]
+            );
+            return Err(unsupported(&self.w.source, what));
+        }
+        // Keras creates gamma (scale), beta (center), then the moving mean and variance.
+        let (scale, center) = (
+            cfg["scale"].as_bool().unwrap_or(true),
+            cfg["center"].as_bool().unwrap_or(true),
+        );
+        let var = |k: usize| self.weight(cfg, &format!("{group}/vars/{k}"), &[d]);
+        let gamma = scale.then(|| var(0)).transpose()?;
+        let beta = center.then(|| var(usize::from(scale))).transpose()?;
+        let first_moving = usize::from(scale) + usize::from(center);
+        let (moving_mean, moving_variance) = (var(first_moving)?, var(first_moving + 1)?);
+        Ok(ModelLayer::BatchNorm(BatchNorm {
+            rules: rules(cfg, [("gamma", gamma.as_ref()), ("beta", beta.as_ref())])?,
+            gamma,
+            beta,
+            moving_mean,
+            moving_variance,
+            momentum: cfg["momentum"].as_f64().unwrap_or(0.99),
+            epsilon: cfg["epsilon"].as_f64().unwrap_or(1e-3),
+            trainable: cfg["trainable"].as_bool().unwrap_or(true),
         }))
     }
 
@@ -174,4 +206,13 @@ pub(super) fn rules<'a>(
         .into_iter()
         .filter_map(|(name, w)| w.map(|w| WeightRule::of(cfg, name, w)))
         .collect()
+}
+
+/// Whether a normalization's `axis` is the last one (`-1`, `[-1]`, or unset).
+fn last_axis(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.len() == 1 && a[0].as_i64() == Some(-1),
+        v => v.as_i64() == Some(-1),
+    }
 }

@@ -7,11 +7,13 @@
 //! Bidirectional's sit under `forward_layer/` and `backward_layer/`.
 //!
 //! Chains of InputLayer, Embedding, Masking, Dropout, SpatialDropout1D, GRU,
-//! Bidirectional(GRU), LayerNormalization, GlobalAveragePooling1D, GlobalMaxPooling1D,
+//! Bidirectional(GRU), LayerNormalization, BatchNormalization, GlobalAveragePooling1D,
+//! GlobalMaxPooling1D,
 //! Conv1D, MaxPooling1D, AveragePooling1D, Dense, TimeDistributed(Dense) and Activation run
 //! end to end (functional models too, with the
 //! `NotEqual` mask node Keras records for `Embedding(mask_zero=True)`).
 
+mod batch_norm;
 mod build;
 mod build_layers;
 mod conv;
@@ -21,6 +23,7 @@ mod run;
 mod train;
 mod weights;
 
+pub use batch_norm::BatchNorm;
 pub use conv::{Conv1D, Padding1D, Pooling1D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
 pub use train::{Dropout, ModelCall, ModelOutput, WeightRule};
@@ -61,6 +64,8 @@ pub enum ModelLayer {
     Activation(LayerActivation),
     /// `LayerNormalization` over the last axis.
     LayerNorm(LayerNorm),
+    /// `BatchNormalization` over the last axis.
+    BatchNorm(BatchNorm),
     /// `GlobalAveragePooling1D`, `GlobalMaxPooling1D`.
     GlobalPooling(GlobalPooling1D),
     /// `Conv1D`.
@@ -71,7 +76,7 @@ pub enum ModelLayer {
 
 impl ModelLayer {
     /// The dtype the layer computes in; `None` for layers that keep their input's dtype
-    /// (`Input`, `Masking`, `Dropout`, `Activation`, `LayerNormalization`, pooling).
+    /// (`Input`, `Masking`, `Dropout`, `Activation`, normalizations, pooling).
     pub fn compute_dtype(&self) -> Option<DType> {
         match self {
             ModelLayer::Input
@@ -79,6 +84,7 @@ impl ModelLayer {
             | ModelLayer::Dropout(_)
             | ModelLayer::Activation(_)
             | ModelLayer::LayerNorm(_)
+            | ModelLayer::BatchNorm(_)
             | ModelLayer::GlobalPooling(_)
             | ModelLayer::Pooling(_) => None,
             ModelLayer::Conv1D(c) => Some(c.compute_dtype),

@@ -30,7 +30,8 @@ impl KerasModel {
     }
 
     /// Runs the chain, in training mode when `opts.training` (the GRUs' dropout and the
-    /// `Dropout` layers act), and returns the outputs with every layer's activity loss. The
+    /// `Dropout` layers act, and trainable `BatchNormalization` layers normalize with the
+    /// batch's statistics and update their moving ones), and returns the outputs with every layer's activity loss. The
     /// output of a computing layer is cast to the next one's compute dtype (Keras'
     /// autocasting: a `mixed_float16` layer returns float16, a `float32` layer after it
     /// computes in float32); the model's own input reaches the first layer as it came.
@@ -118,6 +119,7 @@ fn rules(layer: &ModelLayer) -> &[super::train::WeightRule] {
         ModelLayer::Conv1D(c) => &c.rules,
         ModelLayer::Embedding(e) => &e.rules,
         ModelLayer::LayerNorm(n) => &n.rules,
+        ModelLayer::BatchNorm(n) => &n.rules,
         _ => &[],
     }
 }
@@ -171,6 +173,7 @@ fn step(layer: &ModelLayer, x: &Tensor, prev: Carried, training: bool) -> Result
         ModelLayer::Dropout(d) => vec![d.forward(x, training)?],
         ModelLayer::Activation(a) => vec![a.apply(x)?],
         ModelLayer::LayerNorm(n) => vec![n.forward(x)?],
+        ModelLayer::BatchNorm(n) => vec![n.forward(x, mask.as_ref(), training)?],
         ModelLayer::GlobalPooling(p) => {
             let y = p.forward(x, mask.as_ref())?;
             mask = None;

@@ -64,7 +64,7 @@ impl KerasModel {
     }
 
     /// The sum of every layer's weight regularization losses (the GRUs' kernel, recurrent
-    /// and bias regularizers, and those of Dense, Conv1D, Embedding and LayerNormalization
+    /// and bias regularizers, and those of Dense, Conv1D, Embedding and the normalizations'
     /// weights), as a differentiable scalar for a training loop to add to its loss. Zero
     /// without regularizers.
     pub fn regularization_loss(&self) -> Result<Tensor> {

@@ -10,8 +10,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::sync::Mutex;
 
-/// A weight of a `Dense`, `Conv1D`, `Embedding` or `LayerNormalization` layer with its
-/// Keras regularizer and constraint (`kernel_regularizer`, `bias_constraint`, ...).
+/// A weight of a `Dense`, `Conv1D`, `Embedding`, `LayerNormalization` or
+/// `BatchNormalization` layer with its Keras regularizer and constraint
+/// (`kernel_regularizer`, `bias_constraint`, ...).
 #[derive(Debug, Clone)]
 pub struct WeightRule {
     /// The weight's Keras name (`kernel`, `bias`, `embeddings`, `gamma`, `beta`).
@@ -69,7 +70,8 @@ pub struct Dropout {
 }
 
 impl Dropout {
-    /// A dropout layer; `seed` as Keras' (a random one when `None`).
+    /// A dropout layer. A `seed` makes its draws reproducible (the stream is not
+    /// TensorFlow's); without one they differ per layer and run.
     pub fn new(rate: f64, spatial: bool, seed: Option<u64>) -> Result<Dropout> {
         if !(0.0..=1.0).contains(&rate) {
             return Err(Error::Gru(GruError::OutOfRange {
@@ -131,7 +133,8 @@ impl Dropout {
 pub struct ModelCall<'a> {
     /// (batch, timesteps) u8 mask, when the model's input has no mask of its own.
     pub mask: Option<&'a Tensor>,
-    /// Training mode: the GRUs' dropout and the `Dropout` layers act.
+    /// Training mode: the GRUs' dropout and the `Dropout` layers act, and trainable
+    /// `BatchNormalization` layers use and record the batch's statistics.
     pub training: bool,
 }
 

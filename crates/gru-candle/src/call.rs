@@ -102,10 +102,7 @@ impl Gru {
 
     /// A checked input in the compute dtype (a mixed layer's cast; differentiable).
     fn to_compute(&self, t: &Tensor) -> Result<Tensor> {
-        match t.dtype() == self.compute_dtype {
-            true => Ok(t.clone()),
-            false => Ok(t.to_dtype(self.compute_dtype)?),
-        }
+        crate::dtype::autocast(t, self.compute_dtype)
     }
 
     /// The tensor must live on the weights' device.

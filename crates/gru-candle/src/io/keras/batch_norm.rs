@@ -1,9 +1,10 @@
 //! Keras' `BatchNormalization` over the last axis: moving statistics at inference, masked
 //! batch statistics in training (with the moving statistics updated, as Keras assigns them).
 
+use super::layers::{normalize, wide};
 use super::train::WeightRule;
 use crate::error::{Error, Result};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
 use gru_core::GruError;
 
 /// Keras `BatchNormalization` (last axis): `(x - mean) / sqrt(var + epsilon) * gamma + beta`.
@@ -36,11 +37,7 @@ impl BatchNorm {
     /// moves the moving statistics toward them: `moving * momentum + batch * (1 - momentum)`.
     /// Half types are computed in f32.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, training: bool) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let wide = match dtype {
-            DType::F16 | DType::BF16 => DType::F32,
-            other => other,
-        };
+        let wide = wide(x.dtype());
         let xw = x.to_dtype(wide)?;
         let (mean, var) = match training && self.trainable {
             true => {
@@ -53,16 +50,9 @@ impl BatchNorm {
                 self.moving_variance.detach().to_dtype(wide)?,
             ),
         };
-        let mut inv = (var + self.epsilon)?.sqrt()?.recip()?;
-        if let Some(g) = &self.gamma {
-            inv = (inv * g.to_dtype(wide)?)?;
-        }
-        let mut shift = (mean * &inv)?.neg()?;
-        if let Some(b) = &self.beta {
-            shift = (shift + b.to_dtype(wide)?)?;
-        }
-        let y = xw.broadcast_mul(&inv)?.broadcast_add(&shift)?;
-        Ok(y.to_dtype(dtype)?)
+        let (scale, center) = (self.gamma.as_ref(), self.beta.as_ref());
+        let y = normalize(&xw, &mean, &var, self.epsilon, scale, center)?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 
     /// Keras' assignment of the moving statistics after a training batch.

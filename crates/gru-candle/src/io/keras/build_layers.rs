@@ -94,18 +94,7 @@ impl ChainBuilder<'_> {
             );
             return Err(unsupported(&self.w.source, what));
         }
-        // Keras creates gamma (scale) before beta (center).
-        let mut k = 0;
-        let mut next = |on: bool| -> Result<Option<candle_core::Tensor>> {
-            if !on {
-                return Ok(None);
-            }
-            let t = self.weight(cfg, &format!("{group}/vars/{k}"), &[d])?;
-            k += 1;
-            Ok(Some(t))
-        };
-        let gamma = next(cfg["scale"].as_bool().unwrap_or(true))?;
-        let beta = next(cfg["center"].as_bool().unwrap_or(true))?;
+        let (gamma, beta, _) = self.scale_center(cfg, group, d)?;
         Ok(ModelLayer::LayerNorm(LayerNorm {
             rules: rules(cfg, [("gamma", gamma.as_ref()), ("beta", beta.as_ref())])?,
             gamma,
@@ -128,16 +117,10 @@ impl ChainBuilder<'_> {
             );
             return Err(unsupported(&self.w.source, what));
         }
-        // Keras creates gamma (scale), beta (center), then the moving mean and variance.
-        let (scale, center) = (
-            cfg["scale"].as_bool().unwrap_or(true),
-            cfg["center"].as_bool().unwrap_or(true),
-        );
+        // After gamma and beta, Keras creates the moving mean and variance.
+        let (gamma, beta, k) = self.scale_center(cfg, group, d)?;
         let var = |k: usize| self.weight(cfg, &format!("{group}/vars/{k}"), &[d]);
-        let gamma = scale.then(|| var(0)).transpose()?;
-        let beta = center.then(|| var(usize::from(scale))).transpose()?;
-        let first_moving = usize::from(scale) + usize::from(center);
-        let (moving_mean, moving_variance) = (var(first_moving)?, var(first_moving + 1)?);
+        let (moving_mean, moving_variance) = (var(k)?, var(k + 1)?);
         Ok(ModelLayer::BatchNorm(BatchNorm {
             rules: rules(cfg, [("gamma", gamma.as_ref()), ("beta", beta.as_ref())])?,
             gamma,
@@ -148,6 +131,24 @@ impl ChainBuilder<'_> {
             epsilon: cfg["epsilon"].as_f64().unwrap_or(1e-3),
             trainable: cfg["trainable"].as_bool().unwrap_or(true),
         }))
+    }
+
+    /// A normalization's `gamma` (with `scale`) and `beta` (with `center`), in the order
+    /// Keras creates them, and the index of the variable after them.
+    fn scale_center(
+        &self,
+        cfg: &Value,
+        group: &str,
+        d: usize,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, usize)> {
+        let (scale, center) = (
+            cfg["scale"].as_bool().unwrap_or(true),
+            cfg["center"].as_bool().unwrap_or(true),
+        );
+        let var = |k: usize| self.weight(cfg, &format!("{group}/vars/{k}"), &[d]);
+        let gamma = scale.then(|| var(0)).transpose()?;
+        let beta = center.then(|| var(usize::from(scale))).transpose()?;
+        Ok((gamma, beta, usize::from(scale) + usize::from(center)))
     }
 
     pub(super) fn embedding(&mut self, cfg: &Value, group: &str) -> Result<ModelLayer> {

@@ -164,29 +164,42 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// Normalizes (..., features) over its last axis.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let wide = match dtype {
-            DType::F16 | DType::BF16 => DType::F32,
-            other => other,
-        };
-        let xw = x.to_dtype(wide)?;
+        let xw = x.to_dtype(wide(x.dtype()))?;
         let mean = xw.mean_keepdim(D::Minus1)?;
-        let centered = xw.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let mut inv = (var + self.epsilon)?.sqrt()?.recip()?;
-        if let Some(g) = &self.gamma {
-            inv = inv.broadcast_mul(&g.to_dtype(wide)?)?;
-        }
-        // Keras: x * inv + (beta - mean * inv).
-        let mut shift = mean.broadcast_mul(&inv)?.neg()?;
-        if let Some(b) = &self.beta {
-            shift = shift.broadcast_add(&b.to_dtype(wide)?)?;
-        }
-        Ok(xw
-            .broadcast_mul(&inv)?
-            .broadcast_add(&shift)?
-            .to_dtype(dtype)?)
+        let var = xw.broadcast_sub(&mean)?.sqr()?.mean_keepdim(D::Minus1)?;
+        let (scale, center) = (self.gamma.as_ref(), self.beta.as_ref());
+        Ok(normalize(&xw, &mean, &var, self.epsilon, scale, center)?.to_dtype(x.dtype())?)
     }
+}
+
+/// The dtype a normalization computes in: f32 for the half types (as Keras upcasts them),
+/// else the input's own.
+pub(super) fn wide(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
+}
+
+/// Keras' (TensorFlow's) normalization given the statistics, in `x`'s dtype:
+/// `x * inv + (beta - mean * inv)` with `inv = gamma / sqrt(var + epsilon)`.
+pub(super) fn normalize(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    epsilon: f64,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mut inv = (var + epsilon)?.sqrt()?.recip()?;
+    if let Some(g) = gamma {
+        inv = inv.broadcast_mul(&g.to_dtype(x.dtype())?)?;
+    }
+    let mut shift = mean.broadcast_mul(&inv)?.neg()?;
+    if let Some(b) = beta {
+        shift = shift.broadcast_add(&b.to_dtype(x.dtype())?)?;
+    }
+    Ok(x.broadcast_mul(&inv)?.broadcast_add(&shift)?)
 }
 
 /// Keras' `GlobalAveragePooling1D` and `GlobalMaxPooling1D` (channels_last): (batch, T, f)

@@ -1,5 +1,6 @@
-//! A deterministic mutation test of everything that reads outside data: 1,660 mutated
+//! A deterministic mutation test of everything that reads outside data: 2,020 mutated
 //! `.keras` archives (raw bytes, and members mutated then re-zipped), `.weights.h5` files,
+//! legacy `.h5` models and weights files,
 //! safetensors state_dicts, `.onnx` models and GRU config dicts, from fixed seeds. Each must
 //! load (and what loads must run) or return a typed error; none may panic (a panic fails the
 //! test, naming the mutation).
@@ -259,6 +260,56 @@ fn mutated_weights_h5_and_safetensors_load_or_fail_typed() {
     }
     println!(
         "mutated weights: {} loaded, {} typed errors",
+        counts[0], counts[1]
+    );
+    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 360);
+}
+
+/// Legacy `.h5` models (Keras 2 and Keras 3's legacy writer) and Keras 2 weights-only files.
+const LEGACY: [&str; 5] = [
+    "keras2_sequential_masking",
+    "keras2_embedding_bigru",
+    "keras2_conv_norm_gru",
+    "keras2_first_layer_input_shape",
+    "keras3_legacy_h5",
+];
+
+#[test]
+fn mutated_legacy_h5_models_load_and_run_or_fail_typed() {
+    let mut rng = StdRng::seed_from_u64(0x6c656761);
+    let mut counts = [0usize; 2];
+    let floats = Tensor::zeros((2, 7, 5), DType::F32, &Device::Cpu).unwrap();
+    let ids = Tensor::ones((2, 7), DType::I64, &Device::Cpu).unwrap();
+    for name in LEGACY {
+        let model = PathBuf::from(MODELS).join(format!("{name}.h5"));
+        let config = KerasModel::model_config(&model).unwrap();
+        let x = if name == "keras2_embedding_bigru" {
+            &ids
+        } else {
+            &floats
+        };
+        let weights = PathBuf::from(MODELS).join(format!("{name}.legacy_weights.h5"));
+        let files = [Some(model), weights.exists().then_some(weights)];
+        for (kind, original) in files.iter().enumerate() {
+            let Some(original) = original else { continue };
+            let bytes = std::fs::read(original).unwrap();
+            for k in 0..40 {
+                let path = scratch(&format!("{name}-{kind}-{k}.h5"));
+                std::fs::write(&path, mutate(&bytes, &mut rng)).unwrap();
+                let what = format!("{} mutation {k}", original.display());
+                let r = no_panic(&what, || {
+                    let m = match kind {
+                        0 => KerasModel::load(&path, DType::F32, &Device::Cpu),
+                        _ => KerasModel::load_weights_h5(&config, &path, DType::F32, &Device::Cpu),
+                    }?;
+                    m.call(x, None)
+                });
+                counts[r.is_err() as usize] += 1;
+            }
+        }
+    }
+    println!(
+        "mutated legacy files: {} ran, {} typed errors",
         counts[0], counts[1]
     );
     assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 360);

@@ -1,4 +1,5 @@
-//! Model-file cases (`tests/data/models`, from the real Keras 3.15.1 and PyTorch): load the
+//! Model-file cases (`tests/data/models`, from the real Keras 3.15.1, Keras 2 (tf_keras
+//! 2.21.0) and PyTorch): load the
 //! file, run the stored inputs, compare with the framework's outputs (f32, abs 1e-5 +
 //! rel 1e-5).
 
@@ -129,6 +130,18 @@ pub fn run_model_case(json: &Path) -> anyhow::Result<ModelReport> {
             let archive = dir.join(file.replace(".weights.h5", ".keras"));
             KerasModel::archive_config(&archive)
                 .and_then(|c| KerasModel::load_weights_h5(&c, &path, DType::F32, &dev))
+                .and_then(|m| m.call(&x, mask.as_ref()))
+                .map_err(Into::into)
+        } else if file.ends_with(".legacy_weights.h5") {
+            // Keras 2's weights-only file; the architecture from the case's .h5 model.
+            let model = dir.join(file.replace(".legacy_weights.h5", ".h5"));
+            KerasModel::model_config(&model)
+                .and_then(|c| KerasModel::load_weights_h5(&c, &path, DType::F32, &dev))
+                .and_then(|m| m.call(&x, mask.as_ref()))
+                .map_err(Into::into)
+        } else if file.ends_with(".h5") {
+            // A legacy whole-model file (Keras 2, or Keras 3's legacy writer).
+            KerasModel::load(&path, DType::F32, &dev)
                 .and_then(|m| m.call(&x, mask.as_ref()))
                 .map_err(Into::into)
         } else if file.ends_with(".safetensors") {

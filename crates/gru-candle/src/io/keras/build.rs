@@ -23,6 +23,9 @@ pub(super) struct ChainBuilder<'a> {
     pub(super) counters: HashMap<String, usize>,
     /// The feature size the next layer receives, once known.
     pub(super) features: Option<usize>,
+    /// The rank of the tensor the next layer receives (batch included), once known: a
+    /// normalization's positive `axis` must name its last axis.
+    pub(super) rank: Option<usize>,
 }
 
 /// Builds the model described by `config` from the variables in `w`.
@@ -33,6 +36,9 @@ pub(super) fn build(
     device: &Device,
 ) -> Result<KerasModel> {
     let source = w.source.clone();
+    let mut config = config.clone();
+    super::legacy::upgrade_config(&mut config, &source)?;
+    let config = &config;
     let class = config["class_name"].as_str().unwrap_or("");
     if !matches!(class, "Sequential" | "Functional" | "Model") {
         let what = format!("model class {class:?} (Sequential or Functional expected)");
@@ -51,6 +57,7 @@ pub(super) fn build(
         device,
         counters: HashMap::new(),
         features: None,
+        rank: None,
     };
     let functional = matches!(class, "Functional" | "Model");
     let mut layers: Vec<(String, ModelLayer)> = Vec::new();
@@ -73,7 +80,14 @@ pub(super) fn build(
             let previous = layers.last().map(|(n, _)| n.as_str());
             check_chain(&source, l, &lname, previous)?;
         }
+        if b.rank.is_none() {
+            let shape = l["config"]
+                .get("batch_shape")
+                .or(l["build_config"].get("input_shape"));
+            b.rank = shape.and_then(Value::as_array).map(Vec::len);
+        }
         let layer = b.layer(l, &lname)?;
+        b.rank = b.rank.map(|r| rank_after(r, &layer));
         let takes_mask = matches!(
             layer,
             ModelLayer::Gru(_)
@@ -95,6 +109,7 @@ pub(super) fn build(
         }
         layers.push((lname, layer));
     }
+    b.w.check_all_read()?;
     Ok(KerasModel {
         name,
         layers,
@@ -102,9 +117,25 @@ pub(super) fn build(
     })
 }
 
+/// The rank of a layer's output, given its input's.
+fn rank_after(rank: usize, layer: &ModelLayer) -> usize {
+    let sequences = |c: &GruConfig| if c.return_sequences { 3 } else { 2 };
+    match layer {
+        ModelLayer::Embedding(_) => rank + 1,
+        ModelLayer::Gru(g) => sequences(g.config()),
+        ModelLayer::Bidirectional(b) => sequences(b.forward_layer().config()),
+        ModelLayer::GlobalPooling(p) if !p.keepdims => rank.saturating_sub(1),
+        _ => rank,
+    }
+}
+
 impl ChainBuilder<'_> {
-    /// The next object-tree group of a class: `layers/gru`, then `layers/gru_1`, ...
-    fn group(&mut self, class: &str) -> String {
+    /// The next object-tree group of a class: `layers/gru`, then `layers/gru_1`, ...; in a
+    /// legacy file the layer's name.
+    fn group(&mut self, class: &str, lname: &str) -> String {
+        if self.w.is_legacy() {
+            return lname.to_string();
+        }
         let key = snake(class);
         let k = self.counters.entry(key.clone()).or_insert(0);
         let group = match *k {
@@ -130,7 +161,7 @@ impl ChainBuilder<'_> {
     fn layer(&mut self, l: &Value, lname: &str) -> Result<ModelLayer> {
         let class = l["class_name"].as_str().unwrap_or("");
         let cfg = &l["config"];
-        let group = self.group(class);
+        let group = self.group(class, lname);
         match class {
             "InputLayer" => {
                 self.features = last_dim(cfg.get("batch_shape").or(cfg.get("batch_input_shape")));

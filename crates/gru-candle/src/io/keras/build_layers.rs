@@ -87,7 +87,7 @@ impl ChainBuilder<'_> {
     }
 
     pub(super) fn layer_norm(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
-        if !last_axis(&cfg["axis"]) || cfg["rms_scaling"].as_bool() == Some(true) {
+        if !last_axis(&cfg["axis"], self.rank) || cfg["rms_scaling"].as_bool() == Some(true) {
             let what = format!(
                 "LayerNormalization with axis {} and rms_scaling {} (the last axis, no rms_scaling)",
                 cfg["axis"], cfg["rms_scaling"]
@@ -110,7 +110,7 @@ impl ChainBuilder<'_> {
         lname: &str,
         d: usize,
     ) -> Result<ModelLayer> {
-        if !last_axis(&cfg["axis"]) || cfg["renorm"].as_bool() == Some(true) {
+        if !last_axis(&cfg["axis"], self.rank) || cfg["renorm"].as_bool() == Some(true) {
             let what = format!(
                 "layer {lname:?}: BatchNormalization with axis {} and renorm {} (the last axis, no renorm)",
                 cfg["axis"], cfg["renorm"]
@@ -209,11 +209,15 @@ pub(super) fn rules<'a>(
         .collect()
 }
 
-/// Whether a normalization's `axis` is the last one (`-1`, `[-1]`, or unset).
-fn last_axis(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Array(a) => a.len() == 1 && a[0].as_i64() == Some(-1),
-        v => v.as_i64() == Some(-1),
-    }
+/// Whether a normalization's `axis` is the last one of an input of rank `rank`: `-1`,
+/// `[-1]`, unset, or `rank - 1` (`[rank - 1]`) when the rank is known (Keras 2 writes
+/// positive axes).
+fn last_axis(v: &Value, rank: Option<usize>) -> bool {
+    let axis = match v {
+        Value::Null => return true,
+        Value::Array(a) if a.len() == 1 => a[0].as_i64(),
+        v => v.as_i64(),
+    };
+    axis == Some(-1)
+        || (axis.is_some() && axis == rank.and_then(|r| i64::try_from(r).ok()).map(|r| r - 1))
 }

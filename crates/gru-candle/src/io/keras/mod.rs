@@ -1,5 +1,7 @@
-//! Keras 3 model files: `.keras` archives (zip: `config.json` + `model.weights.h5`) and
-//! `.weights.h5` files, read with a pure-Rust HDF5 reader (no system library).
+//! Keras model files: Keras 3 `.keras` archives (zip: `config.json` + `model.weights.h5`)
+//! and `.weights.h5` files, and the legacy HDF5 files of Keras 2 (and of Keras 3's legacy
+//! writer): whole `.h5` models and weights-only `.h5` files (see `legacy.rs`); read with a
+//! pure-Rust HDF5 reader (no system library).
 //!
 //! Keras 3 stores variables by position in the object tree: the k-th layer of a class is
 //! `layers/{snake_case(class)}` then `_1`, `_2`... in creation order, a GRU's variables are
@@ -19,6 +21,7 @@ mod build_layers;
 mod conv;
 mod graph;
 mod layers;
+mod legacy;
 mod run;
 mod train;
 mod weights;
@@ -212,6 +215,35 @@ fn read_member<R: Read + std::io::Seek>(
     Ok(buf)
 }
 
+/// Whether the file starts as an HDF5 file does (a legacy `.h5` model) rather than as a zip
+/// archive (`.keras`).
+fn is_hdf5(path: &Path) -> Result<bool> {
+    let source = path.display().to_string();
+    let mut head = [0u8; 8];
+    let mut f = std::fs::File::open(path).map_err(|e| malformed(&source, e.to_string()))?;
+    let n = f
+        .read(&mut head)
+        .map_err(|e| malformed(&source, e.to_string()))?;
+    Ok(head[..n] == *legacy::HDF5_MAGIC)
+}
+
+/// Reads a whole HDF5 file whose size is within `cap`.
+fn read_hdf5(path: &Path, cap: u64) -> Result<Hdf5File> {
+    let source = path.display().to_string();
+    let size = std::fs::metadata(path)
+        .map_err(|e| malformed(&source, e.to_string()))?
+        .len();
+    if size > cap {
+        return Err(crate::Error::Gru(gru_core::GruError::TooLarge {
+            what: source,
+            limit: format!("{cap} bytes (Limits::max_member_bytes)"),
+            needed: format!("{size} bytes"),
+        }));
+    }
+    let bytes = std::fs::read(path).map_err(|e| malformed(&source, e.to_string()))?;
+    Hdf5File::from_vec(bytes).map_err(|e| malformed(&source, e.to_string()))
+}
+
 fn open_archive(path: &Path) -> Result<zip::ZipArchive<std::fs::File>> {
     let source = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| malformed(&source, e.to_string()))?;
@@ -220,24 +252,28 @@ fn open_archive(path: &Path) -> Result<zip::ZipArchive<std::fs::File>> {
 }
 
 impl KerasModel {
-    /// Loads a `.keras` archive under the default [`Limits`].
+    /// Loads a model file under the default [`Limits`]: a `.keras` archive, or a legacy
+    /// `.h5` model (Keras 2's `model.save("m.h5")`, Keras 3's
+    /// `keras.saving.save_model(m, "m.h5")`), told apart by their first bytes.
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<KerasModel> {
-        Self::load_archive(path, dtype, device, &Limits::default(), None)
+        Self::load_file(path, dtype, device, &Limits::default(), None)
     }
 
-    /// Loads a `.keras` archive: each member is bounded by its declared size and the
-    /// limits, each variable's shape checked before its values are read.
+    /// Loads a `.keras` archive or a legacy `.h5` model: each archive member (a legacy file
+    /// as a whole) is bounded by its declared size and the limits, each variable's shape
+    /// checked before its values are read.
     pub fn load_with_limits(
         path: &Path,
         dtype: DType,
         device: &Device,
         limits: &Limits,
     ) -> Result<KerasModel> {
-        Self::load_archive(path, dtype, device, limits, None)
+        Self::load_file(path, dtype, device, limits, None)
     }
 
-    /// Loads a `.keras` archive for training: every variable becomes a `Var` of `varmap`,
-    /// named by its path in the weights file (`layers/gru/cell/vars/0`, ...), so that an
+    /// Loads a `.keras` archive or a legacy `.h5` model for training: every variable becomes
+    /// a `Var` of `varmap`, named by its path in the weights file (`layers/gru/cell/vars/0`,
+    /// ...; in a legacy file `model_weights/gru/gru/gru_cell/kernel:0`, ...), so that an
     /// optimizer over `varmap.all_vars()` trains the model (the weights of layers with
     /// `trainable = false` take part as constants). `varmap` must not hold those names yet.
     /// Train with [`KerasModel::call_with`], [`KerasModel::regularization_loss`] and
@@ -248,10 +284,10 @@ impl KerasModel {
         device: &Device,
         varmap: &VarMap,
     ) -> Result<KerasModel> {
-        Self::load_archive(path, dtype, device, &Limits::default(), Some(varmap))
+        Self::load_file(path, dtype, device, &Limits::default(), Some(varmap))
     }
 
-    fn load_archive(
+    fn load_file(
         path: &Path,
         dtype: DType,
         device: &Device,
@@ -259,6 +295,16 @@ impl KerasModel {
         vars: Option<&VarMap>,
     ) -> Result<KerasModel> {
         let source = path.display().to_string();
+        if is_hdf5(path)? {
+            let file = read_hdf5(path, limits.max_member_bytes)?;
+            let config = legacy::model_config(&file, &source)?;
+            let w = Weights::new(file, source, limits.max_weight_bytes, vars.cloned())?;
+            if !w.is_legacy() {
+                let what = "model_weights/ with a layer_names attribute";
+                return Err(file_error(&w.source, FileProblem::Missing(what.into())));
+            }
+            return build::build(&config, w, dtype, device);
+        }
         let mut zip = open_archive(path)?;
         let config_bytes = read_member(
             &mut zip,
@@ -276,17 +322,15 @@ impl KerasModel {
             .map_err(|e| malformed(&source, format!("config.json: {e}")))?;
         let h5_source = format!("{source}:model.weights.h5");
         let file = Hdf5File::from_vec(weights).map_err(|e| malformed(&h5_source, e.to_string()))?;
-        let w = Weights {
-            file,
-            source: h5_source,
-            max_bytes: limits.max_weight_bytes,
-            vars: vars.cloned(),
-        };
+        let w = Weights::new(file, h5_source, limits.max_weight_bytes, vars.cloned())?;
         build::build(&config, w, dtype, device)
     }
 
-    /// Loads a `.weights.h5` file for the model described by `config` (the `config.json` of
-    /// a `.keras` archive, or `model.to_json()`).
+    /// Loads a weights file for the model described by `config` (the `config.json` of a
+    /// `.keras` archive, `model.to_json()`, or [`KerasModel::model_config`]): Keras 3's
+    /// `.weights.h5` (variables by object-tree path) or Keras 2's `save_weights` `.h5`
+    /// (layers by name, each one's variables in order), told apart by the file's layout. In
+    /// a legacy file every variable must find its place in the config.
     pub fn load_weights_h5(
         config: &Value,
         path: &Path,
@@ -315,14 +359,9 @@ impl KerasModel {
         vars: Option<&VarMap>,
     ) -> Result<KerasModel> {
         let source = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| malformed(&source, e.to_string()))?;
-        let file = Hdf5File::from_vec(bytes).map_err(|e| malformed(&source, e.to_string()))?;
-        let w = Weights {
-            file,
-            source,
-            max_bytes: Limits::default().max_weight_bytes,
-            vars: vars.cloned(),
-        };
+        let limits = Limits::default();
+        let file = read_hdf5(path, limits.max_member_bytes)?;
+        let w = Weights::new(file, source, limits.max_weight_bytes, vars.cloned())?;
         build::build(config, w, dtype, device)
     }
 
@@ -332,6 +371,17 @@ impl KerasModel {
         let mut zip = open_archive(path)?;
         let buf = read_member(&mut zip, &source, "config.json", MAX_CONFIG_BYTES)?;
         serde_json::from_slice(&buf).map_err(|e| malformed(&source, format!("config.json: {e}")))
+    }
+
+    /// The architecture of a model file: `config.json` of a `.keras` archive, or the
+    /// `model_config` attribute of a legacy `.h5` model (as written; Keras 2 forms are
+    /// read when the model is built).
+    pub fn model_config(path: &Path) -> Result<Value> {
+        if !is_hdf5(path)? {
+            return Self::archive_config(path);
+        }
+        let file = read_hdf5(path, Limits::default().max_member_bytes)?;
+        legacy::model_config(&file, &path.display().to_string())
     }
 }
 

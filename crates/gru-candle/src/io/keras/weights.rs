@@ -1,11 +1,15 @@
-//! Variables read from a Keras HDF5 weights file by their object-tree paths.
+//! Variables read from a Keras HDF5 weights file by their object-tree paths (Keras 3), or
+//! through a legacy file's `layer_names` / `weight_names` lists.
 
+use super::legacy::LegacyIndex;
 use crate::error::{file_error, FileProblem, Result};
 use crate::io::check_shape;
 use crate::layer::Gru;
 use candle_core::{DType, Device, Tensor};
 use gru_core::GruConfig;
 use hdf5_reader::Hdf5File;
+use std::cell::RefCell;
+use std::collections::HashSet;
 
 /// Reads variables from an HDF5 weights file.
 pub(super) struct Weights {
@@ -15,9 +19,53 @@ pub(super) struct Weights {
     pub(super) max_bytes: u64,
     /// A trainable load: every variable becomes a `Var` of this map, named by its path.
     pub(super) vars: Option<candle_nn::VarMap>,
+    /// A legacy file's variable lists (`None`: Keras 3's object tree).
+    pub(super) legacy: Option<LegacyIndex>,
+    /// The datasets read so far (a legacy file must have every variable read).
+    pub(super) used: RefCell<HashSet<String>>,
 }
 
 impl Weights {
+    /// Variables of `file`, in the layout the file has (legacy or Keras 3).
+    pub(super) fn new(
+        file: Hdf5File,
+        source: String,
+        max_bytes: u64,
+        vars: Option<candle_nn::VarMap>,
+    ) -> Result<Weights> {
+        let legacy = LegacyIndex::read(&file, &source)?;
+        Ok(Weights {
+            file,
+            source,
+            max_bytes,
+            vars,
+            legacy,
+            used: RefCell::new(HashSet::new()),
+        })
+    }
+
+    /// Whether the file is in a legacy layout (layers found by name, not object-tree path).
+    pub(super) fn is_legacy(&self) -> bool {
+        self.legacy.is_some()
+    }
+
+    /// A legacy file: every variable of every layer it lists was read (a variable the
+    /// config has no place for, such as a bias of a layer configured without one, is an
+    /// error, as in Keras' legacy loader).
+    pub(super) fn check_all_read(&self) -> Result<()> {
+        let Some(legacy) = &self.legacy else {
+            return Ok(());
+        };
+        let used = self.used.borrow();
+        match legacy.unread(&used) {
+            None => Ok(()),
+            Some(path) => {
+                let what = format!("variable {path}, which the model config has no place for");
+                Err(file_error(&self.source, FileProblem::Unsupported(what)))
+            }
+        }
+    }
+
     fn dataset(&self, path: &str) -> Result<hdf5_reader::Dataset> {
         self.file.dataset(path).map_err(|_| {
             file_error(
@@ -64,6 +112,14 @@ impl Weights {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
+        let resolved;
+        let path = match &self.legacy {
+            Some(legacy) => {
+                resolved = legacy.resolve(&self.source, path)?;
+                resolved.as_str()
+            }
+            None => path,
+        };
         let ds = self.dataset(path)?;
         let shape: Vec<usize> = ds
             .shape()
@@ -82,6 +138,7 @@ impl Weights {
             }));
         }
         let values = self.values(path, &ds)?;
+        self.used.borrow_mut().insert(path.to_string());
         let t = crate::io::tensor_from(&self.source, path, values, expected, dtype, device)?;
         match &self.vars {
             Some(vars) => super::train::register(vars, path, t),

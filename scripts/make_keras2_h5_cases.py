@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Makes the legacy HDF5 model cases of tests/data/models: models written by Keras 2
-(tf_keras 2.21.0, `model.save("NAME.h5")` and `model.save_weights("NAME.legacy_weights.h5")`)
+(tf_keras 2.21.0, `model.save("NAME.h5")`, `model.save_weights("NAME.legacy_weights.h5")`,
+and `model.save("NAME.keras")`, tf_keras' archive with Keras 2 configs)
 and one written by Keras 3.15.1 in the legacy format (`keras.saving.save_model(m, "NAME.h5")`),
 with the outputs the writing Keras computed, in the schema of tests/data/models/README.md.
 
@@ -77,7 +78,8 @@ def save_case(out_dir, model, name, description, inputs, input_dtype, keras3=Fal
     else:
         model.save(path)
         model.save_weights(os.path.join(out_dir, name + ".legacy_weights.h5"))
-        files.append(name + ".legacy_weights.h5")
+        model.save(os.path.join(out_dir, name + ".keras"))
+        files += [name + ".legacy_weights.h5", name + ".keras"]
         version = "tf_keras " + tf_keras.__version__
     for suffix, make in extra_files:
         make(path, os.path.join(out_dir, name + suffix))

@@ -41,8 +41,8 @@ fn every_model_case_reproduces_its_framework() {
         runs += r.files.len();
     }
     assert_eq!(
-        runs, 36,
-        "12 keras cases x (.keras, .weights.h5) + 2 torch cases + 10 legacy .h5 files"
+        runs, 40,
+        "12 keras cases x (.keras, .weights.h5) + 2 torch cases + 10 legacy .h5 files + 4 tf_keras .keras archives"
     );
 }
 

@@ -169,6 +169,22 @@ def main(out_dir):
               extra_files=[(".fixed_strings.h5", fixed_length_strings)])
 
     x = rng.normal(size=(b, t, f)).astype(np.float32)
+    model = k2.Sequential([
+        k2.layers.GRU(6, input_shape=(t, f)),
+        k2.layers.RepeatVector(3),
+        k2.layers.GRU(4, return_sequences=True),
+        k2.layers.LeakyReLU(alpha=0.2),
+        k2.layers.Flatten(),
+        k2.layers.Dense(4),
+        k2.layers.ReLU(max_value=0.3, negative_slope=0.05),
+    ], name="keras2_repeat_vector_leaky_relu")
+    randomize(model, rng)
+    save_case(out_dir, model, "keras2_repeat_vector_leaky_relu",
+              "Keras 2: GRU(6) -> RepeatVector(3) -> GRU(4, return_sequences) -> "
+              "LeakyReLU(alpha 0.2) -> Flatten -> Dense(4) -> ReLU(max_value 0.3, "
+              "negative_slope 0.05)", x, "float32")
+
+    x = rng.normal(size=(b, t, f)).astype(np.float32)
     model = keras.Sequential([
         keras.Input((t, f)),
         keras.layers.Bidirectional(keras.layers.GRU(3, return_sequences=True), merge_mode="sum"),

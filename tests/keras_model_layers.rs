@@ -1,8 +1,10 @@
 //! The Keras layers around the GRUs of a loaded model (tests/data/models/embedding_* and
 //! gru_layernorm_max_pool, made by scripts/make_keras_model_cases.py): the token ids a model
 //! takes and the typed errors for others, the mask an `Embedding(mask_zero=True)` gives the
-//! GRUs and the pooling, the functional graphs' mask nodes that cannot be followed, and the
-//! layer configs that are refused.
+//! GRUs and the pooling, the functional graphs' mask nodes that cannot be followed, the
+//! layer configs that are refused; and (reshape_permute_padding, seq2seq_repeat_vector, made
+//! by scripts/make_keras_reshaping_cases.py) the activity loss of ActivityRegularization,
+//! the noise layers in training, and reshaping layers that cannot apply.
 
 use candle_core::{DType, Device, Tensor};
 use candle_gru::candle::io::keras::{KerasModel, LayerActivation, ModelLayer};
@@ -281,5 +283,95 @@ fn sequences_shorter_than_a_window_are_typed_errors() {
     match valid.forward(&two_steps) {
         Err(Error::Gru(GruError::Shape { what, .. })) => assert_eq!(what, "Conv1D input"),
         other => panic!("expected a shape error, got {other:?}"),
+    }
+}
+
+fn floats(name: &str) -> Tensor {
+    let text = std::fs::read_to_string(data(&format!("{name}.json"))).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let rows: Vec<Vec<Vec<f32>>> = serde_json::from_value(json["inputs"].clone()).unwrap();
+    let (b, t, f) = (rows.len(), rows[0].len(), rows[0][0].len());
+    let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
+    Tensor::from_vec(flat, (b, t, f), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn activity_regularization_and_noise_layers_act_as_keras() {
+    let name = "reshape_permute_padding";
+    let text = std::fs::read_to_string(data(&format!("{name}.json"))).unwrap();
+    let keras_losses: Vec<f64> =
+        serde_json::from_value(serde_json::from_str::<Value>(&text).unwrap()["losses"].clone())
+            .unwrap();
+    let m = model(name);
+    let x = floats(name);
+    let call = |training| {
+        m.call_with(
+            &x,
+            candle_gru::candle::io::keras::ModelCall {
+                mask: None,
+                training,
+            },
+        )
+        .unwrap()
+    };
+    // Inference: the noise layers are the identity; ActivityRegularization's loss is Keras'.
+    let out = call(false);
+    let loss = out.activity_loss.unwrap().to_scalar::<f32>().unwrap() as f64;
+    assert_eq!(keras_losses.len(), 1);
+    assert!(
+        (loss - keras_losses[0]).abs() <= 1e-6 * keras_losses[0],
+        "{loss} vs {keras_losses:?}"
+    );
+    assert_eq!(values(&out.outputs[0]), values(&call(false).outputs[0]));
+    // Training: GaussianNoise, GaussianDropout and AlphaDropout draw fresh noise per call.
+    let (a, b) = (
+        values(&call(true).outputs[0]),
+        values(&call(true).outputs[0]),
+    );
+    assert_eq!(a.len(), values(&out.outputs[0]).len());
+    assert!(a != b && a != values(&out.outputs[0]));
+}
+
+#[test]
+fn reshaping_layers_that_cannot_apply_are_typed_errors() {
+    // Flatten and Permute need the steps fixed in the config.
+    let free_steps = |cfg: &mut Value| {
+        layer_named(cfg, "InputLayer")["config"]["batch_shape"] = serde_json::json!([null, null, 5])
+    };
+    let e = unsupported_or_malformed(load_edited("seq2seq_repeat_vector", |c| {
+        free_steps(c);
+        layer_named(c, "RepeatVector")["config"]["n"] = 0.into();
+    }));
+    assert!(e.contains("RepeatVector n"), "{e}");
+    let e = unsupported_or_malformed(load_edited("reshape_permute_padding", free_steps));
+    assert!(e.contains("Permute needs the input's shape"), "{e}");
+    let e = unsupported_or_malformed(load_edited("reshape_permute_padding", |c| {
+        layer_named(c, "Reshape")["config"]["target_shape"] = serde_json::json!([-1, 8]);
+    }));
+    assert!(e.contains("target_shape"), "{e}");
+    let e = unsupported_or_malformed(load_edited("reshape_permute_padding", |c| {
+        layer_named(c, "Permute")["config"]["dims"] = serde_json::json!([2, 2]);
+    }));
+    assert!(e.contains("Permute dims"), "{e}");
+    let e = unsupported_or_malformed(load_edited("reshape_permute_padding", |c| {
+        layer_named(c, "Softmax")["config"]["axis"] = 1.into();
+    }));
+    assert!(e.contains("Softmax over axis 1"), "{e}");
+    // A call whose steps do not fit the Reshape is a shape error, not a panic.
+    let m = model("reshape_permute_padding");
+    let x = Tensor::zeros((2, 6, 5), DType::F32, &Device::Cpu).unwrap();
+    assert!(matches!(
+        m.call(&x, None),
+        Err(Error::Gru(GruError::Shape { .. }))
+    ));
+}
+
+fn unsupported_or_malformed(r: candle_gru::candle::Result<KerasModel>) -> String {
+    match r {
+        Err(Error::File {
+            problem: FileProblem::Unsupported(w) | FileProblem::Unreadable(w),
+            ..
+        }) => w,
+        other => panic!("expected a file error, got {other:?}"),
     }
 }

@@ -2,6 +2,7 @@
 //! found at Keras 3's object-tree path (`layers/{snake_case(class)}[_k]/...`).
 
 use super::build_layers::rules;
+use super::build_simple::dims_after;
 use super::graph::{check_chain, check_id_mask_node, check_mask_argument, MaskState};
 use super::train::Dropout;
 use super::weights::Weights;
@@ -26,6 +27,8 @@ pub(super) struct ChainBuilder<'a> {
     /// The rank of the tensor the next layer receives (batch included), once known: a
     /// normalization's positive `axis` must name its last axis.
     pub(super) rank: Option<usize>,
+    /// The dims after the batch of the tensor the next layer receives, when all are fixed.
+    pub(super) dims: Option<Vec<usize>>,
 }
 
 /// Builds the model described by `config` from the variables in `w`.
@@ -58,6 +61,7 @@ pub(super) fn build(
         counters: HashMap::new(),
         features: None,
         rank: None,
+        dims: None,
     };
     let functional = matches!(class, "Functional" | "Model");
     let mut layers: Vec<(String, ModelLayer)> = Vec::new();
@@ -83,11 +87,22 @@ pub(super) fn build(
         if b.rank.is_none() {
             let shape = l["config"]
                 .get("batch_shape")
-                .or(l["build_config"].get("input_shape"));
-            b.rank = shape.and_then(Value::as_array).map(Vec::len);
+                .or(l["build_config"].get("input_shape"))
+                .and_then(Value::as_array);
+            b.rank = shape.map(Vec::len);
+            b.dims = shape.and_then(|s| {
+                s.iter()
+                    .skip(1)
+                    .map(|d| d.as_u64().map(|d| d as usize))
+                    .collect()
+            });
         }
         let layer = b.layer(l, &lname)?;
         b.rank = b.rank.map(|r| rank_after(r, &layer));
+        b.dims = b
+            .dims
+            .take()
+            .and_then(|d| dims_after(d, &layer, b.features));
         let takes_mask = matches!(
             layer,
             ModelLayer::Gru(_)
@@ -100,10 +115,17 @@ pub(super) fn build(
         }
         mask = mask.after(&layer);
         // A GRU computes its own activity loss; Keras adds any other layer's.
-        let reg = l["config"]
-            .get("activity_regularizer")
-            .unwrap_or(&Value::Null);
-        let reg = Regularizer::from_keras_value("activity_regularizer", reg)?;
+        let reg = match l["class_name"].as_str() {
+            // Its own activity loss: l1 * sum|x| + l2 * sum x^2.
+            Some("ActivityRegularization") => serde_json::json!({"class_name": "L1L2", "config": {
+                "l1": l["config"]["l1"].as_f64().unwrap_or(0.0),
+                "l2": l["config"]["l2"].as_f64().unwrap_or(0.0)}}),
+            _ => l["config"]
+                .get("activity_regularizer")
+                .cloned()
+                .unwrap_or(Value::Null),
+        };
+        let reg = Regularizer::from_keras_value("activity_regularizer", &reg)?;
         if let (Some(reg), false) = (reg, matches!(layer, ModelLayer::Gru(_))) {
             activity.push((lname.clone(), reg));
         }
@@ -199,6 +221,13 @@ impl ChainBuilder<'_> {
                     keepdims: cfg["keepdims"].as_bool().unwrap_or(false),
                 }))
             }
+            "Flatten" | "RepeatVector" | "Reshape" | "Permute" | "ZeroPadding1D" | "Cropping1D"
+            | "UpSampling1D" => self.reshaping(cfg, class, lname),
+            "LeakyReLU" | "ReLU" | "ELU" | "Softmax" => self.activation_layer(cfg, class, lname),
+            "GaussianNoise" | "GaussianDropout" | "AlphaDropout" => self.noise(cfg, class, lname),
+            "ActivityRegularization" => Ok(ModelLayer::Activation(LayerActivation::Elementwise(
+                gru_core::Activation::Linear,
+            ))),
             "Activation" => Ok(ModelLayer::Activation(LayerActivation::from_keras_value(
                 cfg.get("activation").unwrap_or(&Value::Null),
             )?)),

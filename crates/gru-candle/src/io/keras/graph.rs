@@ -22,9 +22,10 @@ impl MaskState {
             ModelLayer::Masking { .. } => MaskState::Masking,
             ModelLayer::Embedding(e) if e.mask_zero => MaskState::Ids,
             ModelLayer::Embedding(_) => MaskState::None,
-            ModelLayer::GlobalPooling(_) | ModelLayer::Conv1D(_) | ModelLayer::Pooling(_) => {
-                MaskState::None
-            }
+            ModelLayer::GlobalPooling(_)
+            | ModelLayer::Conv1D(_)
+            | ModelLayer::Pooling(_)
+            | ModelLayer::Reshaping(_) => MaskState::None,
             ModelLayer::Gru(g) if !g.config().return_sequences => MaskState::None,
             ModelLayer::Bidirectional(b) if !b.forward_layer().config().return_sequences => {
                 MaskState::None

@@ -18,6 +18,22 @@ pub enum LayerActivation {
     Softmax,
     /// `log_softmax` over the last axis.
     LogSoftmax,
+    /// The `LeakyReLU` layer: `x` above 0, else `slope * x` (Keras 3's `negative_slope`,
+    /// Keras 2's `alpha`; default 0.3).
+    LeakyRelu(f64),
+    /// The `ReLU` layer, Keras' `relu(x, negative_slope, max_value, threshold)`: `x` above
+    /// `threshold` (else 0), clipped to `[0, max_value]`, minus
+    /// `negative_slope * relu(threshold - x)`.
+    Relu {
+        /// The most it returns (`None`: no limit).
+        max_value: Option<f64>,
+        /// The slope below the threshold.
+        negative_slope: f64,
+        /// Where the identity starts.
+        threshold: f64,
+    },
+    /// The `ELU` layer: `x` above 0, else `alpha * (exp(x) - 1)`.
+    Elu(f64),
 }
 
 impl LayerActivation {
@@ -50,8 +66,44 @@ impl LayerActivation {
             // backward: a training loss through it would give no gradient upstream).
             LayerActivation::Softmax => candle_nn::ops::softmax(x, D::Minus1)?,
             LayerActivation::LogSoftmax => candle_nn::ops::log_softmax(x, D::Minus1)?,
+            LayerActivation::LeakyRelu(slope) => leaky(x, *slope)?,
+            LayerActivation::Elu(alpha) => x.elu(*alpha)?,
+            LayerActivation::Relu {
+                max_value,
+                negative_slope,
+                threshold,
+            } => relu(x, *max_value, *negative_slope, *threshold)?,
         })
     }
+}
+
+/// TensorFlow's `leaky_relu`: `x > 0 ? x : slope * x`.
+fn leaky(x: &Tensor, slope: f64) -> candle_core::Result<Tensor> {
+    x.gt(0.0)?.where_cond(x, &(x * slope)?)
+}
+
+/// Keras 3's `relu` (`activations.ReLU.static_call`), step by step.
+fn relu(x: &Tensor, max: Option<f64>, slope: f64, threshold: f64) -> candle_core::Result<Tensor> {
+    if slope != 0.0 && max.is_none() && threshold == 0.0 {
+        return leaky(x, slope);
+    }
+    let mut clip = max;
+    let mut y = if threshold != 0.0 {
+        x.gt(threshold)?.where_cond(x, &x.zeros_like()?)?
+    } else if max == Some(6.0) {
+        clip = None;
+        x.clamp(0.0, 6.0)?
+    } else {
+        x.relu()?
+    };
+    if let Some(m) = clip {
+        y = y.clamp(0.0, m)?;
+    }
+    if slope != 0.0 {
+        let negative = x.affine(-1.0, threshold)?.relu()?;
+        y = (y - (negative * slope)?)?;
+    }
+    Ok(y)
 }
 
 /// A Keras `Dense` layer: `activation(x @ kernel + bias)` on the last axis.

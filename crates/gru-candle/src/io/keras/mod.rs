@@ -11,17 +11,23 @@
 //! Chains of InputLayer, Embedding, Masking, Dropout, SpatialDropout1D, GRU,
 //! Bidirectional(GRU), LayerNormalization, BatchNormalization, GlobalAveragePooling1D,
 //! GlobalMaxPooling1D,
-//! Conv1D, MaxPooling1D, AveragePooling1D, Dense, TimeDistributed(Dense) and Activation run
+//! Conv1D, MaxPooling1D, AveragePooling1D, Dense, TimeDistributed(Dense), Activation, the
+//! activation layers (LeakyReLU, ReLU, ELU, Softmax), reshaping (Flatten, RepeatVector,
+//! Reshape, Permute, ZeroPadding1D, Cropping1D, UpSampling1D), noise (GaussianNoise,
+//! GaussianDropout, AlphaDropout) and ActivityRegularization run
 //! end to end (functional models too, with the
 //! `NotEqual` mask node Keras records for `Embedding(mask_zero=True)`).
 
 mod batch_norm;
 mod build;
 mod build_layers;
+mod build_simple;
 mod conv;
 mod graph;
 mod layers;
 mod legacy;
+mod noise;
+mod reshaping;
 mod run;
 mod train;
 mod weights;
@@ -29,6 +35,8 @@ mod weights;
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv1D, Padding1D, Pooling1D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
+pub use noise::{Noise, NoiseKind};
+pub use reshaping::Reshaping;
 pub use train::{Dropout, ModelCall, ModelOutput, WeightRule};
 
 use crate::bidirectional::Bidirectional;
@@ -75,11 +83,17 @@ pub enum ModelLayer {
     Conv1D(Conv1D),
     /// `MaxPooling1D`, `AveragePooling1D`.
     Pooling(Pooling1D),
+    /// `Flatten`, `RepeatVector`, `Reshape`, `Permute`, `ZeroPadding1D`, `Cropping1D`,
+    /// `UpSampling1D`.
+    Reshaping(Reshaping),
+    /// `GaussianNoise`, `GaussianDropout`, `AlphaDropout`: the identity outside training.
+    Noise(Box<Noise>),
 }
 
 impl ModelLayer {
     /// The dtype the layer computes in; `None` for layers that keep their input's dtype
-    /// (`Input`, `Masking`, `Dropout`, `Activation`, normalizations, pooling).
+    /// (`Input`, `Masking`, `Dropout`, `Activation`, normalizations, pooling, reshaping,
+    /// noise).
     pub fn compute_dtype(&self) -> Option<DType> {
         match self {
             ModelLayer::Input
@@ -89,7 +103,9 @@ impl ModelLayer {
             | ModelLayer::LayerNorm(_)
             | ModelLayer::BatchNorm(_)
             | ModelLayer::GlobalPooling(_)
-            | ModelLayer::Pooling(_) => None,
+            | ModelLayer::Pooling(_)
+            | ModelLayer::Reshaping(_)
+            | ModelLayer::Noise(_) => None,
             ModelLayer::Conv1D(c) => Some(c.compute_dtype),
             ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),

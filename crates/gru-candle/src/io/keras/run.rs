@@ -188,6 +188,12 @@ fn step(layer: &ModelLayer, x: &Tensor, prev: Carried, training: bool) -> Result
             mask = None;
             vec![p.forward(x)?]
         }
+        // Keras' reshaping layers do not support masking either.
+        ModelLayer::Reshaping(r) => {
+            mask = None;
+            vec![r.forward(x)?]
+        }
+        ModelLayer::Noise(n) => vec![n.forward(x, training)?],
     };
     Ok(Carried {
         outs,

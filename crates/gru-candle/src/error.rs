@@ -38,12 +38,15 @@ pub enum FileProblem {
     },
     /// A layer, class or structure this crate does not run.
     Unsupported(String),
+    /// It cannot be written (the folder, permissions, a full disk, an encoder's refusal).
+    Unwritable(String),
 }
 
 impl fmt::Display for FileProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FileProblem::Unreadable(why) => write!(f, "cannot be read: {why}"),
+            FileProblem::Unwritable(why) => write!(f, "cannot be written: {why}"),
             FileProblem::Missing(what) => write!(f, "missing {what}"),
             FileProblem::Shape {
                 name,

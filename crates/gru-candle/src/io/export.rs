@@ -20,7 +20,7 @@ pub fn save_safetensors(gru: &Gru, path: &Path) -> Result<()> {
     candle_core::safetensors::save(&map, path).map_err(|e| {
         file_error(
             path.display().to_string(),
-            FileProblem::Unreadable(e.to_string()),
+            FileProblem::Unwritable(e.to_string()),
         )
     })
 }

@@ -136,6 +136,8 @@ pub(super) fn build(
         name,
         layers,
         activity,
+        variables: b.w.read.take(),
+        config: config.clone(),
     })
 }
 
@@ -153,11 +155,16 @@ fn rank_after(rank: usize, layer: &ModelLayer) -> usize {
 
 impl ChainBuilder<'_> {
     /// The next object-tree group of a class: `layers/gru`, then `layers/gru_1`, ...; in a
-    /// legacy file the layer's name.
+    /// legacy file the group's variables are found under the layer's name.
     fn group(&mut self, class: &str, lname: &str) -> String {
+        let group = self.tree_group(class);
         if self.w.is_legacy() {
-            return lname.to_string();
+            self.w.alias(&group, lname);
         }
+        group
+    }
+
+    fn tree_group(&mut self, class: &str) -> String {
         let key = snake(class);
         let k = self.counters.entry(key.clone()).or_insert(0);
         let group = match *k {

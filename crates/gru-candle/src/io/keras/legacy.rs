@@ -154,17 +154,15 @@ impl LegacyIndex {
             .map(String::as_str)
     }
 
-    /// The dataset of the variable the model builder names `path`: `{layer}/vars/k`,
-    /// `{layer}/cell/vars/k`, `{layer}/layer/vars/k` (TimeDistributed) or
-    /// `{layer}/{forward,backward}_layer/cell/vars/k` (Bidirectional, whose backward
-    /// variables follow the forward ones).
-    pub(super) fn resolve(&self, source: &str, path: &str) -> Result<String> {
+    /// The dataset of a variable of the layer named `layer`, at `rest` below the layer's
+    /// object-tree group: `vars/k`, `cell/vars/k`, `layer/vars/k` (TimeDistributed) or
+    /// `{forward,backward}_layer/cell/vars/k` (Bidirectional, whose backward variables
+    /// follow the forward ones).
+    pub(super) fn resolve(&self, source: &str, layer: &str, rest: &str) -> Result<String> {
         let missing = |what: String| {
             crate::error::file_error(source, crate::error::FileProblem::Missing(what))
         };
-        let (layer, rest) = path
-            .split_once('/')
-            .ok_or_else(|| missing(format!("variable {path}")))?;
+        let path = format!("{layer}/{rest}");
         let weights = self
             .layers
             .get(layer)
@@ -284,6 +282,46 @@ fn upgrade_layer_config(class: &str, name: &str, l: &mut Value, source: &str) ->
         }
     }
     Ok(())
+}
+
+/// A config in the form Keras 3's `.keras` loader resolves: the model's and each layer's
+/// `module` (Keras 2 configs name none, or tf_keras' modules), as Keras 3 writes them.
+pub(super) fn archive_form(config: &Value) -> Value {
+    let mut c = config.clone();
+    let keras3 = |m: &Value| m.as_str().is_some_and(|m| m.starts_with("keras"));
+    if !keras3(&c["module"]) {
+        let (module, registered) = match c["class_name"].as_str() {
+            Some("Sequential") => ("keras", Value::Null),
+            _ => ("keras.src.models.functional", Value::from("Functional")),
+        };
+        c["module"] = module.into();
+        c["registered_name"] = registered;
+    }
+    if let Some(layers) = c["config"]["layers"].as_array_mut() {
+        for l in layers.iter_mut().filter(|l| !keras3(&l["module"])) {
+            l["module"] = "keras.layers".into();
+            if l.get("registered_name").is_none() {
+                l["registered_name"] = Value::Null;
+            }
+            if let Some(nodes) = l.get_mut("inbound_nodes").and_then(Value::as_array_mut) {
+                nodes.iter_mut().for_each(legacy_node);
+            }
+        }
+    }
+    c
+}
+
+/// A node [`upgrade_nodes`] wrote (its tensors carry no shape, which Keras 3's dict form
+/// needs) back in the list form Keras 3 also reads: `[[name, node, tensor, kwargs]]`.
+fn legacy_node(node: &mut Value) {
+    let one = &node["args"][0];
+    let history = &one["config"]["keras_history"];
+    if one["class_name"] == "__keras_tensor__" && one["config"].get("shape").is_none() {
+        if let Some([name, n, t]) = history.as_array().map(Vec::as_slice) {
+            let kwargs = node["kwargs"].clone();
+            *node = json!([[name, n, t, kwargs]]);
+        }
+    }
 }
 
 /// `[[[name, node, tensor, kwargs], ...], ...]` -> `[{args: [tensor or [tensors]], kwargs}]`.

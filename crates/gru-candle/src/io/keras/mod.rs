@@ -29,6 +29,7 @@ mod legacy;
 mod noise;
 mod reshaping;
 mod run;
+mod save;
 mod train;
 mod weights;
 
@@ -125,6 +126,11 @@ pub struct KerasModel {
     /// The activity regularizers of the layers other than GRUs (a GRU computes its own), by
     /// layer name.
     pub(super) activity: Vec<(String, gru_core::Regularizer)>,
+    /// Every variable by its Keras 3 object-tree path (`layers/gru/cell/vars/0`, ...): the
+    /// tensors the layers hold (a trainable load's `Var`s, so they follow training).
+    pub(super) variables: Vec<(String, candle_core::Tensor)>,
+    /// The model config, in Keras 3's form (a Keras 2 config as read).
+    pub(super) config: Value,
 }
 
 /// Keras' `to_snake_case` (`keras.src.utils.naming`): drop non-word characters, then

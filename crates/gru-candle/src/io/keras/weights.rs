@@ -23,6 +23,10 @@ pub(super) struct Weights {
     pub(super) legacy: Option<LegacyIndex>,
     /// The datasets read so far (a legacy file must have every variable read).
     pub(super) used: RefCell<HashSet<String>>,
+    /// A legacy file: each layer's Keras 3 object-tree group and its name in the file.
+    aliases: RefCell<Vec<(String, String)>>,
+    /// Every variable read, by its Keras 3 object-tree path, in reading order.
+    pub(super) read: RefCell<Vec<(String, Tensor)>>,
 }
 
 impl Weights {
@@ -41,7 +45,36 @@ impl Weights {
             vars,
             legacy,
             used: RefCell::new(HashSet::new()),
+            aliases: RefCell::new(Vec::new()),
+            read: RefCell::new(Vec::new()),
         })
+    }
+
+    /// A legacy file: the variables of the layer at object-tree `group` are those the file
+    /// lists for the layer named `name`.
+    pub(super) fn alias(&self, group: &str, name: &str) {
+        self.aliases
+            .borrow_mut()
+            .push((group.to_string(), name.to_string()));
+    }
+
+    /// The dataset that holds the variable at object-tree `path`.
+    fn locate(&self, path: &str) -> Result<String> {
+        let Some(legacy) = &self.legacy else {
+            return Ok(path.to_string());
+        };
+        let aliases = self.aliases.borrow();
+        let found = aliases.iter().find_map(|(group, name)| {
+            let rest = path.strip_prefix(group.as_str())?.strip_prefix('/')?;
+            Some((name, rest))
+        });
+        match found {
+            Some((name, rest)) => legacy.resolve(&self.source, name, rest),
+            None => Err(file_error(
+                &self.source,
+                FileProblem::Missing(format!("variable {path}")),
+            )),
+        }
     }
 
     /// Whether the file is in a legacy layout (layers found by name, not object-tree path).
@@ -112,14 +145,9 @@ impl Weights {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let resolved;
-        let path = match &self.legacy {
-            Some(legacy) => {
-                resolved = legacy.resolve(&self.source, path)?;
-                resolved.as_str()
-            }
-            None => path,
-        };
+        let tree_path = path;
+        let dataset = self.locate(path)?;
+        let path = dataset.as_str();
         let ds = self.dataset(path)?;
         let shape: Vec<usize> = ds
             .shape()
@@ -140,10 +168,14 @@ impl Weights {
         let values = self.values(path, &ds)?;
         self.used.borrow_mut().insert(path.to_string());
         let t = crate::io::tensor_from(&self.source, path, values, expected, dtype, device)?;
-        match &self.vars {
-            Some(vars) => super::train::register(vars, path, t),
-            None => Ok(t),
-        }
+        let t = match &self.vars {
+            Some(vars) => super::train::register(vars, path, t)?,
+            None => t,
+        };
+        self.read
+            .borrow_mut()
+            .push((tree_path.to_string(), t.clone()));
+        Ok(t)
     }
 
     pub(super) fn gru(

@@ -1,0 +1,132 @@
+//! Fine-tunes Keras models loaded from tests/data/models for a few steps and writes them back
+//! in Keras 3's formats, for Keras itself to check (`scripts/check_keras_export.py`):
+//! `cargo run --release --example keras_export -- OUT_DIR`.
+//!
+//! For each model: `NAME.keras` (`KerasModel::save`), `NAME.weights.h5`
+//! (`KerasModel::save_weights_h5`) and `NAME.json` with the case's inputs and the outputs
+//! this crate computes with the tuned weights (inference). Each written archive is loaded
+//! back here first and must give the same outputs.
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use candle_gru::candle::io::keras::{KerasModel, ModelCall};
+use candle_nn::{Optimizer, VarMap, SGD};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
+const MODELS: [&str; 8] = [
+    "embedding_bigru_layernorm_average_pool.keras",
+    "masking_batch_norm_gru.keras",
+    "seq2seq_repeat_vector.keras",
+    "conv1d_pooling_gru.keras",
+    "training_regularized.keras",
+    "keras2_embedding_bigru.h5",
+    "keras2_conv_norm_gru.h5",
+    "keras3_legacy_h5.h5",
+];
+
+fn inputs(case: &Value) -> anyhow::Result<Tensor> {
+    let dev = Device::Cpu;
+    let rows = case["inputs"].as_array().context("inputs")?;
+    if case["input_dtype"] == "int32" {
+        let ids: Vec<Vec<i64>> = serde_json::from_value(case["inputs"].clone())?;
+        let (b, t) = (ids.len(), ids[0].len());
+        return Ok(Tensor::from_vec(ids.concat(), (b, t), &dev)?);
+    }
+    let x: Vec<Vec<Vec<f32>>> = serde_json::from_value(Value::Array(rows.clone()))?;
+    let (b, t, f) = (x.len(), x[0].len(), x[0][0].len());
+    Ok(Tensor::from_vec(x.concat().concat(), (b, t, f), &dev)?)
+}
+
+fn call(m: &KerasModel, x: &Tensor, training: bool) -> anyhow::Result<Tensor> {
+    let out = m.call_with(
+        x,
+        ModelCall {
+            mask: None,
+            training,
+        },
+    )?;
+    out.outputs.into_iter().next().context("an output")
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+fn export(src: &Path, out: &Path) -> anyhow::Result<String> {
+    let file = src
+        .file_name()
+        .context("name")?
+        .to_string_lossy()
+        .to_string();
+    let name = file
+        .trim_end_matches(".keras")
+        .trim_end_matches(".h5")
+        .to_string();
+    let case: Value = serde_json::from_str(&std::fs::read_to_string(
+        src.with_file_name(format!("{name}.json")),
+    )?)?;
+    let x = inputs(&case)?;
+    let varmap = VarMap::new();
+    let model = KerasModel::load_trainable(src, DType::F32, &Device::Cpu, &varmap)?;
+    let before = call(&model, &x, false)?;
+    // A few steps in training mode: the weights move, and so do BatchNormalization's moving
+    // statistics.
+    let mut sgd = SGD::new(varmap.all_vars(), 0.2)?;
+    for _ in 0..3 {
+        let loss = call(&model, &x, true)?.sqr()?.mean_all()?;
+        sgd.backward_step(&loss)?;
+    }
+    let after = call(&model, &x, false)?;
+    let moved = max_diff(&before, &after)?;
+    if moved < 1e-4 {
+        bail!("{name}: training moved the outputs by {moved:.1e} only");
+    }
+    let keras = out.join(format!("{name}.keras"));
+    let weights = out.join(format!("{name}.weights.h5"));
+    model.save(&keras)?;
+    model.save_weights_h5(&weights)?;
+    // Read back here: the archive, and the weights file with the archive's config.
+    let again = call(
+        &KerasModel::load(&keras, DType::F32, &Device::Cpu)?,
+        &x,
+        false,
+    )?;
+    let config = KerasModel::model_config(&keras)?;
+    let h5 = KerasModel::load_weights_h5(&config, &weights, DType::F32, &Device::Cpu)?;
+    let again_h5 = call(&h5, &x, false)?;
+    let (d1, d2) = (max_diff(&after, &again)?, max_diff(&after, &again_h5)?);
+    if d1 != 0.0 || d2 != 0.0 {
+        bail!("{name}: reloaded outputs differ by {d1:.1e} (.keras) and {d2:.1e} (.weights.h5)");
+    }
+    let expected: Vec<f64> = after.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    let record = json!({
+        "name": name,
+        "files": [format!("{name}.keras"), format!("{name}.weights.h5")],
+        "input_dtype": case["input_dtype"],
+        "inputs": case["inputs"],
+        "expected": {"shape": after.dims(), "data": expected},
+    });
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string(&record)?,
+    )?;
+    Ok(format!(
+        "{name}: tuned (outputs moved {moved:.1e}), written and read back"
+    ))
+}
+
+fn main() -> anyhow::Result<()> {
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "target/keras-export".into()),
+    );
+    std::fs::create_dir_all(&out)?;
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models");
+    for m in MODELS {
+        println!("{}", export(&data.join(m), &out)?);
+    }
+    Ok(())
+}

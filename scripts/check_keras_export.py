@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Checks the models `examples/keras_export` writes with Keras 3 itself: `load_model` reads
+each `NAME.keras` and computes the case's outputs as candle-gru did; a fresh copy of the
+architecture (`clone_model`) reads `NAME.weights.h5` with `load_weights` and computes them
+too (abs 1e-5 + rel 1e-5). Prints a line per model and exits 1 on any failure.
+
+    KERAS_BACKEND=numpy python3 scripts/check_keras_export.py DIR   # needs keras, h5py, numpy
+"""
+import glob
+import json
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "numpy")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+
+def main(d):
+    failed, files = 0, sorted(glob.glob(os.path.join(d, "*.json")))
+    for path in files:
+        case = json.load(open(path))
+        name = case["name"]
+        dtype = "int32" if case.get("input_dtype") == "int32" else "float32"
+        x = np.array(case["inputs"], dtype=dtype)
+        want = np.array(case["expected"]["data"]).reshape(case["expected"]["shape"])
+        line = []
+        try:
+            model = keras.saving.load_model(os.path.join(d, name + ".keras"))
+            fresh = keras.models.clone_model(model)
+            fresh.load_weights(os.path.join(d, name + ".weights.h5"))
+            for what, m in ((".keras", model), (".weights.h5", fresh)):
+                got = np.asarray(m(x, training=False))
+                ok = got.shape == want.shape and np.all(np.abs(got - want) <= 1e-5 + 1e-5 * np.abs(want))
+                err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
+                line.append(f"{what} max err {err:.1e}{'' if ok else ' FAIL'}")
+                failed += not ok
+        except Exception as e:  # noqa: BLE001
+            line.append(f"FAIL: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            failed += 1
+        print(f"{name:<40} " + "  ".join(line))
+    print(f"keras {keras.__version__} ({keras.backend.backend()}): {len(files)} models, {failed} failures")
+    return 1 if failed or not files else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,157 @@
+//! Writing loaded models back in Keras 3's formats (`KerasModel::save`,
+//! `save_weights_h5`): the variables by object-tree path, trained values written, files that
+//! read back to the same model, and write errors. That Keras 3 itself reads the files is
+//! checked in CI (`examples/keras_export`, `scripts/check_keras_export.py`).
+
+use candle_core::{DType, Device, Tensor};
+use candle_gru::candle::io::keras::{KerasModel, ModelCall};
+use candle_gru::candle::{Error, FileProblem};
+use candle_nn::{Optimizer, VarMap, SGD};
+use std::path::{Path, PathBuf};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models")
+        .join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("candle-gru-save-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn x() -> Tensor {
+    let v: Vec<f32> = (0..3 * 7 * 5).map(|k| ((k as f32) * 0.37).sin()).collect();
+    Tensor::from_vec(v, (3, 7, 5), &Device::Cpu).unwrap()
+}
+
+fn out(m: &KerasModel, x: &Tensor) -> Vec<f32> {
+    m.call(x, None).unwrap()[0]
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn variables_are_named_by_keras_3_object_tree_paths_for_every_source() {
+    let keras3 =
+        KerasModel::load(&data("stacked_gru_dense.keras"), DType::F32, &Device::Cpu).unwrap();
+    let names: Vec<&str> = keras3.variables().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "layers/gru/cell/vars/0",
+            "layers/gru/cell/vars/1",
+            "layers/gru/cell/vars/2",
+            "layers/gru_1/cell/vars/0",
+            "layers/gru_1/cell/vars/1",
+            "layers/gru_1/cell/vars/2",
+            "layers/dense/vars/0",
+            "layers/dense/vars/1",
+        ]
+    );
+    // A Keras 2 file names its layers gru_3, dense_2...; the object tree is Keras 3's.
+    let keras2 =
+        KerasModel::load(&data("keras2_embedding_bigru.h5"), DType::F32, &Device::Cpu).unwrap();
+    let names: Vec<&str> = keras2.variables().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "layers/embedding/vars/0");
+    assert_eq!(names[4], "layers/bidirectional/backward_layer/cell/vars/0");
+    assert_eq!(names[7], "layers/gru/cell/vars/0");
+    assert_eq!(names.len(), 12);
+}
+
+#[test]
+fn a_trained_model_is_written_with_its_trained_values_and_reads_back() {
+    let x = x();
+    for file in [
+        "keras2_sequential_masking.h5",
+        "masking_batch_norm_gru.keras",
+    ] {
+        let varmap = VarMap::new();
+        let m = KerasModel::load_trainable(&data(file), DType::F32, &Device::Cpu, &varmap).unwrap();
+        let x = x
+            .narrow(
+                2,
+                0,
+                if file.starts_with("masking_batch") {
+                    4
+                } else {
+                    5
+                },
+            )
+            .unwrap();
+        let before = out(&m, &x);
+        let mut sgd = SGD::new(varmap.all_vars(), 0.3).unwrap();
+        for _ in 0..3 {
+            let training = ModelCall {
+                mask: None,
+                training: true,
+            };
+            let loss = m.call_with(&x, training).unwrap().outputs[0]
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap();
+            sgd.backward_step(&loss).unwrap();
+        }
+        let after = out(&m, &x);
+        assert_ne!(before, after, "{file}: training moved nothing");
+        let (keras, h5) = (scratch("m.keras"), scratch("m.weights.h5"));
+        m.save(&keras).unwrap();
+        m.save_weights_h5(&h5).unwrap();
+        let again = KerasModel::load(&keras, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(out(&again, &x), after, "{file}: .keras");
+        let config = KerasModel::model_config(&keras).unwrap();
+        let from_h5 = KerasModel::load_weights_h5(&config, &h5, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(out(&from_h5, &x), after, "{file}: .weights.h5");
+        // The archive's config names the classes as Keras 3 resolves them.
+        assert!(config["module"].as_str().unwrap().starts_with("keras"));
+        assert!(config["config"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["module"] == "keras.layers"));
+    }
+}
+
+#[test]
+fn a_model_written_from_a_keras_2_file_keeps_its_functional_graph() {
+    let m = KerasModel::load(&data("keras2_embedding_bigru.h5"), DType::F32, &Device::Cpu).unwrap();
+    let path = scratch("functional.keras");
+    m.save(&path).unwrap();
+    let config = KerasModel::model_config(&path).unwrap();
+    assert_eq!(config["module"], "keras.src.models.functional");
+    // Nodes in the list form Keras 3 reads for legacy graphs.
+    let gru = &config["config"]["layers"][3];
+    assert_eq!(gru["inbound_nodes"][0][0][0], "bidirectional");
+    let ids = Tensor::new(
+        &[[3i64, 5, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let again = KerasModel::load(&path, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        m.call(&ids, None).unwrap()[0].to_vec2::<f32>().unwrap(),
+        again.call(&ids, None).unwrap()[0].to_vec2::<f32>().unwrap()
+    );
+}
+
+#[test]
+fn writing_where_nothing_can_be_written_is_a_typed_error() {
+    let m = KerasModel::load(&data("stacked_gru_dense.keras"), DType::F32, &Device::Cpu).unwrap();
+    let nowhere = Path::new("/no/such/folder/m.keras");
+    for r in [m.save(nowhere), m.save_weights_h5(nowhere)] {
+        assert!(
+            matches!(
+                r,
+                Err(Error::File {
+                    problem: FileProblem::Unwritable(_),
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+}

@@ -196,6 +196,25 @@ def main(out_dir):
               "Keras 3 in the legacy .h5 format: Bidirectional(GRU(3, return_sequences), sum) -> "
               "GRU(4) -> Dense(2)", x, "float32", keras3=True)
 
+    # A Keras 2 functional graph with merges (list-form nodes with several inputs, masks
+    # propagated implicitly: Keras 2 records no mask operations).
+    ids = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids[0, 4:] = 0
+    inp = k2.Input(shape=(t,), dtype="int32")
+    e = k2.layers.Embedding(vocab, 4, mask_zero=True)(inp)
+    fw = k2.layers.GRU(4, return_sequences=True)(e)
+    bw = k2.layers.GRU(4, return_sequences=True, go_backwards=True)(e)
+    h = k2.layers.Add()([e, fw])
+    h = k2.layers.Concatenate()([h, bw])
+    h = k2.layers.GRU(3)(h)
+    y = k2.layers.Dense(2)(h)
+    model = k2.Model(inp, y, name="keras2_graph_add_concatenate")
+    randomize(model, rng)
+    save_case(out_dir, model, "keras2_graph_add_concatenate",
+              "Keras 2 functional: Embedding(20, 4, mask_zero) -> GRU(4) and GRU(4, go_backwards); "
+              "Add(embedding, gru) -> Concatenate(add, backward gru) -> GRU(3) -> Dense(2); ids "
+              "right-padded with 0", ids, "int32")
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

@@ -7,7 +7,7 @@
 //! the noise layers in training, and reshaping layers that cannot apply.
 
 use candle_core::{DType, Device, Tensor};
-use candle_gru::candle::io::keras::{KerasModel, LayerActivation, ModelLayer};
+use candle_gru::candle::io::keras::{KerasModel, LayerActivation, MaskOp, ModelLayer};
 use candle_gru::candle::{Error, FileProblem};
 use candle_gru::GruError;
 use serde_json::Value;
@@ -47,20 +47,22 @@ fn token_models_load_the_layers_keras_wrote() {
             ModelLayer::Dropout(_) => "dropout",
             ModelLayer::Gru(_) => "gru",
             ModelLayer::Dense(d) if d.activation == LayerActivation::Softmax => "dense(softmax)",
+            ModelLayer::MaskOp(MaskOp::NotEqual(v)) if *v == 0.0 => "not_equal(0)",
             _ => "other",
         })
         .collect();
-    // The NotEqual mask node of the functional graph is not a layer of the chain.
+    // The NotEqual(ids, 0) node Keras records for the mask is an operation of the graph.
     let want = [
         "input",
         "embedding(mask_zero)",
         "dropout",
+        "not_equal(0)",
         "gru",
         "dropout",
         "gru",
+        "dense(softmax)",
     ];
-    assert_eq!(kinds[..6], want);
-    assert_eq!(kinds[6], "dense(softmax)");
+    assert_eq!(kinds, want);
     let out = m.call(&ids(&[&[3, 4, 5, 0, 0, 0, 0]]), None).unwrap();
     let probs = values(&out[0]);
     assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{probs:?}");
@@ -136,32 +138,65 @@ fn unsupported(r: candle_gru::candle::Result<KerasModel>) -> String {
 }
 
 #[test]
-fn functional_mask_arguments_must_follow_the_chain() {
-    // Without the mask argument Keras passes the mask the input carries, as the chain does.
-    let implicit = load_edited(MASKED, |c| {
-        let gru = layer_named(c, "GRU");
-        let kwargs = gru["inbound_nodes"][0]["kwargs"].as_object_mut().unwrap();
-        kwargs.remove("mask");
-    });
-    let x = ids(&[&[3, 4, 5, 0, 0, 0, 0]]);
+fn functional_mask_arguments_are_the_recorded_mask_operations() {
+    let x = ids(&[&[3, 4, 5, 0, 0, 0, 0], &[3, 3, 3, 3, 1, 2, 0]]);
     let want = values(&model(MASKED).call(&x, None).unwrap()[0]);
+    // Without the mask argument Keras passes the mask the input carries: the same.
+    let implicit = load_edited(MASKED, |c| {
+        for gru in layers_named(c, "GRU") {
+            let kwargs = gru["inbound_nodes"][0]["kwargs"].as_object_mut().unwrap();
+            kwargs.remove("mask");
+        }
+    });
     assert_eq!(values(&implicit.unwrap().call(&x, None).unwrap()[0]), want);
-    // A mask argument from another node than the id mask.
+    // The argument is what the GRUs use: NotEqual(ids, 3) masks other steps than the
+    // Embedding's mask_zero, and the outputs change.
+    let three = load_edited(MASKED, |c| {
+        layer_named(c, "NotEqual")["inbound_nodes"][0]["args"][1] = 3.into();
+    })
+    .unwrap();
+    let got = values(&three.call(&x, None).unwrap()[0]);
+    assert_ne!(got, want);
+    // ... as running the layers by hand with the mask ids != 3 given to both GRUs.
+    let mask = x.ne(3i64).unwrap();
+    let layer = |k: usize| &three.layers[k].1;
+    let (ModelLayer::Embedding(e), ModelLayer::Gru(g1), ModelLayer::Gru(g2), ModelLayer::Dense(d)) =
+        (layer(1), layer(4), layer(6), layer(7))
+    else {
+        panic!(
+            "layers {:?}",
+            three.layers.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+    };
+    let opts = |m| candle_gru::CallOptions {
+        mask: Some(m),
+        initial_state: None,
+        training: false,
+    };
+    let h = g1
+        .call(&e.forward(&x).unwrap(), opts(&mask))
+        .unwrap()
+        .output;
+    let h = g2.call(&h, opts(&mask)).unwrap().output;
+    assert_eq!(values(&d.forward(&h).unwrap()), got);
+    // A mask argument from a layer that computes no mask.
     let w = unsupported(load_edited(MASKED, |c| {
         let gru = layer_named(c, "GRU");
         gru["inbound_nodes"][0]["kwargs"]["mask"]["config"]["keras_history"][0] = "dropout".into();
     }));
-    assert!(w.contains("\"gru\"") && w.contains("mask"), "{w}");
-    // A mask node on another value than 0.
-    let w = unsupported(load_edited(MASKED, |c| {
-        layer_named(c, "NotEqual")["inbound_nodes"][0]["args"][1] = 3.into();
-    }));
-    assert!(w.contains("NotEqual"), "{w}");
-    // The id mask passed while the Embedding has no mask_zero: the chain carries none.
-    let w = unsupported(load_edited(MASKED, |c| {
-        layer_named(c, "Embedding")["config"]["mask_zero"] = false.into();
-    }));
-    assert!(w.contains("\"gru\""), "{w}");
+    assert!(
+        w.contains("\"gru\"") && w.contains("computes no mask"),
+        "{w}"
+    );
+}
+
+fn layers_named<'a>(cfg: &'a mut Value, class: &str) -> Vec<&'a mut Value> {
+    cfg["config"]["layers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .filter(|l| l["class_name"] == class)
+        .collect()
 }
 
 #[test]

@@ -3,7 +3,10 @@
 
 use super::build_layers::rules;
 use super::build_simple::dims_after;
-use super::graph::{check_chain, check_id_mask_node, check_mask_argument, MaskState};
+use super::graph::{functional_inputs, graph_inbound, graph_outputs, merge_layer};
+use super::graph::{Graph, Inbound, MaskState, Source, TensorState};
+use super::mask_ops::MaskOp;
+use super::merge::MergeOp;
 use super::train::Dropout;
 use super::weights::Weights;
 use super::{last_dim, malformed, snake, unsupported};
@@ -63,57 +66,87 @@ pub(super) fn build(
         rank: None,
         dims: None,
     };
+    if functional_inputs(config) > 1 {
+        let what = format!("a model with {} inputs", functional_inputs(config));
+        return Err(unsupported(&source, what));
+    }
     let functional = matches!(class, "Functional" | "Model");
     let mut layers: Vec<(String, ModelLayer)> = Vec::new();
-    let mut mask = MaskState::None;
-    let mut mask_nodes: Vec<String> = Vec::new();
+    let mut graph = Graph::default();
+    // The state of each layer's first output, by index in `layers`.
+    let mut states: Vec<TensorState> = Vec::new();
     let mut activity = Vec::new();
-    for (i, l) in layer_list.iter().enumerate() {
+    for l in layer_list {
         let lname = l["config"]["name"]
             .as_str()
             .or(l["name"].as_str())
             .unwrap_or("")
             .to_string();
-        if functional && l["class_name"] == "NotEqual" {
-            let input = layers.first().map(|(n, _)| n.as_str());
-            check_id_mask_node(&source, l, &lname, input)?;
-            mask_nodes.push(lname);
-            continue;
-        }
-        if functional && i > 0 {
-            let previous = layers.last().map(|(n, _)| n.as_str());
-            check_chain(&source, l, &lname, previous)?;
-        }
-        if b.rank.is_none() {
-            let shape = l["config"]
-                .get("batch_shape")
-                .or(l["build_config"].get("input_shape"))
-                .and_then(Value::as_array);
-            b.rank = shape.map(Vec::len);
-            b.dims = shape.and_then(|s| {
-                s.iter()
-                    .skip(1)
-                    .map(|d| d.as_u64().map(|d| d as usize))
-                    .collect()
-            });
-        }
-        let layer = b.layer(l, &lname)?;
-        b.rank = b.rank.map(|r| rank_after(r, &layer));
-        b.dims = b
-            .dims
-            .take()
-            .and_then(|d| dims_after(d, &layer, b.features));
-        let takes_mask = matches!(
-            layer,
-            ModelLayer::Gru(_)
-                | ModelLayer::Bidirectional(_)
-                | ModelLayer::GlobalPooling(_)
-                | ModelLayer::BatchNorm(_)
-        );
-        if functional && takes_mask {
-            check_mask_argument(&source, l, &lname, &mask_nodes, mask)?;
-        }
-        mask = mask.after(&layer);
+        let class = l["class_name"].as_str().unwrap_or("");
+        let mask_op = MaskOp::from_node(class, &l["config"], &node_scalars(l));
+        let inbound = match functional {
+            true => graph_inbound(&source, l, &lname, &layers, mask_op.is_some())?,
+            false => Inbound {
+                sources: vec![match layers.len() {
+                    0 => Source::ModelInput,
+                    n => Source::Layer {
+                        layer: n - 1,
+                        tensor: 0,
+                    },
+                }],
+                mask: None,
+            },
+        };
+        let inputs: Vec<TensorState> = inbound
+            .sources
+            .iter()
+            .map(|s| match *s {
+                Source::ModelInput => Ok(TensorState::of_input(l)),
+                Source::Layer { layer, tensor } => TensorState::of_output(
+                    &states[layer],
+                    &layers[layer].1,
+                    tensor,
+                )
+                .ok_or_else(|| {
+                    let what = format!("layer {lname:?}: output {tensor} of {:?}", layers[layer].0);
+                    unsupported(&source, what)
+                }),
+            })
+            .collect::<Result<_>>()?;
+        let (layer, state) = match (mask_op, MergeOp::from_class(class)) {
+            (Some(op), _) => {
+                let op =
+                    op.map_err(|why| unsupported(&source, format!("layer {lname:?}: {why}")))?;
+                if inputs.len() != op.arity() {
+                    let what = format!("layer {lname:?}: {class} of {} tensors", inputs.len());
+                    return Err(unsupported(&source, what));
+                }
+                let ranks: Vec<Option<usize>> = inputs.iter().map(|i| i.rank).collect();
+                let state = TensorState {
+                    features: None,
+                    rank: op.rank(&ranks),
+                    dims: None,
+                    mask: MaskState::None,
+                };
+                (ModelLayer::MaskOp(op), state)
+            }
+            (None, Some(op)) => merge_layer(&source, l, &lname, op, &inputs)?,
+            (None, None) => {
+                let [input] = inputs.as_slice() else {
+                    let what = format!("layer {lname:?} with {} inputs", inputs.len());
+                    return Err(unsupported(&source, what));
+                };
+                b.enter(input);
+                let layer = b.layer(l, &lname)?;
+                // A mask argument replaces the mask the input carries.
+                let mask = match inbound.mask {
+                    Some(_) => MaskState::Masking,
+                    None => input.mask,
+                };
+                let state = b.leave(&layer, mask);
+                (layer, state)
+            }
+        };
         // A GRU computes its own activity loss; Keras adds any other layer's.
         let reg = match l["class_name"].as_str() {
             // Its own activity loss: l1 * sum|x| + l2 * sum x^2.
@@ -129,16 +162,33 @@ pub(super) fn build(
         if let (Some(reg), false) = (reg, matches!(layer, ModelLayer::Gru(_))) {
             activity.push((lname.clone(), reg));
         }
+        graph.sources.push(inbound.sources);
+        graph.masks.push(inbound.mask);
+        states.push(state);
         layers.push((lname, layer));
+    }
+    if functional {
+        graph.outputs = Some(graph_outputs(&source, config, &layers)?);
     }
     b.w.check_all_read()?;
     Ok(KerasModel {
         name,
         layers,
         activity,
+        graph,
         variables: b.w.read.take(),
         config: config.clone(),
     })
+}
+
+/// The positional arguments of a layer's first inbound node that are not tensors.
+fn node_scalars(l: &Value) -> Vec<Value> {
+    let args = l["inbound_nodes"][0]["args"].as_array();
+    args.into_iter()
+        .flatten()
+        .filter(|a| !a.is_array() && a["class_name"] != "__keras_tensor__")
+        .cloned()
+        .collect()
 }
 
 /// The rank of a layer's output, given its input's.
@@ -154,6 +204,28 @@ fn rank_after(rank: usize, layer: &ModelLayer) -> usize {
 }
 
 impl ChainBuilder<'_> {
+    /// Takes `input` as the tensor the next layer receives.
+    fn enter(&mut self, input: &TensorState) {
+        self.features = input.features;
+        self.rank = input.rank;
+        self.dims = input.dims.clone();
+    }
+
+    /// The state of the output of `layer`, just built over the entered input.
+    fn leave(&mut self, layer: &ModelLayer, mask: MaskState) -> TensorState {
+        let rank = self.rank.map(|r| rank_after(r, layer));
+        let dims = self
+            .dims
+            .take()
+            .and_then(|d| dims_after(d, layer, self.features));
+        TensorState {
+            features: self.features,
+            rank,
+            dims,
+            mask: mask.after(layer),
+        }
+    }
+
     /// The next object-tree group of a class: `layers/gru`, then `layers/gru_1`, ...; in a
     /// legacy file the group's variables are found under the layer's name.
     fn group(&mut self, class: &str, lname: &str) -> String {

@@ -2,6 +2,7 @@
 //! layers, each fed by the one before, with the mask nodes Keras records for
 //! `Embedding(mask_zero=True)`; the mask the chain carries between layers.
 
+use super::merge::MergeOp;
 use super::{unsupported, ModelLayer};
 use crate::error::Result;
 use serde_json::Value;
@@ -35,69 +36,298 @@ impl MaskState {
     }
 }
 
-/// A functional model's `NotEqual(input, 0)` node: the mask Keras records for an
-/// `Embedding(mask_zero=True)` on the model's input (token ids).
-pub(super) fn check_id_mask_node(
+/// Where a layer's input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The model's input.
+    ModelInput,
+    /// Output `tensor` of the layer at index `layer` of the model.
+    Layer { layer: usize, tensor: usize },
+}
+
+/// A model's graph: the inputs of each layer (in the model's layer order, which is a
+/// topological order), and the model's outputs.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Graph {
+    /// Per layer: its inputs (one, or several for a merge layer or a mask operation).
+    pub(super) sources: Vec<Vec<Source>>,
+    /// Per layer: the mask operation its `mask` argument names, if any.
+    pub(super) masks: Vec<Option<Source>>,
+    /// The model's outputs, `(layer, tensor)`; `None`: every output of the last layer
+    /// (Sequential).
+    pub(super) outputs: Option<Vec<(usize, usize)>>,
+}
+
+/// What the builder knows of one tensor of the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TensorState {
+    /// Its last dimension.
+    pub(super) features: Option<usize>,
+    /// Its rank, batch included.
+    pub(super) rank: Option<usize>,
+    /// Its dims after the batch, when all are fixed.
+    pub(super) dims: Option<Vec<usize>>,
+    /// The mask it carries.
+    pub(super) mask: MaskState,
+}
+
+impl TensorState {
+    /// The model's input, as the layer `l` that takes it declares it (an InputLayer's
+    /// `batch_shape`, or a first layer's `build_config.input_shape`).
+    pub(super) fn of_input(l: &Value) -> TensorState {
+        let shape = l["config"]
+            .get("batch_shape")
+            .or(l["build_config"].get("input_shape"))
+            .and_then(Value::as_array);
+        TensorState {
+            features: shape
+                .and_then(|s| s.last())
+                .and_then(Value::as_u64)
+                .map(|d| d as usize),
+            rank: shape.map(Vec::len),
+            dims: shape.and_then(|s| {
+                s.iter()
+                    .skip(1)
+                    .map(|d| d.as_u64().map(|d| d as usize))
+                    .collect()
+            }),
+            mask: MaskState::None,
+        }
+    }
+
+    /// Output `tensor` of `layer`, whose first output is `first`: a GRU's state
+    /// (`return_state`) too; `None` for outputs the builder does not follow.
+    pub(super) fn of_output(
+        first: &TensorState,
+        layer: &ModelLayer,
+        tensor: usize,
+    ) -> Option<TensorState> {
+        match (tensor, layer) {
+            (0, _) => Some(first.clone()),
+            (1, ModelLayer::Gru(g)) if g.config().return_state => {
+                let units = g.config().units;
+                Some(TensorState {
+                    features: Some(units),
+                    rank: Some(2),
+                    dims: Some(vec![units]),
+                    mask: MaskState::None,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The number of inputs a model config declares (`input_layers`; a Sequential has one).
+pub(super) fn functional_inputs(config: &Value) -> usize {
+    tensor_list(&config["config"]["input_layers"]).len().max(1)
+}
+
+/// `[name, node, tensor]` or a list of them.
+fn tensor_list(v: &Value) -> Vec<&Value> {
+    match v.as_array() {
+        Some(a) if a.first().is_some_and(Value::is_string) => vec![v],
+        Some(a) => a.iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// What a functional model's layer is called with.
+pub(super) struct Inbound {
+    /// Its tensors, in order.
+    pub(super) sources: Vec<Source>,
+    /// The tensor of its `mask` argument.
+    pub(super) mask: Option<Source>,
+}
+
+/// The inputs of a functional model's layer, from its one inbound node (Keras 3's form):
+/// one tensor, or a list of them for a merge layer, or (`mask_op`) the tensors and numbers
+/// of a recorded operation. Keyword arguments other than `mask` and `training` are refused
+/// by name (an `initial_state` from another branch would otherwise be lost).
+pub(super) fn graph_inbound(
     source: &str,
     l: &Value,
     lname: &str,
-    input: Option<&str>,
-) -> Result<()> {
+    layers: &[(String, ModelLayer)],
+    mask_op: bool,
+) -> Result<Inbound> {
     let nodes = l["inbound_nodes"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    let args = nodes.first().map(|n| &n["args"]);
-    let from = args.and_then(|a| a[0]["config"]["keras_history"][0].as_str());
-    let value = args.and_then(|a| a[1].as_f64());
-    if nodes.len() != 1 || from.is_none() || from != input || value != Some(0.0) {
-        let what = format!("layer {lname:?}: only NotEqual(model input, 0) mask nodes");
-        return Err(unsupported(source, what));
-    }
-    Ok(())
-}
-
-/// A functional model's GRU or pooling layer takes the mask the chain carries. Without a `mask` argument
-/// Keras passes the mask its input carries (as the chain does); with one, it must be the id
-/// mask node, and an `Embedding(mask_zero=True)` must be what masks the chain there.
-pub(super) fn check_mask_argument(
-    source: &str,
-    l: &Value,
-    lname: &str,
-    mask_nodes: &[String],
-    state: MaskState,
-) -> Result<()> {
-    let arg = &l["inbound_nodes"][0]["kwargs"]["mask"];
-    let node = arg["config"]["keras_history"][0].as_str();
-    let matches = match (node, state) {
-        (None, _) => arg.is_null(),
-        (Some(n), MaskState::Ids) => mask_nodes.iter().any(|m| m == n),
-        _ => false,
+    let node = match nodes {
+        [] => {
+            return Ok(Inbound {
+                sources: vec![Source::ModelInput],
+                mask: None,
+            })
+        }
+        [node] => node,
+        many => {
+            let what = format!(
+                "layer {lname:?} called {} times (shared layers)",
+                many.len()
+            );
+            return Err(unsupported(source, what));
+        }
     };
-    if !matches {
-        let what = format!("layer {lname:?}: its mask argument {arg} does not follow the chain");
+    let args = node["args"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let kwargs = node["kwargs"].as_object();
+    let extra = kwargs
+        .into_iter()
+        .flatten()
+        .find(|(k, v)| !matches!(k.as_str(), "mask" | "training") && !v.is_null());
+    let is_tensor = |v: &Value| v["class_name"] == "__keras_tensor__";
+    let (tensors, scalars): (Vec<&Value>, Vec<&Value>) = args
+        .iter()
+        .flat_map(|a| match a {
+            Value::Array(list) => list.iter().collect::<Vec<_>>(),
+            one => vec![one],
+        })
+        .partition(|v| is_tensor(v));
+    if extra.is_some() || (!mask_op && (args.len() != 1 || !scalars.is_empty())) {
+        let what = format!(
+            "layer {lname:?} called with {} positional arguments and {:?}",
+            args.len(),
+            extra.map(|(k, _)| k)
+        );
         return Err(unsupported(source, what));
     }
-    Ok(())
+    let locate = |t: &Value| -> Result<Source> {
+        let h = &t["config"]["keras_history"];
+        let (name, node, tensor) = (h[0].as_str(), h[1].as_u64(), h[2].as_u64());
+        let (Some(name), Some(0), Some(tensor)) = (name, node, tensor) else {
+            return Err(unsupported(source, format!("layer {lname:?}: input {t}")));
+        };
+        let Some(layer) = layers.iter().position(|(n, _)| n == name) else {
+            let what = format!("layer {lname:?} takes {name:?}, which is not a layer before it");
+            return Err(unsupported(source, what));
+        };
+        Ok(Source::Layer {
+            layer,
+            tensor: tensor as usize,
+        })
+    };
+    let mask = match kwargs.and_then(|k| k.get("mask")) {
+        Some(m) if is_tensor(m) => Some(locate(m)?),
+        Some(Value::Null) | None => None,
+        Some(other) => {
+            let what = format!("layer {lname:?}: mask argument {other}");
+            return Err(unsupported(source, what));
+        }
+    };
+    if let Some(Source::Layer { layer, .. }) = mask {
+        if !matches!(layers[layer].1, ModelLayer::MaskOp(_)) {
+            let what = format!(
+                "layer {lname:?}: its mask argument is the output of {:?}, which computes no mask",
+                layers[layer].0
+            );
+            return Err(unsupported(source, what));
+        }
+    }
+    Ok(Inbound {
+        sources: tensors.into_iter().map(locate).collect::<Result<_>>()?,
+        mask,
+    })
 }
 
-/// Functional models: only chains, each layer fed by the one before.
-pub(super) fn check_chain(
+/// A functional model's outputs (`output_layers`).
+pub(super) fn graph_outputs(
+    source: &str,
+    config: &Value,
+    layers: &[(String, ModelLayer)],
+) -> Result<Vec<(usize, usize)>> {
+    let list = tensor_list(&config["config"]["output_layers"]);
+    if list.is_empty() {
+        return Err(unsupported(
+            source,
+            "a functional model without output_layers",
+        ));
+    }
+    list.into_iter()
+        .map(|o| {
+            let (name, tensor) = (o[0].as_str().unwrap_or(""), o[2].as_u64().unwrap_or(0));
+            let layer = layers.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                unsupported(
+                    source,
+                    format!("model output {name:?}, which is not a layer"),
+                )
+            })?;
+            Ok((layer, tensor as usize))
+        })
+        .collect()
+}
+
+/// A merge layer over `inputs`: its output's size, rank and mask; refused where Keras'
+/// values would depend on masks this crate does not replay (`Multiply`, `Maximum`,
+/// `Minimum` over masked inputs), or where the inputs cannot be joined.
+pub(super) fn merge_layer(
     source: &str,
     l: &Value,
     lname: &str,
-    previous: Option<&str>,
-) -> Result<()> {
-    let nodes = l["inbound_nodes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let from = nodes
-        .first()
-        .and_then(|n| n["args"][0]["config"]["keras_history"][0].as_str());
-    if nodes.len() != 1 || from != previous {
-        let what = format!("layer {lname:?}: only chains of layers are supported");
-        return Err(unsupported(source, what));
+    op: MergeOp,
+    inputs: &[TensorState],
+) -> Result<(ModelLayer, TensorState)> {
+    let refuse = |why: &str| Err(unsupported(source, format!("layer {lname:?}: {why}")));
+    let Some(first) = inputs.first().filter(|_| inputs.len() >= 2) else {
+        return refuse("a merge of fewer than 2 inputs");
+    };
+    let masked = inputs.iter().any(|i| i.mask != MaskState::None);
+    if op.values_depend_on_masks() && masked {
+        return refuse("Multiply, Maximum or Minimum over masked inputs");
     }
-    Ok(())
+    let same_rank = inputs.iter().all(|i| i.rank == first.rank);
+    let axis = l["config"]["axis"].as_i64().unwrap_or(-1);
+    let last = first
+        .rank
+        .and_then(|r| i64::try_from(r).ok())
+        .map(|r| r - 1);
+    if !same_rank || (op == MergeOp::Concatenate && axis != -1 && Some(axis) != last) {
+        return refuse(
+            "inputs of different ranks, or a Concatenate over another axis than the last",
+        );
+    }
+    let (features, dims) = match op {
+        MergeOp::Concatenate => {
+            let sum = inputs.iter().map(|i| i.features).sum::<Option<usize>>();
+            let lead = |i: &TensorState| {
+                i.dims
+                    .as_ref()
+                    .map(|d| d[..d.len().saturating_sub(1)].to_vec())
+            };
+            let dims = match (
+                inputs.iter().all(|i| lead(i) == lead(first)),
+                lead(first),
+                sum,
+            ) {
+                (true, Some(mut d), Some(f)) => Some({
+                    d.push(f);
+                    d
+                }),
+                _ => None,
+            };
+            (sum, dims)
+        }
+        _ => {
+            if inputs
+                .iter()
+                .any(|i| i.features.is_some() && i.features != first.features)
+            {
+                return refuse("inputs of different sizes");
+            }
+            (first.features, first.dims.clone())
+        }
+    };
+    let mask = match inputs.iter().any(|i| i.mask == MaskState::None) {
+        true => MaskState::None,
+        false if inputs.iter().all(|i| i.mask == first.mask) => first.mask,
+        false => MaskState::Masking,
+    };
+    let state = TensorState {
+        features,
+        rank: first.rank,
+        dims,
+        mask,
+    };
+    Ok((ModelLayer::Merge(op), state))
 }

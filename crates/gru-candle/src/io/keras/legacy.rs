@@ -312,15 +312,25 @@ pub(super) fn archive_form(config: &Value) -> Value {
 }
 
 /// A node [`upgrade_nodes`] wrote (its tensors carry no shape, which Keras 3's dict form
-/// needs) back in the list form Keras 3 also reads: `[[name, node, tensor, kwargs]]`.
+/// needs) back in the list form Keras 3 also reads: `[[name, node, tensor, kwargs], ...]`.
 fn legacy_node(node: &mut Value) {
-    let one = &node["args"][0];
-    let history = &one["config"]["keras_history"];
-    if one["class_name"] == "__keras_tensor__" && one["config"].get("shape").is_none() {
-        if let Some([name, n, t]) = history.as_array().map(Vec::as_slice) {
-            let kwargs = node["kwargs"].clone();
-            *node = json!([[name, n, t, kwargs]]);
+    let tensors: Vec<&Value> = match &node["args"][0] {
+        Value::Array(list) => list.iter().collect(),
+        one => vec![one],
+    };
+    let entry = |t: &Value| -> Option<Value> {
+        let shapeless = t["class_name"] == "__keras_tensor__" && t["config"].get("shape").is_none();
+        match t["config"]["keras_history"].as_array().map(Vec::as_slice) {
+            Some([name, n, i]) if shapeless => Some(json!([name, n, i, node["kwargs"].clone()])),
+            _ => None,
         }
+    };
+    if let Some(list) = tensors
+        .into_iter()
+        .map(entry)
+        .collect::<Option<Vec<Value>>>()
+    {
+        *node = Value::Array(list);
     }
 }
 

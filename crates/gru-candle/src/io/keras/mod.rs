@@ -14,9 +14,11 @@
 //! Conv1D, MaxPooling1D, AveragePooling1D, Dense, TimeDistributed(Dense), Activation, the
 //! activation layers (LeakyReLU, ReLU, ELU, Softmax), reshaping (Flatten, RepeatVector,
 //! Reshape, Permute, ZeroPadding1D, Cropping1D, UpSampling1D), noise (GaussianNoise,
-//! GaussianDropout, AlphaDropout) and ActivityRegularization run
-//! end to end (functional models too, with the
-//! `NotEqual` mask node Keras records for `Embedding(mask_zero=True)`).
+//! GaussianDropout, AlphaDropout) and ActivityRegularization run end to end; functional
+//! models run as the graph their config records: branches joined by merge layers (Add,
+//! Subtract, Multiply, Average, Maximum, Minimum, Concatenate), a GRU's state as a tensor,
+//! several outputs, and the mask operations Keras 3 records (`NotEqual`, `Any`,
+//! `LogicalOr`, ...) that layers' `mask` arguments name.
 
 mod batch_norm;
 mod build;
@@ -26,6 +28,8 @@ mod conv;
 mod graph;
 mod layers;
 mod legacy;
+mod mask_ops;
+mod merge;
 mod noise;
 mod reshaping;
 mod run;
@@ -36,6 +40,8 @@ mod weights;
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv1D, Padding1D, Pooling1D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
+pub use mask_ops::MaskOp;
+pub use merge::MergeOp;
 pub use noise::{Noise, NoiseKind};
 pub use reshaping::Reshaping;
 pub use train::{Dropout, ModelCall, ModelOutput, WeightRule};
@@ -89,6 +95,12 @@ pub enum ModelLayer {
     Reshaping(Reshaping),
     /// `GaussianNoise`, `GaussianDropout`, `AlphaDropout`: the identity outside training.
     Noise(Box<Noise>),
+    /// `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`, `Concatenate`: joins
+    /// the branches of a functional model.
+    Merge(MergeOp),
+    /// A mask computation Keras 3 records in a functional graph (`NotEqual`, `Any`,
+    /// `LogicalOr`, ...), whose output a layer's `mask` argument names.
+    MaskOp(MaskOp),
 }
 
 impl ModelLayer {
@@ -106,7 +118,9 @@ impl ModelLayer {
             | ModelLayer::GlobalPooling(_)
             | ModelLayer::Pooling(_)
             | ModelLayer::Reshaping(_)
-            | ModelLayer::Noise(_) => None,
+            | ModelLayer::Noise(_)
+            | ModelLayer::Merge(_)
+            | ModelLayer::MaskOp(_) => None,
             ModelLayer::Conv1D(c) => Some(c.compute_dtype),
             ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
@@ -116,7 +130,8 @@ impl ModelLayer {
     }
 }
 
-/// A chain of Keras layers loaded from a model file.
+/// A Keras model loaded from a model file: a chain of layers, or a functional graph whose
+/// branches merge (one model input).
 #[derive(Debug)]
 pub struct KerasModel {
     /// The model's name.
@@ -131,6 +146,8 @@ pub struct KerasModel {
     pub(super) variables: Vec<(String, candle_core::Tensor)>,
     /// The model config, in Keras 3's form (a Keras 2 config as read).
     pub(super) config: Value,
+    /// Which outputs each layer takes, and the model's outputs.
+    graph: graph::Graph,
 }
 
 /// Keras' `to_snake_case` (`keras.src.utils.naming`): drop non-word characters, then

@@ -1,6 +1,7 @@
 //! Running a loaded model: the chain of layers with Keras' mask propagation and
 //! autocasting, in inference or training, with the losses a training loop adds.
 
+use super::graph::Source;
 use super::train::{activity_loss, zero_loss, ModelCall, ModelOutput};
 use super::{KerasModel, ModelLayer};
 use crate::call::{sum_losses, CallOptions};
@@ -36,29 +37,85 @@ impl KerasModel {
     /// autocasting: a `mixed_float16` layer returns float16, a `float32` layer after it
     /// computes in float32); the model's own input reaches the first layer as it came.
     pub fn call_with(&self, inputs: &Tensor, opts: ModelCall) -> Result<ModelOutput> {
-        let mut carried = Carried {
+        let input = Produced {
             outs: vec![inputs.clone()],
             mask: opts.mask.cloned(),
-            gru_activity: None,
+            computed: false,
         };
+        let mut produced: Vec<Produced> = Vec::with_capacity(self.layers.len());
         let mut losses = Vec::new();
-        // Whether the outputs came from a computing layer (then the next one autocasts them).
-        let mut computed = false;
-        for (name, layer) in &self.layers {
-            let takes_ids = matches!(layer, ModelLayer::Embedding(_));
-            let x = match (computed && !takes_ids, layer.compute_dtype()) {
-                (true, Some(dtype)) => autocast(&carried.outs[0], dtype)?,
-                _ => carried.outs[0].clone(),
+        for (i, (name, layer)) in self.layers.iter().enumerate() {
+            let sources = self.graph.sources.get(i).map(Vec::as_slice).unwrap_or(&[]);
+            let taken: Vec<(&Tensor, Option<&Tensor>, bool)> = sources
+                .iter()
+                .map(|s| take(s, &input, &produced))
+                .collect::<Result<_>>()?;
+            // A `mask` argument (a recorded mask operation) replaces the carried mask.
+            let explicit = match self.graph.masks.get(i).copied().flatten() {
+                Some(s) => Some(take(&s, &input, &produced)?.0.clone()),
+                None => None,
             };
-            computed |= layer.compute_dtype().is_some();
-            carried = step(layer, &x, carried, opts.training)?;
-            losses.push(carried.gru_activity.take());
+            let (out, activity) = match (layer, taken.as_slice()) {
+                (ModelLayer::MaskOp(op), _) => {
+                    let xs: Vec<Tensor> = taken.iter().map(|(x, _, _)| (*x).clone()).collect();
+                    let out = Produced {
+                        outs: vec![op.forward(&xs)?],
+                        mask: None,
+                        computed: false,
+                    };
+                    (out, None)
+                }
+                (ModelLayer::Merge(op), _) => {
+                    let xs: Vec<Tensor> = taken.iter().map(|(x, _, _)| (*x).clone()).collect();
+                    let masks: Vec<Option<Tensor>> =
+                        taken.iter().map(|(_, m, _)| m.cloned()).collect();
+                    let out = Produced {
+                        outs: vec![op.forward(&xs)?],
+                        mask: op.mask(&masks)?,
+                        computed: taken.iter().any(|t| t.2),
+                    };
+                    (out, None)
+                }
+                (_, [(x, mask, computed)]) => {
+                    // The output of a computing layer is cast to the next one's dtype.
+                    let takes_ids = matches!(layer, ModelLayer::Embedding(_));
+                    let xc = match (*computed && !takes_ids, layer.compute_dtype()) {
+                        (true, Some(dtype)) => autocast(x, dtype)?,
+                        _ => (*x).clone(),
+                    };
+                    let prev = Carried {
+                        outs: vec![(*x).clone()],
+                        mask: explicit.or_else(|| mask.cloned()),
+                        gru_activity: None,
+                    };
+                    let mut c = step(layer, &xc, prev, opts.training)?;
+                    let out = Produced {
+                        outs: c.outs,
+                        mask: c.mask,
+                        computed: *computed || layer.compute_dtype().is_some(),
+                    };
+                    (out, c.gru_activity.take())
+                }
+                _ => return Err(graph_error(name, "one input")),
+            };
+            losses.push(activity);
             if let Some((_, reg)) = self.activity.iter().find(|(n, _)| n == name) {
-                losses.push(activity_loss(reg, &carried.outs)?);
+                losses.push(activity_loss(reg, &out.outs)?);
             }
+            produced.push(out);
         }
+        let outputs = match &self.graph.outputs {
+            None => produced.pop().map(|p| p.outs).unwrap_or_default(),
+            Some(outs) => outs
+                .iter()
+                .map(|&(layer, tensor)| {
+                    let s = Source::Layer { layer, tensor };
+                    take(&s, &input, &produced).map(|(t, _, _)| t.clone())
+                })
+                .collect::<Result<_>>()?,
+        };
         Ok(ModelOutput {
-            outputs: carried.outs,
+            outputs,
             activity_loss: sum_losses(losses)?,
         })
     }
@@ -122,6 +179,47 @@ fn rules(layer: &ModelLayer) -> &[super::train::WeightRule] {
         ModelLayer::BatchNorm(n) => &n.rules,
         _ => &[],
     }
+}
+
+/// What a layer produced: its outputs, the mask its first output carries, and whether a
+/// computing layer made them (then the next computing layer autocasts them).
+struct Produced {
+    outs: Vec<Tensor>,
+    mask: Option<Tensor>,
+    computed: bool,
+}
+
+/// The tensor a source names, with its mask (outputs after the first carry none).
+fn take<'a>(
+    s: &Source,
+    input: &'a Produced,
+    produced: &'a [Produced],
+) -> Result<(&'a Tensor, Option<&'a Tensor>, bool)> {
+    let (p, tensor) = match *s {
+        Source::ModelInput => (input, 0),
+        Source::Layer { layer, tensor } => (
+            produced
+                .get(layer)
+                .ok_or_else(|| graph_error("a layer", "layers in order"))?,
+            tensor,
+        ),
+    };
+    let t = p.outs.get(tensor).ok_or_else(|| {
+        graph_error(
+            "a layer",
+            &format!("output {tensor} of {} outputs", p.outs.len()),
+        )
+    })?;
+    let mask = if tensor == 0 { p.mask.as_ref() } else { None };
+    Ok((t, mask, p.computed))
+}
+
+fn graph_error(what: &str, expected: &str) -> crate::Error {
+    crate::Error::Gru(gru_core::GruError::Shape {
+        what: format!("the model graph at {what}"),
+        expected: expected.into(),
+        got: "a graph this model was not built with".into(),
+    })
 }
 
 /// One layer: its outputs from `x` (its input, autocast), and the mask it passes on.
@@ -194,6 +292,8 @@ fn step(layer: &ModelLayer, x: &Tensor, prev: Carried, training: bool) -> Result
             vec![r.forward(x)?]
         }
         ModelLayer::Noise(n) => vec![n.forward(x, training)?],
+        ModelLayer::Merge(op) => vec![op.forward(std::slice::from_ref(x))?],
+        ModelLayer::MaskOp(op) => vec![op.forward(std::slice::from_ref(x))?],
     };
     Ok(Carried {
         outs,

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Makes the model cases of tests/data/models whose functional graphs branch and merge
+(Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate; a GRU's returned state
+used as a tensor; several model outputs) with Keras 3.15.1 (TensorFlow backend, CPU), in
+the schema of tests/data/models/README.md.
+
+    python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (keras, tf)
+    target/anchors-venv/bin/python scripts/make_keras_graph_cases.py tests/data/models
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_keras_model_cases import keras, np, save_case  # noqa: E402
+
+L = keras.layers
+
+
+def main(out_dir):
+    rng = np.random.default_rng(1202)
+    b, t, vocab = 3, 7, 20
+
+    def randomize(model):
+        model.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.4
+                           for w in model.get_weights()])
+
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    x[1, 4:] = 0.0
+    x[2, 6:] = 0.0
+    inp = keras.Input(shape=(t, 5))
+    h = L.Masking(0.0)(inp)
+    d = L.Dense(6)(h)
+    g = L.GRU(6, return_sequences=True)(d)
+    h = L.Add()([d, g])
+    h = L.LayerNormalization()(h)
+    fw = L.GRU(4, return_sequences=True)(h)
+    bw = L.GRU(4, return_sequences=True, go_backwards=True)(h)
+    h = L.Concatenate()([fw, bw])
+    h = L.GlobalAveragePooling1D()(h)
+    y = L.Dense(3)(h)
+    model = keras.Model(inp, y, name="residual_gru_concat")
+    randomize(model)
+    save_case(out_dir, model, "residual_gru_concat",
+              "Functional: Masking -> Dense(6) -> GRU(6, return_sequences); Add(dense, gru) -> "
+              "LayerNormalization -> GRU(4) and GRU(4, go_backwards) -> Concatenate -> "
+              "GlobalAveragePooling1D (masked) -> Dense(3); rows 1, 2 padded", x, "float32")
+
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    inp = keras.Input(shape=(t, 5))
+    seq, state = L.GRU(6, return_sequences=True, return_state=True)(inp)
+    a = L.GlobalMaxPooling1D()(seq)
+    d = L.Dense(6)(state)
+    m = L.Multiply()([a, d])
+    mx = L.Maximum()([a, state])
+    mn = L.Minimum()([d, state])
+    avg = L.Average()([m, mx, mn])
+    sub = L.Subtract()([avg, state])
+    out1 = L.Dense(2)(sub)
+    out2 = L.Dense(3)(L.Concatenate()([a, state]))
+    model = keras.Model(inp, [out1, out2], name="gru_state_merges_two_outputs")
+    randomize(model)
+    save_case(out_dir, model, "gru_state_merges_two_outputs",
+              "Functional: GRU(6, return_sequences, return_state) -> its sequence max-pooled and "
+              "its state through Multiply, Maximum, Minimum, Average, Subtract and Concatenate "
+              "-> two outputs Dense(2), Dense(3)", x, "float32")
+
+    ids = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids[0, 3:] = 0
+    ids[2, 5:] = 0
+    inp = keras.Input(shape=(t,), dtype="int32")
+    e = L.Embedding(vocab, 5, mask_zero=True)(inp)
+    fw = L.GRU(5, return_sequences=True)(e)
+    bw = L.GRU(5, return_sequences=True, go_backwards=True, reset_after=False)(e)
+    h = L.Add()([fw, bw])
+    h = L.GRU(3)(h)
+    y = L.Dense(2, activation="softmax")(h)
+    model = keras.Model(inp, y, name="embedding_two_grus_add")
+    randomize(model)
+    save_case(out_dir, model, "embedding_two_grus_add",
+              "Functional: Embedding(20, 5, mask_zero) -> GRU(5) and GRU(5, go_backwards, "
+              "reset_after=False) -> Add -> GRU(3) -> Dense(2, softmax); ids right-padded with 0",
+              ids)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

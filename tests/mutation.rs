@@ -1,6 +1,6 @@
-//! A deterministic mutation test of everything that reads outside data: 2,020 mutated
+//! A deterministic mutation test of everything that reads outside data: 2,320 mutated
 //! `.keras` archives (raw bytes, and members mutated then re-zipped), `.weights.h5` files,
-//! legacy `.h5` models and weights files,
+//! legacy `.h5` models and weights files, functional graph configs,
 //! safetensors state_dicts, `.onnx` models and GRU config dicts, from fixed seeds. Each must
 //! load (and what loads must run) or return a typed error; none may panic (a panic fails the
 //! test, naming the mutation).
@@ -313,6 +313,46 @@ fn mutated_legacy_h5_models_load_and_run_or_fail_typed() {
         counts[0], counts[1]
     );
     assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 360);
+}
+
+/// Functional graphs with merges and recorded mask operations.
+const GRAPHS: [&str; 3] = [
+    "residual_gru_concat",
+    "gru_state_merges_two_outputs",
+    "embedding_two_grus_add",
+];
+
+#[test]
+fn mutated_graph_configs_build_and_run_or_fail_typed() {
+    let mut rng = StdRng::seed_from_u64(0x67726170);
+    let mut counts = [0usize; 2];
+    let floats = Tensor::zeros((2, 7, 5), DType::F32, &Device::Cpu).unwrap();
+    let ids = Tensor::ones((2, 7), DType::I64, &Device::Cpu).unwrap();
+    for name in GRAPHS {
+        let original = PathBuf::from(MODELS).join(format!("{name}.keras"));
+        let config = KerasModel::archive_config(&original).unwrap();
+        let weights = PathBuf::from(MODELS).join(format!("{name}.weights.h5"));
+        let x = if name.starts_with("embedding") {
+            &ids
+        } else {
+            &floats
+        };
+        for k in 0..100 {
+            let mut c = config.clone();
+            for _ in 0..rng.random_range(1..4) {
+                mutate_json(&mut c, &mut rng);
+            }
+            let r = no_panic(&format!("{name} config mutation {k}"), || {
+                KerasModel::load_weights_h5(&c, &weights, DType::F32, &Device::Cpu)?.call(x, None)
+            });
+            counts[r.is_err() as usize] += 1;
+        }
+    }
+    println!(
+        "mutated graph configs: {} ran, {} typed errors",
+        counts[0], counts[1]
+    );
+    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 300);
 }
 
 #[test]

@@ -81,6 +81,25 @@ def main(out_dir):
               "reset_after=False) -> Add -> GRU(3) -> Dense(2, softmax); ids right-padded with 0",
               ids)
 
+    # An encoder-decoder: two model inputs, the decoder GRU starts from the encoder's state.
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    x[1, 5:] = 0.0
+    x2 = rng.normal(size=(b, 4, 3)).astype(np.float32)
+    enc_in = keras.Input(shape=(t, 5))
+    dec_in = keras.Input(shape=(4, 3))
+    _, state = L.GRU(6, return_state=True)(L.Masking(0.0)(enc_in))
+    dec = L.GRU(6, return_sequences=True)(dec_in, initial_state=state)
+    y = L.TimeDistributed(L.Dense(2))(dec)
+    model = keras.Model([enc_in, dec_in], y, name="encoder_decoder_initial_state")
+    randomize(model)
+    name = "encoder_decoder_initial_state"
+    out = np.asarray(model([x, x2], training=False))
+    save_case(out_dir, model, name,
+              "Functional, two inputs: Masking -> GRU(6, return_state) encodes the first; "
+              "GRU(6, return_sequences, initial_state=its state) decodes the second -> "
+              "TimeDistributed(Dense(2)); encoder row 1 padded after step 5", x, "float32",
+              extra_inputs=[x2], expected=[out])
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

@@ -18,9 +18,13 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 
-def save_case(out_dir, model, name, description, ids, input_dtype="int32"):
-    out = model(ids, training=False)
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+def save_case(out_dir, model, name, description, ids, input_dtype="int32", extra_inputs=(),
+              expected=None):
+    if expected is None:
+        out = model(ids, training=False)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    else:
+        outs = expected
     model.save(os.path.join(out_dir, name + ".keras"))
     model.save_weights(os.path.join(out_dir, name + ".weights.h5"))
     case = {
@@ -33,6 +37,7 @@ def save_case(out_dir, model, name, description, ids, input_dtype="int32"):
                     "weights": {w.path: list(w.shape) for w in l.weights}} for l in model.layers],
         "input_dtype": input_dtype,
         "inputs": ids.tolist(),
+        **({"extra_inputs": [np.asarray(e).tolist() for e in extra_inputs]} if len(extra_inputs) else {}),
         "mask": None,
         "expected": [np.asarray(o).astype(np.float64).tolist() for o in outs],
     }

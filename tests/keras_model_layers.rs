@@ -410,3 +410,36 @@ fn unsupported_or_malformed(r: candle_gru::candle::Result<KerasModel>) -> String
         other => panic!("expected a file error, got {other:?}"),
     }
 }
+
+#[test]
+fn encoder_decoder_inputs_and_initial_states_are_checked() {
+    let name = "encoder_decoder_initial_state";
+    let m = model(name);
+    let enc = Tensor::zeros((2, 7, 5), DType::F32, &Device::Cpu).unwrap();
+    let dec = Tensor::zeros((2, 4, 3), DType::F32, &Device::Cpu).unwrap();
+    let opts = || candle_gru::candle::io::keras::ModelCall {
+        mask: None,
+        training: false,
+    };
+    let out = m.call_inputs(&[enc.clone(), dec.clone()], opts()).unwrap();
+    assert_eq!(out.outputs[0].dims(), &[2, 4, 2]);
+    // One input for a model of two.
+    assert!(matches!(
+        m.call(&enc, None),
+        Err(Error::Gru(GruError::Shape { .. }))
+    ));
+    // An initial_state given to a layer that takes none.
+    let w = unsupported(load_edited(name, |c| {
+        let encoder = layer_named(c, "GRU")["name"].clone();
+        let dense = layer_named(c, "TimeDistributed");
+        dense["inbound_nodes"][0]["kwargs"]["initial_state"] = serde_json::json!(
+            {"class_name": "__keras_tensor__", "config": {"keras_history": [encoder, 0, 1]}}
+        );
+    }));
+    assert!(w.contains("initial_state"), "{w}");
+    // An input layer that input_layers does not list.
+    let w = unsupported(load_edited(name, |c| {
+        c["config"]["input_layers"] = serde_json::json!([["input_layer", 0, 0]]);
+    }));
+    assert!(w.contains("input_layers"), "{w}");
+}

@@ -5,7 +5,7 @@
 
 use super::{compare, Array, F32_ABS, F32_REL};
 use candle_core::{DType, Device};
-use gru_candle::io::keras::KerasModel;
+use gru_candle::io::keras::{KerasModel, ModelCall};
 use gru_candle::io::torch::TorchGru;
 use serde::Deserialize;
 use serde_json::Value;
@@ -25,6 +25,9 @@ pub struct ModelCase {
     /// "int32" for token ids; float32 when absent.
     #[serde(default)]
     pub input_dtype: Option<String>,
+    /// The model's inputs after the first (float32), for models of several inputs.
+    #[serde(default)]
+    pub extra_inputs: Vec<Value>,
     /// (batch, T) booleans or null.
     #[serde(default)]
     pub mask: Value,
@@ -88,6 +91,17 @@ pub fn run_model_case(json: &Path) -> anyhow::Result<ModelReport> {
     } else {
         Some(Array::from_json(&case.mask)?.tensor(DType::U8, &dev)?)
     };
+    let mut all = vec![x.clone()];
+    for e in &case.extra_inputs {
+        all.push(Array::from_json(e)?.tensor(DType::F32, &dev)?);
+    }
+    let run = |m: KerasModel| -> gru_candle::Result<Vec<candle_core::Tensor>> {
+        let opts = ModelCall {
+            mask: mask.as_ref(),
+            training: false,
+        };
+        Ok(m.call_inputs(&all, opts)?.outputs)
+    };
     let ok = |a: f64, b: f64| (a - b).abs() <= F32_ABS + F32_REL * b.abs();
     let mut report = ModelReport {
         name: case.name.clone(),
@@ -123,14 +137,14 @@ pub fn run_model_case(json: &Path) -> anyhow::Result<ModelReport> {
         let path: PathBuf = dir.join(file);
         let got: anyhow::Result<Vec<candle_core::Tensor>> = if file.ends_with(".keras") {
             KerasModel::load(&path, DType::F32, &dev)
-                .and_then(|m| m.call(&x, mask.as_ref()))
+                .and_then(run)
                 .map_err(Into::into)
         } else if file.ends_with(".weights.h5") {
             // The architecture comes from the case's .keras archive.
             let archive = dir.join(file.replace(".weights.h5", ".keras"));
             KerasModel::archive_config(&archive)
                 .and_then(|c| KerasModel::load_weights_h5(&c, &path, DType::F32, &dev))
-                .and_then(|m| m.call(&x, mask.as_ref()))
+                .and_then(run)
                 .map_err(Into::into)
         } else if file.ends_with(".legacy_weights.h5") {
             // Keras 2's weights-only file; the architecture from the case's .h5 model.

@@ -66,11 +66,11 @@ pub(super) fn build(
         rank: None,
         dims: None,
     };
-    if functional_inputs(config) > 1 {
-        let what = format!("a model with {} inputs", functional_inputs(config));
-        return Err(unsupported(&source, what));
-    }
     let functional = matches!(class, "Functional" | "Model");
+    let input_names = match functional {
+        true => functional_inputs(config),
+        false => Vec::new(),
+    };
     let mut layers: Vec<(String, ModelLayer)> = Vec::new();
     let mut graph = Graph::default();
     // The state of each layer's first output, by index in `layers`.
@@ -85,23 +85,24 @@ pub(super) fn build(
         let class = l["class_name"].as_str().unwrap_or("");
         let mask_op = MaskOp::from_node(class, &l["config"], &node_scalars(l));
         let inbound = match functional {
-            true => graph_inbound(&source, l, &lname, &layers, mask_op.is_some())?,
+            true => graph_inbound(&source, l, &lname, &layers, mask_op.is_some(), &input_names)?,
             false => Inbound {
                 sources: vec![match layers.len() {
-                    0 => Source::ModelInput,
+                    0 => Source::ModelInput(0),
                     n => Source::Layer {
                         layer: n - 1,
                         tensor: 0,
                     },
                 }],
                 mask: None,
+                initial_state: Vec::new(),
             },
         };
         let inputs: Vec<TensorState> = inbound
             .sources
             .iter()
             .map(|s| match *s {
-                Source::ModelInput => Ok(TensorState::of_input(l)),
+                Source::ModelInput(_) => Ok(TensorState::of_input(l)),
                 Source::Layer { layer, tensor } => TensorState::of_output(
                     &states[layer],
                     &layers[layer].1,
@@ -138,6 +139,18 @@ pub(super) fn build(
                 };
                 b.enter(input);
                 let layer = b.layer(l, &lname)?;
+                let states = match layer {
+                    ModelLayer::Gru(_) => 1,
+                    ModelLayer::Bidirectional(_) => 2,
+                    _ => 0,
+                };
+                if !inbound.initial_state.is_empty() && inbound.initial_state.len() != states {
+                    let what = format!(
+                        "layer {lname:?} called with {} initial_state tensors ({states} for its class)",
+                        inbound.initial_state.len()
+                    );
+                    return Err(unsupported(&source, what));
+                }
                 // A mask argument replaces the mask the input carries.
                 let mask = match inbound.mask {
                     Some(_) => MaskState::Masking,
@@ -164,12 +177,14 @@ pub(super) fn build(
         }
         graph.sources.push(inbound.sources);
         graph.masks.push(inbound.mask);
+        graph.initial_states.push(inbound.initial_state);
         states.push(state);
         layers.push((lname, layer));
     }
     if functional {
         graph.outputs = Some(graph_outputs(&source, config, &layers)?);
     }
+    graph.inputs = input_names.len().max(1);
     b.w.check_all_read()?;
     Ok(KerasModel {
         name,

@@ -39,8 +39,8 @@ impl MaskState {
 /// Where a layer's input comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Source {
-    /// The model's input.
-    ModelInput,
+    /// The model's k-th input.
+    ModelInput(usize),
     /// Output `tensor` of the layer at index `layer` of the model.
     Layer { layer: usize, tensor: usize },
 }
@@ -53,6 +53,11 @@ pub(super) struct Graph {
     pub(super) sources: Vec<Vec<Source>>,
     /// Per layer: the mask operation its `mask` argument names, if any.
     pub(super) masks: Vec<Option<Source>>,
+    /// Per layer: the tensors of its `initial_state` argument (a GRU's one, a
+    /// Bidirectional's two), empty without one.
+    pub(super) initial_states: Vec<Vec<Source>>,
+    /// The number of model inputs.
+    pub(super) inputs: usize,
     /// The model's outputs, `(layer, tensor)`; `None`: every output of the last layer
     /// (Sequential).
     pub(super) outputs: Option<Vec<(usize, usize)>>,
@@ -118,9 +123,13 @@ impl TensorState {
     }
 }
 
-/// The number of inputs a model config declares (`input_layers`; a Sequential has one).
-pub(super) fn functional_inputs(config: &Value) -> usize {
-    tensor_list(&config["config"]["input_layers"]).len().max(1)
+/// The names of the input layers a functional config declares (`input_layers`), in the
+/// order the model takes its inputs.
+pub(super) fn functional_inputs(config: &Value) -> Vec<String> {
+    tensor_list(&config["config"]["input_layers"])
+        .into_iter()
+        .filter_map(|t| t[0].as_str().map(str::to_string))
+        .collect()
 }
 
 /// `[name, node, tensor]` or a list of them.
@@ -138,18 +147,22 @@ pub(super) struct Inbound {
     pub(super) sources: Vec<Source>,
     /// The tensor of its `mask` argument.
     pub(super) mask: Option<Source>,
+    /// The tensors of its `initial_state` argument.
+    pub(super) initial_state: Vec<Source>,
 }
 
 /// The inputs of a functional model's layer, from its one inbound node (Keras 3's form):
 /// one tensor, or a list of them for a merge layer, or (`mask_op`) the tensors and numbers
-/// of a recorded operation. Keyword arguments other than `mask` and `training` are refused
-/// by name (an `initial_state` from another branch would otherwise be lost).
+/// of a recorded operation; its `mask` and `initial_state` arguments. Other keyword
+/// arguments are refused by name. An input layer is the model input `input_names` lists it
+/// at.
 pub(super) fn graph_inbound(
     source: &str,
     l: &Value,
     lname: &str,
     layers: &[(String, ModelLayer)],
     mask_op: bool,
+    input_names: &[String],
 ) -> Result<Inbound> {
     let nodes = l["inbound_nodes"]
         .as_array()
@@ -157,10 +170,19 @@ pub(super) fn graph_inbound(
         .unwrap_or(&[]);
     let node = match nodes {
         [] => {
+            let k = match input_names.iter().position(|n| n == lname) {
+                Some(k) => k,
+                None if input_names.is_empty() => 0,
+                None => {
+                    let what = format!("input layer {lname:?}, which input_layers does not list");
+                    return Err(unsupported(source, what));
+                }
+            };
             return Ok(Inbound {
-                sources: vec![Source::ModelInput],
+                sources: vec![Source::ModelInput(k)],
                 mask: None,
-            })
+                initial_state: Vec::new(),
+            });
         }
         [node] => node,
         many => {
@@ -173,10 +195,9 @@ pub(super) fn graph_inbound(
     };
     let args = node["args"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let kwargs = node["kwargs"].as_object();
-    let extra = kwargs
-        .into_iter()
-        .flatten()
-        .find(|(k, v)| !matches!(k.as_str(), "mask" | "training") && !v.is_null());
+    let extra = kwargs.into_iter().flatten().find(|(k, v)| {
+        !matches!(k.as_str(), "mask" | "training" | "initial_state") && !v.is_null()
+    });
     let is_tensor = |v: &Value| v["class_name"] == "__keras_tensor__";
     let (tensors, scalars): (Vec<&Value>, Vec<&Value>) = args
         .iter()
@@ -225,9 +246,15 @@ pub(super) fn graph_inbound(
             return Err(unsupported(source, what));
         }
     }
+    let initial_state = match kwargs.and_then(|k| k.get("initial_state")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list.iter().map(locate).collect::<Result<_>>()?,
+        Some(one) => vec![locate(one)?],
+    };
     Ok(Inbound {
         sources: tensors.into_iter().map(locate).collect::<Result<_>>()?,
         mask,
+        initial_state,
     })
 }
 

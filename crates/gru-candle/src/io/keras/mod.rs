@@ -16,8 +16,9 @@
 //! Reshape, Permute, ZeroPadding1D, Cropping1D, UpSampling1D), noise (GaussianNoise,
 //! GaussianDropout, AlphaDropout) and ActivityRegularization run end to end; functional
 //! models run as the graph their config records: branches joined by merge layers (Add,
-//! Subtract, Multiply, Average, Maximum, Minimum, Concatenate), a GRU's state as a tensor,
-//! several outputs, and the mask operations Keras 3 records (`NotEqual`, `Any`,
+//! Subtract, Multiply, Average, Maximum, Minimum, Concatenate), a GRU's state as a tensor or
+//! another GRU's `initial_state`, several inputs and outputs, and the mask operations Keras 3
+//! records (`NotEqual`, `Any`,
 //! `LogicalOr`, ...) that layers' `mask` arguments name.
 
 mod batch_norm;
@@ -131,7 +132,7 @@ impl ModelLayer {
 }
 
 /// A Keras model loaded from a model file: a chain of layers, or a functional graph whose
-/// branches merge (one model input).
+/// branches merge.
 #[derive(Debug)]
 pub struct KerasModel {
     /// The model's name.

@@ -37,11 +37,29 @@ impl KerasModel {
     /// autocasting: a `mixed_float16` layer returns float16, a `float32` layer after it
     /// computes in float32); the model's own input reaches the first layer as it came.
     pub fn call_with(&self, inputs: &Tensor, opts: ModelCall) -> Result<ModelOutput> {
-        let input = Produced {
-            outs: vec![inputs.clone()],
-            mask: opts.mask.cloned(),
-            computed: false,
-        };
+        self.call_inputs(std::slice::from_ref(inputs), opts)
+    }
+
+    /// [`KerasModel::call_with`] for a model of several inputs (an encoder-decoder whose
+    /// decoder GRU starts from the encoder's state): one tensor per model input, in the
+    /// order of the config's `input_layers`; `opts.mask` masks the first input.
+    pub fn call_inputs(&self, inputs: &[Tensor], opts: ModelCall) -> Result<ModelOutput> {
+        if inputs.len() != self.graph.inputs.max(1) {
+            return Err(crate::Error::Gru(gru_core::GruError::Shape {
+                what: format!("the inputs of model {:?}", self.name),
+                expected: format!("{} tensors (input_layers)", self.graph.inputs.max(1)),
+                got: format!("{} tensors", inputs.len()),
+            }));
+        }
+        let input: Vec<Produced> = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, x)| Produced {
+                outs: vec![x.clone()],
+                mask: if k == 0 { opts.mask.cloned() } else { None },
+                computed: false,
+            })
+            .collect();
         let mut produced: Vec<Produced> = Vec::with_capacity(self.layers.len());
         let mut losses = Vec::new();
         for (i, (name, layer)) in self.layers.iter().enumerate() {
@@ -49,6 +67,15 @@ impl KerasModel {
             let taken: Vec<(&Tensor, Option<&Tensor>, bool)> = sources
                 .iter()
                 .map(|s| take(s, &input, &produced))
+                .collect::<Result<_>>()?;
+            let initial: Vec<Tensor> = self
+                .graph
+                .initial_states
+                .get(i)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(|s| take(s, &input, &produced).map(|t| t.0.clone()))
                 .collect::<Result<_>>()?;
             // A `mask` argument (a recorded mask operation) replaces the carried mask.
             let explicit = match self.graph.masks.get(i).copied().flatten() {
@@ -88,7 +115,7 @@ impl KerasModel {
                         mask: explicit.or_else(|| mask.cloned()),
                         gru_activity: None,
                     };
-                    let mut c = step(layer, &xc, prev, opts.training)?;
+                    let mut c = step(layer, &xc, prev, opts.training, &initial)?;
                     let out = Produced {
                         outs: c.outs,
                         mask: c.mask,
@@ -192,11 +219,16 @@ struct Produced {
 /// The tensor a source names, with its mask (outputs after the first carry none).
 fn take<'a>(
     s: &Source,
-    input: &'a Produced,
+    input: &'a [Produced],
     produced: &'a [Produced],
 ) -> Result<(&'a Tensor, Option<&'a Tensor>, bool)> {
     let (p, tensor) = match *s {
-        Source::ModelInput => (input, 0),
+        Source::ModelInput(k) => (
+            input
+                .get(k)
+                .ok_or_else(|| graph_error("a model input", "as many inputs as the model"))?,
+            0,
+        ),
         Source::Layer { layer, tensor } => (
             produced
                 .get(layer)
@@ -214,6 +246,14 @@ fn take<'a>(
     Ok((t, mask, p.computed))
 }
 
+fn initial_error(what: &str, expected: usize, got: usize) -> crate::Error {
+    crate::Error::Gru(gru_core::GruError::Shape {
+        what: format!("the initial_state of {what}"),
+        expected: format!("{expected} tensors"),
+        got: format!("{got} tensors"),
+    })
+}
+
 fn graph_error(what: &str, expected: &str) -> crate::Error {
     crate::Error::Gru(gru_core::GruError::Shape {
         what: format!("the model graph at {what}"),
@@ -223,7 +263,13 @@ fn graph_error(what: &str, expected: &str) -> crate::Error {
 }
 
 /// One layer: its outputs from `x` (its input, autocast), and the mask it passes on.
-fn step(layer: &ModelLayer, x: &Tensor, prev: Carried, training: bool) -> Result<Carried> {
+fn step(
+    layer: &ModelLayer,
+    x: &Tensor,
+    prev: Carried,
+    training: bool,
+    initial: &[Tensor],
+) -> Result<Carried> {
     let mut mask = prev.mask;
     let mut gru_activity = None;
     let outs = match layer {
@@ -240,7 +286,11 @@ fn step(layer: &ModelLayer, x: &Tensor, prev: Carried, training: bool) -> Result
         ModelLayer::Gru(g) => {
             let opts = CallOptions {
                 mask: mask.as_ref(),
-                initial_state: None,
+                initial_state: match initial {
+                    [] => None,
+                    [h] => Some(h),
+                    more => return Err(initial_error("a GRU", 1, more.len())),
+                },
                 training,
             };
             let out = g.call(x, opts)?;
@@ -251,7 +301,12 @@ fn step(layer: &ModelLayer, x: &Tensor, prev: Carried, training: bool) -> Result
             out.to_vec()
         }
         ModelLayer::Bidirectional(b) => {
-            let out = b.call(x, mask.as_ref(), None, training)?;
+            let states = match initial {
+                [] => None,
+                [f, bw] => Some((f, bw)),
+                more => return Err(initial_error("a Bidirectional", 2, more.len())),
+            };
+            let out = b.call(x, mask.as_ref(), states, training)?;
             if !b.forward_layer().config().return_sequences {
                 mask = None;
             }

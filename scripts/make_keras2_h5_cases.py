@@ -215,6 +215,24 @@ def main(out_dir):
               "Add(embedding, gru) -> Concatenate(add, backward gru) -> GRU(3) -> Dense(2); ids "
               "right-padded with 0", ids, "int32")
 
+    # Keras 2's mask rule for merges: the AND of the masks there are (Keras 3: none unless
+    # every input is masked, and then the OR).
+    ids = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids[0, 3:] = 0
+    ids[2, 5:] = 0
+    inp = k2.Input(shape=(t,), dtype="int32")
+    masked = k2.layers.Embedding(vocab, 3, mask_zero=True)(inp)
+    plain = k2.layers.Embedding(vocab, 3)(inp)
+    c = k2.layers.GRU(4)(k2.layers.Concatenate()([masked, plain]))
+    a = k2.layers.GRU(3)(k2.layers.Multiply()([masked, plain]))
+    y = k2.layers.Dense(2)(k2.layers.Concatenate()([c, a]))
+    model = k2.Model(inp, y, name="keras2_merge_mask_rule")
+    randomize(model, rng)
+    save_case(out_dir, model, "keras2_merge_mask_rule",
+              "Keras 2 functional: Embedding(mask_zero) and Embedding (no mask) of the same ids; "
+              "Concatenate -> GRU(4) and Multiply -> GRU(3) (Keras 2 passes the masked "
+              "branch's mask on) -> Concatenate -> Dense(2)", ids, "int32")
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

@@ -6,7 +6,7 @@ use super::build_simple::dims_after;
 use super::graph::{functional_inputs, graph_inbound, graph_outputs, merge_layer};
 use super::graph::{Graph, Inbound, MaskState, Source, TensorState};
 use super::mask_ops::MaskOp;
-use super::merge::MergeOp;
+use super::merge::{MaskRule, MergeOp};
 use super::train::Dropout;
 use super::weights::Weights;
 use super::{last_dim, malformed, snake, unsupported};
@@ -73,6 +73,9 @@ pub(super) fn build(
     };
     let mut layers: Vec<(String, ModelLayer)> = Vec::new();
     let mut graph = Graph::default();
+    if written_by_keras_2(config, b.w.keras_version.as_deref()) {
+        graph.mask_rule = MaskRule::Keras2;
+    }
     // The state of each layer's first output, by index in `layers`.
     let mut states: Vec<TensorState> = Vec::new();
     let mut activity = Vec::new();
@@ -131,7 +134,7 @@ pub(super) fn build(
                 };
                 (ModelLayer::MaskOp(op), state)
             }
-            (None, Some(op)) => merge_layer(&source, l, &lname, op, &inputs)?,
+            (None, Some(op)) => merge_layer(&source, l, &lname, op, &inputs, graph.mask_rule)?,
             (None, None) => {
                 let [input] = inputs.as_slice() else {
                     let what = format!("layer {lname:?} with {} inputs", inputs.len());
@@ -194,6 +197,17 @@ pub(super) fn build(
         variables: b.w.read.take(),
         config: config.clone(),
     })
+}
+
+/// Whether Keras 2 wrote the model: the `keras_version` its file or config records, or
+/// tf_keras' module names in its config.
+fn written_by_keras_2(config: &Value, file_version: Option<&str>) -> bool {
+    let two = |v: Option<&str>| v.is_some_and(|v| v.starts_with("2."));
+    two(file_version)
+        || two(config["keras_version"].as_str())
+        || config["module"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tf_keras"))
 }
 
 /// The positional arguments of a layer's first inbound node that are not tensors.

@@ -2,7 +2,7 @@
 //! layers, each fed by the one before, with the mask nodes Keras records for
 //! `Embedding(mask_zero=True)`; the mask the chain carries between layers.
 
-use super::merge::MergeOp;
+use super::merge::{MaskRule, MergeOp};
 use super::{unsupported, ModelLayer};
 use crate::error::Result;
 use serde_json::Value;
@@ -58,6 +58,8 @@ pub(super) struct Graph {
     pub(super) initial_states: Vec<Vec<Source>>,
     /// The number of model inputs.
     pub(super) inputs: usize,
+    /// How merge layers mask their outputs (Keras 2's rule for models Keras 2 wrote).
+    pub(super) mask_rule: MaskRule,
     /// The model's outputs, `(layer, tensor)`; `None`: every output of the last layer
     /// (Sequential).
     pub(super) outputs: Option<Vec<(usize, usize)>>,
@@ -285,22 +287,23 @@ pub(super) fn graph_outputs(
         .collect()
 }
 
-/// A merge layer over `inputs`: its output's size, rank and mask; refused where Keras'
-/// values would depend on masks this crate does not replay (`Multiply`, `Maximum`,
-/// `Minimum` over masked inputs), or where the inputs cannot be joined.
+/// A merge layer over `inputs`: its output's size, rank and mask (by `rule`); refused where
+/// Keras 3's values would depend on masks this crate does not replay (`Multiply`,
+/// `Maximum`, `Minimum` over masked inputs), or where the inputs cannot be joined.
 pub(super) fn merge_layer(
     source: &str,
     l: &Value,
     lname: &str,
     op: MergeOp,
     inputs: &[TensorState],
+    rule: MaskRule,
 ) -> Result<(ModelLayer, TensorState)> {
     let refuse = |why: &str| Err(unsupported(source, format!("layer {lname:?}: {why}")));
     let Some(first) = inputs.first().filter(|_| inputs.len() >= 2) else {
         return refuse("a merge of fewer than 2 inputs");
     };
     let masked = inputs.iter().any(|i| i.mask != MaskState::None);
-    if op.values_depend_on_masks() && masked {
+    if op.values_depend_on_masks(rule) && masked {
         return refuse("Multiply, Maximum or Minimum over masked inputs");
     }
     let same_rank = inputs.iter().all(|i| i.rank == first.rank);
@@ -345,10 +348,16 @@ pub(super) fn merge_layer(
             (first.features, first.dims.clone())
         }
     };
-    let mask = match inputs.iter().any(|i| i.mask == MaskState::None) {
-        true => MaskState::None,
-        false if inputs.iter().all(|i| i.mask == first.mask) => first.mask,
-        false => MaskState::Masking,
+    let masks: Vec<MaskState> = inputs
+        .iter()
+        .map(|i| i.mask)
+        .filter(|m| *m != MaskState::None)
+        .collect();
+    let mask = match (rule, masks.as_slice()) {
+        (_, []) => MaskState::None,
+        (MaskRule::Keras3, m) if m.len() < inputs.len() => MaskState::None,
+        (_, [one, rest @ ..]) if rest.iter().all(|m| m == one) => *one,
+        _ => MaskState::Masking,
     };
     let state = TensorState {
         features,

@@ -191,6 +191,11 @@ impl LegacyIndex {
     }
 }
 
+/// The `keras_version` root attribute a legacy file records.
+pub(super) fn keras_version(file: &Hdf5File) -> Option<String> {
+    group_strings(file, "", "keras_version")?.into_iter().next()
+}
+
 /// The `model_config` root attribute of a legacy model file, parsed.
 pub(super) fn model_config(file: &Hdf5File, source: &str) -> Result<Value> {
     let text = group_strings(file, "", "model_config")

@@ -6,6 +6,18 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Tensor, D};
 use gru_core::GruError;
 
+/// Which Keras' rule gives a merge layer's output its mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaskRule {
+    /// Keras 3: the OR of the inputs' masks when every input has one, else none; the
+    /// values of `Multiply`, `Maximum`, `Minimum` depend on the masks.
+    #[default]
+    Keras3,
+    /// Keras 2 (models written by TensorFlow 2's Keras): the AND of the masks the inputs
+    /// have (none when none has one); the values never depend on masks.
+    Keras2,
+}
+
 /// The operation of a merge layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MergeOp {
@@ -40,13 +52,14 @@ impl MergeOp {
         })
     }
 
-    /// Whether Keras makes the values depend on the inputs' masks (`Multiply`, `Maximum`
+    /// Whether Keras 3 makes the values depend on the inputs' masks (`Multiply`, `Maximum`
     /// and `Minimum` replace masked entries); those are run only on unmasked inputs.
-    pub fn values_depend_on_masks(self) -> bool {
-        matches!(
-            self,
-            MergeOp::Multiply | MergeOp::Maximum | MergeOp::Minimum
-        )
+    pub fn values_depend_on_masks(self, rule: MaskRule) -> bool {
+        rule == MaskRule::Keras3
+            && matches!(
+                self,
+                MergeOp::Multiply | MergeOp::Maximum | MergeOp::Minimum
+            )
     }
 
     /// Joins the inputs (cast to the widest of their dtypes).
@@ -89,18 +102,21 @@ impl MergeOp {
         Ok(out)
     }
 
-    /// The mask of the output, from the inputs' (batch, T) masks: Keras 3 ORs them when
-    /// every input has one (`Concatenate`: an unmasked input counts as all steps kept, so
-    /// the OR keeps every step, the same as no mask), and gives none otherwise.
-    pub fn mask(self, masks: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+    /// The mask of the output, from the inputs' (batch, T) masks, by `rule`: Keras 3 ORs
+    /// them when every input has one (`Concatenate`: an unmasked input counts as all steps
+    /// kept, so the OR keeps every step, the same as no mask) and gives none otherwise;
+    /// Keras 2 ANDs the masks there are (`Concatenate` too: an unmasked input's ones change
+    /// nothing).
+    pub fn mask(self, masks: &[Option<Tensor>], rule: MaskRule) -> Result<Option<Tensor>> {
+        if rule == MaskRule::Keras3 && masks.iter().any(Option::is_none) {
+            return Ok(None);
+        }
         let mut out: Option<Tensor> = None;
-        for m in masks {
-            let Some(m) = m else {
-                return Ok(None);
-            };
-            out = Some(match out {
-                None => m.clone(),
-                Some(o) => o.maximum(m)?,
+        for m in masks.iter().flatten() {
+            out = Some(match (out, rule) {
+                (None, _) => m.clone(),
+                (Some(o), MaskRule::Keras3) => o.maximum(m)?,
+                (Some(o), MaskRule::Keras2) => o.minimum(m)?,
             });
         }
         Ok(out)
@@ -155,11 +171,21 @@ mod tests {
         assert!(MergeOp::Add.forward(&[a.clone(), c]).is_err());
         let m1 = Tensor::new(&[[1u8, 0, 0]], &dev).unwrap();
         let m2 = Tensor::new(&[[1u8, 1, 0]], &dev).unwrap();
-        let or = MergeOp::Add
-            .mask(&[Some(m1.clone()), Some(m2)])
+        let both = [Some(m1.clone()), Some(m2)];
+        let or = MergeOp::Add.mask(&both, MaskRule::Keras3).unwrap().unwrap();
+        assert_eq!(or.to_vec2::<u8>().unwrap(), [[1, 1, 0]]);
+        let and = MergeOp::Concatenate
+            .mask(&both, MaskRule::Keras2)
             .unwrap()
             .unwrap();
-        assert_eq!(or.to_vec2::<u8>().unwrap(), [[1, 1, 0]]);
-        assert!(MergeOp::Add.mask(&[Some(m1), None]).unwrap().is_none());
+        assert_eq!(and.to_vec2::<u8>().unwrap(), [[1, 0, 0]]);
+        let one = [Some(m1.clone()), None];
+        assert!(MergeOp::Add.mask(&one, MaskRule::Keras3).unwrap().is_none());
+        let kept = MergeOp::Add.mask(&one, MaskRule::Keras2).unwrap().unwrap();
+        assert_eq!(kept.to_vec2::<u8>().unwrap(), [[1, 0, 0]]);
+        assert!(MergeOp::Add
+            .mask(&[None, None], MaskRule::Keras2)
+            .unwrap()
+            .is_none());
     }
 }

@@ -42,7 +42,7 @@ pub use batch_norm::BatchNorm;
 pub use conv::{Conv1D, Padding1D, Pooling1D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
 pub use mask_ops::MaskOp;
-pub use merge::MergeOp;
+pub use merge::{MaskRule, MergeOp};
 pub use noise::{Noise, NoiseKind};
 pub use reshaping::Reshaping;
 pub use train::{Dropout, ModelCall, ModelOutput, WeightRule};
@@ -362,7 +362,12 @@ impl KerasModel {
             .map_err(|e| malformed(&source, format!("config.json: {e}")))?;
         let h5_source = format!("{source}:model.weights.h5");
         let file = Hdf5File::from_vec(weights).map_err(|e| malformed(&h5_source, e.to_string()))?;
-        let w = Weights::new(file, h5_source, limits.max_weight_bytes, vars.cloned())?;
+        let mut w = Weights::new(file, h5_source, limits.max_weight_bytes, vars.cloned())?;
+        // metadata.json (optional) records the Keras release that wrote the archive.
+        w.keras_version = read_member(&mut zip, &source, "metadata.json", MAX_CONFIG_BYTES)
+            .ok()
+            .and_then(|m| serde_json::from_slice::<Value>(&m).ok())
+            .and_then(|m| m["keras_version"].as_str().map(str::to_string));
         build::build(&config, w, dtype, device)
     }
 

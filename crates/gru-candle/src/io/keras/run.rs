@@ -98,7 +98,7 @@ impl KerasModel {
                         taken.iter().map(|(_, m, _)| m.cloned()).collect();
                     let out = Produced {
                         outs: vec![op.forward(&xs)?],
-                        mask: op.mask(&masks)?,
+                        mask: op.mask(&masks, self.graph.mask_rule)?,
                         computed: taken.iter().any(|t| t.2),
                     };
                     (out, None)

@@ -106,7 +106,10 @@ impl KerasModel {
     /// Writes a `.keras` archive as Keras 3's `model.save("m.keras")` does: the config
     /// ([`KerasModel::config`], with the `module` entries Keras 3 resolves classes by),
     /// `metadata.json` and the variables' current values. A model read from a Keras 2 file
-    /// is written in Keras 3's form, which Keras 3's `load_model` reads.
+    /// is written in Keras 3's form, which Keras 3's `load_model` reads; it is then a Keras 3
+    /// model: merge layers over masked branches follow Keras 3's mask rule ([`MaskRule`]).
+    ///
+    /// [`MaskRule`]: super::MaskRule
     pub fn save(&self, path: &Path) -> Result<()> {
         let weights = self.weights_h5_bytes()?;
         let config =

@@ -27,6 +27,9 @@ pub(super) struct Weights {
     aliases: RefCell<Vec<(String, String)>>,
     /// Every variable read, by its Keras 3 object-tree path, in reading order.
     pub(super) read: RefCell<Vec<(String, Tensor)>>,
+    /// The Keras release that wrote the file (a legacy file's `keras_version` attribute, a
+    /// `.keras` archive's `metadata.json`).
+    pub(super) keras_version: Option<String>,
 }
 
 impl Weights {
@@ -38,7 +41,9 @@ impl Weights {
         vars: Option<candle_nn::VarMap>,
     ) -> Result<Weights> {
         let legacy = LegacyIndex::read(&file, &source)?;
+        let keras_version = super::legacy::keras_version(&file);
         Ok(Weights {
+            keras_version,
             file,
             source,
             max_bytes,

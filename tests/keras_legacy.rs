@@ -3,7 +3,9 @@
 //! their outputs are checked by `every_model_case_reproduces_its_framework` (tests/models.rs);
 //! here the typed errors of files and configs that do not match, and fine-tuning.
 
-use candle_core::{DType, Device, Tensor};
+mod common;
+
+use candle_core::{DType, Device};
 use candle_gru::candle::io::keras::{KerasModel, ModelCall};
 use candle_gru::candle::{Error, FileProblem};
 use candle_nn::{Optimizer, VarMap, SGD};
@@ -37,15 +39,6 @@ fn masking_config() -> Value {
 fn load_weights(config: &Value) -> candle_gru::candle::Result<KerasModel> {
     let weights = data("keras2_sequential_masking.legacy_weights.h5");
     KerasModel::load_weights_h5(config, &weights, DType::F32, &Device::Cpu)
-}
-
-fn inputs() -> Tensor {
-    let text = std::fs::read_to_string(data("keras2_sequential_masking.json")).unwrap();
-    let json: Value = serde_json::from_str(&text).unwrap();
-    let rows: Vec<Vec<Vec<f32>>> = serde_json::from_value(json["inputs"].clone()).unwrap();
-    let (b, t, f) = (rows.len(), rows[0].len(), rows[0][0].len());
-    let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
-    Tensor::from_vec(flat, (b, t, f), &Device::Cpu).unwrap()
 }
 
 #[test]
@@ -158,7 +151,7 @@ fn a_legacy_model_fine_tunes() {
             "model_weights/gru/gru/gru_cell/recurrent_kernel:0",
         ]
     );
-    let x = inputs();
+    let x = common::model_case_inputs("keras2_sequential_masking");
     let loss = |m: &KerasModel| {
         let out = m
             .call_with(

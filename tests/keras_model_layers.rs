@@ -6,6 +6,8 @@
 //! by scripts/make_keras_reshaping_cases.py) the activity loss of ActivityRegularization,
 //! the noise layers in training, and reshaping layers that cannot apply.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use candle_gru::candle::io::keras::{KerasModel, LayerActivation, MaskOp, ModelLayer};
 use candle_gru::candle::{Error, FileProblem};
@@ -321,15 +323,6 @@ fn sequences_shorter_than_a_window_are_typed_errors() {
     }
 }
 
-fn floats(name: &str) -> Tensor {
-    let text = std::fs::read_to_string(data(&format!("{name}.json"))).unwrap();
-    let json: Value = serde_json::from_str(&text).unwrap();
-    let rows: Vec<Vec<Vec<f32>>> = serde_json::from_value(json["inputs"].clone()).unwrap();
-    let (b, t, f) = (rows.len(), rows[0].len(), rows[0][0].len());
-    let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
-    Tensor::from_vec(flat, (b, t, f), &Device::Cpu).unwrap()
-}
-
 #[test]
 fn activity_regularization_and_noise_layers_act_as_keras() {
     let name = "reshape_permute_padding";
@@ -338,7 +331,7 @@ fn activity_regularization_and_noise_layers_act_as_keras() {
         serde_json::from_value(serde_json::from_str::<Value>(&text).unwrap()["losses"].clone())
             .unwrap();
     let m = model(name);
-    let x = floats(name);
+    let x = common::model_case_inputs(name);
     let call = |training| {
         m.call_with(
             &x,

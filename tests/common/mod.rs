@@ -123,3 +123,15 @@ pub fn candle_dtype(keras: &str) -> DType {
         other => panic!("unexpected dtype {other}"),
     }
 }
+
+/// The float inputs (batch, T, features) of a model case of tests/data/models (`NAME.json`).
+pub fn model_case_inputs(name: &str) -> Tensor {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models")
+        .join(format!("{name}.json"));
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let rows: Vec<Vec<Vec<f32>>> = serde_json::from_value(json["inputs"].clone()).unwrap();
+    let (b, t, f) = (rows.len(), rows[0].len(), rows[0][0].len());
+    let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
+    Tensor::from_vec(flat, (b, t, f), &Device::Cpu).unwrap()
+}

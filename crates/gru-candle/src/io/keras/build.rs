@@ -44,42 +44,65 @@ pub(super) fn build(
     let source = w.source.clone();
     let mut config = config.clone();
     super::legacy::upgrade_config(&mut config, &source)?;
-    let config = &config;
     let class = config["class_name"].as_str().unwrap_or("");
     if !matches!(class, "Sequential" | "Functional" | "Model") {
         let what = format!("model class {class:?} (Sequential or Functional expected)");
         return Err(unsupported(&source, what));
     }
-    let name = config["config"]["name"]
-        .as_str()
-        .unwrap_or("model")
-        .to_string();
+    let functional = matches!(class, "Functional" | "Model");
+    let mut graph = Graph::default();
+    if written_by_keras_2(&config, w.keras_version.as_deref()) {
+        graph.mask_rule = MaskRule::Keras2;
+    }
+    let mut m = ModelBuilder {
+        b: ChainBuilder {
+            w,
+            dtype,
+            device,
+            counters: HashMap::new(),
+            features: None,
+            rank: None,
+            dims: None,
+        },
+        input_names: match functional {
+            true => functional_inputs(&config),
+            false => Vec::new(),
+        },
+        functional,
+        layers: Vec::new(),
+        graph,
+        states: Vec::new(),
+        activity: Vec::new(),
+    };
     let layer_list = config["config"]["layers"]
         .as_array()
         .ok_or_else(|| malformed(&source, "config has no layer list"))?;
-    let mut b = ChainBuilder {
-        w,
-        dtype,
-        device,
-        counters: HashMap::new(),
-        features: None,
-        rank: None,
-        dims: None,
-    };
-    let functional = matches!(class, "Functional" | "Model");
-    let input_names = match functional {
-        true => functional_inputs(config),
-        false => Vec::new(),
-    };
-    let mut layers: Vec<(String, ModelLayer)> = Vec::new();
-    let mut graph = Graph::default();
-    if written_by_keras_2(config, b.w.keras_version.as_deref()) {
-        graph.mask_rule = MaskRule::Keras2;
-    }
-    // The state of each layer's first output, by index in `layers`.
-    let mut states: Vec<TensorState> = Vec::new();
-    let mut activity = Vec::new();
     for l in layer_list {
+        m.add(l)?;
+    }
+    m.finish(config)
+}
+
+/// The model's layers and graph as they are built, layer by layer.
+struct ModelBuilder<'a> {
+    b: ChainBuilder<'a>,
+    functional: bool,
+    /// A functional model's input layers, in input order.
+    input_names: Vec<String>,
+    layers: Vec<(String, ModelLayer)>,
+    graph: Graph,
+    /// The state of each layer's first output, by index in `layers`.
+    states: Vec<TensorState>,
+    activity: Vec<(String, Regularizer)>,
+}
+
+impl ModelBuilder<'_> {
+    fn source(&self) -> String {
+        self.b.w.source.clone()
+    }
+
+    /// Builds the layer `l` over the tensors its node names and records where they come from.
+    fn add(&mut self, l: &Value) -> Result<()> {
         let lname = l["config"]["name"]
             .as_str()
             .or(l["name"].as_str())
@@ -87,116 +110,162 @@ pub(super) fn build(
             .to_string();
         let class = l["class_name"].as_str().unwrap_or("");
         let mask_op = MaskOp::from_node(class, &l["config"], &node_scalars(l));
-        let inbound = match functional {
-            true => graph_inbound(&source, l, &lname, &layers, mask_op.is_some(), &input_names)?,
-            false => Inbound {
-                sources: vec![match layers.len() {
-                    0 => Source::ModelInput(0),
-                    n => Source::Layer {
-                        layer: n - 1,
-                        tensor: 0,
-                    },
-                }],
-                mask: None,
-                initial_state: Vec::new(),
-            },
-        };
-        let inputs: Vec<TensorState> = inbound
-            .sources
-            .iter()
-            .map(|s| match *s {
-                Source::ModelInput(_) => Ok(TensorState::of_input(l)),
-                Source::Layer { layer, tensor } => TensorState::of_output(
-                    &states[layer],
-                    &layers[layer].1,
-                    tensor,
-                )
-                .ok_or_else(|| {
-                    let what = format!("layer {lname:?}: output {tensor} of {:?}", layers[layer].0);
-                    unsupported(&source, what)
-                }),
-            })
-            .collect::<Result<_>>()?;
+        let inbound = self.inbound(l, &lname, mask_op.is_some())?;
+        let inputs = self.input_states(l, &lname, &inbound.sources)?;
+        let source = self.source();
         let (layer, state) = match (mask_op, MergeOp::from_class(class)) {
             (Some(op), _) => {
                 let op =
                     op.map_err(|why| unsupported(&source, format!("layer {lname:?}: {why}")))?;
-                if inputs.len() != op.arity() {
-                    let what = format!("layer {lname:?}: {class} of {} tensors", inputs.len());
-                    return Err(unsupported(&source, what));
-                }
-                let ranks: Vec<Option<usize>> = inputs.iter().map(|i| i.rank).collect();
-                let state = TensorState {
-                    features: None,
-                    rank: op.rank(&ranks),
-                    dims: None,
-                    mask: MaskState::None,
-                };
-                (ModelLayer::MaskOp(op), state)
+                mask_op_layer(&source, &lname, op, &inputs)?
             }
-            (None, Some(op)) => merge_layer(&source, l, &lname, op, &inputs, graph.mask_rule)?,
-            (None, None) => {
-                let [input] = inputs.as_slice() else {
-                    let what = format!("layer {lname:?} with {} inputs", inputs.len());
-                    return Err(unsupported(&source, what));
-                };
-                b.enter(input);
-                let layer = b.layer(l, &lname)?;
-                let states = match layer {
-                    ModelLayer::Gru(_) => 1,
-                    ModelLayer::Bidirectional(_) => 2,
-                    _ => 0,
-                };
-                if !inbound.initial_state.is_empty() && inbound.initial_state.len() != states {
-                    let what = format!(
-                        "layer {lname:?} called with {} initial_state tensors ({states} for its class)",
-                        inbound.initial_state.len()
-                    );
-                    return Err(unsupported(&source, what));
-                }
-                // A mask argument replaces the mask the input carries.
-                let mask = match inbound.mask {
-                    Some(_) => MaskState::Masking,
-                    None => input.mask,
-                };
-                let state = b.leave(&layer, mask);
-                (layer, state)
-            }
+            (None, Some(op)) => merge_layer(&source, l, &lname, op, &inputs, self.graph.mask_rule)?,
+            (None, None) => self.single_input_layer(l, &lname, &inputs, &inbound)?,
         };
-        // A GRU computes its own activity loss; Keras adds any other layer's.
-        let reg = match l["class_name"].as_str() {
-            // Its own activity loss: l1 * sum|x| + l2 * sum x^2.
-            Some("ActivityRegularization") => serde_json::json!({"class_name": "L1L2", "config": {
-                "l1": l["config"]["l1"].as_f64().unwrap_or(0.0),
-                "l2": l["config"]["l2"].as_f64().unwrap_or(0.0)}}),
-            _ => l["config"]
-                .get("activity_regularizer")
-                .cloned()
-                .unwrap_or(Value::Null),
-        };
-        let reg = Regularizer::from_keras_value("activity_regularizer", &reg)?;
-        if let (Some(reg), false) = (reg, matches!(layer, ModelLayer::Gru(_))) {
-            activity.push((lname.clone(), reg));
+        if let Some(reg) = activity_regularizer(l, &layer)? {
+            self.activity.push((lname.clone(), reg));
         }
-        graph.sources.push(inbound.sources);
-        graph.masks.push(inbound.mask);
-        graph.initial_states.push(inbound.initial_state);
-        states.push(state);
-        layers.push((lname, layer));
+        self.graph.sources.push(inbound.sources);
+        self.graph.masks.push(inbound.mask);
+        self.graph.initial_states.push(inbound.initial_state);
+        self.states.push(state);
+        self.layers.push((lname, layer));
+        Ok(())
     }
-    if functional {
-        graph.outputs = Some(graph_outputs(&source, config, &layers)?);
+
+    /// What the layer is called with: its node in a functional model, the layer before it
+    /// (or the model input) in a Sequential.
+    fn inbound(&self, l: &Value, lname: &str, mask_op: bool) -> Result<Inbound> {
+        if self.functional {
+            let (layers, names) = (&self.layers, &self.input_names);
+            return graph_inbound(&self.b.w.source, l, lname, layers, mask_op, names);
+        }
+        let source = match self.layers.len() {
+            0 => Source::ModelInput(0),
+            n => Source::Layer {
+                layer: n - 1,
+                tensor: 0,
+            },
+        };
+        Ok(Inbound {
+            sources: vec![source],
+            mask: None,
+            initial_state: Vec::new(),
+        })
     }
-    graph.inputs = input_names.len().max(1);
-    b.w.check_all_read()?;
-    Ok(KerasModel {
-        name,
-        layers,
-        activity,
-        graph,
-        variables: b.w.read.take(),
-        config: config.clone(),
-    })
+
+    /// The states of the tensors a layer takes.
+    fn input_states(&self, l: &Value, lname: &str, sources: &[Source]) -> Result<Vec<TensorState>> {
+        sources
+            .iter()
+            .map(|s| match *s {
+                Source::ModelInput(_) => Ok(TensorState::of_input(l)),
+                Source::Layer { layer, tensor } => {
+                    let (name, built) = &self.layers[layer];
+                    TensorState::of_output(&self.states[layer], built, tensor).ok_or_else(|| {
+                        let what = format!("layer {lname:?}: output {tensor} of {name:?}");
+                        unsupported(&self.b.w.source, what)
+                    })
+                }
+            })
+            .collect()
+    }
+
+    /// A layer of one input tensor (every layer but merges and mask operations), with its
+    /// `initial_state` and `mask` arguments checked.
+    fn single_input_layer(
+        &mut self,
+        l: &Value,
+        lname: &str,
+        inputs: &[TensorState],
+        inbound: &Inbound,
+    ) -> Result<(ModelLayer, TensorState)> {
+        let source = self.source();
+        let [input] = inputs else {
+            let what = format!("layer {lname:?} with {} inputs", inputs.len());
+            return Err(unsupported(&source, what));
+        };
+        self.b.enter(input);
+        let layer = self.b.layer(l, lname)?;
+        let states = match layer {
+            ModelLayer::Gru(_) => 1,
+            ModelLayer::Bidirectional(_) => 2,
+            _ => 0,
+        };
+        let given = inbound.initial_state.len();
+        if given != 0 && given != states {
+            let what = format!(
+                "layer {lname:?} called with {given} initial_state tensors ({states} for its class)"
+            );
+            return Err(unsupported(&source, what));
+        }
+        // A mask argument replaces the mask the input carries.
+        let mask = match inbound.mask {
+            Some(_) => MaskState::Masking,
+            None => input.mask,
+        };
+        let state = self.b.leave(&layer, mask);
+        Ok((layer, state))
+    }
+
+    fn finish(mut self, config: Value) -> Result<KerasModel> {
+        if self.functional {
+            let outputs = graph_outputs(&self.b.w.source, &config, &self.layers)?;
+            self.graph.outputs = Some(outputs);
+        }
+        self.graph.inputs = self.input_names.len().max(1);
+        self.b.w.check_all_read()?;
+        Ok(KerasModel {
+            name: config["config"]["name"]
+                .as_str()
+                .unwrap_or("model")
+                .to_string(),
+            layers: self.layers,
+            activity: self.activity,
+            graph: self.graph,
+            variables: self.b.w.read.take(),
+            config,
+        })
+    }
+}
+
+/// A recorded mask operation over `inputs`.
+fn mask_op_layer(
+    source: &str,
+    lname: &str,
+    op: MaskOp,
+    inputs: &[TensorState],
+) -> Result<(ModelLayer, TensorState)> {
+    if inputs.len() != op.arity() {
+        let what = format!("layer {lname:?}: {op:?} of {} tensors", inputs.len());
+        return Err(unsupported(source, what));
+    }
+    let ranks: Vec<Option<usize>> = inputs.iter().map(|i| i.rank).collect();
+    let state = TensorState {
+        features: None,
+        rank: op.rank(&ranks),
+        dims: None,
+        mask: MaskState::None,
+    };
+    Ok((ModelLayer::MaskOp(op), state))
+}
+
+/// The activity regularizer Keras adds for a layer other than a GRU (a GRU computes its
+/// own); `ActivityRegularization`'s is `l1 * sum|x| + l2 * sum x^2`.
+fn activity_regularizer(l: &Value, layer: &ModelLayer) -> Result<Option<Regularizer>> {
+    if matches!(layer, ModelLayer::Gru(_)) {
+        return Ok(None);
+    }
+    let reg = match l["class_name"].as_str() {
+        Some("ActivityRegularization") => serde_json::json!({"class_name": "L1L2", "config": {
+            "l1": l["config"]["l1"].as_f64().unwrap_or(0.0),
+            "l2": l["config"]["l2"].as_f64().unwrap_or(0.0)}}),
+        _ => l["config"]
+            .get("activity_regularizer")
+            .cloned()
+            .unwrap_or(Value::Null),
+    };
+    Ok(Regularizer::from_keras_value("activity_regularizer", &reg)?)
 }
 
 /// Whether Keras 2 wrote the model: the `keras_version` its file or config records, or

@@ -100,6 +100,27 @@ def main(out_dir):
               "TimeDistributed(Dense(2)); encoder row 1 padded after step 5", x, "float32",
               extra_inputs=[x2], expected=[out])
 
+    # A bidirectional encoder's two states, concatenated, start a decoder GRU.
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    x[0, 4:] = 0.0
+    x2 = rng.normal(size=(b, 3, 2)).astype(np.float32)
+    enc_in = keras.Input(shape=(t, 5))
+    dec_in = keras.Input(shape=(3, 2))
+    seq, fw, bw = L.Bidirectional(L.GRU(4, return_state=True), merge_mode="sum")(
+        L.Masking(0.0)(enc_in))
+    state = L.Concatenate()([fw, bw])
+    dec = L.GRU(8, return_sequences=True)(dec_in, initial_state=state)
+    y = L.Dense(2)(dec)
+    model = keras.Model([enc_in, dec_in], [y, seq], name="bidirectional_states_decoder")
+    randomize(model)
+    name = "bidirectional_states_decoder"
+    outs = [np.asarray(o) for o in model([x, x2], training=False)]
+    save_case(out_dir, model, name,
+              "Functional, two inputs: Masking -> Bidirectional(GRU(4, return_state), sum) "
+              "encodes the first; Concatenate(its forward and backward states) starts "
+              "GRU(8, return_sequences) over the second -> Dense(2); outputs [decoder, encoder]",
+              x, "float32", extra_inputs=[x2], expected=outs)
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

@@ -4,6 +4,7 @@
 
 use super::merge::{MaskRule, MergeOp};
 use super::{unsupported, ModelLayer};
+use crate::bidirectional::MergeMode;
 use crate::error::Result;
 use serde_json::Value;
 
@@ -103,22 +104,36 @@ impl TensorState {
     }
 
     /// Output `tensor` of `layer`, whose first output is `first`: a GRU's state
-    /// (`return_state`) too; `None` for outputs the builder does not follow.
+    /// (`return_state`), a Bidirectional's second sequence (merge mode None) and its two
+    /// states too; `None` for outputs the builder does not follow.
     pub(super) fn of_output(
         first: &TensorState,
         layer: &ModelLayer,
         tensor: usize,
     ) -> Option<TensorState> {
+        let state = |units: usize| TensorState {
+            features: Some(units),
+            rank: Some(2),
+            dims: Some(vec![units]),
+            mask: MaskState::None,
+        };
         match (tensor, layer) {
             (0, _) => Some(first.clone()),
-            (1, ModelLayer::Gru(g)) if g.config().return_state => {
-                let units = g.config().units;
-                Some(TensorState {
-                    features: Some(units),
-                    rank: Some(2),
-                    dims: Some(vec![units]),
-                    mask: MaskState::None,
-                })
+            (1, ModelLayer::Gru(g)) if g.config().return_state => Some(state(g.config().units)),
+            (k, ModelLayer::Bidirectional(b)) => {
+                let c = b.forward_layer().config();
+                let sequences = if b.merge_mode() == MergeMode::None {
+                    2
+                } else {
+                    1
+                };
+                match k {
+                    1 if sequences == 2 => Some(first.clone()),
+                    k if c.return_state && (sequences..sequences + 2).contains(&k) => {
+                        Some(state(c.units))
+                    }
+                    _ => None,
+                }
             }
             _ => None,
         }

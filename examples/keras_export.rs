@@ -15,9 +15,10 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 9] = [
+const MODELS: [&str; 10] = [
     "embedding_bigru_layernorm_average_pool.keras",
     "residual_gru_concat.keras",
+    "gru_self_attention.keras",
     "masking_batch_norm_gru.keras",
     "seq2seq_repeat_vector.keras",
     "conv1d_pooling_gru.keras",

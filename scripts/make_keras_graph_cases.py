@@ -121,6 +121,45 @@ def main(out_dir):
               "GRU(8, return_sequences) over the second -> Dense(2); outputs [decoder, encoder]",
               x, "float32", extra_inputs=[x2], expected=outs)
 
+    # Self-attention over a masked GRU sequence (the mask argument is a list, one per input).
+    ids = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids[1, 4:] = 0
+    ids[2, 2:] = 0
+    inp = keras.Input(shape=(t,), dtype="int32")
+    h = L.GRU(6, return_sequences=True)(L.Embedding(vocab, 5, mask_zero=True)(inp))
+    a = L.Attention(use_scale=True)([h, h])
+    y = L.Dense(3)(L.GlobalAveragePooling1D()(a))
+    model = keras.Model(inp, y, name="gru_self_attention")
+    randomize(model)
+    save_case(out_dir, model, "gru_self_attention",
+              "Functional: Embedding(20, 5, mask_zero) -> GRU(6, return_sequences) -> "
+              "Attention(use_scale)([h, h]) with the ids mask on queries and values -> "
+              "GlobalAveragePooling1D -> Dense(3)", ids)
+
+    # An attention decoder: AdditiveAttention over the masked encoder sequence, and a causal
+    # concat-score Attention returning its scores.
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    x[0, 5:] = 0.0
+    x2 = rng.normal(size=(b, 4, 3)).astype(np.float32)
+    enc_in = keras.Input(shape=(t, 5))
+    dec_in = keras.Input(shape=(4, 3))
+    enc, state = L.GRU(6, return_sequences=True, return_state=True)(L.Masking(0.0)(enc_in))
+    dec = L.GRU(6, return_sequences=True)(dec_in, initial_state=state)
+    ctx = L.AdditiveAttention(use_scale=True)([dec, enc])
+    self_att, scores = L.Attention(use_scale=True, score_mode="concat")(
+        [dec, dec], use_causal_mask=True, return_attention_scores=True)
+    y = L.Dense(2)(L.Concatenate()([dec, ctx, self_att]))
+    model = keras.Model([enc_in, dec_in], [y, scores], name="gru_attention_decoder")
+    randomize(model)
+    name = "gru_attention_decoder"
+    outs = [np.asarray(o) for o in model([x, x2], training=False)]
+    save_case(out_dir, model, name,
+              "Functional, two inputs: masked encoder GRU(6) sequence and state; decoder "
+              "GRU(6, initial_state) -> AdditiveAttention(use_scale)([dec, enc]) and "
+              "Attention(use_scale, concat)([dec, dec], causal, scores) -> Concatenate -> "
+              "Dense(2); outputs [Dense, attention scores]", x, "float32",
+              extra_inputs=[x2], expected=outs)
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

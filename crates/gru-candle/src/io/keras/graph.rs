@@ -52,8 +52,8 @@ pub(super) enum Source {
 pub(super) struct Graph {
     /// Per layer: its inputs (one, or several for a merge layer or a mask operation).
     pub(super) sources: Vec<Vec<Source>>,
-    /// Per layer: the mask operation its `mask` argument names, if any.
-    pub(super) masks: Vec<Option<Source>>,
+    /// Per layer: the mask operations its `mask` argument names (one per input), if any.
+    pub(super) masks: Vec<Vec<Option<Source>>>,
     /// Per layer: the tensors of its `initial_state` argument (a GRU's one, a
     /// Bidirectional's two), empty without one.
     pub(super) initial_states: Vec<Vec<Source>>,
@@ -162,8 +162,9 @@ fn tensor_list(v: &Value) -> Vec<&Value> {
 pub(super) struct Inbound {
     /// Its tensors, in order.
     pub(super) sources: Vec<Source>,
-    /// The tensor of its `mask` argument.
-    pub(super) mask: Option<Source>,
+    /// The tensors of its `mask` argument (one per input for attention layers; `None` for
+    /// an input given none); empty without the argument.
+    pub(super) masks: Vec<Option<Source>>,
     /// The tensors of its `initial_state` argument.
     pub(super) initial_state: Vec<Source>,
 }
@@ -197,7 +198,7 @@ pub(super) fn graph_inbound(
             };
             return Ok(Inbound {
                 sources: vec![Source::ModelInput(k)],
-                mask: None,
+                masks: Vec::new(),
                 initial_state: Vec::new(),
             });
         }
@@ -212,9 +213,18 @@ pub(super) fn graph_inbound(
     };
     let args = node["args"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let kwargs = node["kwargs"].as_object();
-    let extra = kwargs.into_iter().flatten().find(|(k, v)| {
-        !matches!(k.as_str(), "mask" | "training" | "initial_state") && !v.is_null()
-    });
+    // Attention layers' call arguments are read by their builder.
+    let known = [
+        "mask",
+        "training",
+        "initial_state",
+        "use_causal_mask",
+        "return_attention_scores",
+    ];
+    let extra = kwargs
+        .into_iter()
+        .flatten()
+        .find(|(k, v)| !known.contains(&k.as_str()) && !v.is_null());
     let is_tensor = |v: &Value| v["class_name"] == "__keras_tensor__";
     let (tensors, scalars): (Vec<&Value>, Vec<&Value>) = args
         .iter()
@@ -246,23 +256,32 @@ pub(super) fn graph_inbound(
             tensor: tensor as usize,
         })
     };
-    let mask = match kwargs.and_then(|k| k.get("mask")) {
-        Some(m) if is_tensor(m) => Some(locate(m)?),
-        Some(Value::Null) | None => None,
-        Some(other) => {
-            let what = format!("layer {lname:?}: mask argument {other}");
+    // One mask, or one per input (attention layers); null entries are inputs without one.
+    let one_mask = |m: &Value| -> Result<Option<Source>> {
+        if m.is_null() {
+            return Ok(None);
+        }
+        if !is_tensor(m) {
+            let what = format!("layer {lname:?}: mask argument {m}");
             return Err(unsupported(source, what));
         }
+        let s = locate(m)?;
+        if let Source::Layer { layer, .. } = s {
+            if !matches!(layers[layer].1, ModelLayer::MaskOp(_)) {
+                let what = format!(
+                    "layer {lname:?}: its mask argument is the output of {:?}, which computes no mask",
+                    layers[layer].0
+                );
+                return Err(unsupported(source, what));
+            }
+        }
+        Ok(Some(s))
     };
-    if let Some(Source::Layer { layer, .. }) = mask {
-        if !matches!(layers[layer].1, ModelLayer::MaskOp(_)) {
-            let what = format!(
-                "layer {lname:?}: its mask argument is the output of {:?}, which computes no mask",
-                layers[layer].0
-            );
-            return Err(unsupported(source, what));
-        }
-    }
+    let masks = match kwargs.and_then(|k| k.get("mask")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list.iter().map(one_mask).collect::<Result<_>>()?,
+        Some(m) => vec![one_mask(m)?],
+    };
     let initial_state = match kwargs.and_then(|k| k.get("initial_state")) {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list.iter().map(locate).collect::<Result<_>>()?,
@@ -270,7 +289,7 @@ pub(super) fn graph_inbound(
     };
     Ok(Inbound {
         sources: tensors.into_iter().map(locate).collect::<Result<_>>()?,
-        mask,
+        masks,
         initial_state,
     })
 }

@@ -42,6 +42,8 @@ pub enum MaskOp {
     ZerosLike,
     /// All true, shaped as `x`.
     OnesLike,
+    /// `convert_to_tensor(x)` of a mask (no dtype given): the mask itself.
+    ConvertToTensor,
 }
 
 impl MaskOp {
@@ -82,6 +84,10 @@ impl MaskOp {
             "ExpandDims" => axis().map(MaskOp::ExpandDims),
             "ZerosLike" => boolean().map(|_| MaskOp::ZerosLike),
             "OnesLike" => boolean().map(|_| MaskOp::OnesLike),
+            "ConvertToTensor" => match cfg["dtype"].as_str() {
+                None | Some("bool") => Ok(MaskOp::ConvertToTensor),
+                Some(other) => Err(format!("ConvertToTensor to {other}")),
+            },
             _ => return None,
         })
     }
@@ -153,6 +159,7 @@ impl MaskOp {
             MaskOp::ExpandDims(a) => x.unsqueeze(axis(a, x.rank() + 1)?)?,
             MaskOp::ZerosLike => Tensor::zeros(x.shape(), DType::U8, x.device())?,
             MaskOp::OnesLike => Tensor::ones(x.shape(), DType::U8, x.device())?,
+            MaskOp::ConvertToTensor => truth(x)?,
         })
     }
 }

@@ -17,10 +17,11 @@
 //! GaussianDropout, AlphaDropout) and ActivityRegularization run end to end; functional
 //! models run as the graph their config records: branches joined by merge layers (Add,
 //! Subtract, Multiply, Average, Maximum, Minimum, Concatenate), a GRU's state as a tensor or
-//! another GRU's `initial_state`, several inputs and outputs, and the mask operations Keras 3
-//! records (`NotEqual`, `Any`,
+//! another GRU's `initial_state`, several inputs and outputs, attention layers (`Attention`,
+//! `AdditiveAttention`), and the mask operations Keras 3 records (`NotEqual`, `Any`,
 //! `LogicalOr`, ...) that layers' `mask` arguments name.
 
+mod attention;
 mod batch_norm;
 mod build;
 mod build_layers;
@@ -38,6 +39,7 @@ mod save;
 mod train;
 mod weights;
 
+pub use attention::{Attention, Scores};
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv1D, Padding1D, Pooling1D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
@@ -102,6 +104,8 @@ pub enum ModelLayer {
     /// A mask computation Keras 3 records in a functional graph (`NotEqual`, `Any`,
     /// `LogicalOr`, ...), whose output a layer's `mask` argument names.
     MaskOp(MaskOp),
+    /// `Attention`, `AdditiveAttention`: `[query, value(, key)]` in.
+    Attention(Box<Attention>),
 }
 
 impl ModelLayer {
@@ -127,6 +131,7 @@ impl ModelLayer {
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
             ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),
             ModelLayer::Dense(d) => Some(d.compute_dtype),
+            ModelLayer::Attention(a) => Some(a.compute_dtype),
         }
     }
 }

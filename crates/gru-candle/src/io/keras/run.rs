@@ -78,10 +78,18 @@ impl KerasModel {
                 .map(|s| take(s, &input, &produced).map(|t| t.0.clone()))
                 .collect::<Result<_>>()?;
             // A `mask` argument (a recorded mask operation) replaces the carried mask.
-            let explicit = match self.graph.masks.get(i).copied().flatten() {
-                Some(s) => Some(take(&s, &input, &produced)?.0.clone()),
-                None => None,
-            };
+            let explicit: Vec<Option<Tensor>> = self
+                .graph
+                .masks
+                .get(i)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(|m| match m {
+                    Some(s) => take(s, &input, &produced).map(|t| Some(t.0.clone())),
+                    None => Ok(None),
+                })
+                .collect::<Result<_>>()?;
             let (out, activity) = match (layer, taken.as_slice()) {
                 (ModelLayer::MaskOp(op), _) => {
                     let xs: Vec<Tensor> = taken.iter().map(|(x, _, _)| (*x).clone()).collect();
@@ -89,6 +97,23 @@ impl KerasModel {
                         outs: vec![op.forward(&xs)?],
                         mask: None,
                         computed: false,
+                    };
+                    (out, None)
+                }
+                (ModelLayer::Attention(a), _) => {
+                    let xs: Vec<Tensor> = taken.iter().map(|(x, _, _)| (*x).clone()).collect();
+                    let masks: Vec<Option<Tensor>> = taken
+                        .iter()
+                        .enumerate()
+                        .map(|(j, (_, m, _))| match explicit.get(j) {
+                            Some(Some(e)) => Some(e.clone()),
+                            _ => m.cloned(),
+                        })
+                        .collect();
+                    let out = Produced {
+                        outs: a.forward(&xs, &masks, opts.training)?,
+                        mask: masks.first().cloned().flatten(),
+                        computed: true,
                     };
                     (out, None)
                 }
@@ -112,7 +137,11 @@ impl KerasModel {
                     };
                     let prev = Carried {
                         outs: vec![(*x).clone()],
-                        mask: explicit.or_else(|| mask.cloned()),
+                        mask: explicit
+                            .first()
+                            .cloned()
+                            .flatten()
+                            .or_else(|| mask.cloned()),
                         gru_activity: None,
                     };
                     let mut c = step(layer, &xc, prev, opts.training, &initial)?;
@@ -349,6 +378,7 @@ fn step(
         ModelLayer::Noise(n) => vec![n.forward(x, training)?],
         ModelLayer::Merge(op) => vec![op.forward(std::slice::from_ref(x))?],
         ModelLayer::MaskOp(op) => vec![op.forward(std::slice::from_ref(x))?],
+        ModelLayer::Attention(a) => a.forward(std::slice::from_ref(x), &[], training)?,
     };
     Ok(Carried {
         outs,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Makes the model cases of tests/data/models with Keras' reshaping, activation and noise
 layers around GRUs (RepeatVector encoder-decoders, Flatten, Reshape, Permute, ZeroPadding1D,
-Cropping1D, UpSampling1D, LeakyReLU, ReLU, ELU, Softmax, GaussianNoise, GaussianDropout,
+Cropping1D, UpSampling1D, LeakyReLU, ReLU, ELU, PReLU, Softmax, GaussianNoise, GaussianDropout,
 AlphaDropout, ActivityRegularization) with Keras 3.15.1 (TensorFlow backend, CPU), in the
 schema of tests/data/models/README.md; `losses` holds Keras' `model.losses` after the call
 (the activity losses).
@@ -77,6 +77,22 @@ def main(out_dir):
     with open(os.path.join(out_dir, name + ".json"), "w") as fh:
         json.dump(case, fh)
     print(name, "losses", case["losses"])
+
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    model = keras.Sequential([
+        keras.Input(shape=(t, 5)),
+        keras.layers.GRU(6, return_sequences=True),
+        keras.layers.PReLU(shared_axes=[1]),
+        keras.layers.GRU(4, return_sequences=True),
+        keras.layers.PReLU(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2),
+    ], name="gru_prelu")
+    randomize(model)
+    save_case(out_dir, model, "gru_prelu",
+              "Sequential: GRU(6, return_sequences) -> PReLU(shared_axes=[1]) -> GRU(4, "
+              "return_sequences) -> PReLU (alpha of shape (7, 4)) -> Flatten -> Dense(2)",
+              x, "float32")
 
 
 if __name__ == "__main__":

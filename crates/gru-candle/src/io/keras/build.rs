@@ -475,6 +475,7 @@ impl ChainBuilder<'_> {
             "Flatten" | "RepeatVector" | "Reshape" | "Permute" | "ZeroPadding1D" | "Cropping1D"
             | "UpSampling1D" => self.reshaping(cfg, class, lname),
             "LeakyReLU" | "ReLU" | "ELU" | "Softmax" => self.activation_layer(cfg, class, lname),
+            "PReLU" => self.prelu(cfg, &group, lname),
             "GaussianNoise" | "GaussianDropout" | "AlphaDropout" => self.noise(cfg, class, lname),
             "ActivityRegularization" => Ok(ModelLayer::Activation(LayerActivation::Elementwise(
                 gru_core::Activation::Linear,

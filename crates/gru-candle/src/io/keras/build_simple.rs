@@ -1,7 +1,8 @@
-//! The builders of the layers without weights: reshaping (`Flatten`, `RepeatVector`,
-//! `Reshape`, `Permute`, `ZeroPadding1D`, `Cropping1D`, `UpSampling1D`), the activation
-//! layers (`LeakyReLU`, `ReLU`, `ELU`, `Softmax`) and noise (`GaussianNoise`,
-//! `GaussianDropout`, `AlphaDropout`); and the shape the chain carries past each layer.
+//! The builders of the simple layers: reshaping (`Flatten`, `RepeatVector`, `Reshape`,
+//! `Permute`, `ZeroPadding1D`, `Cropping1D`, `UpSampling1D`), the activation layers
+//! (`LeakyReLU`, `ReLU`, `ELU`, `Softmax`, and `PReLU` with its slopes) and noise
+//! (`GaussianNoise`, `GaussianDropout`, `AlphaDropout`); and the shape the chain carries past
+//! each layer.
 
 use super::build::ChainBuilder;
 use super::{malformed, unsupported};
@@ -174,6 +175,43 @@ impl ChainBuilder<'_> {
             }
         };
         Ok(ModelLayer::Activation(act))
+    }
+
+    /// `PReLU`: `alpha` of the input's shape after the batch, size 1 along `shared_axes`
+    /// (1-based, as Keras counts them).
+    pub(super) fn prelu(&mut self, cfg: &Value, group: &str, lname: &str) -> Result<ModelLayer> {
+        let src = self.w.source.clone();
+        let bad = |what: String| unsupported(&src, format!("layer {lname:?}: PReLU {what}"));
+        let shared: Vec<u64> = match &cfg["shared_axes"] {
+            Value::Null => Vec::new(),
+            Value::Array(a) => a.iter().filter_map(Value::as_u64).collect(),
+            v => v.as_u64().into_iter().collect(),
+        };
+        let rank = self
+            .rank
+            .ok_or_else(|| bad("needs its input's rank".into()))?;
+        let shape = (1..rank)
+            .map(|axis| match shared.contains(&(axis as u64)) {
+                true => Ok(1),
+                false if axis == rank - 1 => self.features.ok_or(()),
+                false => self
+                    .dims
+                    .as_ref()
+                    .and_then(|d| d.get(axis - 1).copied())
+                    .ok_or(()),
+            })
+            .collect::<std::result::Result<Vec<usize>, ()>>()
+            .map_err(|_| {
+                bad(format!(
+                    "with shared_axes {:?} over an input of unfixed size",
+                    shared
+                ))
+            })?;
+        let alpha = self.weight(cfg, &format!("{group}/vars/0"), &shape)?;
+        Ok(ModelLayer::PRelu(super::PRelu {
+            rules: super::build_layers::rules(cfg, [("alpha", Some(&alpha))])?,
+            alpha,
+        }))
     }
 
     /// `GaussianNoise`, `GaussianDropout`, `AlphaDropout`.

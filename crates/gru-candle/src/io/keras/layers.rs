@@ -284,3 +284,22 @@ impl GlobalPooling1D {
         })
     }
 }
+
+/// Keras' `PReLU`: `x` above 0, else `alpha * x`, with a learned `alpha` of the input's shape
+/// after the batch (size 1 along `shared_axes`).
+#[derive(Debug)]
+pub struct PRelu {
+    /// The slopes, broadcast over the batch (and the shared axes).
+    pub alpha: Tensor,
+    /// `alpha` with its regularizer and constraint.
+    pub rules: Vec<WeightRule>,
+}
+
+impl PRelu {
+    /// Keras' `relu(x) - alpha * relu(-x)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let alpha = autocast(&self.alpha, x.dtype())?;
+        let negative = x.neg()?.relu()?.broadcast_mul(&alpha)?;
+        Ok((x.relu()? - negative)?)
+    }
+}

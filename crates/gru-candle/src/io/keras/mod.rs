@@ -12,7 +12,7 @@
 //! Bidirectional(GRU), LayerNormalization, BatchNormalization, GlobalAveragePooling1D,
 //! GlobalMaxPooling1D,
 //! Conv1D, MaxPooling1D, AveragePooling1D, Dense, TimeDistributed(Dense), Activation, the
-//! activation layers (LeakyReLU, ReLU, ELU, Softmax), reshaping (Flatten, RepeatVector,
+//! activation layers (LeakyReLU, ReLU, ELU, PReLU, Softmax), reshaping (Flatten, RepeatVector,
 //! Reshape, Permute, ZeroPadding1D, Cropping1D, UpSampling1D), noise (GaussianNoise,
 //! GaussianDropout, AlphaDropout) and ActivityRegularization run end to end; functional
 //! models run as the graph their config records: branches joined by merge layers (Add,
@@ -42,7 +42,7 @@ mod weights;
 pub use attention::{Attention, Scores};
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv1D, Padding1D, Pooling1D};
-pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm};
+pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm, PRelu};
 pub use mask_ops::MaskOp;
 pub use merge::{MaskRule, MergeOp};
 pub use noise::{Noise, NoiseKind};
@@ -106,6 +106,8 @@ pub enum ModelLayer {
     MaskOp(MaskOp),
     /// `Attention`, `AdditiveAttention`: `[query, value(, key)]` in.
     Attention(Box<Attention>),
+    /// `PReLU`, with its learned slopes.
+    PRelu(PRelu),
 }
 
 impl ModelLayer {
@@ -125,7 +127,8 @@ impl ModelLayer {
             | ModelLayer::Reshaping(_)
             | ModelLayer::Noise(_)
             | ModelLayer::Merge(_)
-            | ModelLayer::MaskOp(_) => None,
+            | ModelLayer::MaskOp(_)
+            | ModelLayer::PRelu(_) => None,
             ModelLayer::Conv1D(c) => Some(c.compute_dtype),
             ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),

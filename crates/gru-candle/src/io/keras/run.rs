@@ -233,6 +233,7 @@ fn rules(layer: &ModelLayer) -> &[super::train::WeightRule] {
         ModelLayer::Embedding(e) => &e.rules,
         ModelLayer::LayerNorm(n) => &n.rules,
         ModelLayer::BatchNorm(n) => &n.rules,
+        ModelLayer::PRelu(p) => &p.rules,
         _ => &[],
     }
 }
@@ -379,6 +380,7 @@ fn step(
         ModelLayer::Merge(op) => vec![op.forward(std::slice::from_ref(x))?],
         ModelLayer::MaskOp(op) => vec![op.forward(std::slice::from_ref(x))?],
         ModelLayer::Attention(a) => a.forward(std::slice::from_ref(x), &[], training)?,
+        ModelLayer::PRelu(p) => vec![p.forward(x)?],
     };
     Ok(Carried {
         outs,

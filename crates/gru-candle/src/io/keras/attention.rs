@@ -4,11 +4,15 @@
 //! with Keras 3's masking (padded values get `-1e9` added to their scores, padded queries
 //! give zeros), its causal mask, and dropout on the attention weights in training.
 
+use super::build::ChainBuilder;
+use super::graph::{Inbound, MaskState, TensorState};
 use super::train::Dropout;
+use super::{malformed, unsupported, ModelLayer};
 use crate::dtype::autocast;
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor, D};
 use gru_core::GruError;
+use serde_json::Value;
 
 /// How the scores are computed.
 #[derive(Debug, Clone)]
@@ -137,4 +141,74 @@ impl Attention {
             None => causal,
         }))
     }
+}
+
+/// An `Attention` or `AdditiveAttention` layer over `[query, value(, key)]`, with its
+/// call's `use_causal_mask` and `return_attention_scores`.
+pub(super) fn build(
+    b: &mut ChainBuilder,
+    l: &Value,
+    lname: &str,
+    inputs: &[TensorState],
+    inbound: &Inbound,
+) -> Result<(ModelLayer, TensorState)> {
+    let source = b.w.source.clone();
+    let class = l["class_name"].as_str().unwrap_or("");
+    let (cfg, call) = (&l["config"], &l["inbound_nodes"][0]["kwargs"]);
+    let (Some(q), Some(v), true) = (inputs.first(), inputs.get(1), inputs.len() <= 3) else {
+        let what = format!("layer {lname:?}: {class} of {} inputs", inputs.len());
+        return Err(unsupported(&source, what));
+    };
+    let group = b.group(class, lname);
+    let var = |b: &ChainBuilder, k: usize, shape: &[usize]| {
+        b.weight(cfg, &format!("{group}/vars/{k}"), shape)
+    };
+    let use_scale = cfg["use_scale"].as_bool().unwrap_or(false);
+    let scale = |b: &ChainBuilder, shape: &[usize]| use_scale.then(|| var(b, 0, shape)).transpose();
+    let scores = match (class, cfg["score_mode"].as_str().unwrap_or("dot")) {
+        ("AdditiveAttention", _) => {
+            let d = q.features.ok_or_else(|| {
+                malformed(&source, format!("layer {lname:?}: unknown query size"))
+            })?;
+            Scores::Additive {
+                scale: scale(b, &[d])?,
+            }
+        }
+        (_, "dot") => Scores::Dot {
+            scale: scale(b, &[])?,
+        },
+        (_, "concat") => Scores::Concat {
+            scale: scale(b, &[])?,
+            weight: var(b, usize::from(use_scale), &[])?,
+        },
+        (_, other) => {
+            let what = format!("layer {lname:?}: score_mode {other:?}");
+            return Err(unsupported(&source, what));
+        }
+    };
+    let attention = Attention {
+        scores,
+        dropout: Dropout::new(
+            cfg["dropout"].as_f64().unwrap_or(0.0),
+            false,
+            cfg["seed"].as_u64(),
+        )?,
+        causal: call["use_causal_mask"].as_bool().unwrap_or(false),
+        return_scores: call["return_attention_scores"].as_bool().unwrap_or(false),
+        compute_dtype: b.compute_dtype(cfg)?,
+    };
+    let dims = match (&q.dims, v.features) {
+        (Some(d), Some(f)) => Some([&d[..d.len().saturating_sub(1)], &[f]].concat()),
+        _ => None,
+    };
+    let state = TensorState {
+        features: v.features,
+        rank: q.rank,
+        dims,
+        mask: match inbound.masks.first() {
+            Some(Some(_)) => MaskState::Masking,
+            _ => q.mask,
+        },
+    };
+    Ok((ModelLayer::Attention(Box::new(attention)), state))
 }

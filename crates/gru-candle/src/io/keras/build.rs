@@ -10,7 +10,7 @@ use super::merge::{MaskRule, MergeOp};
 use super::train::Dropout;
 use super::weights::Weights;
 use super::{last_dim, malformed, snake, unsupported};
-use super::{Attention, Dense, GlobalPooling1D, KerasModel, LayerActivation, ModelLayer, Scores};
+use super::{Dense, GlobalPooling1D, KerasModel, LayerActivation, ModelLayer};
 use crate::bidirectional::{Bidirectional, MergeMode};
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
@@ -121,7 +121,7 @@ impl ModelBuilder<'_> {
             }
             (None, Some(op)) => merge_layer(&source, l, &lname, op, &inputs, self.graph.mask_rule)?,
             (None, None) if matches!(class, "Attention" | "AdditiveAttention") => {
-                self.attention_layer(l, &lname, &inputs, &inbound)?
+                super::attention::build(&mut self.b, l, &lname, &inputs, &inbound)?
             }
             (None, None) => self.single_input_layer(l, &lname, &inputs, &inbound)?,
         };
@@ -209,77 +209,6 @@ impl ModelBuilder<'_> {
         };
         let state = self.b.leave(&layer, mask);
         Ok((layer, state))
-    }
-
-    /// An `Attention` or `AdditiveAttention` layer over `[query, value(, key)]`, with its
-    /// call's `use_causal_mask` and `return_attention_scores`.
-    fn attention_layer(
-        &mut self,
-        l: &Value,
-        lname: &str,
-        inputs: &[TensorState],
-        inbound: &Inbound,
-    ) -> Result<(ModelLayer, TensorState)> {
-        let source = self.source();
-        let class = l["class_name"].as_str().unwrap_or("");
-        let (cfg, call) = (&l["config"], &l["inbound_nodes"][0]["kwargs"]);
-        let (Some(q), Some(v), true) = (inputs.first(), inputs.get(1), inputs.len() <= 3) else {
-            let what = format!("layer {lname:?}: {class} of {} inputs", inputs.len());
-            return Err(unsupported(&source, what));
-        };
-        let group = self.b.group(class, lname);
-        let var = |b: &ChainBuilder, k: usize, shape: &[usize]| {
-            b.weight(cfg, &format!("{group}/vars/{k}"), shape)
-        };
-        let use_scale = cfg["use_scale"].as_bool().unwrap_or(false);
-        let scale =
-            |b: &ChainBuilder, shape: &[usize]| use_scale.then(|| var(b, 0, shape)).transpose();
-        let scores = match (class, cfg["score_mode"].as_str().unwrap_or("dot")) {
-            ("AdditiveAttention", _) => {
-                let d = q.features.ok_or_else(|| {
-                    malformed(&source, format!("layer {lname:?}: unknown query size"))
-                })?;
-                Scores::Additive {
-                    scale: scale(&self.b, &[d])?,
-                }
-            }
-            (_, "dot") => Scores::Dot {
-                scale: scale(&self.b, &[])?,
-            },
-            (_, "concat") => Scores::Concat {
-                scale: scale(&self.b, &[])?,
-                weight: var(&self.b, usize::from(use_scale), &[])?,
-            },
-            (_, other) => {
-                let what = format!("layer {lname:?}: score_mode {other:?}");
-                return Err(unsupported(&source, what));
-            }
-        };
-        let attention = Attention {
-            scores,
-            dropout: Dropout::new(
-                cfg["dropout"].as_f64().unwrap_or(0.0),
-                false,
-                cfg["seed"].as_u64(),
-            )?,
-            causal: call["use_causal_mask"].as_bool().unwrap_or(false),
-            return_scores: call["return_attention_scores"].as_bool().unwrap_or(false),
-            compute_dtype: self.b.compute_dtype(cfg)?,
-        };
-        let dims = match (&q.dims, v.features) {
-            (Some(d), Some(f)) => Some([&d[..d.len().saturating_sub(1)], &[f]].concat()),
-            _ => None,
-        };
-        let state = TensorState {
-            features: v.features,
-            rank: q.rank,
-            dims,
-            mask: match inbound.masks.first() {
-                Some(Some(_)) => MaskState::Masking,
-                _ => q.mask,
-            },
-        };
-        Ok((ModelLayer::Attention(Box::new(attention)), state))
     }
 
     fn finish(mut self, config: Value) -> Result<KerasModel> {

@@ -7,6 +7,7 @@ the schema of tests/data/models/README.md.
     python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (keras, tf)
     target/anchors-venv/bin/python scripts/make_keras_graph_cases.py tests/data/models
 """
+import json
 import os
 import sys
 
@@ -159,6 +160,35 @@ def main(out_dir):
               "Attention(use_scale, concat)([dec, dec], causal, scores) -> Concatenate -> "
               "Dense(2); outputs [Dense, attention scores]", x, "float32",
               extra_inputs=[x2], expected=outs)
+
+    # A stateful GRU (streaming): the state carries over from one call to the next until
+    # reset_states(); the case holds the outputs of two calls in a row.
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    x_next = rng.normal(size=(b, t, 5)).astype(np.float32)
+    model = keras.Sequential([
+        keras.Input(batch_shape=(b, t, 5)),
+        L.GRU(4, stateful=True, return_sequences=True),
+        L.GRU(3, stateful=True),
+        L.Dense(2),
+    ], name="stateful_grus")
+    randomize(model)
+    name = "stateful_grus"
+    first = np.asarray(model(x, training=False))
+    second = np.asarray(model(x_next, training=False))
+    for layer in model.layers:
+        if hasattr(layer, "reset_states"):
+            layer.reset_states()
+    save_case(out_dir, model, name,
+              "Sequential of batch 3: GRU(4, stateful, return_sequences) -> GRU(3, stateful) -> "
+              "Dense(2); `expected` is the first call from zero states, `next_call` the call "
+              "that follows on `next_inputs`", x, "float32", expected=[first])
+    path = os.path.join(out_dir, name + ".json")
+    with open(path) as fh:
+        case = json.load(fh)
+    case["next_inputs"] = x_next.tolist()
+    case["next_call"] = second.astype(np.float64).tolist()
+    with open(path, "w") as fh:
+        json.dump(case, fh)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 //! GRUs and the pooling, the functional graphs' mask nodes that cannot be followed, the
 //! layer configs that are refused; and (reshape_permute_padding, seq2seq_repeat_vector, made
 //! by scripts/make_keras_reshaping_cases.py) the activity loss of ActivityRegularization,
-//! the noise layers in training, and reshaping layers that cannot apply.
+//! the noise layers in training, and reshaping layers that cannot apply; functional mask
+//! arguments, model inputs, and stateful models (stateful_grus).
 
 mod common;
 
@@ -435,4 +436,38 @@ fn encoder_decoder_inputs_and_initial_states_are_checked() {
         c["config"]["input_layers"] = serde_json::json!([["input_layer", 0, 0]]);
     }));
     assert!(w.contains("input_layers"), "{w}");
+}
+
+#[test]
+fn stateful_models_carry_their_state_until_reset() {
+    let name = "stateful_grus";
+    let text = std::fs::read_to_string(data(&format!("{name}.json"))).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    let floats = |key: &str| -> Vec<f32> {
+        let v: Vec<Vec<f64>> = serde_json::from_value(json[key].clone()).unwrap();
+        v.concat().iter().map(|&x| x as f32).collect()
+    };
+    let close = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= 1e-5 + 1e-5 * y.abs())
+    };
+    let m = model(name);
+    let x = common::model_case_inputs(name);
+    let rows: Vec<Vec<Vec<f32>>> = serde_json::from_value(json["next_inputs"].clone()).unwrap();
+    let next = Tensor::from_vec(rows.concat().concat(), x.dims(), &Device::Cpu).unwrap();
+    let first = values(&m.call(&x, None).unwrap()[0]);
+    let expected: Vec<Vec<f64>> = serde_json::from_value(json["expected"][0].clone()).unwrap();
+    let expected: Vec<f32> = expected.concat().iter().map(|&v| v as f32).collect();
+    assert!(close(&first, &expected), "{first:?}");
+    // The next call starts from the states the first left, as in Keras.
+    let second = values(&m.call(&next, None).unwrap()[0]);
+    assert!(close(&second, &floats("next_call")), "{second:?}");
+    // From zero states it differs.
+    m.reset_states();
+    let fresh = values(&m.call(&next, None).unwrap()[0]);
+    assert!(!close(&fresh, &floats("next_call")));
+    // reset_states: the first call again.
+    m.reset_states();
+    assert_eq!(values(&m.call(&x, None).unwrap()[0]), first);
 }

@@ -200,6 +200,17 @@ impl KerasModel {
         }
     }
 
+    /// Zeroes the state every stateful GRU of the model keeps (a Bidirectional's two too),
+    /// as Keras' `reset_states()` on each of them: the next call starts from zero states.
+    /// Without stateful layers it does nothing.
+    pub fn reset_states(&self) {
+        for (_, layer) in &self.layers {
+            for g in grus(layer) {
+                g.reset_states();
+            }
+        }
+    }
+
     /// Applies every layer's constraints in place (call after each optimizer step, as Keras
     /// does). The constrained weights must be `Var`s: a model from
     /// [`KerasModel::load_trainable`].

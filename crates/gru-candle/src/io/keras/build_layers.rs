@@ -87,13 +87,7 @@ impl ChainBuilder<'_> {
     }
 
     pub(super) fn layer_norm(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {
-        if !last_axis(&cfg["axis"], self.rank) || cfg["rms_scaling"].as_bool() == Some(true) {
-            let what = format!(
-                "LayerNormalization with axis {} and rms_scaling {} (the last axis, no rms_scaling)",
-                cfg["axis"], cfg["rms_scaling"]
-            );
-            return Err(unsupported(&self.w.source, what));
-        }
+        self.norm_supported(cfg, "", "LayerNormalization", "rms_scaling")?;
         let (gamma, beta, _) = self.scale_center(cfg, group, d)?;
         Ok(ModelLayer::LayerNorm(LayerNorm {
             rules: rules(cfg, [("gamma", gamma.as_ref()), ("beta", beta.as_ref())])?,
@@ -110,13 +104,8 @@ impl ChainBuilder<'_> {
         lname: &str,
         d: usize,
     ) -> Result<ModelLayer> {
-        if !last_axis(&cfg["axis"], self.rank) || cfg["renorm"].as_bool() == Some(true) {
-            let what = format!(
-                "layer {lname:?}: BatchNormalization with axis {} and renorm {} (the last axis, no renorm)",
-                cfg["axis"], cfg["renorm"]
-            );
-            return Err(unsupported(&self.w.source, what));
-        }
+        let prefix = format!("layer {lname:?}: ");
+        self.norm_supported(cfg, &prefix, "BatchNormalization", "renorm")?;
         // After gamma and beta, Keras creates the moving mean and variance.
         let (gamma, beta, k) = self.scale_center(cfg, group, d)?;
         let var = |k: usize| self.weight(cfg, &format!("{group}/vars/{k}"), &[d]);
@@ -131,6 +120,19 @@ impl ChainBuilder<'_> {
             epsilon: cfg["epsilon"].as_f64().unwrap_or(1e-3),
             trainable: cfg["trainable"].as_bool().unwrap_or(true),
         }))
+    }
+
+    /// A normalization runs here over the last axis, without its `flag` (`rms_scaling`,
+    /// `renorm`); otherwise the refusal names both.
+    fn norm_supported(&self, cfg: &Value, prefix: &str, class: &str, flag: &str) -> Result<()> {
+        if last_axis(&cfg["axis"], self.rank) && cfg[flag].as_bool() != Some(true) {
+            return Ok(());
+        }
+        let what = format!(
+            "{prefix}{class} with axis {} and {flag} {} (the last axis, no {flag})",
+            cfg["axis"], cfg[flag]
+        );
+        Err(unsupported(&self.w.source, what))
     }
 
     /// A normalization's `gamma` (with `scale`) and `beta` (with `center`), in the order

@@ -388,9 +388,13 @@ fn step(
             vec![r.forward(x)?]
         }
         ModelLayer::Noise(n) => vec![n.forward(x, training)?],
-        ModelLayer::Merge(op) => vec![op.forward(std::slice::from_ref(x))?],
-        ModelLayer::MaskOp(op) => vec![op.forward(std::slice::from_ref(x))?],
-        ModelLayer::Attention(a) => a.forward(std::slice::from_ref(x), &[], training)?,
+        // Layers of several inputs run in `call_inputs`, never here.
+        ModelLayer::Merge(_) | ModelLayer::MaskOp(_) | ModelLayer::Attention(_) => {
+            return Err(graph_error(
+                "a layer of several inputs",
+                "its inputs from the graph",
+            ))
+        }
         ModelLayer::PRelu(p) => vec![p.forward(x)?],
     };
     Ok(Carried {

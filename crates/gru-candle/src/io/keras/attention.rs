@@ -149,6 +149,7 @@ pub(super) fn build(
     b: &mut ChainBuilder,
     l: &Value,
     lname: &str,
+    group: &str,
     inputs: &[TensorState],
     inbound: &Inbound,
 ) -> Result<(ModelLayer, TensorState)> {
@@ -159,7 +160,6 @@ pub(super) fn build(
         let what = format!("layer {lname:?}: {class} of {} inputs", inputs.len());
         return Err(unsupported(&source, what));
     };
-    let group = b.group(class, lname);
     let var = |b: &ChainBuilder, k: usize, shape: &[usize]| {
         b.weight(cfg, &format!("{group}/vars/{k}"), shape)
     };

@@ -1,6 +1,6 @@
-//! The functional-graph side of a model config: a functional model must be a chain of
-//! layers, each fed by the one before, with the mask nodes Keras records for
-//! `Embedding(mask_zero=True)`; the mask the chain carries between layers.
+//! The functional-graph side of a model config: each layer's calls (Keras' inbound
+//! nodes; a shared layer has several) and the tensors they take, the model's outputs, and
+//! what the builder knows of each tensor (its size and the mask it carries).
 
 use super::merge::{MaskRule, MergeOp};
 use super::{unsupported, ModelLayer};
@@ -9,8 +9,9 @@ use crate::error::Result;
 use serde_json::Value;
 
 /// The mask the chain carries after a layer, as [`super::KerasModel::call`] propagates it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(super) enum MaskState {
+    #[default]
     None,
     /// `ids != 0`, from an `Embedding(mask_zero=True)`.
     Ids,
@@ -42,32 +43,36 @@ impl MaskState {
 pub(super) enum Source {
     /// The model's k-th input.
     ModelInput(usize),
-    /// Output `tensor` of the layer at index `layer` of the model.
-    Layer { layer: usize, tensor: usize },
+    /// Output `tensor` of the call at index `node` of the graph.
+    Node { node: usize, tensor: usize },
 }
 
-/// A model's graph: the inputs of each layer (in the model's layer order, which is a
-/// topological order), and the model's outputs.
+/// One call of a layer (Keras' node): a layer called twice (a shared layer) has two.
+#[derive(Debug, Clone)]
+pub(super) struct Node {
+    /// The layer called, by index in the model's layers.
+    pub(super) layer: usize,
+    /// What it is called with.
+    pub(super) call: Inbound,
+}
+
+/// A model's graph: its layers' calls in an order that runs every call after the calls
+/// whose outputs it takes, and the model's outputs.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Graph {
-    /// Per layer: its inputs (one, or several for a merge layer or a mask operation).
-    pub(super) sources: Vec<Vec<Source>>,
-    /// Per layer: the mask operations its `mask` argument names (one per input), if any.
-    pub(super) masks: Vec<Vec<Option<Source>>>,
-    /// Per layer: the tensors of its `initial_state` argument (a GRU's one, a
-    /// Bidirectional's two), empty without one.
-    pub(super) initial_states: Vec<Vec<Source>>,
+    /// The calls, in running order.
+    pub(super) nodes: Vec<Node>,
     /// The number of model inputs.
     pub(super) inputs: usize,
     /// How merge layers mask their outputs (Keras 2's rule for models Keras 2 wrote).
     pub(super) mask_rule: MaskRule,
-    /// The model's outputs, `(layer, tensor)`; `None`: every output of the last layer
+    /// The model's outputs, `(node, tensor)`; `None`: every output of the last call
     /// (Sequential).
     pub(super) outputs: Option<Vec<(usize, usize)>>,
 }
 
 /// What the builder knows of one tensor of the graph.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(super) struct TensorState {
     /// Its last dimension.
     pub(super) features: Option<usize>,
@@ -159,6 +164,7 @@ fn tensor_list(v: &Value) -> Vec<&Value> {
 }
 
 /// What a functional model's layer is called with.
+#[derive(Debug, Clone, Default)]
 pub(super) struct Inbound {
     /// Its tensors, in order.
     pub(super) sources: Vec<Source>,
@@ -169,47 +175,61 @@ pub(super) struct Inbound {
     pub(super) initial_state: Vec<Source>,
 }
 
-/// The inputs of a functional model's layer, from its one inbound node (Keras 3's form):
-/// one tensor, or a list of them for a merge layer, or (`mask_op`) the tensors and numbers
-/// of a recorded operation; its `mask` and `initial_state` arguments. Other keyword
-/// arguments are refused by name. An input layer is the model input `input_names` lists it
-/// at.
+/// Finds the graph node of call `call` of the layer named `name`, and whether that layer
+/// is a mask operation; `None` when the model has no such call.
+pub(super) type Locate<'a> = dyn Fn(&str, usize) -> Option<(usize, bool)> + 'a;
+
+/// The calls whose outputs an inbound node takes, `(layer name, call index)`: every
+/// tensor its arguments name (inputs, `mask`, `initial_state`).
+pub(super) fn node_refs(node: &Value) -> Vec<(String, usize)> {
+    let mut refs = Vec::new();
+    let mut stack = vec![node];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(_) if v["class_name"] == "__keras_tensor__" => {
+                let h = &v["config"]["keras_history"];
+                if let (Some(name), Some(call)) = (h[0].as_str(), h[1].as_u64()) {
+                    refs.push((
+                        name.to_string(),
+                        usize::try_from(call).unwrap_or(usize::MAX),
+                    ));
+                }
+            }
+            Value::Object(m) => stack.extend(m.values()),
+            Value::Array(a) => stack.extend(a),
+            _ => {}
+        }
+    }
+    refs
+}
+
+/// The inputs of one call of a functional model's layer, from its inbound node (Keras 3's
+/// form; `None`: a layer without inbound nodes, an input layer): one tensor, or a list of
+/// them for a merge layer, or (`mask_op`) the tensors and numbers of a recorded operation;
+/// its `mask` and `initial_state` arguments. Other keyword arguments are refused by name.
+/// An input layer is the model input `input_names` lists it at.
 pub(super) fn graph_inbound(
     source: &str,
-    l: &Value,
+    node: Option<&Value>,
     lname: &str,
-    layers: &[(String, ModelLayer)],
+    locate: &Locate,
     mask_op: bool,
     input_names: &[String],
 ) -> Result<Inbound> {
-    let nodes = l["inbound_nodes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let node = match nodes {
-        [] => {
-            let k = match input_names.iter().position(|n| n == lname) {
-                Some(k) => k,
-                None if input_names.is_empty() => 0,
-                None => {
-                    let what = format!("input layer {lname:?}, which input_layers does not list");
-                    return Err(unsupported(source, what));
-                }
-            };
-            return Ok(Inbound {
-                sources: vec![Source::ModelInput(k)],
-                masks: Vec::new(),
-                initial_state: Vec::new(),
-            });
-        }
-        [node] => node,
-        many => {
-            let what = format!(
-                "layer {lname:?} called {} times (shared layers)",
-                many.len()
-            );
-            return Err(unsupported(source, what));
-        }
+    let Some(node) = node else {
+        let k = match input_names.iter().position(|n| n == lname) {
+            Some(k) => k,
+            None if input_names.is_empty() => 0,
+            None => {
+                let what = format!("input layer {lname:?}, which input_layers does not list");
+                return Err(unsupported(source, what));
+            }
+        };
+        return Ok(Inbound {
+            sources: vec![Source::ModelInput(k)],
+            masks: Vec::new(),
+            initial_state: Vec::new(),
+        });
     };
     let args = node["args"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let kwargs = node["kwargs"].as_object();
@@ -241,20 +261,22 @@ pub(super) fn graph_inbound(
         );
         return Err(unsupported(source, what));
     }
-    let locate = |t: &Value| -> Result<Source> {
+    let find = |t: &Value| -> Result<(usize, usize, bool)> {
         let h = &t["config"]["keras_history"];
-        let (name, node, tensor) = (h[0].as_str(), h[1].as_u64(), h[2].as_u64());
-        let (Some(name), Some(0), Some(tensor)) = (name, node, tensor) else {
+        let (name, call, tensor) = (h[0].as_str(), h[1].as_u64(), h[2].as_u64());
+        let (Some(name), Some(call), Some(tensor)) = (name, call, tensor) else {
             return Err(unsupported(source, format!("layer {lname:?}: input {t}")));
         };
-        let Some(layer) = layers.iter().position(|(n, _)| n == name) else {
-            let what = format!("layer {lname:?} takes {name:?}, which is not a layer before it");
+        let call = usize::try_from(call).unwrap_or(usize::MAX);
+        let Some((node, mask_op)) = locate(name, call) else {
+            let what =
+                format!("layer {lname:?} takes call {call} of {name:?}, which the model lacks");
             return Err(unsupported(source, what));
         };
-        Ok(Source::Layer {
-            layer,
-            tensor: tensor as usize,
-        })
+        Ok((node, tensor as usize, mask_op))
+    };
+    let locate = |t: &Value| -> Result<Source> {
+        find(t).map(|(node, tensor, _)| Source::Node { node, tensor })
     };
     // One mask, or one per input (attention layers); null entries are inputs without one.
     let one_mask = |m: &Value| -> Result<Option<Source>> {
@@ -265,17 +287,15 @@ pub(super) fn graph_inbound(
             let what = format!("layer {lname:?}: mask argument {m}");
             return Err(unsupported(source, what));
         }
-        let s = locate(m)?;
-        if let Source::Layer { layer, .. } = s {
-            if !matches!(layers[layer].1, ModelLayer::MaskOp(_)) {
-                let what = format!(
-                    "layer {lname:?}: its mask argument is the output of {:?}, which computes no mask",
-                    layers[layer].0
-                );
-                return Err(unsupported(source, what));
-            }
+        let (node, tensor, from_mask_op) = find(m)?;
+        if !from_mask_op {
+            let what = format!(
+                "layer {lname:?}: its mask argument is the output of {:?}, which computes no mask",
+                m["config"]["keras_history"][0]
+            );
+            return Err(unsupported(source, what));
         }
-        Ok(Some(s))
+        Ok(Some(Source::Node { node, tensor }))
     };
     let masks = match kwargs.and_then(|k| k.get("mask")) {
         None | Some(Value::Null) => Vec::new(),
@@ -294,11 +314,11 @@ pub(super) fn graph_inbound(
     })
 }
 
-/// A functional model's outputs (`output_layers`).
+/// A functional model's outputs (`output_layers`), as `(node, tensor)`.
 pub(super) fn graph_outputs(
     source: &str,
     config: &Value,
-    layers: &[(String, ModelLayer)],
+    locate: &Locate,
 ) -> Result<Vec<(usize, usize)>> {
     let list = tensor_list(&config["config"]["output_layers"]);
     if list.is_empty() {
@@ -309,14 +329,14 @@ pub(super) fn graph_outputs(
     }
     list.into_iter()
         .map(|o| {
-            let (name, tensor) = (o[0].as_str().unwrap_or(""), o[2].as_u64().unwrap_or(0));
-            let layer = layers.iter().position(|(n, _)| n == name).ok_or_else(|| {
-                unsupported(
-                    source,
-                    format!("model output {name:?}, which is not a layer"),
-                )
+            let name = o[0].as_str().unwrap_or("");
+            let call = usize::try_from(o[1].as_u64().unwrap_or(0)).unwrap_or(usize::MAX);
+            let tensor = o[2].as_u64().unwrap_or(0) as usize;
+            let (node, _) = locate(name, call).ok_or_else(|| {
+                let what = format!("model output: call {call} of {name:?}, which the model lacks");
+                unsupported(source, what)
             })?;
-            Ok((layer, tensor as usize))
+            Ok((node, tensor))
         })
         .collect()
 }

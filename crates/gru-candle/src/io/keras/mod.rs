@@ -37,6 +37,7 @@ mod reshaping;
 mod run;
 mod save;
 mod train;
+mod walk;
 mod weights;
 
 pub use attention::{Attention, Scores};
@@ -108,6 +109,9 @@ pub enum ModelLayer {
     Attention(Box<Attention>),
     /// `PReLU`, with its learned slopes.
     PRelu(PRelu),
+    /// A model used as a layer of another (`Sequential` or functional): its inputs' masks
+    /// reach its layers, and its outputs carry the masks its layers leave, as in Keras.
+    Model(Box<KerasModel>),
 }
 
 impl ModelLayer {
@@ -128,7 +132,8 @@ impl ModelLayer {
             | ModelLayer::Noise(_)
             | ModelLayer::Merge(_)
             | ModelLayer::MaskOp(_)
-            | ModelLayer::PRelu(_) => None,
+            | ModelLayer::PRelu(_)
+            | ModelLayer::Model(_) => None,
             ModelLayer::Conv1D(c) => Some(c.compute_dtype),
             ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
@@ -351,7 +356,7 @@ impl KerasModel {
                 let what = "model_weights/ with a layer_names attribute";
                 return Err(file_error(&w.source, FileProblem::Missing(what.into())));
             }
-            return build::build(&config, w, dtype, device);
+            return walk::build(&config, w, dtype, device);
         }
         let mut zip = open_archive(path)?;
         let config_bytes = read_member(
@@ -376,7 +381,7 @@ impl KerasModel {
             .ok()
             .and_then(|m| serde_json::from_slice::<Value>(&m).ok())
             .and_then(|m| m["keras_version"].as_str().map(str::to_string));
-        build::build(&config, w, dtype, device)
+        walk::build(&config, w, dtype, device)
     }
 
     /// Loads a weights file for the model described by `config` (the `config.json` of a
@@ -415,7 +420,7 @@ impl KerasModel {
         let limits = Limits::default();
         let file = read_hdf5(path, limits.max_member_bytes)?;
         let w = Weights::new(file, source, limits.max_weight_bytes, vars.cloned())?;
-        build::build(config, w, dtype, device)
+        walk::build(config, w, dtype, device)
     }
 
     /// Reads `config.json` out of a `.keras` archive.

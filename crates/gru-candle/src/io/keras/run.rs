@@ -1,7 +1,8 @@
 //! Running a loaded model: the chain of layers with Keras' mask propagation and
 //! autocasting, in inference or training, with the losses a training loop adds.
 
-use super::graph::Source;
+use super::graph::{Node, Source};
+use super::merge::MaskRule;
 use super::train::{activity_loss, zero_loss, ModelCall, ModelOutput};
 use super::{KerasModel, ModelLayer};
 use crate::call::{sum_losses, CallOptions};
@@ -56,124 +57,54 @@ impl KerasModel {
             .enumerate()
             .map(|(k, x)| Produced {
                 outs: vec![x.clone()],
-                mask: if k == 0 { opts.mask.cloned() } else { None },
+                masks: vec![if k == 0 { opts.mask.cloned() } else { None }],
                 computed: false,
             })
             .collect();
-        let mut produced: Vec<Produced> = Vec::with_capacity(self.layers.len());
+        let (out, losses) = self.run_graph(&input, opts.training)?;
+        Ok(ModelOutput {
+            outputs: out.outs,
+            activity_loss: sum_losses(losses)?,
+        })
+    }
+
+    /// Runs every call of the graph on `input` (one per model input, with its mask);
+    /// returns the model's outputs with their masks, and the activity losses.
+    fn run_graph(
+        &self,
+        input: &[Produced],
+        training: bool,
+    ) -> Result<(Produced, Vec<Option<Tensor>>)> {
+        let mut produced: Vec<Produced> = Vec::with_capacity(self.graph.nodes.len());
         let mut losses = Vec::new();
-        for (i, (name, layer)) in self.layers.iter().enumerate() {
-            let sources = self.graph.sources.get(i).map(Vec::as_slice).unwrap_or(&[]);
-            let taken: Vec<(&Tensor, Option<&Tensor>, bool)> = sources
-                .iter()
-                .map(|s| take(s, &input, &produced))
-                .collect::<Result<_>>()?;
-            let initial: Vec<Tensor> = self
-                .graph
-                .initial_states
-                .get(i)
-                .map(Vec::as_slice)
-                .unwrap_or(&[])
-                .iter()
-                .map(|s| take(s, &input, &produced).map(|t| t.0.clone()))
-                .collect::<Result<_>>()?;
-            // A `mask` argument (a recorded mask operation) replaces the carried mask.
-            let explicit: Vec<Option<Tensor>> = self
-                .graph
-                .masks
-                .get(i)
-                .map(Vec::as_slice)
-                .unwrap_or(&[])
-                .iter()
-                .map(|m| match m {
-                    Some(s) => take(s, &input, &produced).map(|t| Some(t.0.clone())),
-                    None => Ok(None),
-                })
-                .collect::<Result<_>>()?;
-            let (out, activity) = match (layer, taken.as_slice()) {
-                (ModelLayer::MaskOp(op), _) => {
-                    let xs: Vec<Tensor> = taken.iter().map(|(x, _, _)| (*x).clone()).collect();
-                    let out = Produced {
-                        outs: vec![op.forward(&xs)?],
-                        mask: None,
-                        computed: false,
-                    };
-                    (out, None)
-                }
-                (ModelLayer::Attention(a), _) => {
-                    let xs: Vec<Tensor> = taken.iter().map(|(x, _, _)| (*x).clone()).collect();
-                    let masks: Vec<Option<Tensor>> = taken
-                        .iter()
-                        .enumerate()
-                        .map(|(j, (_, m, _))| match explicit.get(j) {
-                            Some(Some(e)) => Some(e.clone()),
-                            _ => m.cloned(),
-                        })
-                        .collect();
-                    let out = Produced {
-                        outs: a.forward(&xs, &masks, opts.training)?,
-                        mask: masks.first().cloned().flatten(),
-                        computed: true,
-                    };
-                    (out, None)
-                }
-                (ModelLayer::Merge(op), _) => {
-                    let xs: Vec<Tensor> = taken.iter().map(|(x, _, _)| (*x).clone()).collect();
-                    let masks: Vec<Option<Tensor>> =
-                        taken.iter().map(|(_, m, _)| m.cloned()).collect();
-                    let out = Produced {
-                        outs: vec![op.forward(&xs)?],
-                        mask: op.mask(&masks, self.graph.mask_rule)?,
-                        computed: taken.iter().any(|t| t.2),
-                    };
-                    (out, None)
-                }
-                (_, [(x, mask, computed)]) => {
-                    // The output of a computing layer is cast to the next one's dtype.
-                    let takes_ids = matches!(layer, ModelLayer::Embedding(_));
-                    let xc = match (*computed && !takes_ids, layer.compute_dtype()) {
-                        (true, Some(dtype)) => autocast(x, dtype)?,
-                        _ => (*x).clone(),
-                    };
-                    let prev = Carried {
-                        outs: vec![(*x).clone()],
-                        mask: explicit
-                            .first()
-                            .cloned()
-                            .flatten()
-                            .or_else(|| mask.cloned()),
-                        gru_activity: None,
-                    };
-                    let mut c = step(layer, &xc, prev, opts.training, &initial)?;
-                    let out = Produced {
-                        outs: c.outs,
-                        mask: c.mask,
-                        computed: *computed || layer.compute_dtype().is_some(),
-                    };
-                    (out, c.gru_activity.take())
-                }
-                _ => return Err(graph_error(name, "one input")),
-            };
-            losses.push(activity);
+        for node in &self.graph.nodes {
+            let (name, layer) = self
+                .layers
+                .get(node.layer)
+                .ok_or_else(|| graph_error("a call", "a layer of the model"))?;
+            let rule = self.graph.mask_rule;
+            let out = run_node(node, layer, rule, input, &produced, training, &mut losses)?;
+            // Keras adds a layer's activity loss at every call.
             if let Some((_, reg)) = self.activity.iter().find(|(n, _)| n == name) {
                 losses.push(activity_loss(reg, &out.outs)?);
             }
             produced.push(out);
         }
         let outputs = match &self.graph.outputs {
-            None => produced.pop().map(|p| p.outs).unwrap_or_default(),
-            Some(outs) => outs
-                .iter()
-                .map(|&(layer, tensor)| {
-                    let s = Source::Layer { layer, tensor };
-                    take(&s, &input, &produced).map(|(t, _, _)| t.clone())
-                })
-                .collect::<Result<_>>()?,
+            None => produced.pop().unwrap_or_default(),
+            Some(outs) => {
+                let taken: Vec<_> = outs
+                    .iter()
+                    .map(|&(node, tensor)| take(&Source::Node { node, tensor }, input, &produced))
+                    .collect::<Result<_>>()?;
+                Produced {
+                    outs: taken.iter().map(|t| t.0.clone()).collect(),
+                    masks: taken.iter().map(|t| t.1.cloned()).collect(),
+                    computed: taken.iter().any(|t| t.2),
+                }
+            }
         };
-        Ok(ModelOutput {
-            outputs,
-            activity_loss: sum_losses(losses)?,
-        })
+        Ok((outputs, losses))
     }
 
     /// The sum of every layer's weight regularization losses (the GRUs' kernel, recurrent
@@ -183,7 +114,7 @@ impl KerasModel {
     pub fn regularization_loss(&self) -> Result<Tensor> {
         let mut losses = Vec::new();
         let mut any_weight = None;
-        for (_, layer) in &self.layers {
+        for layer in self.all_layers() {
             for g in grus(layer) {
                 losses.push(Some(g.regularization_loss()?));
                 any_weight.get_or_insert_with(|| g.kernel().clone());
@@ -204,7 +135,7 @@ impl KerasModel {
     /// as Keras' `reset_states()` on each of them: the next call starts from zero states.
     /// Without stateful layers it does nothing.
     pub fn reset_states(&self) {
-        for (_, layer) in &self.layers {
+        for layer in self.all_layers() {
             for g in grus(layer) {
                 g.reset_states();
             }
@@ -215,7 +146,7 @@ impl KerasModel {
     /// does). The constrained weights must be `Var`s: a model from
     /// [`KerasModel::load_trainable`].
     pub fn apply_constraints(&self) -> Result<()> {
-        for (_, layer) in &self.layers {
+        for layer in self.all_layers() {
             for g in grus(layer) {
                 g.apply_constraints()?;
             }
@@ -224,6 +155,20 @@ impl KerasModel {
             }
         }
         Ok(())
+    }
+}
+
+impl KerasModel {
+    /// Every layer of the model, those of nested models included (a shared layer once).
+    fn all_layers(&self) -> Vec<&ModelLayer> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (_, layer) in &self.layers {
+            match layer {
+                ModelLayer::Model(m) => out.extend(m.all_layers()),
+                layer => out.push(layer),
+            }
+        }
+        out
     }
 }
 
@@ -249,15 +194,27 @@ fn rules(layer: &ModelLayer) -> &[super::train::WeightRule] {
     }
 }
 
-/// What a layer produced: its outputs, the mask its first output carries, and whether a
-/// computing layer made them (then the next computing layer autocasts them).
+/// What a call produced: its outputs, the mask each carries (a layer's outputs after the
+/// first carry none), and whether a computing layer made them (then the next computing
+/// layer autocasts them).
+#[derive(Default)]
 struct Produced {
     outs: Vec<Tensor>,
-    mask: Option<Tensor>,
+    masks: Vec<Option<Tensor>>,
     computed: bool,
 }
 
-/// The tensor a source names, with its mask (outputs after the first carry none).
+impl Produced {
+    fn first_masked(outs: Vec<Tensor>, mask: Option<Tensor>, computed: bool) -> Produced {
+        Produced {
+            outs,
+            masks: vec![mask],
+            computed,
+        }
+    }
+}
+
+/// The tensor a source names, with its mask and whether a computing layer made it.
 fn take<'a>(
     s: &Source,
     input: &'a [Produced],
@@ -270,10 +227,10 @@ fn take<'a>(
                 .ok_or_else(|| graph_error("a model input", "as many inputs as the model"))?,
             0,
         ),
-        Source::Layer { layer, tensor } => (
+        Source::Node { node, tensor } => (
             produced
-                .get(layer)
-                .ok_or_else(|| graph_error("a layer", "layers in order"))?,
+                .get(node)
+                .ok_or_else(|| graph_error("a call", "calls in order"))?,
             tensor,
         ),
     };
@@ -283,8 +240,92 @@ fn take<'a>(
             &format!("output {tensor} of {} outputs", p.outs.len()),
         )
     })?;
-    let mask = if tensor == 0 { p.mask.as_ref() } else { None };
+    let mask = p.masks.get(tensor).and_then(Option::as_ref);
     Ok((t, mask, p.computed))
+}
+
+/// One call of a layer: its outputs from the tensors its node names; a GRU's or a nested
+/// model's activity losses go to `losses`.
+fn run_node(
+    node: &Node,
+    layer: &ModelLayer,
+    rule: MaskRule,
+    input: &[Produced],
+    produced: &[Produced],
+    training: bool,
+    losses: &mut Vec<Option<Tensor>>,
+) -> Result<Produced> {
+    let take_all = |sources: &[Source]| -> Result<Vec<(&Tensor, Option<&Tensor>, bool)>> {
+        sources.iter().map(|s| take(s, input, produced)).collect()
+    };
+    let taken = take_all(&node.call.sources)?;
+    let initial: Vec<Tensor> = take_all(&node.call.initial_state)?
+        .into_iter()
+        .map(|t| t.0.clone())
+        .collect();
+    // A `mask` argument (a recorded mask operation) replaces the carried mask.
+    let explicit: Vec<Option<Tensor>> = node
+        .call
+        .masks
+        .iter()
+        .map(|m| {
+            m.as_ref()
+                .map(|s| take(s, input, produced).map(|t| t.0.clone()))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let mask_of = |j: usize, carried: Option<&Tensor>| match explicit.get(j) {
+        Some(Some(e)) => Some(e.clone()),
+        _ => carried.cloned(),
+    };
+    let xs = || -> Vec<Tensor> { taken.iter().map(|t| t.0.clone()).collect() };
+    Ok(match (layer, taken.as_slice()) {
+        (ModelLayer::MaskOp(op), _) => {
+            Produced::first_masked(vec![op.forward(&xs())?], None, false)
+        }
+        (ModelLayer::Attention(a), _) => {
+            let masks: Vec<Option<Tensor>> = taken
+                .iter()
+                .enumerate()
+                .map(|(j, t)| mask_of(j, t.1))
+                .collect();
+            let outs = a.forward(&xs(), &masks, training)?;
+            Produced::first_masked(outs, masks.first().cloned().flatten(), true)
+        }
+        (ModelLayer::Merge(op), _) => {
+            let masks: Vec<Option<Tensor>> = taken.iter().map(|t| t.1.cloned()).collect();
+            let mask = op.mask(&masks, rule)?;
+            Produced::first_masked(vec![op.forward(&xs())?], mask, taken.iter().any(|t| t.2))
+        }
+        (ModelLayer::Model(m), _) => {
+            let inner: Vec<Produced> = taken
+                .iter()
+                .enumerate()
+                .map(|(j, t)| Produced::first_masked(vec![t.0.clone()], mask_of(j, t.1), t.2))
+                .collect();
+            let (out, inner_losses) = m.run_graph(&inner, training)?;
+            losses.extend(inner_losses);
+            out
+        }
+        (_, [(x, mask, computed)]) => {
+            // The output of a computing layer is cast to the next one's dtype.
+            let takes_ids = matches!(layer, ModelLayer::Embedding(_));
+            let xc = match (*computed && !takes_ids, layer.compute_dtype()) {
+                (true, Some(dtype)) => autocast(x, dtype)?,
+                _ => (*x).clone(),
+            };
+            let prev = Carried {
+                outs: vec![(*x).clone()],
+                mask: mask_of(0, *mask),
+                gru_activity: None,
+            };
+            let c = step(layer, &xc, prev, training, &initial)?;
+            losses.push(c.gru_activity);
+            let computed = *computed || layer.compute_dtype().is_some();
+            Produced::first_masked(c.outs, c.mask, computed)
+        }
+        _ => return Err(graph_error("a layer of one input", "one input")),
+    })
 }
 
 fn initial_error(what: &str, expected: usize, got: usize) -> crate::Error {
@@ -388,8 +429,11 @@ fn step(
             vec![r.forward(x)?]
         }
         ModelLayer::Noise(n) => vec![n.forward(x, training)?],
-        // Layers of several inputs run in `call_inputs`, never here.
-        ModelLayer::Merge(_) | ModelLayer::MaskOp(_) | ModelLayer::Attention(_) => {
+        // Layers of several inputs and nested models run in `run_node`, never here.
+        ModelLayer::Merge(_)
+        | ModelLayer::MaskOp(_)
+        | ModelLayer::Attention(_)
+        | ModelLayer::Model(_) => {
             return Err(graph_error(
                 "a layer of several inputs",
                 "its inputs from the graph",

@@ -15,8 +15,11 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 10] = [
+const MODELS: [&str; 13] = [
     "embedding_bigru_layernorm_average_pool.keras",
+    "siamese_nested_encoder.keras",
+    "shared_dense_and_gru.keras",
+    "nested_functional_encoder.keras",
     "residual_gru_concat.keras",
     "gru_self_attention.keras",
     "masking_batch_norm_gru.keras",
@@ -28,21 +31,30 @@ const MODELS: [&str; 10] = [
     "keras3_legacy_h5.h5",
 ];
 
-fn inputs(case: &Value) -> anyhow::Result<Tensor> {
+/// One tensor of a case's inputs: token ids (`input_dtype` int32) or features.
+fn tensor(case: &Value, rows: &Value) -> anyhow::Result<Tensor> {
     let dev = Device::Cpu;
-    let rows = case["inputs"].as_array().context("inputs")?;
     if case["input_dtype"] == "int32" {
-        let ids: Vec<Vec<i64>> = serde_json::from_value(case["inputs"].clone())?;
+        let ids: Vec<Vec<i64>> = serde_json::from_value(rows.clone())?;
         let (b, t) = (ids.len(), ids[0].len());
         return Ok(Tensor::from_vec(ids.concat(), (b, t), &dev)?);
     }
-    let x: Vec<Vec<Vec<f32>>> = serde_json::from_value(Value::Array(rows.clone()))?;
+    let x: Vec<Vec<Vec<f32>>> = serde_json::from_value(rows.clone())?;
     let (b, t, f) = (x.len(), x[0].len(), x[0][0].len());
     Ok(Tensor::from_vec(x.concat().concat(), (b, t, f), &dev)?)
 }
 
-fn call(m: &KerasModel, x: &Tensor, training: bool) -> anyhow::Result<Tensor> {
-    let out = m.call_with(
+/// The case's model inputs: `inputs`, then `extra_inputs`.
+fn inputs(case: &Value) -> anyhow::Result<Vec<Tensor>> {
+    let extra = case["extra_inputs"].as_array().cloned().unwrap_or_default();
+    std::iter::once(&case["inputs"])
+        .chain(&extra)
+        .map(|rows| tensor(case, rows))
+        .collect()
+}
+
+fn call(m: &KerasModel, x: &[Tensor], training: bool) -> anyhow::Result<Tensor> {
+    let out = m.call_inputs(
         x,
         ModelCall {
             mask: None,
@@ -108,6 +120,7 @@ fn export(src: &Path, out: &Path) -> anyhow::Result<String> {
         "files": [format!("{name}.keras"), format!("{name}.weights.h5")],
         "input_dtype": case["input_dtype"],
         "inputs": case["inputs"],
+        "extra_inputs": case["extra_inputs"],
         "expected": {"shape": after.dims(), "data": expected},
     });
     std::fs::write(

@@ -10,7 +10,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use candle_gru::candle::io::keras::KerasModel;
+use candle_gru::candle::io::keras::{KerasModel, ModelCall};
 use candle_gru::candle::io::torch::TorchGru;
 use candle_gru::{CallOptions, Gru, GruConfig};
 use rand::rngs::StdRng;
@@ -316,11 +316,13 @@ fn mutated_legacy_h5_models_load_and_run_or_fail_typed() {
 }
 
 /// Functional graphs with merges and recorded mask operations.
-const GRAPHS: [&str; 4] = [
+const GRAPHS: [&str; 6] = [
     "residual_gru_concat",
     "gru_state_merges_two_outputs",
     "embedding_two_grus_add",
     "gru_self_attention",
+    "shared_dense_and_gru",
+    "siamese_nested_encoder",
 ];
 
 #[test]
@@ -334,8 +336,9 @@ fn mutated_graph_configs_build_and_run_or_fail_typed() {
         let config = KerasModel::archive_config(&original).unwrap();
         let weights = PathBuf::from(MODELS).join(format!("{name}.weights.h5"));
         let x = match name {
-            "embedding_two_grus_add" | "gru_self_attention" => &ids,
-            _ => &floats,
+            "embedding_two_grus_add" | "gru_self_attention" => vec![ids.clone()],
+            "siamese_nested_encoder" => vec![ids.clone(), ids.clone()],
+            _ => vec![floats.clone()],
         };
         for k in 0..100 {
             let mut c = config.clone();
@@ -343,7 +346,8 @@ fn mutated_graph_configs_build_and_run_or_fail_typed() {
                 mutate_json(&mut c, &mut rng);
             }
             let r = no_panic(&format!("{name} config mutation {k}"), || {
-                KerasModel::load_weights_h5(&c, &weights, DType::F32, &Device::Cpu)?.call(x, None)
+                let m = KerasModel::load_weights_h5(&c, &weights, DType::F32, &Device::Cpu)?;
+                m.call_inputs(&x, ModelCall::default())
             });
             counts[r.is_err() as usize] += 1;
         }
@@ -352,7 +356,7 @@ fn mutated_graph_configs_build_and_run_or_fail_typed() {
         "mutated graph configs: {} ran, {} typed errors",
         counts[0], counts[1]
     );
-    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 400);
+    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 600);
 }
 
 #[test]

@@ -1,0 +1,224 @@
+//! Keras models whose layers are called more than once (shared layers) or are models
+//! themselves (nested Sequential and functional models), against Keras 3.15.1
+//! (tests/data/models, made by scripts/make_keras_shared_cases.py): the variables of a
+//! shared layer read once, its gradients summed over its calls as Keras sums them, its
+//! activity loss added at every call, and typed refusals of graphs that cannot run.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use candle_gru::candle::io::keras::{KerasModel, ModelCall, ModelLayer};
+use candle_gru::candle::{Error, FileProblem};
+use candle_nn::VarMap;
+use common::{flat, max_diff, numbers};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models")
+        .join(name)
+}
+
+fn case(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(data(&format!("{name}.json"))).unwrap()).unwrap()
+}
+
+/// One input of a case: ids (batch, T) or features (batch, T, F).
+fn tensor(case: &Value, rows: &Value) -> Tensor {
+    let dev = Device::Cpu;
+    if case["input_dtype"] == "int32" {
+        let ids: Vec<Vec<i64>> = serde_json::from_value(rows.clone()).unwrap();
+        let (b, t) = (ids.len(), ids[0].len());
+        return Tensor::from_vec(ids.concat(), (b, t), &dev).unwrap();
+    }
+    let x: Vec<Vec<Vec<f32>>> = serde_json::from_value(rows.clone()).unwrap();
+    let (b, t, f) = (x.len(), x[0].len(), x[0][0].len());
+    Tensor::from_vec(x.concat().concat(), (b, t, f), &dev).unwrap()
+}
+
+fn inputs(case: &Value) -> Vec<Tensor> {
+    let extra = case["extra_inputs"].as_array().cloned().unwrap_or_default();
+    std::iter::once(&case["inputs"])
+        .chain(&extra)
+        .map(|rows| tensor(case, rows))
+        .collect()
+}
+
+/// Keras' loss of the case (mean(output^2) + regularization and activity losses) and
+/// every variable's gradient, against Keras' (a shared layer's summed over its calls).
+fn check_gradients(name: &str) {
+    let c = case(name);
+    let want = &c["training"];
+    let varmap = VarMap::new();
+    let file = data(&format!("{name}.keras"));
+    let model = KerasModel::load_trainable(&file, DType::F32, &Device::Cpu, &varmap).unwrap();
+    let out = model
+        .call_inputs(&inputs(&c), ModelCall::default())
+        .unwrap();
+    let mut losses = model.regularization_loss().unwrap();
+    if let Some(a) = out.activity_loss {
+        losses = (losses + a).unwrap();
+    }
+    let total = (out.outputs[0].sqr().unwrap().mean_all().unwrap() + &losses).unwrap();
+    let scalar = |t: &Tensor| flat(t)[0];
+    let (l, keras_l) = (scalar(&losses), want["losses"].as_f64().unwrap());
+    assert!(
+        (l - keras_l).abs() < 1e-6,
+        "{name}: losses {l} vs Keras {keras_l}"
+    );
+    let (t, keras_t) = (scalar(&total), want["total_loss"].as_f64().unwrap());
+    assert!(
+        (t - keras_t).abs() < 2e-6,
+        "{name}: total {t} vs Keras {keras_t}"
+    );
+    let grads = total.backward().unwrap();
+    let keras = want["gradients"].as_object().unwrap();
+    let vars = varmap.data().lock().unwrap();
+    assert_eq!(vars.len(), keras.len(), "{name}: one Var per variable");
+    for (path, g) in keras {
+        let var = vars
+            .get(path)
+            .unwrap_or_else(|| panic!("{name}: no Var {path}"));
+        let ours = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient: {path}"));
+        let err = max_diff(&flat(ours), &numbers(g));
+        assert!(err < 2e-6, "{name}: {path}: gradient error {err:.2e}");
+    }
+}
+
+#[test]
+fn siamese_encoder_gradients_and_losses_match_keras() {
+    check_gradients("siamese_nested_encoder");
+}
+
+#[test]
+fn shared_dense_and_gru_gradients_match_keras() {
+    check_gradients("shared_dense_and_gru");
+}
+
+#[test]
+fn a_shared_layer_is_one_layer_and_a_nested_model_holds_its_own() {
+    let m = KerasModel::load(
+        &data("siamese_nested_encoder.keras"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let names: Vec<&str> = m.layers.iter().map(|(n, _)| n.as_str()).collect();
+    // The encoder and the Dense called twice each are one layer each.
+    let expected = [
+        "input_layer",
+        "input_layer_1",
+        "encoder",
+        "shared_dense",
+        "subtract",
+        "concatenate",
+        "dense",
+    ];
+    assert_eq!(names, expected);
+    let Some((_, ModelLayer::Model(enc))) = m.layers.iter().find(|(n, _)| n == "encoder") else {
+        panic!("the encoder is a nested model");
+    };
+    let inner: Vec<bool> = enc
+        .layers
+        .iter()
+        .map(|(_, l)| matches!(l, ModelLayer::Embedding(_) | ModelLayer::Gru(_)))
+        .collect();
+    assert_eq!(inner.iter().filter(|b| **b).count(), 2, "{:?}", enc.layers);
+    // Each variable once, at its object-tree path (the encoder's under layers/sequential).
+    let mut paths: Vec<&str> = m.variables().iter().map(|(p, _)| p.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "layers/dense/vars/0",
+            "layers/dense/vars/1",
+            "layers/dense_1/vars/0",
+            "layers/dense_1/vars/1",
+            "layers/sequential/layers/embedding/vars/0",
+            "layers/sequential/layers/gru/cell/vars/0",
+            "layers/sequential/layers/gru/cell/vars/1",
+            "layers/sequential/layers/gru/cell/vars/2",
+        ]
+    );
+}
+
+#[test]
+fn the_two_calls_of_a_shared_encoder_see_their_own_inputs() {
+    let c = case("siamese_nested_encoder");
+    let m = KerasModel::load(
+        &data("siamese_nested_encoder.keras"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let x = inputs(&c);
+    let call = |a: &Tensor, b: &Tensor| {
+        let out = m.call_inputs(&[a.clone(), b.clone()], ModelCall::default());
+        flat(&out.unwrap().outputs[0])
+    };
+    let (ab, ba, aa) = (call(&x[0], &x[1]), call(&x[1], &x[0]), call(&x[0], &x[0]));
+    let keras: Vec<f64> = c["expected"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(numbers)
+        .collect();
+    assert!(max_diff(&ab, &keras) < 1e-5, "{ab:?} {keras:?}");
+    // Swapping the inputs changes a - b, so the output: the calls are not one call twice.
+    assert!(max_diff(&ab, &ba) > 1e-3, "{ab:?} {ba:?}");
+    assert!(max_diff(&ab, &aa) > 1e-3);
+}
+
+fn unsupported(r: candle_gru::candle::Result<KerasModel>) -> String {
+    match r {
+        Err(Error::File {
+            problem: FileProblem::Unsupported(what),
+            ..
+        }) => what,
+        other => panic!("expected an Unsupported file error, got {other:?}"),
+    }
+}
+
+fn load_edited(
+    name: &str,
+    edit: impl FnOnce(&mut Value),
+) -> candle_gru::candle::Result<KerasModel> {
+    let mut config = KerasModel::model_config(&data(&format!("{name}.keras"))).unwrap();
+    edit(&mut config);
+    let weights = data(&format!("{name}.weights.h5"));
+    KerasModel::load_weights_h5(&config, &weights, DType::F32, &Device::Cpu)
+}
+
+/// The layer of the config named `name`.
+fn layer<'a>(config: &'a mut Value, name: &str) -> &'a mut Value {
+    let layers = config["config"]["layers"].as_array_mut().unwrap();
+    layers.iter_mut().find(|l| l["name"] == name).unwrap()
+}
+
+#[test]
+fn graphs_that_cannot_run_are_refused_by_name() {
+    // A call of a layer the model lacks.
+    let what = unsupported(load_edited("shared_dense_and_gru", |c| {
+        let h = &mut layer(c, "shared_gru")["inbound_nodes"][1]["args"][0]["config"];
+        h["keras_history"][1] = 5.into();
+    }));
+    assert!(what.contains("call 5") && what.contains("lacks"), "{what}");
+    // A cycle: the projection's first call takes the GRU's output, which takes it.
+    let what = unsupported(load_edited("shared_dense_and_gru", |c| {
+        let node = &mut layer(c, "proj")["inbound_nodes"][0]["args"][0]["config"];
+        node["keras_history"] = serde_json::json!(["shared_gru", 0, 0]);
+    }));
+    assert!(what.contains("cycle"), "{what}");
+    // A shared layer called on tensors of another size than it was built for.
+    let what = unsupported(load_edited("shared_dense_and_gru", |c| {
+        let node = &mut layer(c, "proj")["inbound_nodes"][1]["args"][0]["config"];
+        node["keras_history"] = serde_json::json!(["dense_1", 0, 0]);
+        let dense = layer(c, "dense_1");
+        dense["inbound_nodes"][0]["args"][0]["config"]["keras_history"] =
+            serde_json::json!(["shared_gru", 1, 0]);
+    }));
+    assert!(what.contains("features"), "{what}");
+}

@@ -68,8 +68,9 @@ def fixed_length_strings(src, dst):
         f.visititems(visit)
 
 
-def save_case(out_dir, model, name, description, inputs, input_dtype, keras3=False, extra_files=()):
-    out = np.asarray(model(inputs, training=False))
+def save_case(out_dir, model, name, description, inputs, input_dtype, keras3=False, extra_files=(),
+              extra_inputs=()):
+    out = np.asarray(model([inputs, *extra_inputs] if extra_inputs else inputs, training=False))
     path = os.path.join(out_dir, name + ".h5")
     files = [name + ".h5"]
     if keras3:
@@ -90,11 +91,12 @@ def save_case(out_dir, model, name, description, inputs, input_dtype, keras3=Fal
         "description": description,
         "files": files,
         "keras_version": version,
-        "keras3_load": keras3_load(path, inputs, out),
+        "keras3_load": keras3_load(path, [inputs, *extra_inputs] if extra_inputs else inputs, out),
         "layers": [{"name": l.name, "class_name": l.__class__.__name__,
                     "weights": {w.name: list(w.shape) for w in l.weights}} for l in model.layers],
         "input_dtype": input_dtype,
         "inputs": inputs.tolist(),
+        **({"extra_inputs": [np.asarray(e).tolist() for e in extra_inputs]} if extra_inputs else {}),
         "mask": None,
         "expected": [out.astype(np.float64).tolist()],
     }
@@ -232,6 +234,53 @@ def main(out_dir):
               "Keras 2 functional: Embedding(mask_zero) and Embedding (no mask) of the same ids; "
               "Concatenate -> GRU(4) and Multiply -> GRU(3) (Keras 2 passes the masked "
               "branch's mask on) -> Concatenate -> Dense(2)", ids, "int32")
+
+
+    # A Siamese model: a nested Sequential encoder and a Dense, each called on both inputs.
+    # Keras 2 numbers a nested model's calls from 1 (its own first node is not saved); its
+    # variables sit in the legacy file under the nested model's name.
+    ids = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids[1, 4:] = 0
+    ids2 = rng.integers(1, vocab, size=(b, t)).astype(np.int32)
+    ids2[2, 2:] = 0
+    a_in = k2.Input(shape=(t,), dtype="int32")
+    b_in = k2.Input(shape=(t,), dtype="int32")
+    enc = k2.Sequential([k2.layers.Embedding(vocab, 6, mask_zero=True), k2.layers.GRU(5)],
+                        name="encoder")
+    dense = k2.layers.Dense(5, activation="tanh", name="shared_dense")
+    ea, eb = dense(enc(a_in)), dense(enc(b_in))
+    y = k2.layers.Dense(1)(k2.layers.Concatenate()([ea, eb, k2.layers.Subtract()([ea, eb])]))
+    model = k2.Model([a_in, b_in], y, name="keras2_siamese_nested")
+    randomize(model, rng)
+    save_case(out_dir, model, "keras2_siamese_nested",
+              "Keras 2 functional, two id inputs: one nested Sequential encoder (Embedding(20, 6, "
+              "mask_zero) -> GRU(5)) and one Dense(5, tanh) called on each; Concatenate([a, b, "
+              "a - b]) -> Dense(1)", ids, "int32", extra_inputs=[ids2])
+
+    # A nested functional encoder (with a nested Sequential and a BatchNormalization, whose
+    # moving statistics follow the trainable variables in the legacy file) with two
+    # outputs; the outer Masking's mask flows in, the sequence's mask out.
+    x = rng.normal(size=(b, t, f)).astype(np.float32)
+    x[0, 3:] = 0.0
+    x2 = rng.normal(size=(b, 4, 3)).astype(np.float32)
+    e_in = k2.Input(shape=(t, f))
+    pre = k2.Sequential([k2.layers.Dense(6), k2.layers.BatchNormalization()], name="pre")
+    seq, state = k2.layers.GRU(6, return_sequences=True, return_state=True)(pre(e_in))
+    encoder = k2.Model(e_in, [seq, state], name="encoder")
+    enc_in = k2.Input(shape=(t, f))
+    dec_in = k2.Input(shape=(4, 3))
+    seq, state = encoder(k2.layers.Masking(0.0)(enc_in))
+    dec = k2.layers.GRU(6)(dec_in, initial_state=state)
+    pooled = k2.layers.GlobalAveragePooling1D()(seq)
+    y = k2.layers.Dense(2)(k2.layers.Concatenate()([pooled, dec]))
+    model = k2.Model([enc_in, dec_in], y, name="keras2_nested_functional")
+    randomize(model, rng)
+    save_case(out_dir, model, "keras2_nested_functional",
+              "Keras 2 functional, two inputs: Masking -> nested functional encoder (nested "
+              "Sequential(Dense(6), BatchNormalization) -> GRU(6, return_sequences, "
+              "return_state)); its sequence average-pooled, its state starts GRU(6) over the "
+              "second input; Concatenate -> Dense(2); encoder row 0 padded", x, "float32",
+              extra_inputs=[x2])
 
 
 if __name__ == "__main__":

@@ -222,3 +222,52 @@ fn graphs_that_cannot_run_are_refused_by_name() {
     }));
     assert!(what.contains("features"), "{what}");
 }
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("candle-gru-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn keras2_nested_models_write_their_weights_and_refuse_an_archive_keras_3_cannot_read() {
+    let c = case("keras2_nested_functional");
+    let file = data("keras2_nested_functional.h5");
+    let m = KerasModel::load(&file, DType::F32, &Device::Cpu).unwrap();
+    let want = flat(
+        &m.call_inputs(&inputs(&c), ModelCall::default())
+            .unwrap()
+            .outputs[0],
+    );
+    // Its decoder GRU takes the encoder's state as a call argument: Keras 3's archive
+    // config cannot hold that call without the tensors' shapes, so nothing is written.
+    let archive = scratch("keras2_nested_functional.keras");
+    match m.save(&archive) {
+        Err(Error::File {
+            problem: FileProblem::Unwritable(why),
+            ..
+        }) => assert!(
+            why.contains("gru_14") && why.contains("initial_state"),
+            "{why}"
+        ),
+        other => panic!("expected Unwritable, got {other:?}"),
+    }
+    assert!(!archive.exists());
+    // The weights file holds every variable at Keras 3's paths (the nested models' under
+    // layers/functional/layers/...); with the file's own config it gives the same outputs.
+    let weights = scratch("keras2_nested_functional.weights.h5");
+    m.save_weights_h5(&weights).unwrap();
+    let paths: Vec<&str> = m.variables().iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        paths.contains(&"layers/functional/layers/sequential/layers/batch_normalization/vars/3")
+    );
+    let config = KerasModel::model_config(&file).unwrap();
+    let again = KerasModel::load_weights_h5(&config, &weights, DType::F32, &Device::Cpu).unwrap();
+    let got = flat(
+        &again
+            .call_inputs(&inputs(&c), ModelCall::default())
+            .unwrap()
+            .outputs[0],
+    );
+    assert_eq!(got, want);
+}

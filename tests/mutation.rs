@@ -266,12 +266,13 @@ fn mutated_weights_h5_and_safetensors_load_or_fail_typed() {
 }
 
 /// Legacy `.h5` models (Keras 2 and Keras 3's legacy writer) and Keras 2 weights-only files.
-const LEGACY: [&str; 5] = [
+const LEGACY: [&str; 6] = [
     "keras2_sequential_masking",
     "keras2_embedding_bigru",
     "keras2_conv_norm_gru",
     "keras2_first_layer_input_shape",
     "keras3_legacy_h5",
+    "keras2_siamese_nested",
 ];
 
 #[test]
@@ -283,10 +284,10 @@ fn mutated_legacy_h5_models_load_and_run_or_fail_typed() {
     for name in LEGACY {
         let model = PathBuf::from(MODELS).join(format!("{name}.h5"));
         let config = KerasModel::model_config(&model).unwrap();
-        let x = if name == "keras2_embedding_bigru" {
-            &ids
-        } else {
-            &floats
+        let x = match name {
+            "keras2_embedding_bigru" => vec![ids.clone()],
+            "keras2_siamese_nested" => vec![ids.clone(), ids.clone()],
+            _ => vec![floats.clone()],
         };
         let weights = PathBuf::from(MODELS).join(format!("{name}.legacy_weights.h5"));
         let files = [Some(model), weights.exists().then_some(weights)];
@@ -302,7 +303,7 @@ fn mutated_legacy_h5_models_load_and_run_or_fail_typed() {
                         0 => KerasModel::load(&path, DType::F32, &Device::Cpu),
                         _ => KerasModel::load_weights_h5(&config, &path, DType::F32, &Device::Cpu),
                     }?;
-                    m.call(x, None)
+                    m.call_inputs(&x, ModelCall::default())
                 });
                 counts[r.is_err() as usize] += 1;
             }
@@ -312,7 +313,7 @@ fn mutated_legacy_h5_models_load_and_run_or_fail_typed() {
         "mutated legacy files: {} ran, {} typed errors",
         counts[0], counts[1]
     );
-    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 360);
+    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 440);
 }
 
 /// Functional graphs with merges and recorded mask operations.

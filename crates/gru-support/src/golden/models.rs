@@ -93,7 +93,7 @@ pub fn run_model_case(json: &Path) -> anyhow::Result<ModelReport> {
     };
     let mut all = vec![x.clone()];
     for e in &case.extra_inputs {
-        all.push(Array::from_json(e)?.tensor(DType::F32, &dev)?);
+        all.push(Array::from_json(e)?.tensor(input_dtype, &dev)?);
     }
     let run = |m: KerasModel| -> gru_candle::Result<Vec<candle_core::Tensor>> {
         let opts = ModelCall {
@@ -151,12 +151,12 @@ pub fn run_model_case(json: &Path) -> anyhow::Result<ModelReport> {
             let model = dir.join(file.replace(".legacy_weights.h5", ".h5"));
             KerasModel::model_config(&model)
                 .and_then(|c| KerasModel::load_weights_h5(&c, &path, DType::F32, &dev))
-                .and_then(|m| m.call(&x, mask.as_ref()))
+                .and_then(run)
                 .map_err(Into::into)
         } else if file.ends_with(".h5") {
             // A legacy whole-model file (Keras 2, or Keras 3's legacy writer).
             KerasModel::load(&path, DType::F32, &dev)
-                .and_then(|m| m.call(&x, mask.as_ref()))
+                .and_then(run)
                 .map_err(Into::into)
         } else if file.ends_with(".safetensors") {
             let h0 = if case.h0.is_null() {

@@ -21,6 +21,9 @@ pub(super) struct ChainBuilder<'a> {
     /// The object-tree group of the model the layers belong to, with a trailing `/`
     /// (empty for the top model; `layers/sequential/` for a nested one).
     prefix: String,
+    /// A legacy file: the name of the top-level nested model the layers are in, with a
+    /// trailing `/` (empty outside nested models); the file lists their variables under it.
+    pub(super) legacy_model: String,
     pub(super) dtype: DType,
     pub(super) device: &'a Device,
     /// Layers seen per snake-case class (the `_k` suffix of the next one).
@@ -52,6 +55,7 @@ impl<'a> ChainBuilder<'a> {
         ChainBuilder {
             w,
             prefix,
+            legacy_model: String::new(),
             dtype,
             device,
             counters: HashMap::new(),
@@ -88,7 +92,8 @@ impl<'a> ChainBuilder<'a> {
     pub(super) fn group(&mut self, class: &str, lname: &str) -> String {
         let group = self.tree_group(class);
         if self.w.is_legacy() {
-            self.w.alias(&group, lname);
+            self.w
+                .alias(&group, &format!("{}{lname}", self.legacy_model));
         }
         group
     }

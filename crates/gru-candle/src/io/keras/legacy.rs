@@ -13,6 +13,7 @@
 //! Keras 3 writes them (Keras 3's own legacy loader does part of this and fails on the rest:
 //! it cannot load a Keras 2 GRU, whose config carries `time_major`).
 
+use super::graph::node_refs;
 use super::{malformed, unsupported};
 use crate::error::Result;
 use hdf5_reader::global_heap::GlobalHeapCollection;
@@ -154,6 +155,25 @@ impl LegacyIndex {
             .map(String::as_str)
     }
 
+    /// The variables of the layer `layer`: a layer the file lists, or `model/inner`, a
+    /// layer inside the nested model `model` (whose variables the file lists under the
+    /// model, each named `inner/...`, trainable ones first).
+    fn weights_of(&self, layer: &str) -> Option<std::borrow::Cow<'_, [String]>> {
+        if let Some(w) = self.layers.get(layer) {
+            return Some(w.as_slice().into());
+        }
+        let (model, inner) = layer.split_once('/')?;
+        let group = format!("{}{model}/{inner}/", self.root);
+        let w: Vec<String> = self
+            .layers
+            .get(model)?
+            .iter()
+            .filter(|p| p.starts_with(&group))
+            .cloned()
+            .collect();
+        Some(w.into())
+    }
+
     /// The dataset of a variable of the layer named `layer`, at `rest` below the layer's
     /// object-tree group: `vars/k`, `cell/vars/k`, `layer/vars/k` (TimeDistributed) or
     /// `{forward,backward}_layer/cell/vars/k` (Bidirectional, whose backward variables
@@ -164,8 +184,7 @@ impl LegacyIndex {
         };
         let path = format!("{layer}/{rest}");
         let weights = self
-            .layers
-            .get(layer)
+            .weights_of(layer)
             .ok_or_else(|| missing(format!("layer {layer:?} in {}layer_names", self.root)))?;
         let (sub, k) = rest
             .rsplit_once("vars/")
@@ -215,23 +234,78 @@ pub(super) fn model_config(file: &Hdf5File, source: &str) -> Result<Value> {
 /// - a one-element `axis` list -> its element;
 /// - a GRU's `time_major: false` dropped (`true` is refused: inputs would be time-major);
 /// - a `Policy` dtype (tf_keras' mixed precision) -> its name.
-pub(super) fn upgrade_config(config: &mut Value, source: &str) -> Result<()> {
+pub(super) fn upgrade_config(config: &mut Value, source: &str, keras2: bool) -> Result<()> {
+    // Keras 2 numbers the calls of a nested model from 1 when the model has its own first
+    // call (an input layer): that call is not in the config. (Keras 3 reads list-form
+    // nodes, which this crate's archives hold for Keras 2 models, numbered from 0.)
+    let skip_first: HashSet<String> = config["config"]["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| keras2 && has_own_first_call(l))
+        .filter_map(|l| l["config"]["name"].as_str().or(l["name"].as_str()))
+        .map(str::to_string)
+        .collect();
+    let mut keras2_nodes = false;
     if let Some(layers) = config["config"]["layers"].as_array_mut() {
         for l in layers {
-            upgrade_layer(l, source)?;
+            keras2_nodes |= upgrade_layer(l, source, &skip_first, keras2)?;
+        }
+    }
+    if keras2_nodes {
+        if let Some(outputs) = config["config"].get_mut("output_layers") {
+            renumber(outputs, &skip_first);
         }
     }
     Ok(())
 }
 
-fn upgrade_layer(l: &mut Value, source: &str) -> Result<()> {
-    if let Some(nodes) = l.get_mut("inbound_nodes") {
-        upgrade_nodes(nodes);
+/// Whether Keras 2 gave a nested model a call of its own before the model's calls: a
+/// functional model, or a Sequential that starts with an input layer.
+fn has_own_first_call(l: &Value) -> bool {
+    match l["class_name"].as_str() {
+        Some("Functional" | "Model") => true,
+        Some("Sequential") => l["config"]["layers"][0]["class_name"] == "InputLayer",
+        _ => false,
     }
+}
+
+/// `[name, node, tensor]` references (one, or a list of them) to a model of `skip_first`:
+/// node numbers one lower.
+fn renumber(refs: &mut Value, skip_first: &HashSet<String>) {
+    let one = |r: &mut Value| {
+        let named = r[0].as_str().is_some_and(|n| skip_first.contains(n));
+        if let (true, Some(n)) = (named, r[1].as_u64()) {
+            r[1] = n.saturating_sub(1).into();
+        }
+    };
+    match refs.as_array_mut() {
+        Some(list) if list.first().is_some_and(Value::is_string) => one(refs),
+        Some(list) => list.iter_mut().for_each(one),
+        None => {}
+    }
+}
+
+/// Upgrades one layer (a nested model's layers too); returns whether its nodes were in
+/// Keras 2's list form.
+fn upgrade_layer(
+    l: &mut Value,
+    source: &str,
+    skip_first: &HashSet<String>,
+    keras2: bool,
+) -> Result<bool> {
     let class = l["class_name"].as_str().unwrap_or("").to_string();
+    let rnn = matches!(class.as_str(), "GRU" | "Bidirectional");
+    let keras2_nodes = match l.get_mut("inbound_nodes") {
+        Some(nodes) => upgrade_nodes(nodes, skip_first, rnn),
+        None => false,
+    };
+    if l["config"]["layers"].is_array() {
+        upgrade_config(l, source, keras2)?;
+    }
     let name = l["config"]["name"].as_str().unwrap_or("").to_string();
     let Some(cfg) = l.get_mut("config").and_then(Value::as_object_mut) else {
-        return Ok(());
+        return Ok(keras2_nodes);
     };
     if let Some(shape) = cfg.remove("batch_input_shape") {
         match class.as_str() {
@@ -243,7 +317,8 @@ fn upgrade_layer(l: &mut Value, source: &str) -> Result<()> {
             }
         }
     }
-    upgrade_layer_config(&class, &name, l, source)
+    upgrade_layer_config(&class, &name, l, source)?;
+    Ok(keras2_nodes)
 }
 
 /// The parts of one layer's `config` (and of the layers it wraps) that changed form.
@@ -290,9 +365,16 @@ fn upgrade_layer_config(class: &str, name: &str, l: &mut Value, source: &str) ->
 }
 
 /// A config in the form Keras 3's `.keras` loader resolves: the model's and each layer's
-/// `module` (Keras 2 configs name none, or tf_keras' modules), as Keras 3 writes them.
-pub(super) fn archive_form(config: &Value) -> Value {
+/// `module` (Keras 2 configs name none, or tf_keras' modules), as Keras 3 writes them, in
+/// nested models too. A call of a Keras 2 config that passes tensors as keyword arguments
+/// (a GRU's `initial_state`) has no such form: the error names its layer.
+pub(super) fn archive_form(config: &Value) -> std::result::Result<Value, String> {
     let mut c = config.clone();
+    archive_model(&mut c)?;
+    Ok(c)
+}
+
+fn archive_model(c: &mut Value) -> std::result::Result<(), String> {
     let keras3 = |m: &Value| m.as_str().is_some_and(|m| m.starts_with("keras"));
     if !keras3(&c["module"]) {
         let (module, registered) = match c["class_name"].as_str() {
@@ -302,31 +384,56 @@ pub(super) fn archive_form(config: &Value) -> Value {
         c["module"] = module.into();
         c["registered_name"] = registered;
     }
-    if let Some(layers) = c["config"]["layers"].as_array_mut() {
-        for l in layers.iter_mut().filter(|l| !keras3(&l["module"])) {
+    let Some(layers) = c["config"]["layers"].as_array_mut() else {
+        return Ok(());
+    };
+    for l in layers {
+        let name = l["config"]["name"].as_str().unwrap_or("").to_string();
+        let foreign = !keras3(&l["module"]);
+        if l["config"]["layers"].is_array() {
+            archive_model(l)?;
+        } else if foreign {
             l["module"] = "keras.layers".into();
             if l.get("registered_name").is_none() {
                 l["registered_name"] = Value::Null;
             }
-            if let Some(nodes) = l.get_mut("inbound_nodes").and_then(Value::as_array_mut) {
-                nodes.iter_mut().for_each(legacy_node);
+        }
+        if let Some(nodes) = l.get_mut("inbound_nodes").and_then(Value::as_array_mut) {
+            for node in nodes {
+                legacy_node(node).map_err(|why| format!("layer {name:?}: {why}"))?;
             }
         }
     }
-    c
+    Ok(())
 }
 
 /// A node [`upgrade_nodes`] wrote (its tensors carry no shape, which Keras 3's dict form
 /// needs) back in the list form Keras 3 also reads: `[[name, node, tensor, kwargs], ...]`.
-fn legacy_node(node: &mut Value) {
+/// Keras 3's own nodes stay as they are; a Keras 2 node whose keyword arguments hold
+/// tensors has no list form Keras 3 reads (it passes them on untouched).
+fn legacy_node(node: &mut Value) -> std::result::Result<(), String> {
+    let shapeless =
+        |t: &Value| t["class_name"] == "__keras_tensor__" && t["config"].get("shape").is_none();
     let tensors: Vec<&Value> = match &node["args"][0] {
         Value::Array(list) => list.iter().collect(),
         one => vec![one],
     };
+    if !tensors.iter().all(|t| shapeless(t)) {
+        return Ok(());
+    }
+    if node["kwargs"]
+        .as_object()
+        .is_some_and(|k| k.values().any(|v| !node_refs(v).is_empty()))
+    {
+        return Err(
+            "a Keras 2 call with tensors as keyword arguments (initial_state), which \
+                    Keras 3's archive config cannot express without the tensors' shapes"
+                .into(),
+        );
+    }
     let entry = |t: &Value| -> Option<Value> {
-        let shapeless = t["class_name"] == "__keras_tensor__" && t["config"].get("shape").is_none();
         match t["config"]["keras_history"].as_array().map(Vec::as_slice) {
-            Some([name, n, i]) if shapeless => Some(json!([name, n, i, node["kwargs"].clone()])),
+            Some([name, n, i]) => Some(json!([name, n, i, node["kwargs"].clone()])),
             _ => None,
         }
     };
@@ -337,37 +444,87 @@ fn legacy_node(node: &mut Value) {
     {
         *node = Value::Array(list);
     }
+    Ok(())
 }
 
-/// `[[[name, node, tensor, kwargs], ...], ...]` -> `[{args: [tensor or [tensors]], kwargs}]`.
-fn upgrade_nodes(nodes: &mut Value) {
+/// `[[[name, node, tensor, kwargs], ...], ...]` -> `[{args: [tensor or [tensors]], kwargs}]`,
+/// the calls of `skip_first` models numbered from 0; a recurrent layer's (`rnn`) tensors
+/// after the first are its `initial_state` (Keras 2 calls it on `[inputs] + states`).
+/// Returns whether any node was in the list form.
+fn upgrade_nodes(nodes: &mut Value, skip_first: &HashSet<String>, rnn: bool) -> bool {
     let Some(list) = nodes.as_array_mut() else {
-        return;
+        return false;
     };
+    let mut keras2 = false;
     for node in list {
-        let Some(inputs) = node.as_array() else {
+        let Some(inputs) = node.as_array_mut() else {
             continue; // already Keras 3's {args, kwargs}
         };
+        keras2 = true;
+        inputs.iter_mut().for_each(|t| renumber(t, skip_first));
         let tensor = |t: &Value| {
             json!({"class_name": "__keras_tensor__",
                    "config": {"keras_history": [t[0], t[1], t[2]]}})
         };
-        let kwargs = inputs
+        let mut kwargs = inputs
             .first()
             .map(|t| t[3].clone())
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({}));
         let args = match inputs.as_slice() {
             [one] => vec![tensor(one)],
+            [first, states @ ..] if rnn => {
+                kwargs["initial_state"] = states.iter().map(tensor).collect();
+                vec![tensor(first)]
+            }
             many => vec![Value::Array(many.iter().map(tensor).collect())],
         };
         *node = json!({"args": args, "kwargs": kwargs});
     }
+    keras2
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keras2_nested_model_calls_are_numbered_from_zero_and_states_become_kwargs() {
+        let seq = json!({"class_name": "Sequential", "config": {"name": "s", "layers": [
+            {"class_name": "InputLayer", "config": {"name": "si", "batch_input_shape": [null, 7]}},
+            {"class_name": "Dense", "config": {"name": "d"}}]},
+            "inbound_nodes": [[["a", 0, 0, {}]], [["b", 0, 0, {}]]]});
+        let mut c = json!({"class_name": "Functional", "config": {"layers": [
+            {"class_name": "InputLayer", "config": {"name": "a"}, "inbound_nodes": []},
+            {"class_name": "InputLayer", "config": {"name": "b"}, "inbound_nodes": []},
+            seq,
+            {"class_name": "GRU", "config": {"name": "g"},
+             "inbound_nodes": [[["a", 0, 0, {}], ["s", 2, 0, {}]]]}],
+            "output_layers": [["s", 1, 0], ["g", 0, 0]]}});
+        let mut keras3 = c.clone();
+        upgrade_config(&mut c, "f", true).unwrap();
+        let l = &c["config"]["layers"];
+        let history = |t: &Value| t["config"]["keras_history"].clone();
+        assert_eq!(
+            history(&l[3]["inbound_nodes"][0]["args"][0]),
+            json!(["a", 0, 0])
+        );
+        // The Sequential's calls 1 and 2 (Keras 2's numbers) are its calls 0 and 1.
+        let state = &l[3]["inbound_nodes"][0]["kwargs"]["initial_state"];
+        assert_eq!(history(&state[0]), json!(["s", 1, 0]));
+        assert_eq!(
+            c["config"]["output_layers"],
+            json!([["s", 0, 0], ["g", 0, 0]])
+        );
+        // The nested model's own layers are upgraded too.
+        assert_eq!(
+            l[2]["config"]["layers"][0]["config"]["batch_shape"],
+            json!([null, 7])
+        );
+        // Not written by Keras 2 (this crate's archives of Keras 2 models): kept as numbered.
+        upgrade_config(&mut keras3, "f", false).unwrap();
+        assert_eq!(keras3["config"]["output_layers"][0], json!(["s", 1, 0]));
+    }
 
     #[test]
     fn keras2_forms_become_keras3_forms() {
@@ -381,7 +538,7 @@ mod tests {
             {"class_name": "LayerNormalization", "config": {"name": "n", "axis": [2]},
              "inbound_nodes": [[["g", 0, 0, {"training": false}]]]}
         ]}});
-        upgrade_config(&mut c, "f").unwrap();
+        upgrade_config(&mut c, "f", true).unwrap();
         let l = &c["config"]["layers"];
         assert_eq!(l[0]["config"]["batch_shape"], json!([null, 7]));
         assert!(l[1]["config"].get("time_major").is_none());
@@ -398,7 +555,7 @@ mod tests {
         );
         // Idempotent: a Keras 3 config is left as it is.
         let again = c.clone();
-        upgrade_config(&mut c, "f").unwrap();
+        upgrade_config(&mut c, "f", true).unwrap();
         assert_eq!(c, again);
     }
 
@@ -406,7 +563,7 @@ mod tests {
     fn time_major_true_is_refused_inside_wrappers_too() {
         let mut c = json!({"config": {"layers": [{"class_name": "Bidirectional", "config": {
             "name": "b", "layer": {"class_name": "GRU", "config": {"name": "g", "time_major": true}}}}]}});
-        let e = upgrade_config(&mut c, "f").unwrap_err();
+        let e = upgrade_config(&mut c, "f", true).unwrap_err();
         assert!(e.to_string().contains("time_major"), "{e}");
     }
 }

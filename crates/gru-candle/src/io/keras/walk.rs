@@ -23,8 +23,9 @@ pub(super) fn build(
     device: &Device,
 ) -> Result<KerasModel> {
     let mut config = config.clone();
-    super::legacy::upgrade_config(&mut config, &w.source)?;
-    let rule = match written_by_keras_2(&config, w.keras_version.as_deref()) {
+    let keras2 = written_by_keras_2(&config, w.keras_version.as_deref());
+    super::legacy::upgrade_config(&mut config, &w.source, keras2)?;
+    let rule = match keras2 {
         true => MaskRule::Keras2,
         false => MaskRule::Keras3,
     };
@@ -265,11 +266,12 @@ impl ModelBuilder<'_> {
         group: &str,
         inputs: &[TensorState],
     ) -> Result<(ModelLayer, Vec<TensorState>)> {
-        if self.b.w.is_legacy() {
-            let what = format!("layer {lname:?}: a model nested as a layer, in a legacy HDF5 file");
-            return Err(unsupported(&self.source(), what));
-        }
-        let b = ChainBuilder::new(self.b.w, self.b.dtype, self.b.device, format!("{group}/"));
+        let mut b = ChainBuilder::new(self.b.w, self.b.dtype, self.b.device, format!("{group}/"));
+        // A legacy file lists a nested model's variables under the top-level nested model.
+        b.legacy_model = match self.b.legacy_model.as_str() {
+            "" => format!("{lname}/"),
+            outer => outer.to_string(),
+        };
         let (model, states) = build_model(l, b, self.graph.mask_rule, Some(inputs.to_vec()))?;
         Ok((ModelLayer::Model(Box::new(model)), states))
     }
@@ -525,15 +527,20 @@ fn activity_regularizer(l: &Value, layer: &ModelLayer) -> Result<Option<Regulari
     Ok(Regularizer::from_keras_value("activity_regularizer", &reg)?)
 }
 
-/// Whether Keras 2 wrote the model: the `keras_version` its file or config records, or
-/// tf_keras' module names in its config.
+/// Whether Keras 2 wrote the model: the `keras_version` its file or config records,
+/// tf_keras' module names in its config, or layers without a `module` called in Keras 2's
+/// list form (a legacy file's config read apart from its file).
 fn written_by_keras_2(config: &Value, file_version: Option<&str>) -> bool {
     let two = |v: Option<&str>| v.is_some_and(|v| v.starts_with("2."));
+    let layers = config["config"]["layers"].as_array().into_iter().flatten();
     two(file_version)
         || two(config["keras_version"].as_str())
         || config["module"]
             .as_str()
             .is_some_and(|m| m.starts_with("tf_keras"))
+        || layers
+            .into_iter()
+            .any(|l| l.get("module").is_none() && l["inbound_nodes"][0].is_array())
 }
 
 /// The positional arguments of an inbound node that are not tensors.

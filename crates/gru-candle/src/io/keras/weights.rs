@@ -69,10 +69,14 @@ impl Weights {
             return Ok(path.to_string());
         };
         let aliases = self.aliases.borrow();
-        let found = aliases.iter().find_map(|(group, name)| {
-            let rest = path.strip_prefix(group.as_str())?.strip_prefix('/')?;
-            Some((name, rest))
-        });
+        // The innermost group: a nested model's layers sit inside the model's group.
+        let found = aliases
+            .iter()
+            .filter_map(|(group, name)| {
+                let rest = path.strip_prefix(group.as_str())?.strip_prefix('/')?;
+                Some((name, rest))
+            })
+            .min_by_key(|(_, rest)| rest.len());
         match found {
             Some((name, rest)) => legacy.resolve(&self.source, name, rest),
             None => Err(file_error(

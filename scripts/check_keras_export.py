@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks the models `examples/keras_export` writes with Keras 3 itself: `load_model` reads
-each `NAME.keras` and computes the case's outputs as candle-gru did; a fresh copy of the
+each `NAME.keras` and computes the case's (first) output as candle-gru did; a fresh copy of the
 architecture (`clone_model`) reads `NAME.weights.h5` with `load_weights` and computes them
 too (abs 1e-5 + rel 1e-5). Prints a line per model and exits 1 on any failure.
 
@@ -33,7 +33,8 @@ def main(d):
             fresh = keras.models.clone_model(model)
             fresh.load_weights(os.path.join(d, name + ".weights.h5"))
             for what, m in ((".keras", model), (".weights.h5", fresh)):
-                got = np.asarray(m(x, training=False))
+                got = m(x, training=False)
+                got = np.asarray(got[0] if isinstance(got, (list, tuple)) else got)
                 ok = got.shape == want.shape and np.all(np.abs(got - want) <= 1e-5 + 1e-5 * np.abs(want))
                 err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
                 line.append(f"{what} max err {err:.1e}{'' if ok else ' FAIL'}")

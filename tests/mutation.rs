@@ -317,13 +317,14 @@ fn mutated_legacy_h5_models_load_and_run_or_fail_typed() {
 }
 
 /// Functional graphs with merges and recorded mask operations.
-const GRAPHS: [&str; 6] = [
+const GRAPHS: [&str; 7] = [
     "residual_gru_concat",
     "gru_state_merges_two_outputs",
     "embedding_two_grus_add",
     "gru_self_attention",
     "shared_dense_and_gru",
     "siamese_nested_encoder",
+    "gru_multi_head_self_attention",
 ];
 
 #[test]
@@ -337,7 +338,9 @@ fn mutated_graph_configs_build_and_run_or_fail_typed() {
         let config = KerasModel::archive_config(&original).unwrap();
         let weights = PathBuf::from(MODELS).join(format!("{name}.weights.h5"));
         let x = match name {
-            "embedding_two_grus_add" | "gru_self_attention" => vec![ids.clone()],
+            "embedding_two_grus_add" | "gru_self_attention" | "gru_multi_head_self_attention" => {
+                vec![ids.clone()]
+            }
             "siamese_nested_encoder" => vec![ids.clone(), ids.clone()],
             _ => vec![floats.clone()],
         };
@@ -357,7 +360,7 @@ fn mutated_graph_configs_build_and_run_or_fail_typed() {
         "mutated graph configs: {} ran, {} typed errors",
         counts[0], counts[1]
     );
-    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 600);
+    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 700);
 }
 
 #[test]

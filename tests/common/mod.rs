@@ -2,6 +2,7 @@
 //! `mod common;`; a file uses only some of them.
 #![allow(dead_code)]
 
+pub mod keras_cases;
 pub mod target;
 
 use candle_core::{DType, Device, Tensor, Var};

@@ -173,6 +173,20 @@ pub(super) struct Inbound {
     pub(super) masks: Vec<Option<Source>>,
     /// The tensors of its `initial_state` argument.
     pub(super) initial_state: Vec<Source>,
+    /// The tensor of its `attention_mask` argument (MultiHeadAttention).
+    pub(super) attention_mask: Option<Source>,
+}
+
+/// What a layer's call takes as positional arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Takes {
+    /// One tensor, or one list of tensors (merge and attention layers).
+    One,
+    /// The tensors and numbers of a recorded operation (mask operations).
+    Recorded,
+    /// `query, value(, key)`, positional or by keyword (MultiHeadAttention), with their
+    /// `*_mask` and `attention_mask` arguments.
+    QueryValueKey,
 }
 
 /// Finds the graph node of call `call` of the layer named `name`, and whether that layer
@@ -205,15 +219,16 @@ pub(super) fn node_refs(node: &Value) -> Vec<(String, usize)> {
 
 /// The inputs of one call of a functional model's layer, from its inbound node (Keras 3's
 /// form; `None`: a layer without inbound nodes, an input layer): one tensor, or a list of
-/// them for a merge layer, or (`mask_op`) the tensors and numbers of a recorded operation;
-/// its `mask` and `initial_state` arguments. Other keyword arguments are refused by name.
-/// An input layer is the model input `input_names` lists it at.
+/// them for a merge layer, the tensors and numbers of a recorded operation, or a
+/// MultiHeadAttention's query, value and key (see [`Takes`]); its `mask` and
+/// `initial_state` arguments. Other keyword arguments are refused by name. An input layer
+/// is the model input `input_names` lists it at.
 pub(super) fn graph_inbound(
     source: &str,
     node: Option<&Value>,
     lname: &str,
     locate: &Locate,
-    mask_op: bool,
+    takes: Takes,
     input_names: &[String],
 ) -> Result<Inbound> {
     let Some(node) = node else {
@@ -227,39 +242,72 @@ pub(super) fn graph_inbound(
         };
         return Ok(Inbound {
             sources: vec![Source::ModelInput(k)],
-            masks: Vec::new(),
-            initial_state: Vec::new(),
+            ..Inbound::default()
         });
     };
     let args = node["args"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let kwargs = node["kwargs"].as_object();
     // Attention layers' call arguments are read by their builder.
-    let known = [
+    let mut known = vec![
         "mask",
         "training",
         "initial_state",
         "use_causal_mask",
         "return_attention_scores",
     ];
+    let qvk = ["query", "value", "key"];
+    let qvk_masks = ["query_mask", "value_mask", "key_mask"];
+    if takes == Takes::QueryValueKey {
+        known.extend(qvk.iter().chain(&qvk_masks).chain(&["attention_mask"]));
+    }
     let extra = kwargs
         .into_iter()
         .flatten()
         .find(|(k, v)| !known.contains(&k.as_str()) && !v.is_null());
     let is_tensor = |v: &Value| v["class_name"] == "__keras_tensor__";
-    let (tensors, scalars): (Vec<&Value>, Vec<&Value>) = args
+    let (mut tensors, scalars): (Vec<&Value>, Vec<&Value>) = args
         .iter()
         .flat_map(|a| match a {
             Value::Array(list) => list.iter().collect::<Vec<_>>(),
             one => vec![one],
         })
         .partition(|v| is_tensor(v));
-    if extra.is_some() || (!mask_op && (args.len() != 1 || !scalars.is_empty())) {
+    let positional_ok = match takes {
+        Takes::One => args.len() == 1 && scalars.is_empty(),
+        Takes::Recorded => true,
+        Takes::QueryValueKey => args.len() <= 3 && scalars.is_empty() && args.iter().all(is_tensor),
+    };
+    if extra.is_some() || !positional_ok {
         let what = format!(
             "layer {lname:?} called with {} positional arguments and {:?}",
             args.len(),
             extra.map(|(k, _)| k)
         );
         return Err(unsupported(source, what));
+    }
+    if takes == Takes::QueryValueKey {
+        // Keyword tensors take the places their names give.
+        let mut slots: Vec<Option<&Value>> = tensors.iter().copied().map(Some).collect();
+        slots.resize(3, None);
+        for (k, name) in qvk.iter().enumerate() {
+            match (
+                kwargs.and_then(|m| m.get(*name)).filter(|v| !v.is_null()),
+                slots[k],
+            ) {
+                (Some(t), None) => slots[k] = Some(t),
+                (Some(_), Some(_)) => {
+                    let what = format!("layer {lname:?}: {name} given twice");
+                    return Err(unsupported(source, what));
+                }
+                _ => {}
+            }
+        }
+        let given: Vec<&Value> = slots.iter().map_while(|s| *s).collect();
+        if given.len() < 2 || slots.iter().skip(given.len()).any(Option::is_some) {
+            let what = format!("layer {lname:?}: a call without query and value");
+            return Err(unsupported(source, what));
+        }
+        tensors = given;
     }
     let find = |t: &Value| -> Result<(usize, usize, bool)> {
         let h = &t["config"]["keras_history"];
@@ -297,11 +345,17 @@ pub(super) fn graph_inbound(
         }
         Ok(Some(Source::Node { node, tensor }))
     };
-    let masks = match kwargs.and_then(|k| k.get("mask")) {
-        None | Some(Value::Null) => Vec::new(),
+    let arg = |name: &str| kwargs.and_then(|k| k.get(name)).filter(|v| !v.is_null());
+    let masks = match arg("mask") {
+        None if takes == Takes::QueryValueKey && qvk_masks.iter().any(|m| arg(m).is_some()) => {
+            let each = qvk_masks.iter().map(|m| arg(m).map_or(Ok(None), one_mask));
+            each.collect::<Result<_>>()?
+        }
+        None => Vec::new(),
         Some(Value::Array(list)) => list.iter().map(one_mask).collect::<Result<_>>()?,
         Some(m) => vec![one_mask(m)?],
     };
+    let attention_mask = arg("attention_mask").map(locate).transpose()?;
     let initial_state = match kwargs.and_then(|k| k.get("initial_state")) {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list.iter().map(locate).collect::<Result<_>>()?,
@@ -311,6 +365,7 @@ pub(super) fn graph_inbound(
         sources: tensors.into_iter().map(locate).collect::<Result<_>>()?,
         masks,
         initial_state,
+        attention_mask,
     })
 }
 

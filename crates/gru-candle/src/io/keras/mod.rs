@@ -32,6 +32,7 @@ mod layers;
 mod legacy;
 mod mask_ops;
 mod merge;
+mod mha;
 mod noise;
 mod reshaping;
 mod run;
@@ -46,6 +47,7 @@ pub use conv::{Conv1D, Padding1D, Pooling1D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm, PRelu};
 pub use mask_ops::MaskOp;
 pub use merge::{MaskRule, MergeOp};
+pub use mha::{MultiHeadAttention, Projection};
 pub use noise::{Noise, NoiseKind};
 pub use reshaping::Reshaping;
 pub use train::{Dropout, ModelCall, ModelOutput, WeightRule};
@@ -107,6 +109,8 @@ pub enum ModelLayer {
     MaskOp(MaskOp),
     /// `Attention`, `AdditiveAttention`: `[query, value(, key)]` in.
     Attention(Box<Attention>),
+    /// `MultiHeadAttention`: `query, value(, key)` in.
+    MultiHeadAttention(Box<MultiHeadAttention>),
     /// `PReLU`, with its learned slopes.
     PRelu(PRelu),
     /// A model used as a layer of another (`Sequential` or functional): its inputs' masks
@@ -140,6 +144,7 @@ impl ModelLayer {
             ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),
             ModelLayer::Dense(d) => Some(d.compute_dtype),
             ModelLayer::Attention(a) => Some(a.compute_dtype),
+            ModelLayer::MultiHeadAttention(a) => Some(a.compute_dtype),
         }
     }
 }

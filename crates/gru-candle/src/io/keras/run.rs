@@ -190,6 +190,7 @@ fn rules(layer: &ModelLayer) -> &[super::train::WeightRule] {
         ModelLayer::LayerNorm(n) => &n.rules,
         ModelLayer::BatchNorm(n) => &n.rules,
         ModelLayer::PRelu(p) => &p.rules,
+        ModelLayer::MultiHeadAttention(a) => &a.rules,
         _ => &[],
     }
 }
@@ -290,6 +291,21 @@ fn run_node(
                 .map(|(j, t)| mask_of(j, t.1))
                 .collect();
             let outs = a.forward(&xs(), &masks, training)?;
+            Produced::first_masked(outs, masks.first().cloned().flatten(), true)
+        }
+        (ModelLayer::MultiHeadAttention(a), _) => {
+            let masks: Vec<Option<Tensor>> = taken
+                .iter()
+                .enumerate()
+                .map(|(j, t)| mask_of(j, t.1))
+                .collect();
+            let attention_mask = match &node.call.attention_mask {
+                Some(s) => Some(take(s, input, produced)?.0.clone()),
+                None => None,
+            };
+            let (outs, activity) = a.forward(&xs(), &masks, attention_mask.as_ref(), training)?;
+            losses.push(activity);
+            // Keras gives the output the query's mask.
             Produced::first_masked(outs, masks.first().cloned().flatten(), true)
         }
         (ModelLayer::Merge(op), _) => {
@@ -433,6 +449,7 @@ fn step(
         ModelLayer::Merge(_)
         | ModelLayer::MaskOp(_)
         | ModelLayer::Attention(_)
+        | ModelLayer::MultiHeadAttention(_)
         | ModelLayer::Model(_) => {
             return Err(graph_error(
                 "a layer of several inputs",

@@ -5,7 +5,7 @@
 
 use super::build::ChainBuilder;
 use super::graph::{functional_inputs, graph_inbound, graph_outputs, merge_layer, node_refs};
-use super::graph::{Graph, Inbound, MaskState, Node, Source, TensorState};
+use super::graph::{Graph, Inbound, MaskState, Node, Source, Takes, TensorState};
 use super::mask_ops::MaskOp;
 use super::merge::{MaskRule, MergeOp};
 use super::weights::Weights;
@@ -205,7 +205,12 @@ impl ModelBuilder<'_> {
         let lname = self.names[i].clone();
         let class = l["class_name"].as_str().unwrap_or("");
         let mask_op = MaskOp::from_node(class, &l["config"], &node_scalars(node));
-        let inbound = self.inbound(node, &lname, mask_op.is_some())?;
+        let takes = match (mask_op.is_some(), class) {
+            (true, _) => Takes::Recorded,
+            (false, "MultiHeadAttention") => Takes::QueryValueKey,
+            (false, _) => Takes::One,
+        };
+        let inbound = self.inbound(node, &lname, takes)?;
         let inputs = self.input_states(l, &lname, &inbound.sources)?;
         let states = match self.built[i].is_some() {
             true => self.recall(i, l, &lname, &inputs, &inbound)?,
@@ -250,6 +255,9 @@ impl ModelBuilder<'_> {
             (None, Some(op)) => merge_layer(&source, l, lname, op, inputs, self.graph.mask_rule)?,
             (None, None) if matches!(class, "Attention" | "AdditiveAttention") => {
                 super::attention::build(&mut self.b, l, lname, group, inputs, inbound)?
+            }
+            (None, None) if class == "MultiHeadAttention" => {
+                super::mha::build(&mut self.b, l, lname, group, inputs, inbound)?
             }
             (None, None) if is_model_class(class) => return self.nested(l, lname, group, inputs),
             (None, None) => self.single_input_layer(l, lname, group, inputs, inbound)?,
@@ -300,7 +308,10 @@ impl ModelBuilder<'_> {
                 let (_, state) = merge_layer(&source, l, lname, *op, inputs, rule)?;
                 Ok(vec![state])
             }
-            ModelLayer::Input | ModelLayer::MaskOp(_) | ModelLayer::Attention(_) => {
+            ModelLayer::Input
+            | ModelLayer::MaskOp(_)
+            | ModelLayer::Attention(_)
+            | ModelLayer::MultiHeadAttention(_) => {
                 refuse("an input, mask operation or attention layer called more than once".into())
             }
             ModelLayer::Model(_) if inputs == self.first_inputs[i].as_slice() => {
@@ -335,11 +346,11 @@ impl ModelBuilder<'_> {
 
     /// What a call takes: its node in a functional model, the call before it (or the
     /// model input) in a Sequential.
-    fn inbound(&self, node: Option<&Value>, lname: &str, mask_op: bool) -> Result<Inbound> {
+    fn inbound(&self, node: Option<&Value>, lname: &str, takes: Takes) -> Result<Inbound> {
         if self.functional {
             let locate = |name: &str, call: usize| self.locate(name, call);
             let names = &self.input_names;
-            return graph_inbound(&self.b.w.source, node, lname, &locate, mask_op, names);
+            return graph_inbound(&self.b.w.source, node, lname, &locate, takes, names);
         }
         let source = match self.graph.nodes.len() {
             0 => Source::ModelInput(0),
@@ -509,10 +520,14 @@ fn mask_op_layer(
 }
 
 /// The activity regularizer Keras adds for a layer other than a GRU (a GRU computes its
-/// own) or a nested model (its layers add theirs); `ActivityRegularization`'s is
+/// own), a MultiHeadAttention (its projections add theirs) or a nested model (its layers
+/// add theirs); `ActivityRegularization`'s is
 /// `l1 * sum|x| + l2 * sum x^2`.
 fn activity_regularizer(l: &Value, layer: &ModelLayer) -> Result<Option<Regularizer>> {
-    if matches!(layer, ModelLayer::Gru(_) | ModelLayer::Model(_)) {
+    if matches!(
+        layer,
+        ModelLayer::Gru(_) | ModelLayer::Model(_) | ModelLayer::MultiHeadAttention(_)
+    ) {
         return Ok(None);
     }
     let reg = match l["class_name"].as_str() {

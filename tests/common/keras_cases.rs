@@ -1,0 +1,85 @@
+//! Model cases of tests/data/models (Keras files with their JSON): inputs, and Keras'
+//! loss and gradients of one call.
+
+use super::{flat, max_diff, numbers};
+use candle_core::{DType, Device, Tensor};
+use candle_gru::candle::io::keras::{KerasModel, ModelCall};
+use candle_nn::VarMap;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A file of tests/data/models.
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/models")
+        .join(name)
+}
+
+/// The case JSON `NAME.json`.
+pub fn case(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(data(&format!("{name}.json"))).unwrap()).unwrap()
+}
+
+/// One input of a case: ids (batch, T) or features (batch, T, F).
+fn tensor(case: &Value, rows: &Value) -> Tensor {
+    let dev = Device::Cpu;
+    if case["input_dtype"] == "int32" {
+        let ids: Vec<Vec<i64>> = serde_json::from_value(rows.clone()).unwrap();
+        let (b, t) = (ids.len(), ids[0].len());
+        return Tensor::from_vec(ids.concat(), (b, t), &dev).unwrap();
+    }
+    let x: Vec<Vec<Vec<f32>>> = serde_json::from_value(rows.clone()).unwrap();
+    let (b, t, f) = (x.len(), x[0].len(), x[0][0].len());
+    Tensor::from_vec(x.concat().concat(), (b, t, f), &dev).unwrap()
+}
+
+pub fn inputs(case: &Value) -> Vec<Tensor> {
+    let extra = case["extra_inputs"].as_array().cloned().unwrap_or_default();
+    std::iter::once(&case["inputs"])
+        .chain(&extra)
+        .map(|rows| tensor(case, rows))
+        .collect()
+}
+
+/// Keras' loss of the case (mean(output^2) + regularization and activity losses) and
+/// every variable's gradient, against Keras' (a shared layer's summed over its calls).
+pub fn check_gradients(name: &str) {
+    let c = case(name);
+    let want = &c["training"];
+    let varmap = VarMap::new();
+    let file = data(&format!("{name}.keras"));
+    let model = KerasModel::load_trainable(&file, DType::F32, &Device::Cpu, &varmap).unwrap();
+    let out = model
+        .call_inputs(&inputs(&c), ModelCall::default())
+        .unwrap();
+    let mut losses = model.regularization_loss().unwrap();
+    if let Some(a) = out.activity_loss {
+        losses = (losses + a).unwrap();
+    }
+    let total = (out.outputs[0].sqr().unwrap().mean_all().unwrap() + &losses).unwrap();
+    let scalar = |t: &Tensor| flat(t)[0];
+    let (l, keras_l) = (scalar(&losses), want["losses"].as_f64().unwrap());
+    assert!(
+        (l - keras_l).abs() < 1e-6,
+        "{name}: losses {l} vs Keras {keras_l}"
+    );
+    let (t, keras_t) = (scalar(&total), want["total_loss"].as_f64().unwrap());
+    assert!(
+        (t - keras_t).abs() < 2e-6,
+        "{name}: total {t} vs Keras {keras_t}"
+    );
+    let grads = total.backward().unwrap();
+    let keras = want["gradients"].as_object().unwrap();
+    let vars = varmap.data().lock().unwrap();
+    assert_eq!(vars.len(), keras.len(), "{name}: one Var per variable");
+    for (path, g) in keras {
+        let var = vars
+            .get(path)
+            .unwrap_or_else(|| panic!("{name}: no Var {path}"));
+        let ours = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient: {path}"));
+        let err = max_diff(&flat(ours), &numbers(g));
+        assert!(err < 2e-6, "{name}: {path}: gradient error {err:.2e}");
+    }
+}

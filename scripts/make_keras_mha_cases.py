@@ -33,7 +33,9 @@ def main(out_dir):
     ids[2, 2:] = 0
     inp = keras.Input(shape=(t,), dtype="int32")
     h = L.GRU(8, return_sequences=True)(L.Embedding(vocab, 5, mask_zero=True)(inp))
-    a = L.MultiHeadAttention(num_heads=2, key_dim=3)(h, h)
+    a = L.MultiHeadAttention(num_heads=2, key_dim=3,
+                             kernel_regularizer=keras.regularizers.L2(1e-2),
+                             activity_regularizer=keras.regularizers.L2(1e-3))(h, h)
     h = L.LayerNormalization()(L.Add()([h, a]))
     y = L.Dense(3)(L.GlobalAveragePooling1D()(h))
     model = keras.Model(inp, y, name="gru_multi_head_self_attention")
@@ -41,7 +43,8 @@ def main(out_dir):
     name = "gru_multi_head_self_attention"
     save_case(out_dir, model, name,
               "Functional: Embedding(20, 5, mask_zero) -> GRU(8, return_sequences) -> "
-              "MultiHeadAttention(2 heads, key_dim 3)(h, h) with the ids mask -> Add(h, "
+              "MultiHeadAttention(2 heads, key_dim 3, kernel L2, activity L2)(h, h) with the "
+              "ids mask -> Add(h, "
               "attention) -> LayerNormalization -> GlobalAveragePooling1D -> Dense(3); with "
               "Keras' gradients", ids)
     gradient_record(out_dir, name, model, ids)

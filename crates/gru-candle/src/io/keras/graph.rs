@@ -60,8 +60,10 @@ pub(super) struct Node {
 /// whose outputs it takes, and the model's outputs.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Graph {
-    /// The calls, in running order.
+    /// The calls, each after the calls whose outputs it takes.
     pub(super) nodes: Vec<Node>,
+    /// The calls the outputs depend on, in the order Keras runs them.
+    pub(super) order: Vec<usize>,
     /// The number of model inputs.
     pub(super) inputs: usize,
     /// How merge layers mask their outputs (Keras 2's rule for models Keras 2 wrote).
@@ -175,6 +177,24 @@ pub(super) struct Inbound {
     pub(super) initial_state: Vec<Source>,
     /// The tensor of its `attention_mask` argument (MultiHeadAttention).
     pub(super) attention_mask: Option<Source>,
+    /// Every tensor it takes, in Keras' order (positional arguments, then keyword
+    /// arguments by sorted name): the order Keras walks the graph in.
+    pub(super) tensors: Vec<Source>,
+}
+
+/// The tensors of a node's arguments in Keras' flattening order (`tree.flatten` of
+/// `(args, kwargs)`: lists in order, dicts by sorted key).
+fn keras_tensors(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(_) if v["class_name"] == "__keras_tensor__" => out.push(v.clone()),
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            keys.into_iter().for_each(|k| keras_tensors(&m[k], out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| keras_tensors(x, out)),
+        _ => {}
+    }
 }
 
 /// What a layer's call takes as positional arguments.
@@ -242,6 +262,7 @@ pub(super) fn graph_inbound(
         };
         return Ok(Inbound {
             sources: vec![Source::ModelInput(k)],
+            tensors: vec![Source::ModelInput(k)],
             ..Inbound::default()
         });
     };
@@ -356,6 +377,10 @@ pub(super) fn graph_inbound(
         Some(m) => vec![one_mask(m)?],
     };
     let attention_mask = arg("attention_mask").map(locate).transpose()?;
+    let mut all = Vec::new();
+    keras_tensors(&node["args"], &mut all);
+    keras_tensors(&node["kwargs"], &mut all);
+    let tensors_in_order = all.iter().map(locate).collect::<Result<_>>()?;
     let initial_state = match kwargs.and_then(|k| k.get("initial_state")) {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list.iter().map(locate).collect::<Result<_>>()?,
@@ -366,6 +391,7 @@ pub(super) fn graph_inbound(
         masks,
         initial_state,
         attention_mask,
+        tensors: tensors_in_order,
     })
 }
 

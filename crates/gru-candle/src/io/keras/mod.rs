@@ -34,6 +34,7 @@ mod mask_ops;
 mod merge;
 mod mha;
 mod noise;
+mod order;
 mod reshaping;
 mod run;
 mod save;

@@ -4,7 +4,7 @@
 use super::graph::{Node, Source};
 use super::merge::MaskRule;
 use super::train::{activity_loss, zero_loss, ModelCall, ModelOutput};
-use super::{KerasModel, ModelLayer};
+use super::{KerasModel, LayerActivation, ModelLayer};
 use crate::call::{sum_losses, CallOptions};
 use crate::dtype::autocast;
 use crate::error::Result;
@@ -52,57 +52,80 @@ impl KerasModel {
                 got: format!("{} tensors", inputs.len()),
             }));
         }
+        let mut slots = MaskSlots::default();
         let input: Vec<Produced> = inputs
             .iter()
             .enumerate()
-            .map(|(k, x)| Produced {
-                outs: vec![x.clone()],
-                masks: vec![if k == 0 { opts.mask.cloned() } else { None }],
-                computed: false,
+            .map(|(k, x)| {
+                let mask = if k == 0 { opts.mask.cloned() } else { None };
+                Produced::new(vec![x.clone()], mask, false, &mut slots)
             })
             .collect();
-        let (out, losses) = self.run_graph(&input, opts.training)?;
+        let (out, losses) = self.run_graph(&input, &mut slots, opts.training)?;
         Ok(ModelOutput {
             outputs: out.outs,
             activity_loss: sum_losses(losses)?,
         })
     }
 
-    /// Runs every call of the graph on `input` (one per model input, with its mask);
-    /// returns the model's outputs with their masks, and the activity losses.
+    /// Runs the calls of the graph in Keras' order on `input` (one per model input);
+    /// returns the model's outputs and the activity losses.
     fn run_graph(
         &self,
         input: &[Produced],
+        slots: &mut MaskSlots,
         training: bool,
     ) -> Result<(Produced, Vec<Option<Tensor>>)> {
-        let mut produced: Vec<Produced> = Vec::with_capacity(self.graph.nodes.len());
+        let mut produced: Vec<Option<Produced>> = Vec::new();
+        produced.resize_with(self.graph.nodes.len(), || None);
         let mut losses = Vec::new();
-        for node in &self.graph.nodes {
+        for &n in &self.graph.order {
+            let node = self
+                .graph
+                .nodes
+                .get(n)
+                .ok_or_else(|| graph_error("a call", "a call of the graph"))?;
             let (name, layer) = self
                 .layers
                 .get(node.layer)
                 .ok_or_else(|| graph_error("a call", "a layer of the model"))?;
             let rule = self.graph.mask_rule;
-            let out = run_node(node, layer, rule, input, &produced, training, &mut losses)?;
+            let run = Run {
+                input,
+                produced: &produced,
+                training,
+            };
+            let out = run.node(node, layer, rule, slots, &mut losses)?;
             // Keras adds a layer's activity loss at every call.
             if let Some((_, reg)) = self.activity.iter().find(|(n, _)| n == name) {
                 losses.push(activity_loss(reg, &out.outs)?);
             }
-            produced.push(out);
+            produced[n] = Some(out);
         }
-        let outputs = match &self.graph.outputs {
-            None => produced.pop().unwrap_or_default(),
-            Some(outs) => {
-                let taken: Vec<_> = outs
-                    .iter()
-                    .map(|&(node, tensor)| take(&Source::Node { node, tensor }, input, &produced))
-                    .collect::<Result<_>>()?;
-                Produced {
-                    outs: taken.iter().map(|t| t.0.clone()).collect(),
-                    masks: taken.iter().map(|t| t.1.cloned()).collect(),
-                    computed: taken.iter().any(|t| t.2),
-                }
+        let run = Run {
+            input,
+            produced: &produced,
+            training,
+        };
+        let ends: Vec<(usize, usize)> = match &self.graph.outputs {
+            Some(outs) => outs.clone(),
+            None => {
+                let last = self.graph.nodes.len().saturating_sub(1);
+                let n = produced
+                    .get(last)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |p| p.outs.len());
+                (0..n).map(|t| (last, t)).collect()
             }
+        };
+        let taken: Vec<Taken> = ends
+            .iter()
+            .map(|&(node, tensor)| run.take(&Source::Node { node, tensor }, slots))
+            .collect::<Result<_>>()?;
+        let outputs = Produced {
+            outs: taken.iter().map(|t| t.x.clone()).collect(),
+            slots: taken.iter().map(|t| t.slot).collect(),
+            computed: taken.iter().any(|t| t.computed),
         };
         Ok((outputs, losses))
     }
@@ -195,153 +218,234 @@ fn rules(layer: &ModelLayer) -> &[super::train::WeightRule] {
     }
 }
 
-/// What a call produced: its outputs, the mask each carries (a layer's outputs after the
-/// first carry none), and whether a computing layer made them (then the next computing
-/// layer autocasts them).
+/// The masks Keras keeps on tensor objects, a slot per object: a layer that hands its
+/// input object on (an input layer, Dropout and noise layers outside training,
+/// ActivityRegularization, a linear Activation) shares its input's slot, and
+/// `MultiHeadAttention` clears the slots of the tensors it takes, for every call after it.
 #[derive(Default)]
+struct MaskSlots(Vec<Option<Tensor>>);
+
+impl MaskSlots {
+    fn add(&mut self, mask: Option<Tensor>) -> usize {
+        self.0.push(mask);
+        self.0.len() - 1
+    }
+
+    fn get(&self, slot: usize) -> Option<Tensor> {
+        self.0.get(slot).cloned().flatten()
+    }
+
+    fn set(&mut self, slot: usize, mask: Option<Tensor>) {
+        if let Some(m) = self.0.get_mut(slot) {
+            *m = mask;
+        }
+    }
+}
+
+/// What a call produced: its outputs, their mask slots, and whether a computing layer
+/// made them (then the next computing layer autocasts them).
 struct Produced {
     outs: Vec<Tensor>,
-    masks: Vec<Option<Tensor>>,
+    slots: Vec<usize>,
     computed: bool,
 }
 
 impl Produced {
-    fn first_masked(outs: Vec<Tensor>, mask: Option<Tensor>, computed: bool) -> Produced {
+    /// New tensors: the first carries `mask`, the others none.
+    fn new(
+        outs: Vec<Tensor>,
+        mask: Option<Tensor>,
+        computed: bool,
+        slots: &mut MaskSlots,
+    ) -> Produced {
+        let mut ids = vec![slots.add(mask)];
+        ids.extend((1..outs.len()).map(|_| slots.add(None)));
         Produced {
             outs,
-            masks: vec![mask],
+            slots: ids,
             computed,
         }
     }
 }
 
-/// The tensor a source names, with its mask and whether a computing layer made it.
-fn take<'a>(
-    s: &Source,
-    input: &'a [Produced],
-    produced: &'a [Produced],
-) -> Result<(&'a Tensor, Option<&'a Tensor>, bool)> {
-    let (p, tensor) = match *s {
-        Source::ModelInput(k) => (
-            input
-                .get(k)
-                .ok_or_else(|| graph_error("a model input", "as many inputs as the model"))?,
-            0,
-        ),
-        Source::Node { node, tensor } => (
-            produced
-                .get(node)
-                .ok_or_else(|| graph_error("a call", "calls in order"))?,
-            tensor,
-        ),
-    };
-    let t = p.outs.get(tensor).ok_or_else(|| {
-        graph_error(
-            "a layer",
-            &format!("output {tensor} of {} outputs", p.outs.len()),
-        )
-    })?;
-    let mask = p.masks.get(tensor).and_then(Option::as_ref);
-    Ok((t, mask, p.computed))
+/// A tensor a call takes, with the mask it carries now and its slot.
+struct Taken {
+    x: Tensor,
+    mask: Option<Tensor>,
+    computed: bool,
+    slot: usize,
 }
 
-/// One call of a layer: its outputs from the tensors its node names; a GRU's or a nested
-/// model's activity losses go to `losses`.
-fn run_node(
-    node: &Node,
-    layer: &ModelLayer,
-    rule: MaskRule,
-    input: &[Produced],
-    produced: &[Produced],
+/// One run of a graph: the model inputs and the calls' outputs so far.
+struct Run<'a> {
+    input: &'a [Produced],
+    produced: &'a [Option<Produced>],
     training: bool,
-    losses: &mut Vec<Option<Tensor>>,
-) -> Result<Produced> {
-    let take_all = |sources: &[Source]| -> Result<Vec<(&Tensor, Option<&Tensor>, bool)>> {
-        sources.iter().map(|s| take(s, input, produced)).collect()
-    };
-    let taken = take_all(&node.call.sources)?;
-    let initial: Vec<Tensor> = take_all(&node.call.initial_state)?
-        .into_iter()
-        .map(|t| t.0.clone())
-        .collect();
-    // A `mask` argument (a recorded mask operation) replaces the carried mask.
-    let explicit: Vec<Option<Tensor>> = node
-        .call
-        .masks
-        .iter()
-        .map(|m| {
-            m.as_ref()
-                .map(|s| take(s, input, produced).map(|t| t.0.clone()))
-                .transpose()
+}
+
+impl Run<'_> {
+    /// The tensor a source names.
+    fn take(&self, s: &Source, slots: &MaskSlots) -> Result<Taken> {
+        let (p, tensor) = match *s {
+            Source::ModelInput(k) => (
+                self.input
+                    .get(k)
+                    .ok_or_else(|| graph_error("a model input", "as many inputs as the model"))?,
+                0,
+            ),
+            Source::Node { node, tensor } => (
+                self.produced
+                    .get(node)
+                    .and_then(Option::as_ref)
+                    .ok_or_else(|| graph_error("a call", "calls in order"))?,
+                tensor,
+            ),
+        };
+        let x = p.outs.get(tensor).ok_or_else(|| {
+            graph_error(
+                "a layer",
+                &format!("output {tensor} of {} outputs", p.outs.len()),
+            )
+        })?;
+        let slot = p.slots.get(tensor).copied().unwrap_or(usize::MAX);
+        Ok(Taken {
+            x: x.clone(),
+            mask: slots.get(slot),
+            computed: p.computed,
+            slot,
         })
-        .collect::<Result<_>>()?;
-    let mask_of = |j: usize, carried: Option<&Tensor>| match explicit.get(j) {
-        Some(Some(e)) => Some(e.clone()),
-        _ => carried.cloned(),
-    };
-    let xs = || -> Vec<Tensor> { taken.iter().map(|t| t.0.clone()).collect() };
-    Ok(match (layer, taken.as_slice()) {
-        (ModelLayer::MaskOp(op), _) => {
-            Produced::first_masked(vec![op.forward(&xs())?], None, false)
-        }
-        (ModelLayer::Attention(a), _) => {
-            let masks: Vec<Option<Tensor>> = taken
-                .iter()
-                .enumerate()
-                .map(|(j, t)| mask_of(j, t.1))
-                .collect();
-            let outs = a.forward(&xs(), &masks, training)?;
-            Produced::first_masked(outs, masks.first().cloned().flatten(), true)
-        }
-        (ModelLayer::MultiHeadAttention(a), _) => {
-            let masks: Vec<Option<Tensor>> = taken
-                .iter()
-                .enumerate()
-                .map(|(j, t)| mask_of(j, t.1))
-                .collect();
-            let attention_mask = match &node.call.attention_mask {
-                Some(s) => Some(take(s, input, produced)?.0.clone()),
-                None => None,
-            };
-            let (outs, activity) = a.forward(&xs(), &masks, attention_mask.as_ref(), training)?;
-            losses.push(activity);
-            // Keras gives the output the query's mask.
-            Produced::first_masked(outs, masks.first().cloned().flatten(), true)
-        }
-        (ModelLayer::Merge(op), _) => {
-            let masks: Vec<Option<Tensor>> = taken.iter().map(|t| t.1.cloned()).collect();
-            let mask = op.mask(&masks, rule)?;
-            Produced::first_masked(vec![op.forward(&xs())?], mask, taken.iter().any(|t| t.2))
-        }
-        (ModelLayer::Model(m), _) => {
-            let inner: Vec<Produced> = taken
-                .iter()
-                .enumerate()
-                .map(|(j, t)| Produced::first_masked(vec![t.0.clone()], mask_of(j, t.1), t.2))
-                .collect();
-            let (out, inner_losses) = m.run_graph(&inner, training)?;
-            losses.extend(inner_losses);
-            out
-        }
-        (_, [(x, mask, computed)]) => {
-            // The output of a computing layer is cast to the next one's dtype.
-            let takes_ids = matches!(layer, ModelLayer::Embedding(_));
-            let xc = match (*computed && !takes_ids, layer.compute_dtype()) {
-                (true, Some(dtype)) => autocast(x, dtype)?,
-                _ => (*x).clone(),
-            };
-            let prev = Carried {
-                outs: vec![(*x).clone()],
-                mask: mask_of(0, *mask),
-                gru_activity: None,
-            };
-            let c = step(layer, &xc, prev, training, &initial)?;
-            losses.push(c.gru_activity);
-            let computed = *computed || layer.compute_dtype().is_some();
-            Produced::first_masked(c.outs, c.mask, computed)
-        }
-        _ => return Err(graph_error("a layer of one input", "one input")),
-    })
+    }
+
+    /// One call of a layer: its outputs from the tensors its node names; a GRU's,
+    /// attention's or nested model's activity losses go to `losses`.
+    fn node(
+        &self,
+        node: &Node,
+        layer: &ModelLayer,
+        rule: MaskRule,
+        slots: &mut MaskSlots,
+        losses: &mut Vec<Option<Tensor>>,
+    ) -> Result<Produced> {
+        let take_all = |sources: &[Source], slots: &MaskSlots| -> Result<Vec<Taken>> {
+            sources.iter().map(|s| self.take(s, slots)).collect()
+        };
+        let taken = take_all(&node.call.sources, slots)?;
+        let initial: Vec<Tensor> = take_all(&node.call.initial_state, slots)?
+            .into_iter()
+            .map(|t| t.x)
+            .collect();
+        // A `mask` argument (a recorded mask operation) replaces the carried mask.
+        let explicit: Vec<Option<Tensor>> = node
+            .call
+            .masks
+            .iter()
+            .map(|m| {
+                m.as_ref()
+                    .map(|s| self.take(s, slots).map(|t| t.x))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        let mask_of = |j: usize, carried: &Option<Tensor>| match explicit.get(j) {
+            Some(Some(e)) => Some(e.clone()),
+            _ => carried.clone(),
+        };
+        let masks: Vec<Option<Tensor>> = taken
+            .iter()
+            .enumerate()
+            .map(|(j, t)| mask_of(j, &t.mask))
+            .collect();
+        let xs: Vec<Tensor> = taken.iter().map(|t| t.x.clone()).collect();
+        let training = self.training;
+        Ok(match (layer, taken.as_slice()) {
+            (ModelLayer::MaskOp(op), _) => {
+                Produced::new(vec![op.forward(&xs)?], None, false, slots)
+            }
+            (ModelLayer::Attention(a), _) => {
+                let outs = a.forward(&xs, &masks, training)?;
+                Produced::new(outs, masks.first().cloned().flatten(), true, slots)
+            }
+            (ModelLayer::MultiHeadAttention(a), _) => {
+                let attention_mask = match &node.call.attention_mask {
+                    Some(s) => Some(self.take(s, slots)?.x),
+                    None => None,
+                };
+                let (outs, activity) = a.forward(&xs, &masks, attention_mask.as_ref(), training)?;
+                losses.push(activity);
+                // Keras clears the masks of the tensors it takes (those it did not cast)
+                // and gives its output the query's.
+                for t in taken.iter().filter(|t| t.x.dtype() == a.compute_dtype) {
+                    slots.set(t.slot, None);
+                }
+                Produced::new(outs, masks.first().cloned().flatten(), true, slots)
+            }
+            (ModelLayer::Merge(op), _) => {
+                let carried: Vec<Option<Tensor>> = taken.iter().map(|t| t.mask.clone()).collect();
+                let mask = op.mask(&carried, rule)?;
+                let computed = taken.iter().any(|t| t.computed);
+                Produced::new(vec![op.forward(&xs)?], mask, computed, slots)
+            }
+            (ModelLayer::Model(m), _) => {
+                // Keras sets a given mask on the input tensor itself.
+                for (j, t) in taken.iter().enumerate() {
+                    if let Some(Some(e)) = explicit.get(j) {
+                        slots.set(t.slot, Some(e.clone()));
+                    }
+                }
+                let inner: Vec<Produced> = taken
+                    .iter()
+                    .map(|t| Produced {
+                        outs: vec![t.x.clone()],
+                        slots: vec![t.slot],
+                        computed: t.computed,
+                    })
+                    .collect();
+                let (out, inner_losses) = m.run_graph(&inner, slots, training)?;
+                losses.extend(inner_losses);
+                out
+            }
+            (_, [t]) if hands_input_on(layer, training) => {
+                if let (None, Some(e)) = (&t.mask, masks.first().cloned().flatten()) {
+                    slots.set(t.slot, Some(e));
+                }
+                Produced {
+                    outs: vec![t.x.clone()],
+                    slots: vec![t.slot],
+                    computed: t.computed,
+                }
+            }
+            (_, [t]) => {
+                // The output of a computing layer is cast to the next one's dtype.
+                let takes_ids = matches!(layer, ModelLayer::Embedding(_));
+                let xc = match (t.computed && !takes_ids, layer.compute_dtype()) {
+                    (true, Some(dtype)) => autocast(&t.x, dtype)?,
+                    _ => t.x.clone(),
+                };
+                let prev = Carried {
+                    outs: vec![t.x.clone()],
+                    mask: masks.first().cloned().flatten(),
+                    gru_activity: None,
+                };
+                let c = step(layer, &xc, prev, training, &initial)?;
+                losses.push(c.gru_activity);
+                let computed = t.computed || layer.compute_dtype().is_some();
+                Produced::new(c.outs, c.mask, computed, slots)
+            }
+            _ => return Err(graph_error("a layer of one input", "one input")),
+        })
+    }
+}
+
+/// Whether Keras' layer returns its input tensor object itself (so the output shares the
+/// input's mask): an input layer, Dropout and noise layers outside training (or at rate
+/// 0), ActivityRegularization and a linear Activation.
+fn hands_input_on(layer: &ModelLayer, training: bool) -> bool {
+    match layer {
+        ModelLayer::Input => true,
+        ModelLayer::Dropout(d) => !training || d.rate == 0.0,
+        ModelLayer::Noise(_) => !training,
+        ModelLayer::Activation(LayerActivation::Elementwise(gru_core::Activation::Linear)) => true,
+        _ => false,
+    }
 }
 
 fn initial_error(what: &str, expected: usize, got: usize) -> crate::Error {

@@ -361,6 +361,7 @@ impl ModelBuilder<'_> {
         };
         Ok(Inbound {
             sources: vec![source],
+            tensors: vec![source],
             ..Inbound::default()
         })
     }
@@ -439,6 +440,11 @@ impl ModelBuilder<'_> {
             false => (0..).map_while(|k| self.state_of(last, k)).collect(),
         };
         graph.inputs = self.input_names.len().max(1);
+        let ends: Vec<usize> = match &graph.outputs {
+            Some(outs) => outs.iter().map(|&(node, _)| node).collect(),
+            None => graph.nodes.len().checked_sub(1).into_iter().collect(),
+        };
+        graph.order = super::order::keras_run_order(&graph.nodes, &ends);
         let layers = self
             .names
             .into_iter()

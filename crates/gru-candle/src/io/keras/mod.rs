@@ -18,8 +18,9 @@
 //! models run as the graph their config records: branches joined by merge layers (Add,
 //! Subtract, Multiply, Average, Maximum, Minimum, Concatenate), a GRU's state as a tensor or
 //! another GRU's `initial_state`, several inputs and outputs, attention layers (`Attention`,
-//! `AdditiveAttention`), and the mask operations Keras 3 records (`NotEqual`, `Any`,
-//! `LogicalOr`, ...) that layers' `mask` arguments name.
+//! `AdditiveAttention`, `MultiHeadAttention`), the mask operations Keras 3 records
+//! (`NotEqual`, `Any`, `LogicalOr`, ...) that layers' `mask` arguments name, layers called
+//! more than once and models nested as layers.
 
 mod attention;
 mod batch_norm;

@@ -15,13 +15,14 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 16] = [
+const MODELS: [&str; 17] = [
     "embedding_bigru_layernorm_average_pool.keras",
     "siamese_nested_encoder.keras",
     "shared_dense_and_gru.keras",
     "nested_functional_encoder.keras",
     "gru_multi_head_self_attention.keras",
     "gru_multi_head_decoder.keras",
+    "normalization_adapted_gru.keras",
     "residual_gru_concat.keras",
     "gru_self_attention.keras",
     "masking_batch_norm_gru.keras",

@@ -155,3 +155,48 @@ fn writing_where_nothing_can_be_written_is_a_typed_error() {
         );
     }
 }
+
+#[test]
+fn an_adapted_normalization_keeps_its_statistics_through_training_and_writes_its_int_count() {
+    let varmap = VarMap::new();
+    let file = data("normalization_adapted_gru.keras");
+    let m = KerasModel::load_trainable(&file, DType::F32, &Device::Cpu, &varmap).unwrap();
+    let var = |m: &KerasModel, path: &str| {
+        let found = m.variables().iter().find(|(p, _)| p == path);
+        found.map(|(_, t)| t.clone()).unwrap()
+    };
+    let values = |t: &Tensor| -> Vec<f64> {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let mean = values(&var(&m, "layers/normalization/vars/0"));
+    let kernel = values(&var(&m, "layers/gru/cell/vars/0"));
+    let mut sgd = SGD::new(varmap.all_vars(), 0.1).unwrap();
+    let loss = m.call(&x(), None).unwrap()[0]
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap();
+    sgd.backward_step(&loss).unwrap();
+    // The GRU trains; the adapted statistics (not trainable in Keras) do not.
+    assert_ne!(values(&var(&m, "layers/gru/cell/vars/0")), kernel);
+    assert_eq!(values(&var(&m, "layers/normalization/vars/0")), mean);
+    let count = var(&m, "layers/normalization/vars/2");
+    assert_eq!((count.dtype(), count.dims()), (DType::I64, &[][..]));
+    // Written as int64 and read back.
+    let path = scratch("normalization.weights.h5");
+    m.save_weights_h5(&path).unwrap();
+    let config = KerasModel::archive_config(&file).unwrap();
+    let again = KerasModel::load_weights_h5(&config, &path, DType::F32, &Device::Cpu).unwrap();
+    let read = var(&again, "layers/normalization/vars/2");
+    assert_eq!(read.dtype(), DType::I64);
+    assert_eq!(
+        read.to_vec0::<i64>().unwrap(),
+        count.to_vec0::<i64>().unwrap()
+    );
+    assert_eq!(out(&again, &x()), out(&m, &x()));
+}

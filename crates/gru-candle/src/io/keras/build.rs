@@ -168,9 +168,12 @@ impl<'a> ChainBuilder<'a> {
             "LeakyReLU" | "ReLU" | "ELU" | "Softmax" => self.activation_layer(cfg, class, lname),
             "PReLU" => self.prelu(cfg, &group, lname),
             "GaussianNoise" | "GaussianDropout" | "AlphaDropout" => self.noise(cfg, class, lname),
-            "ActivityRegularization" => Ok(ModelLayer::Activation(LayerActivation::Elementwise(
-                gru_core::Activation::Linear,
-            ))),
+            // Both return their input as it is.
+            "ActivityRegularization" | "Identity" => Ok(ModelLayer::Activation(
+                LayerActivation::Elementwise(gru_core::Activation::Linear),
+            )),
+            "Normalization" => self.normalization(cfg, &group, lname),
+            "Rescaling" => self.rescaling(cfg, lname),
             "Activation" => Ok(ModelLayer::Activation(LayerActivation::from_keras_value(
                 cfg.get("activation").unwrap_or(&Value::Null),
             )?)),

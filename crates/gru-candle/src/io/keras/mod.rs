@@ -9,7 +9,8 @@
 //! Bidirectional's sit under `forward_layer/` and `backward_layer/`.
 //!
 //! Chains of InputLayer, Embedding, Masking, Dropout, SpatialDropout1D, GRU,
-//! Bidirectional(GRU), LayerNormalization, BatchNormalization, GlobalAveragePooling1D,
+//! Bidirectional(GRU), LayerNormalization, BatchNormalization, Normalization, Rescaling,
+//! Identity, GlobalAveragePooling1D,
 //! GlobalMaxPooling1D,
 //! Conv1D, MaxPooling1D, AveragePooling1D, Dense, TimeDistributed(Dense), Activation, the
 //! activation layers (LeakyReLU, ReLU, ELU, PReLU, Softmax), reshaping (Flatten, RepeatVector,
@@ -36,6 +37,7 @@ mod merge;
 mod mha;
 mod noise;
 mod order;
+mod preprocessing;
 mod reshaping;
 mod run;
 mod save;
@@ -51,6 +53,7 @@ pub use mask_ops::MaskOp;
 pub use merge::{MaskRule, MergeOp};
 pub use mha::{MultiHeadAttention, Projection};
 pub use noise::{Noise, NoiseKind};
+pub use preprocessing::{Normalization, Rescaling};
 pub use reshaping::Reshaping;
 pub use train::{Dropout, ModelCall, ModelOutput, WeightRule};
 
@@ -115,6 +118,10 @@ pub enum ModelLayer {
     MultiHeadAttention(Box<MultiHeadAttention>),
     /// `PReLU`, with its learned slopes.
     PRelu(PRelu),
+    /// `Normalization` (preprocessing): adapted or given mean and variance.
+    Normalization(Normalization),
+    /// `Rescaling`: `x * scale + offset`.
+    Rescaling(Rescaling),
     /// A model used as a layer of another (`Sequential` or functional): its inputs' masks
     /// reach its layers, and its outputs carry the masks its layers leave, as in Keras.
     Model(Box<KerasModel>),
@@ -147,6 +154,8 @@ impl ModelLayer {
             ModelLayer::Dense(d) => Some(d.compute_dtype),
             ModelLayer::Attention(a) => Some(a.compute_dtype),
             ModelLayer::MultiHeadAttention(a) => Some(a.compute_dtype),
+            ModelLayer::Normalization(n) => Some(n.compute_dtype),
+            ModelLayer::Rescaling(r) => Some(r.compute_dtype),
         }
     }
 }

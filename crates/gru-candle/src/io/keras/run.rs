@@ -561,6 +561,8 @@ fn step(
             ))
         }
         ModelLayer::PRelu(p) => vec![p.forward(x)?],
+        ModelLayer::Normalization(n) => vec![n.forward(x)?],
+        ModelLayer::Rescaling(r) => vec![r.forward(x)?],
     };
     Ok(Carried {
         outs,

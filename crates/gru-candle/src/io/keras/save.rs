@@ -35,13 +35,14 @@ impl Node {
     }
 }
 
-/// Adds one variable's values (float64 stays float64, every other float type is written
-/// as float32, Keras' variable dtype).
+/// Adds one variable's values (float64 stays float64, int64 (a Normalization's count)
+/// stays int64, every other type is written as float32, Keras' variable dtype).
 fn dataset(ds: &mut DatasetBuilder, t: &Tensor) -> Result<()> {
     let shape: Vec<u64> = t.dims().iter().map(|&d| d as u64).collect();
     let flat = t.flatten_all()?;
     match t.dtype() {
         DType::F64 => ds.with_f64_data(&flat.to_vec1::<f64>()?),
+        DType::I64 => ds.with_i64_data(&flat.to_vec1::<i64>()?),
         _ => ds.with_f32_data(&flat.to_dtype(DType::F32)?.to_vec1::<f32>()?),
     };
     ds.with_shape(&shape);

@@ -187,6 +187,64 @@ impl Weights {
         Ok(t)
     }
 
+    /// The integer variable at `path` (a Normalization's `count`), which must have shape
+    /// `expected`: an i64 tensor, kept to be written back as it was read.
+    pub(super) fn int_tensor(
+        &self,
+        path: &str,
+        expected: &[usize],
+        device: &Device,
+    ) -> Result<Tensor> {
+        let tree_path = path;
+        let dataset = self.locate(path)?;
+        let path = dataset.as_str();
+        let ds = self.dataset(path)?;
+        let shape: Vec<usize> = ds
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+            .collect();
+        check_shape(&self.source, path, &shape, expected)?;
+        let bad = |e: hdf5_reader::error::Error| {
+            file_error(
+                &self.source,
+                FileProblem::Unreadable(format!("{path}: {e}")),
+            )
+        };
+        let values: Vec<i64> = match ds.dtype() {
+            hdf5_reader::Datatype::FixedPoint {
+                size: 8,
+                signed: true,
+                ..
+            } => ds
+                .read_array::<i64>()
+                .map_err(bad)?
+                .iter()
+                .copied()
+                .collect(),
+            hdf5_reader::Datatype::FixedPoint {
+                size: 4,
+                signed: true,
+                ..
+            } => ds
+                .read_array::<i32>()
+                .map_err(bad)?
+                .iter()
+                .map(|&v| i64::from(v))
+                .collect(),
+            other => {
+                let what = format!("{path}: datatype {other:?} (int64 or int32 expected)");
+                return Err(file_error(&self.source, FileProblem::Unsupported(what)));
+            }
+        };
+        self.used.borrow_mut().insert(path.to_string());
+        let t = Tensor::from_vec(values, expected, device)?;
+        self.read
+            .borrow_mut()
+            .push((tree_path.to_string(), t.clone()));
+        Ok(t)
+    }
+
     pub(super) fn gru(
         &self,
         group: &str,

@@ -135,6 +135,7 @@ impl<'a> ChainBuilder<'a> {
                 mask_value: cfg["mask_value"].as_f64().unwrap_or(0.0),
             }),
             "GRU" => self.gru(cfg, &group, self.input_dim(l, lname)?),
+            "RNN" => self.rnn(cfg, &group, lname, self.input_dim(l, lname)?),
             "Bidirectional" => self.bidirectional(cfg, &group, self.input_dim(l, lname)?),
             "Dense" => self.dense(cfg, &group, self.input_dim(l, lname)?),
             "TimeDistributed" => match cfg["layer"]["class_name"].as_str() {
@@ -219,16 +220,60 @@ impl<'a> ChainBuilder<'a> {
         Ok(ModelLayer::Gru(Box::new(g)))
     }
 
-    /// The wrapped GRU config at `key` (`layer` or `backward_layer`).
+    /// The wrapped GRU config at `key` (`layer` or `backward_layer`): a `GRU`, or an
+    /// `RNN(GRUCell)`.
     fn inner_gru(&self, cfg: &Value, key: &str) -> Result<GruConfig> {
         let v = &cfg[key];
         match v["class_name"].as_str() {
             Some("GRU") => Ok(GruConfig::from_keras_json(&v["config"])?),
+            Some("RNN") => self.rnn_config(&v["config"], "Bidirectional"),
             other => Err(unsupported(
                 &self.w.source,
-                format!("Bidirectional({other:?}): only GRU"),
+                format!("Bidirectional({other:?}): only GRU or RNN(GRUCell)"),
             )),
         }
+    }
+
+    /// The GRU config an `RNN(GRUCell(...))` computes: the cell's settings with the RNN's
+    /// (`return_sequences`, `return_state`, `go_backwards`, `stateful`, `unroll`,
+    /// `zero_output_for_mask`, `activity_regularizer`, `name`, `dtype`). Keras' `GRU` runs
+    /// this very RNN over this very cell. Other cells (`StackedRNNCells`, ...) are refused.
+    fn rnn_config(&self, cfg: &Value, lname: &str) -> Result<GruConfig> {
+        let cell = &cfg["cell"];
+        if cell["class_name"] != "GRUCell" {
+            let what = format!(
+                "layer {lname:?}: RNN over a {} cell (GRUCell expected)",
+                cell["class_name"]
+            );
+            return Err(unsupported(&self.w.source, what));
+        }
+        let mut gru = cell["config"].as_object().cloned().unwrap_or_default();
+        let rnn_keys = [
+            "name",
+            "trainable",
+            "dtype",
+            "return_sequences",
+            "return_state",
+            "go_backwards",
+            "stateful",
+            "unroll",
+            "zero_output_for_mask",
+            "activity_regularizer",
+        ];
+        for key in rnn_keys {
+            if let Some(v) = cfg.get(key) {
+                gru.insert(key.to_string(), v.clone());
+            }
+        }
+        Ok(GruConfig::from_keras_json(&Value::Object(gru))?)
+    }
+
+    fn rnn(&mut self, cfg: &Value, group: &str, lname: &str, d: usize) -> Result<ModelLayer> {
+        let c = self.rnn_config(cfg, lname)?;
+        let units = c.units;
+        let g = self.w.gru(group, c, d, self.dtype, self.device)?;
+        self.features = Some(units);
+        Ok(ModelLayer::Gru(Box::new(g)))
     }
 
     fn bidirectional(&mut self, cfg: &Value, group: &str, d: usize) -> Result<ModelLayer> {

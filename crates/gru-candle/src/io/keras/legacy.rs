@@ -295,7 +295,7 @@ fn upgrade_layer(
     keras2: bool,
 ) -> Result<bool> {
     let class = l["class_name"].as_str().unwrap_or("").to_string();
-    let rnn = matches!(class.as_str(), "GRU" | "Bidirectional");
+    let rnn = matches!(class.as_str(), "GRU" | "RNN" | "Bidirectional");
     let keras2_nodes = match l.get_mut("inbound_nodes") {
         Some(nodes) => upgrade_nodes(nodes, skip_first, rnn),
         None => false,
@@ -336,12 +336,12 @@ fn upgrade_layer_config(class: &str, name: &str, l: &mut Value, source: &str) ->
             }
         }
     }
-    if class == "GRU" {
+    if matches!(class, "GRU" | "RNN") {
         if let Some(m) = cfg.as_object_mut() {
             match m.remove("time_major") {
                 Some(Value::Bool(true)) => {
                     let what = format!(
-                        "layer {name:?}: GRU with time_major=true (inputs (timesteps, batch, \
+                        "layer {name:?}: {class} with time_major=true (inputs (timesteps, batch, \
                          features))"
                     );
                     return Err(unsupported(source, what));

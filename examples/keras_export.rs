@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 19] = [
+const MODELS: [&str; 20] = [
     "embedding_bigru_layernorm_average_pool.keras",
     "siamese_nested_encoder.keras",
     "shared_dense_and_gru.keras",
@@ -35,6 +35,7 @@ const MODELS: [&str; 19] = [
     "keras2_conv_norm_gru.h5",
     "keras3_legacy_h5.h5",
     "keras2_siamese_nested.h5",
+    "keras2_nested_functional.h5",
 ];
 
 /// One tensor of a case's inputs: token ids (`input_dtype` int32) or features.

@@ -156,7 +156,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 #[test]
-fn keras2_nested_models_write_their_weights_and_refuse_an_archive_keras_3_cannot_read() {
+fn keras2_nested_models_with_a_decoder_state_write_an_archive_that_reads_back() {
     let c = case("keras2_nested_functional");
     let file = data("keras2_nested_functional.h5");
     let m = KerasModel::load(&file, DType::F32, &Device::Cpu).unwrap();
@@ -165,20 +165,24 @@ fn keras2_nested_models_write_their_weights_and_refuse_an_archive_keras_3_cannot
             .unwrap()
             .outputs[0],
     );
-    // Its decoder GRU takes the encoder's state as a call argument: Keras 3's archive
-    // config cannot hold that call without the tensors' shapes, so nothing is written.
+    // Its decoder GRU takes the encoder's state as a keyword argument: the archive config
+    // names that tensor with the shape and dtype the builder found (Keras 3 needs them).
     let archive = scratch("keras2_nested_functional.keras");
-    match m.save(&archive) {
-        Err(Error::File {
-            problem: FileProblem::Unwritable(why),
-            ..
-        }) => assert!(
-            why.contains("gru_14") && why.contains("initial_state"),
-            "{why}"
-        ),
-        other => panic!("expected Unwritable, got {other:?}"),
-    }
-    assert!(!archive.exists());
+    m.save(&archive).unwrap();
+    let config = KerasModel::archive_config(&archive).unwrap();
+    let layers = config["config"]["layers"].as_array().unwrap();
+    let decoder = layers.iter().find(|l| l["name"] == "gru_14").unwrap();
+    let state = &decoder["inbound_nodes"][0]["kwargs"]["initial_state"][0]["config"];
+    assert_eq!(state["shape"], serde_json::json!([null, 6]));
+    assert_eq!(state["keras_history"], serde_json::json!(["encoder", 0, 1]));
+    let again = KerasModel::load(&archive, DType::F32, &Device::Cpu).unwrap();
+    let got = flat(
+        &again
+            .call_inputs(&inputs(&c), ModelCall::default())
+            .unwrap()
+            .outputs[0],
+    );
+    assert_eq!(got, want);
     // The weights file holds every variable at Keras 3's paths (the nested models' under
     // layers/functional/layers/...); with the file's own config it gives the same outputs.
     let weights = scratch("keras2_nested_functional.weights.h5");

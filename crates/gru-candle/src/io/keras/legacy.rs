@@ -527,6 +527,26 @@ mod tests {
     }
 
     #[test]
+    fn an_archive_config_refuses_shapeless_keyword_tensors_and_lists_shapeless_calls() {
+        let t = |name: &str| {
+            json!({"class_name": "__keras_tensor__",
+                                    "config": {"keras_history": [name, 0, 0]}})
+        };
+        let gru = json!({"class_name": "GRU", "config": {"name": "g"}, "inbound_nodes": [
+            {"args": [t("i")], "kwargs": {"initial_state": [t("e")]}}]});
+        let c = json!({"class_name": "Functional", "config": {"layers": [gru]}});
+        let e = archive_form(&c).unwrap_err();
+        assert!(e.contains("\"g\"") && e.contains("initial_state"), "{e}");
+        let dense = json!({"class_name": "Dense", "config": {"name": "d"}, "inbound_nodes": [
+            {"args": [t("g")], "kwargs": {}}]});
+        let c = json!({"class_name": "Functional", "config": {"layers": [dense]}});
+        let written = archive_form(&c).unwrap();
+        let l = &written["config"]["layers"][0];
+        assert_eq!(l["inbound_nodes"][0], json!([["g", 0, 0, {}]]));
+        assert_eq!(l["module"], "keras.layers");
+    }
+
+    #[test]
     fn keras2_forms_become_keras3_forms() {
         let mut c = json!({"class_name": "Functional", "config": {"layers": [
             {"class_name": "InputLayer", "config": {"name": "i", "batch_input_shape": [null, 7]},

@@ -445,6 +445,7 @@ impl ModelBuilder<'_> {
             None => graph.nodes.len().checked_sub(1).into_iter().collect(),
         };
         graph.order = super::order::keras_run_order(&graph.nodes, &ends);
+        let annotated = self.annotated(config);
         let layers = self
             .names
             .into_iter()
@@ -466,10 +467,86 @@ impl ModelBuilder<'_> {
             activity: self.activity,
             graph,
             variables: Vec::new(),
-            config: config.clone(),
+            config: annotated,
         };
         Ok((model, out_states))
     }
+
+    /// The config with a `shape` and `dtype` on every call tensor that lacks them, from
+    /// what the builder knows of each tensor (Keras 2's list-form nodes carry none, and
+    /// Keras 3's archive config needs them for tensors passed as keyword arguments, such
+    /// as a decoder GRU's `initial_state`); nested models' configs as their builders left
+    /// them.
+    fn annotated(&self, config: &Value) -> Value {
+        let mut c = config.clone();
+        let original = config["config"]["layers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(layers) = c["config"]["layers"].as_array_mut() {
+            for (i, l) in layers.iter_mut().enumerate() {
+                if let Some(Some(ModelLayer::Model(m))) = self.built.get(i) {
+                    *l = m.config.clone();
+                }
+                if let Some(nodes) = l.get_mut("inbound_nodes") {
+                    self.annotate(nodes, &original);
+                }
+            }
+        }
+        c
+    }
+
+    fn annotate(&self, v: &mut Value, layers: &[Value]) {
+        match v {
+            Value::Object(m)
+                if m.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__") =>
+            {
+                let cfg = &mut m["config"];
+                let h = &cfg["keras_history"];
+                let (Some(name), Some(call), Some(tensor)) =
+                    (h[0].as_str(), h[1].as_u64(), h[2].as_u64())
+                else {
+                    return;
+                };
+                let Some((node, mask_op)) = self.locate(name, call as usize) else {
+                    return;
+                };
+                let state = self.state_of(node, tensor as usize);
+                let (Some(shape), None) = (state.as_ref().and_then(keras_shape), cfg.get("shape"))
+                else {
+                    return;
+                };
+                let layer = &layers[self.graph.nodes[node].layer];
+                let dtype = match (mask_op, layer["class_name"].as_str()) {
+                    (true, _) => "bool".to_string(),
+                    (false, Some("InputLayer")) => layer["config"]["dtype"]
+                        .as_str()
+                        .unwrap_or("float32")
+                        .to_string(),
+                    _ => "float32".to_string(),
+                };
+                cfg["shape"] = shape;
+                cfg["dtype"] = dtype.into();
+            }
+            Value::Object(m) => m.values_mut().for_each(|x| self.annotate(x, layers)),
+            Value::Array(a) => a.iter_mut().for_each(|x| self.annotate(x, layers)),
+            _ => {}
+        }
+    }
+}
+
+/// A tensor's shape as Keras writes it (`None` for the batch and unknown sizes).
+fn keras_shape(s: &TensorState) -> Option<Value> {
+    let mut shape = vec![Value::Null];
+    match (&s.dims, s.rank) {
+        (Some(dims), _) => shape.extend(dims.iter().map(|&d| Value::from(d))),
+        (None, Some(rank)) if rank >= 2 => {
+            shape.extend((2..rank).map(|_| Value::Null));
+            shape.push(s.features.map_or(Value::Null, Value::from));
+        }
+        _ => return None,
+    }
+    Some(Value::Array(shape))
 }
 
 /// The mask a call's output carries before the layer acts: its `mask` argument (a

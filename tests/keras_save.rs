@@ -126,8 +126,14 @@ fn a_model_written_from_a_keras_2_file_keeps_its_functional_graph() {
     // Nodes in Keras 3's form, each tensor with the shape and dtype the builder found.
     let gru = &config["config"]["layers"][3];
     let t = &gru["inbound_nodes"][0]["args"][0]["config"];
-    assert_eq!(t["keras_history"], serde_json::json!(["bidirectional", 0, 0]));
-    assert_eq!((t["shape"][0].is_null(), t["dtype"].as_str()), (true, Some("float32")));
+    assert_eq!(
+        t["keras_history"],
+        serde_json::json!(["bidirectional", 0, 0])
+    );
+    assert_eq!(
+        (t["shape"][0].is_null(), t["dtype"].as_str()),
+        (true, Some("float32"))
+    );
     let ids = Tensor::new(
         &[[3i64, 5, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7]],
         &Device::Cpu,

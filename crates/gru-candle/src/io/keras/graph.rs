@@ -87,6 +87,20 @@ pub(super) struct TensorState {
 }
 
 impl TensorState {
+    /// A tensor's shape as Keras writes it (`None` for the batch and unknown sizes).
+    pub(super) fn keras_shape(&self) -> Option<Value> {
+        let mut shape = vec![Value::Null];
+        match (&self.dims, self.rank) {
+            (Some(dims), _) => shape.extend(dims.iter().map(|&d| Value::from(d))),
+            (None, Some(rank)) if rank >= 2 => {
+                shape.extend((2..rank).map(|_| Value::Null));
+                shape.push(self.features.map_or(Value::Null, Value::from));
+            }
+            _ => return None,
+        }
+        Some(Value::Array(shape))
+    }
+
     /// The model's input, as the layer `l` that takes it declares it (an InputLayer's
     /// `batch_shape`, or a first layer's `build_config.input_shape`).
     pub(super) fn of_input(l: &Value) -> TensorState {
@@ -501,4 +515,25 @@ pub(super) fn merge_layer(
         mask,
     };
     Ok((ModelLayer::Merge(op), state))
+}
+
+/// A recorded mask operation over `inputs`.
+pub(super) fn mask_op_layer(
+    source: &str,
+    lname: &str,
+    op: super::mask_ops::MaskOp,
+    inputs: &[TensorState],
+) -> Result<(ModelLayer, TensorState)> {
+    if inputs.len() != op.arity() {
+        let what = format!("layer {lname:?}: {op:?} of {} tensors", inputs.len());
+        return Err(unsupported(source, what));
+    }
+    let ranks: Vec<Option<usize>> = inputs.iter().map(|i| i.rank).collect();
+    let state = TensorState {
+        features: None,
+        rank: op.rank(&ranks),
+        dims: None,
+        mask: MaskState::None,
+    };
+    Ok((ModelLayer::MaskOp(op), state))
 }

@@ -484,6 +484,22 @@ fn upgrade_nodes(nodes: &mut Value, skip_first: &HashSet<String>, rnn: bool) -> 
     keras2
 }
 
+/// Whether Keras 2 wrote the model: the `keras_version` its file or config records,
+/// tf_keras' module names in its config, or layers without a `module` called in Keras 2's
+/// list form (a legacy file's config read apart from its file).
+pub(super) fn written_by_keras_2(config: &Value, file_version: Option<&str>) -> bool {
+    let two = |v: Option<&str>| v.is_some_and(|v| v.starts_with("2."));
+    let layers = config["config"]["layers"].as_array().into_iter().flatten();
+    two(file_version)
+        || two(config["keras_version"].as_str())
+        || config["module"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tf_keras"))
+        || layers
+            .into_iter()
+            .any(|l| l.get("module").is_none() && l["inbound_nodes"][0].is_array())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

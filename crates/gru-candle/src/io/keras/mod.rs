@@ -40,6 +40,7 @@ mod order;
 mod preprocessing;
 mod reshaping;
 mod run;
+mod run_node;
 mod save;
 mod train;
 mod walk;

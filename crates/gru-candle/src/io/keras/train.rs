@@ -2,6 +2,7 @@
 //! the GRUs (the GRUs keep their own), Keras' `Dropout` and `SpatialDropout1D`, and what a
 //! model call takes and returns.
 
+use super::ModelLayer;
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor, Var};
 use gru_core::{Constraint, GruError, Regularizer};
@@ -185,4 +186,27 @@ pub(super) fn register(vars: &candle_nn::VarMap, path: &str, t: Tensor) -> Resul
     let tensor = var.as_tensor().clone();
     data.insert(path.to_string(), var);
     Ok(tensor)
+}
+
+/// The activity regularizer Keras adds for a layer other than a GRU (a GRU computes its
+/// own), a MultiHeadAttention (its projections add theirs) or a nested model (its layers
+/// add theirs); `ActivityRegularization`'s is
+/// `l1 * sum|x| + l2 * sum x^2`.
+pub(super) fn activity_regularizer(l: &Value, layer: &ModelLayer) -> Result<Option<Regularizer>> {
+    if matches!(
+        layer,
+        ModelLayer::Gru(_) | ModelLayer::Model(_) | ModelLayer::MultiHeadAttention(_)
+    ) {
+        return Ok(None);
+    }
+    let reg = match l["class_name"].as_str() {
+        Some("ActivityRegularization") => serde_json::json!({"class_name": "L1L2", "config": {
+            "l1": l["config"]["l1"].as_f64().unwrap_or(0.0),
+            "l2": l["config"]["l2"].as_f64().unwrap_or(0.0)}}),
+        _ => l["config"]
+            .get("activity_regularizer")
+            .cloned()
+            .unwrap_or(Value::Null),
+    };
+    Ok(Regularizer::from_keras_value("activity_regularizer", &reg)?)
 }

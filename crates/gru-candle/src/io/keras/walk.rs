@@ -23,7 +23,7 @@ pub(super) fn build(
     device: &Device,
 ) -> Result<KerasModel> {
     let mut config = config.clone();
-    let keras2 = written_by_keras_2(&config, w.keras_version.as_deref());
+    let keras2 = super::legacy::written_by_keras_2(&config, w.keras_version.as_deref());
     super::legacy::upgrade_config(&mut config, &w.source, keras2)?;
     let rule = match keras2 {
         true => MaskRule::Keras2,
@@ -217,7 +217,7 @@ impl ModelBuilder<'_> {
             false => {
                 let (layer, states) =
                     self.build_layer(l, &lname, group, mask_op, &inputs, &inbound)?;
-                if let Some(reg) = activity_regularizer(l, &layer)? {
+                if let Some(reg) = super::train::activity_regularizer(l, &layer)? {
                     self.activity.push((lname.clone(), reg));
                 }
                 self.built[i] = Some(layer);
@@ -250,7 +250,7 @@ impl ModelBuilder<'_> {
             (Some(op), _) => {
                 let op =
                     op.map_err(|why| unsupported(&source, format!("layer {lname:?}: {why}")))?;
-                mask_op_layer(&source, lname, op, inputs)?
+                super::graph::mask_op_layer(&source, lname, op, inputs)?
             }
             (None, Some(op)) => merge_layer(&source, l, lname, op, inputs, self.graph.mask_rule)?,
             (None, None) if matches!(class, "Attention" | "AdditiveAttention") => {
@@ -512,8 +512,10 @@ impl ModelBuilder<'_> {
                     return;
                 };
                 let state = self.state_of(node, tensor as usize);
-                let (Some(shape), None) = (state.as_ref().and_then(keras_shape), cfg.get("shape"))
-                else {
+                let (Some(shape), None) = (
+                    state.as_ref().and_then(TensorState::keras_shape),
+                    cfg.get("shape"),
+                ) else {
                     return;
                 };
                 let layer = &layers[self.graph.nodes[node].layer];
@@ -533,20 +535,6 @@ impl ModelBuilder<'_> {
             _ => {}
         }
     }
-}
-
-/// A tensor's shape as Keras writes it (`None` for the batch and unknown sizes).
-fn keras_shape(s: &TensorState) -> Option<Value> {
-    let mut shape = vec![Value::Null];
-    match (&s.dims, s.rank) {
-        (Some(dims), _) => shape.extend(dims.iter().map(|&d| Value::from(d))),
-        (None, Some(rank)) if rank >= 2 => {
-            shape.extend((2..rank).map(|_| Value::Null));
-            shape.push(s.features.map_or(Value::Null, Value::from));
-        }
-        _ => return None,
-    }
-    Some(Value::Array(shape))
 }
 
 /// The mask a call's output carries before the layer acts: its `mask` argument (a
@@ -579,66 +567,6 @@ fn check_initial_state(
         return Err(unsupported(source, what));
     }
     Ok(())
-}
-
-/// A recorded mask operation over `inputs`.
-fn mask_op_layer(
-    source: &str,
-    lname: &str,
-    op: MaskOp,
-    inputs: &[TensorState],
-) -> Result<(ModelLayer, TensorState)> {
-    if inputs.len() != op.arity() {
-        let what = format!("layer {lname:?}: {op:?} of {} tensors", inputs.len());
-        return Err(unsupported(source, what));
-    }
-    let ranks: Vec<Option<usize>> = inputs.iter().map(|i| i.rank).collect();
-    let state = TensorState {
-        features: None,
-        rank: op.rank(&ranks),
-        dims: None,
-        mask: MaskState::None,
-    };
-    Ok((ModelLayer::MaskOp(op), state))
-}
-
-/// The activity regularizer Keras adds for a layer other than a GRU (a GRU computes its
-/// own), a MultiHeadAttention (its projections add theirs) or a nested model (its layers
-/// add theirs); `ActivityRegularization`'s is
-/// `l1 * sum|x| + l2 * sum x^2`.
-fn activity_regularizer(l: &Value, layer: &ModelLayer) -> Result<Option<Regularizer>> {
-    if matches!(
-        layer,
-        ModelLayer::Gru(_) | ModelLayer::Model(_) | ModelLayer::MultiHeadAttention(_)
-    ) {
-        return Ok(None);
-    }
-    let reg = match l["class_name"].as_str() {
-        Some("ActivityRegularization") => serde_json::json!({"class_name": "L1L2", "config": {
-            "l1": l["config"]["l1"].as_f64().unwrap_or(0.0),
-            "l2": l["config"]["l2"].as_f64().unwrap_or(0.0)}}),
-        _ => l["config"]
-            .get("activity_regularizer")
-            .cloned()
-            .unwrap_or(Value::Null),
-    };
-    Ok(Regularizer::from_keras_value("activity_regularizer", &reg)?)
-}
-
-/// Whether Keras 2 wrote the model: the `keras_version` its file or config records,
-/// tf_keras' module names in its config, or layers without a `module` called in Keras 2's
-/// list form (a legacy file's config read apart from its file).
-fn written_by_keras_2(config: &Value, file_version: Option<&str>) -> bool {
-    let two = |v: Option<&str>| v.is_some_and(|v| v.starts_with("2."));
-    let layers = config["config"]["layers"].as_array().into_iter().flatten();
-    two(file_version)
-        || two(config["keras_version"].as_str())
-        || config["module"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("tf_keras"))
-        || layers
-            .into_iter()
-            .any(|l| l.get("module").is_none() && l["inbound_nodes"][0].is_array())
 }
 
 /// The positional arguments of an inbound node that are not tensors.

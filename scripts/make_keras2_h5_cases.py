@@ -41,7 +41,8 @@ def keras3_load(path, inputs, expected):
         m = keras.saving.load_model(path)
     except Exception as e:  # noqa: BLE001
         return "error: " + str(e).splitlines()[0][:200]
-    out = np.asarray(m(inputs, training=False))
+    out = m(inputs, training=False)
+    out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
     return "loads; max difference %.1e" % float(np.abs(out - expected).max())
 
 
@@ -70,7 +71,9 @@ def fixed_length_strings(src, dst):
 
 def save_case(out_dir, model, name, description, inputs, input_dtype, keras3=False, extra_files=(),
               extra_inputs=()):
-    out = np.asarray(model([inputs, *extra_inputs] if extra_inputs else inputs, training=False))
+    out = model([inputs, *extra_inputs] if extra_inputs else inputs, training=False)
+    outs = [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+    out = outs[0]
     path = os.path.join(out_dir, name + ".h5")
     files = [name + ".h5"]
     if keras3:
@@ -98,11 +101,11 @@ def save_case(out_dir, model, name, description, inputs, input_dtype, keras3=Fal
         "inputs": inputs.tolist(),
         **({"extra_inputs": [np.asarray(e).tolist() for e in extra_inputs]} if extra_inputs else {}),
         "mask": None,
-        "expected": [out.astype(np.float64).tolist()],
+        "expected": [o.astype(np.float64).tolist() for o in outs],
     }
     with open(os.path.join(out_dir, name + ".json"), "w") as fh:
         json.dump(case, fh)
-    print(name, out.shape, case["keras3_load"])
+    print(name, [o.shape for o in outs], case["keras3_load"])
 
 
 def main(out_dir):

@@ -30,6 +30,20 @@ def build(k, t):
     return k.Model(inp, L.Dense(2)(state))
 
 
+def build_stacked(k, t):
+    """Masking -> RNN([GRUCell(5), GRUCell(3, reset_after=False)], return_sequences,
+    go_backwards) -> RNN([GRUCell(4), GRUCell(2)], return_state) -> Dense(2) on the
+    output and the first cell's state; outputs [Dense, second cell's state]."""
+    L = k.layers
+    inp = k.Input(shape=(t, 5))
+    h = L.Masking(0.0)(inp)
+    h = L.RNN([L.GRUCell(5), L.GRUCell(3, reset_after=False)], return_sequences=True,
+              go_backwards=True)(h)
+    out, s1, s2 = L.RNN([L.GRUCell(4), L.GRUCell(2)], return_state=True)(h)
+    y = L.Dense(2)(L.Concatenate()([out, s1]))
+    return k.Model(inp, [y, s2])
+
+
 def main(out_dir):
     rng = np.random.default_rng(1133)
     b, t = 3, 7
@@ -49,6 +63,25 @@ def main(out_dir):
     k2cases.randomize(model, rng)
     k2cases.save_case(out_dir, model, "keras2_rnn_gru_cells", "Keras 2 functional: " + description,
                       x, "float32")
+
+    # Stacked cells: RNN([GRUCell, GRUCell]) (StackedRNNCells).
+    x = rng.normal(size=(b, t, 5)).astype(np.float32)
+    x[1, 4:] = 0.0
+    x[2, 6:] = 0.0
+    description = ("Masking -> RNN([GRUCell(5), GRUCell(3, reset_after=False)], "
+                   "return_sequences, go_backwards) -> RNN([GRUCell(4), GRUCell(2)], "
+                   "return_state) -> Dense(2) on Concatenate(output, first cell's state); "
+                   "outputs [Dense, second cell's state]; rows 1, 2 padded")
+    model = build_stacked(keras, t)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.4
+                       for w in model.get_weights()])
+    outs = [np.asarray(o) for o in model(x, training=False)]
+    save_case(out_dir, model, "rnn_stacked_gru_cells", "Functional: " + description, x,
+              "float32", expected=outs)
+    model = build_stacked(tf_keras, t)
+    k2cases.randomize(model, rng)
+    k2cases.save_case(out_dir, model, "keras2_rnn_stacked_gru_cells",
+                      "Keras 2 functional: " + description, x, "float32")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ fn rank_after(rank: usize, layer: &ModelLayer) -> usize {
         ModelLayer::Embedding(_) => rank + 1,
         ModelLayer::Gru(g) => sequences(g.config()),
         ModelLayer::Bidirectional(b) => sequences(b.forward_layer().config()),
+        ModelLayer::StackedGru(s) => s.last().map_or(rank, sequences),
         ModelLayer::GlobalPooling(p) if !p.keepdims => rank.saturating_sub(1),
         _ => rank,
     }
@@ -269,6 +270,9 @@ impl<'a> ChainBuilder<'a> {
     }
 
     fn rnn(&mut self, cfg: &Value, group: &str, lname: &str, d: usize) -> Result<ModelLayer> {
+        if cfg["cell"]["class_name"] == "StackedRNNCells" {
+            return self.stacked_rnn(cfg, group, lname, d);
+        }
         let c = self.rnn_config(cfg, lname)?;
         let units = c.units;
         let g = self.w.gru(group, c, d, self.dtype, self.device)?;

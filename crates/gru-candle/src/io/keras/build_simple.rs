@@ -262,6 +262,7 @@ pub(super) fn dims_after(
         ModelLayer::Embedding(_) => Some([dims.as_slice(), &[f]].concat()),
         ModelLayer::Gru(g) => sequence(g.config().return_sequences),
         ModelLayer::Bidirectional(b) => sequence(b.forward_layer().config().return_sequences),
+        ModelLayer::StackedGru(s) => sequence(s.last()?.return_sequences),
         ModelLayer::GlobalPooling(p) => Some(if p.keepdims { vec![1, f] } else { vec![f] }),
         ModelLayer::Conv1D(c) => {
             let span = c.dilation * (c.kernel.dims().first()? - 1) + 1;

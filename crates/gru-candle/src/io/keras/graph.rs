@@ -33,6 +33,9 @@ impl MaskState {
             ModelLayer::Bidirectional(b) if !b.forward_layer().config().return_sequences => {
                 MaskState::None
             }
+            ModelLayer::StackedGru(s) if !s.last().is_some_and(|c| c.return_sequences) => {
+                MaskState::None
+            }
             _ => self,
         }
     }
@@ -141,6 +144,11 @@ impl TensorState {
         match (tensor, layer) {
             (0, _) => Some(first.clone()),
             (1, ModelLayer::Gru(g)) if g.config().return_state => Some(state(g.config().units)),
+            (k, ModelLayer::StackedGru(s)) => {
+                let grus = s.grus();
+                let g = grus.get(k - 1)?;
+                g.config().return_state.then(|| state(g.config().units))
+            }
             (k, ModelLayer::Bidirectional(b)) => {
                 let c = b.forward_layer().config();
                 let sequences = if b.merge_mode() == MergeMode::None {

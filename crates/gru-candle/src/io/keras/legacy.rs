@@ -155,12 +155,19 @@ impl LegacyIndex {
             .map(String::as_str)
     }
 
-    /// The variables of the layer `layer`: a layer the file lists, or `model/inner`, a
+    /// The variables of the layer `layer`: a layer the file lists, `model/inner`, a
     /// layer inside the nested model `model` (whose variables the file lists under the
-    /// model, each named `inner/...`, trainable ones first).
+    /// model, each named `inner/...`, trainable ones first), or `layer|cell`, the
+    /// variables of one cell of a stacked RNN (named `.../cell/...`).
     fn weights_of(&self, layer: &str) -> Option<std::borrow::Cow<'_, [String]>> {
         if let Some(w) = self.layers.get(layer) {
             return Some(w.as_slice().into());
+        }
+        if let Some((rnn, cell)) = layer.split_once('|') {
+            let part = format!("/{cell}/");
+            let w = self.weights_of(rnn)?;
+            let cells: Vec<String> = w.iter().filter(|p| p.contains(&part)).cloned().collect();
+            return Some(cells.into());
         }
         let (model, inner) = layer.split_once('/')?;
         let group = format!("{}{model}/{inner}/", self.root);

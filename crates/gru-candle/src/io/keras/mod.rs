@@ -42,6 +42,7 @@ mod reshaping;
 mod run;
 mod run_node;
 mod save;
+mod stacked;
 mod train;
 mod walk;
 mod weights;
@@ -56,6 +57,7 @@ pub use mha::{MultiHeadAttention, Projection};
 pub use noise::{Noise, NoiseKind};
 pub use preprocessing::{Normalization, Rescaling};
 pub use reshaping::Reshaping;
+pub use stacked::StackedGru;
 pub use train::{Dropout, ModelCall, ModelOutput, WeightRule};
 
 use crate::bidirectional::Bidirectional;
@@ -84,6 +86,8 @@ pub enum ModelLayer {
     Gru(Box<Gru>),
     /// `Bidirectional(GRU)`.
     Bidirectional(Box<Bidirectional>),
+    /// `RNN(StackedRNNCells([GRUCell, ...]))`.
+    StackedGru(Box<StackedGru>),
     /// `Dense`.
     Dense(Dense),
     /// `Embedding`: token ids in, vectors out.
@@ -152,6 +156,7 @@ impl ModelLayer {
             ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
             ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),
+            ModelLayer::StackedGru(s) => s.grus().first().map(|g| g.compute_dtype()),
             ModelLayer::Dense(d) => Some(d.compute_dtype),
             ModelLayer::Attention(a) => Some(a.compute_dtype),
             ModelLayer::MultiHeadAttention(a) => Some(a.compute_dtype),

@@ -191,6 +191,7 @@ fn grus(layer: &ModelLayer) -> Vec<&crate::layer::Gru> {
     match layer {
         ModelLayer::Gru(g) => vec![g],
         ModelLayer::Bidirectional(b) => vec![b.forward_layer(), b.backward_layer()],
+        ModelLayer::StackedGru(s) => s.grus(),
         _ => Vec::new(),
     }
 }

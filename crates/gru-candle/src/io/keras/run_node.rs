@@ -382,6 +382,14 @@ fn step(
             }
             v
         }
+        ModelLayer::StackedGru(s) => {
+            let (outs, activity) = s.forward(x, mask.as_ref(), initial, training)?;
+            if !s.last().is_some_and(|c| c.return_sequences) {
+                mask = None;
+            }
+            gru_activity = activity;
+            outs
+        }
         ModelLayer::Dense(d) => vec![d.forward(x)?],
         ModelLayer::Embedding(e) => {
             mask = e.mask(x)?;

@@ -557,6 +557,7 @@ fn check_initial_state(
     let states = match layer {
         ModelLayer::Gru(_) => 1,
         ModelLayer::Bidirectional(_) => 2,
+        ModelLayer::StackedGru(s) => s.grus().len(),
         _ => 0,
     };
     let given = inbound.initial_state.len();

@@ -245,6 +245,8 @@ impl Weights {
         Ok(t)
     }
 
+    /// The GRU of the layer at object-tree `group` (its cell's variables under
+    /// `{group}/cell/vars`).
     pub(super) fn gru(
         &self,
         group: &str,
@@ -253,18 +255,29 @@ impl Weights {
         dtype: DType,
         device: &Device,
     ) -> Result<Gru> {
-        let u = config.units;
-        let kernel = self.tensor(
-            &format!("{group}/cell/vars/0"),
-            &[input_dim, 3 * u],
+        self.gru_vars(
+            &format!("{group}/cell/vars"),
+            config,
+            input_dim,
             dtype,
             device,
-        )?;
-        let recurrent = self.tensor(&format!("{group}/cell/vars/1"), &[u, 3 * u], dtype, device)?;
+        )
+    }
+
+    /// A GRU whose kernel, recurrent kernel and bias are `{vars}/0`, `/1`, `/2`.
+    pub(super) fn gru_vars(
+        &self,
+        vars: &str,
+        config: GruConfig,
+        input_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Gru> {
+        let u = config.units;
+        let kernel = self.tensor(&format!("{vars}/0"), &[input_dim, 3 * u], dtype, device)?;
+        let recurrent = self.tensor(&format!("{vars}/1"), &[u, 3 * u], dtype, device)?;
         let bias = match config.bias_shape() {
-            Some(shape) => {
-                Some(self.tensor(&format!("{group}/cell/vars/2"), &shape, dtype, device)?)
-            }
+            Some(shape) => Some(self.tensor(&format!("{vars}/2"), &shape, dtype, device)?),
             None => None,
         };
         Gru::from_weights(config, kernel, recurrent, bias)

@@ -105,3 +105,51 @@ fn build_map(nodes: &[Node], outputs: &[usize]) -> Vec<usize> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::keras::graph::Inbound;
+
+    /// A call of `layer` taking the first outputs of `parents` (none: a model input).
+    fn call(layer: usize, parents: &[usize]) -> Node {
+        let tensors: Vec<Source> = match parents {
+            [] => vec![Source::ModelInput(0)],
+            p => p
+                .iter()
+                .map(|&node| Source::Node { node, tensor: 0 })
+                .collect(),
+        };
+        Node {
+            layer,
+            call: Inbound {
+                sources: tensors.clone(),
+                tensors,
+                ..Inbound::default()
+            },
+        }
+    }
+
+    #[test]
+    fn calls_run_deepest_first_and_in_keras_dict_order_within_a_depth() {
+        // input -> masking -> gru -> (attention a, attention b), both model outputs: Keras
+        // meets b's depth-0 call first when it walks back, so b runs before a.
+        let nodes = [
+            call(0, &[]),
+            call(1, &[0]),
+            call(2, &[1]),
+            call(3, &[2]),
+            call(4, &[2]),
+        ];
+        assert_eq!(keras_run_order(&nodes, &[3, 4]), [0, 1, 2, 4, 3]);
+        // A diamond: the branches run in the order the join takes them.
+        let nodes = [call(0, &[]), call(1, &[0]), call(2, &[0]), call(3, &[1, 2])];
+        assert_eq!(keras_run_order(&nodes, &[3]), [0, 1, 2, 3]);
+        // A call no output depends on does not run.
+        let nodes = [call(0, &[]), call(1, &[0]), call(2, &[0])];
+        assert_eq!(keras_run_order(&nodes, &[1]), [0, 1]);
+        // A shared layer's later call is at least as deep as its earlier one.
+        let nodes = [call(0, &[]), call(1, &[0]), call(2, &[1]), call(1, &[2])];
+        assert_eq!(keras_run_order(&nodes, &[3]), [0, 1, 2, 3]);
+    }
+}

@@ -3,10 +3,13 @@
 //! read back to the same model, and write errors. That Keras 3 itself reads the files is
 //! checked in CI (`examples/keras_export`, `scripts/check_keras_export.py`).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use candle_gru::candle::io::keras::{KerasModel, ModelCall};
 use candle_gru::candle::{Error, FileProblem};
 use candle_nn::{Optimizer, VarMap, SGD};
+use common::flat;
 use std::path::{Path, PathBuf};
 
 fn data(name: &str) -> PathBuf {
@@ -173,16 +176,8 @@ fn an_adapted_normalization_keeps_its_statistics_through_training_and_writes_its
         let found = m.variables().iter().find(|(p, _)| p == path);
         found.map(|(_, t)| t.clone()).unwrap()
     };
-    let values = |t: &Tensor| -> Vec<f64> {
-        t.to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
-    let mean = values(&var(&m, "layers/normalization/vars/0"));
-    let kernel = values(&var(&m, "layers/gru/cell/vars/0"));
+    let mean = flat(&var(&m, "layers/normalization/vars/0"));
+    let kernel = flat(&var(&m, "layers/gru/cell/vars/0"));
     let mut sgd = SGD::new(varmap.all_vars(), 0.1).unwrap();
     let loss = m.call(&x(), None).unwrap()[0]
         .sqr()
@@ -191,8 +186,8 @@ fn an_adapted_normalization_keeps_its_statistics_through_training_and_writes_its
         .unwrap();
     sgd.backward_step(&loss).unwrap();
     // The GRU trains; the adapted statistics (not trainable in Keras) do not.
-    assert_ne!(values(&var(&m, "layers/gru/cell/vars/0")), kernel);
-    assert_eq!(values(&var(&m, "layers/normalization/vars/0")), mean);
+    assert_ne!(flat(&var(&m, "layers/gru/cell/vars/0")), kernel);
+    assert_eq!(flat(&var(&m, "layers/normalization/vars/0")), mean);
     let count = var(&m, "layers/normalization/vars/2");
     assert_eq!((count.dtype(), count.dims()), (DType::I64, &[][..]));
     // Written as int64 and read back.

@@ -160,11 +160,11 @@ fn keras2_nested_models_with_a_decoder_state_write_an_archive_that_reads_back() 
     let c = case("keras2_nested_functional");
     let file = data("keras2_nested_functional.h5");
     let m = KerasModel::load(&file, DType::F32, &Device::Cpu).unwrap();
-    let want = flat(
-        &m.call_inputs(&inputs(&c), ModelCall::default())
-            .unwrap()
-            .outputs[0],
-    );
+    let first = |m: &KerasModel| {
+        let out = m.call_inputs(&inputs(&c), ModelCall::default()).unwrap();
+        flat(&out.outputs[0])
+    };
+    let want = first(&m);
     // Its decoder GRU takes the encoder's state as a keyword argument: the archive config
     // names that tensor with the shape and dtype the builder found (Keras 3 needs them).
     let archive = scratch("keras2_nested_functional.keras");
@@ -176,13 +176,7 @@ fn keras2_nested_models_with_a_decoder_state_write_an_archive_that_reads_back() 
     assert_eq!(state["shape"], serde_json::json!([null, 6]));
     assert_eq!(state["keras_history"], serde_json::json!(["encoder", 0, 1]));
     let again = KerasModel::load(&archive, DType::F32, &Device::Cpu).unwrap();
-    let got = flat(
-        &again
-            .call_inputs(&inputs(&c), ModelCall::default())
-            .unwrap()
-            .outputs[0],
-    );
-    assert_eq!(got, want);
+    assert_eq!(first(&again), want);
     // The weights file holds every variable at Keras 3's paths (the nested models' under
     // layers/functional/layers/...); with the file's own config it gives the same outputs.
     let weights = scratch("keras2_nested_functional.weights.h5");
@@ -193,11 +187,5 @@ fn keras2_nested_models_with_a_decoder_state_write_an_archive_that_reads_back() 
     );
     let config = KerasModel::model_config(&file).unwrap();
     let again = KerasModel::load_weights_h5(&config, &weights, DType::F32, &Device::Cpu).unwrap();
-    let got = flat(
-        &again
-            .call_inputs(&inputs(&c), ModelCall::default())
-            .unwrap()
-            .outputs[0],
-    );
-    assert_eq!(got, want);
+    assert_eq!(first(&again), want);
 }

@@ -117,6 +117,20 @@ impl Weights {
         })
     }
 
+    /// The dataset holding the variable at object-tree `path`, and its name, once its shape
+    /// is `expected`.
+    fn checked(&self, path: &str, expected: &[usize]) -> Result<(String, hdf5_reader::Dataset)> {
+        let dataset = self.locate(path)?;
+        let ds = self.dataset(&dataset)?;
+        let shape: Vec<usize> = ds
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+            .collect();
+        check_shape(&self.source, &dataset, &shape, expected)?;
+        Ok((dataset, ds))
+    }
+
     /// The values of a dataset whose shape was checked (so the read is bounded).
     fn values(&self, path: &str, ds: &hdf5_reader::Dataset) -> Result<Vec<f64>> {
         let bad = |e: hdf5_reader::error::Error| {
@@ -155,15 +169,8 @@ impl Weights {
         device: &Device,
     ) -> Result<Tensor> {
         let tree_path = path;
-        let dataset = self.locate(path)?;
+        let (dataset, ds) = self.checked(path, expected)?;
         let path = dataset.as_str();
-        let ds = self.dataset(path)?;
-        let shape: Vec<usize> = ds
-            .shape()
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
-            .collect();
-        check_shape(&self.source, path, &shape, expected)?;
         let bytes = expected
             .iter()
             .try_fold(8u64, |p, &d| p.checked_mul(d as u64));
@@ -196,15 +203,8 @@ impl Weights {
         device: &Device,
     ) -> Result<Tensor> {
         let tree_path = path;
-        let dataset = self.locate(path)?;
+        let (dataset, ds) = self.checked(path, expected)?;
         let path = dataset.as_str();
-        let ds = self.dataset(path)?;
-        let shape: Vec<usize> = ds
-            .shape()
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
-            .collect();
-        check_shape(&self.source, path, &shape, expected)?;
         let bad = |e: hdf5_reader::error::Error| {
             file_error(
                 &self.source,

@@ -444,6 +444,42 @@ pub(super) fn graph_outputs(
         .collect()
 }
 
+/// What a `Dot` of two tensors of rank 2 or 3 gives (`batch_dot`): the first's dims but
+/// the contracted one, then the second's; `None` for other ranks or axes.
+fn dot_state(inputs: &[TensorState], axes: [i64; 2]) -> Option<TensorState> {
+    let [x, y] = inputs else { return None };
+    let (rx, ry) = (x.rank?, y.rank?);
+    let axis = |a: i64, r: usize| {
+        let k = if a < 0 { a + r as i64 } else { a };
+        (k >= 1 && k < r as i64 && (2..=3).contains(&r)).then_some(k as usize)
+    };
+    let (ax, ay) = (axis(axes[0], rx)?, axis(axes[1], ry)?);
+    let rest = |s: &TensorState, a: usize| -> Option<Vec<usize>> {
+        let mut d = s.dims.clone()?;
+        d.remove(a - 1);
+        Some(d)
+    };
+    let dims = match (rest(x, ax), rest(y, ay)) {
+        (Some(a), Some(b)) => Some(match [a, b].concat() {
+            d if d.is_empty() => vec![1],
+            d => d,
+        }),
+        _ => None,
+    };
+    let features = match (&dims, ry, ay) {
+        (Some(d), _, _) => d.last().copied(),
+        // The second input's other axis comes last.
+        (None, 3, 1) => y.features,
+        _ => None,
+    };
+    Some(TensorState {
+        features,
+        rank: Some((rx + ry - 3).max(2)),
+        dims,
+        mask: MaskState::None,
+    })
+}
+
 /// A merge layer over `inputs`: its output's size, rank and mask (by `rule`); refused where
 /// Keras 3's values would depend on masks this crate does not replay (`Multiply`,
 /// `Maximum`, `Minimum` over masked inputs), or where the inputs cannot be joined.
@@ -459,6 +495,16 @@ pub(super) fn merge_layer(
     let Some(first) = inputs.first().filter(|_| inputs.len() >= 2) else {
         return refuse("a merge of fewer than 2 inputs");
     };
+    if let MergeOp::Dot { axes, .. } = op {
+        return dot_state(inputs, axes)
+            .map(|state| (ModelLayer::Merge(op), state))
+            .ok_or_else(|| {
+                unsupported(
+                    source,
+                    format!("layer {lname:?}: Dot of {inputs:?} over axes {axes:?}"),
+                )
+            });
+    }
     let masked = inputs.iter().any(|i| i.mask != MaskState::None);
     if op.values_depend_on_masks(rule) && masked {
         return refuse("Multiply, Maximum or Minimum over masked inputs");

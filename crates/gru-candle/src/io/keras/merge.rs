@@ -1,6 +1,7 @@
 //! Keras' merge layers, which join the branches of a functional graph: `Add`, `Subtract`,
-//! `Multiply`, `Average`, `Maximum`, `Minimum` (elementwise over inputs of one shape) and
-//! `Concatenate` (over the last axis), with the masks Keras 3 gives their outputs.
+//! `Multiply`, `Average`, `Maximum`, `Minimum` (elementwise over inputs of one shape),
+//! `Concatenate` (over the last axis) and `Dot` (`batch_dot`), with the masks Keras gives
+//! their outputs.
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor, D};
@@ -35,6 +36,15 @@ pub enum MergeOp {
     Minimum,
     /// `Concatenate` over the last axis.
     Concatenate,
+    /// `Dot`: the dot product of two inputs of rank 2 or 3 over `axes` (one axis of each,
+    /// not the batch), after L2-normalizing them along those axes with `normalize`
+    /// (cosine proximity); the output carries no mask.
+    Dot {
+        /// The contracted axis of each input (negative counts from the end).
+        axes: [i64; 2],
+        /// `normalize`.
+        normalize: bool,
+    },
 }
 
 impl MergeOp {
@@ -62,6 +72,16 @@ impl MergeOp {
             )
     }
 
+    /// A `Dot` layer's operation from its config (`axes`: one integer or two).
+    pub fn dot_from_keras(cfg: &serde_json::Value) -> Option<MergeOp> {
+        let axes = match &cfg["axes"] {
+            serde_json::Value::Array(a) if a.len() == 2 => [a[0].as_i64()?, a[1].as_i64()?],
+            v => [v.as_i64()?; 2],
+        };
+        let normalize = cfg["normalize"].as_bool().unwrap_or(false);
+        Some(MergeOp::Dot { axes, normalize })
+    }
+
     /// Joins the inputs (cast to the widest of their dtypes).
     pub fn forward(self, xs: &[Tensor]) -> Result<Tensor> {
         let dtype = widest(xs);
@@ -69,6 +89,9 @@ impl MergeOp {
             .iter()
             .map(|x| x.to_dtype(dtype))
             .collect::<candle_core::Result<_>>()?;
+        if let MergeOp::Dot { axes, normalize } = self {
+            return dot(&xs, axes, normalize);
+        }
         let [first, rest @ ..] = xs.as_slice() else {
             return Err(shape_error("a merge layer's inputs", "at least one", 0));
         };
@@ -93,7 +116,7 @@ impl MergeOp {
                 MergeOp::Multiply => (out * x)?,
                 MergeOp::Maximum => out.maximum(x)?,
                 MergeOp::Minimum => out.minimum(x)?,
-                MergeOp::Concatenate => unreachable!("handled above"),
+                MergeOp::Concatenate | MergeOp::Dot { .. } => unreachable!("handled above"),
             };
         }
         if self == MergeOp::Average {
@@ -108,7 +131,8 @@ impl MergeOp {
     /// Keras 2 ANDs the masks there are (`Concatenate` too: an unmasked input's ones change
     /// nothing).
     pub fn mask(self, masks: &[Option<Tensor>], rule: MaskRule) -> Result<Option<Tensor>> {
-        if rule == MaskRule::Keras3 && masks.iter().any(Option::is_none) {
+        let dot = matches!(self, MergeOp::Dot { .. });
+        if dot || (rule == MaskRule::Keras3 && masks.iter().any(Option::is_none)) {
             return Ok(None);
         }
         let mut out: Option<Tensor> = None;
@@ -121,6 +145,56 @@ impl MergeOp {
         }
         Ok(out)
     }
+}
+
+/// Keras' `batch_dot` of two inputs of rank 2 or 3 over one axis of each: the first's other
+/// axes, then the second's (a rank-1 result becomes (batch, 1)).
+fn dot(xs: &[Tensor], axes: [i64; 2], normalize: bool) -> Result<Tensor> {
+    let [x, y] = xs else {
+        return Err(shape_error("Dot's inputs", "exactly 2", xs.len()));
+    };
+    let axis = |t: &Tensor, a: i64| -> Result<usize> {
+        let r = t.rank() as i64;
+        let k = if a < 0 { a + r } else { a };
+        if !(2..=3).contains(&r) || k < 1 || k >= r {
+            return Err(Error::Gru(GruError::Shape {
+                what: "Dot's inputs".into(),
+                expected: format!("rank 2 or 3, contracted over axis 1 or 2 (axes {axes:?})"),
+                got: format!("shape {:?}", t.dims()),
+            }));
+        }
+        Ok(k as usize)
+    };
+    let (ax, ay) = (axis(x, axes[0])?, axis(y, axes[1])?);
+    let (x, y) = match normalize {
+        true => (l2_normalized(x, ax)?, l2_normalized(y, ay)?),
+        false => (x.clone(), y.clone()),
+    };
+    // x as (batch, rows, k), y as (batch, k, cols).
+    let xm = match (x.rank(), ax) {
+        (2, _) => x.unsqueeze(1)?,
+        (_, 2) => x,
+        _ => x.transpose(1, 2)?.contiguous()?,
+    };
+    let ym = match (y.rank(), ay) {
+        (2, _) => y.unsqueeze(2)?,
+        (_, 1) => y,
+        _ => y.transpose(1, 2)?.contiguous()?,
+    };
+    let out = xm.matmul(&ym)?;
+    let out = match (xs[0].rank(), xs[1].rank()) {
+        (2, 2) => out.squeeze(2)?,
+        (2, _) => out.squeeze(1)?,
+        (_, 2) => out.squeeze(2)?,
+        _ => out,
+    };
+    Ok(out)
+}
+
+/// Keras' `normalize(x, axis)`: `x * min(rsqrt(sum(x^2)), 1 / 1e-7)`.
+fn l2_normalized(x: &Tensor, axis: usize) -> Result<Tensor> {
+    let inv = x.sqr()?.sum_keepdim(axis)?.sqrt()?.recip()?.minimum(1e7)?;
+    Ok(x.broadcast_mul(&inv)?)
 }
 
 fn widest(xs: &[Tensor]) -> DType {

@@ -246,7 +246,16 @@ impl ModelBuilder<'_> {
     ) -> Result<(ModelLayer, Vec<TensorState>)> {
         let source = self.source();
         let class = l["class_name"].as_str().unwrap_or("");
-        let (layer, state) = match (mask_op, MergeOp::from_class(class)) {
+        let op = match class {
+            "Dot" => Some(MergeOp::dot_from_keras(&l["config"]).ok_or_else(|| {
+                malformed(
+                    &source,
+                    format!("layer {lname:?}: Dot axes {}", l["config"]["axes"]),
+                )
+            })?),
+            _ => MergeOp::from_class(class),
+        };
+        let (layer, state) = match (mask_op, op) {
             (Some(op), _) => {
                 let op =
                     op.map_err(|why| unsupported(&source, format!("layer {lname:?}: {why}")))?;

@@ -222,6 +222,78 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// `batch_dot` over every pairing of ranks 2 and 3, against sums written out.
+    #[test]
+    fn dot_contracts_one_axis_of_each_input() {
+        let dev = Device::Cpu;
+        let x3: Vec<f32> = (0..2 * 3 * 4).map(|k| (k as f32 * 0.7).sin()).collect();
+        let y3: Vec<f32> = (0..2 * 5 * 4).map(|k| (k as f32 * 0.3).cos()).collect();
+        let x = Tensor::from_vec(x3.clone(), (2, 3, 4), &dev).unwrap();
+        let y = Tensor::from_vec(y3.clone(), (2, 5, 4), &dev).unwrap();
+        let (xi, yi) = (
+            |b: usize, t: usize, k: usize| x3[(b * 3 + t) * 4 + k],
+            |b: usize, s: usize, k: usize| y3[(b * 5 + s) * 4 + k],
+        );
+        let dot = |axes: [i64; 2], xs: &[Tensor]| {
+            let op = MergeOp::Dot {
+                axes,
+                normalize: false,
+            };
+            let out = op.forward(xs).unwrap();
+            (
+                out.dims().to_vec(),
+                out.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        };
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-5;
+        // (2, 3, 4) . (2, 5, 4) over the features: (2, 3, 5).
+        let (dims, v) = dot([2, 2], &[x.clone(), y.clone()]);
+        assert_eq!(dims, [2, 3, 5]);
+        let want = |b, t, s| (0..4).map(|k| xi(b, t, k) * yi(b, s, k)).sum::<f32>();
+        assert!(close(v[(3 + 2) * 5 + 4], want(1, 2, 4)));
+        // A vector (2, 4) against a sequence (2, 5, 4): (2, 5).
+        let xv = x.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
+        let (dims, v) = dot([-1, -1], &[xv.clone(), y.clone()]);
+        assert_eq!(dims, [2, 5]);
+        assert!(close(v[5 + 3], want(1, 0, 3)));
+        // A sequence against a vector: (2, 3); two vectors: (2, 1).
+        let yv = y.narrow(1, 2, 1).unwrap().squeeze(1).unwrap();
+        let (dims, v) = dot([2, 1], &[x.clone(), yv.clone()]);
+        assert_eq!(dims, [2, 3]);
+        assert!(close(v[3 + 1], want(1, 1, 2)));
+        let (dims, v) = dot([1, 1], &[xv, yv]);
+        assert_eq!(dims, [2, 1]);
+        assert!(close(v[1], want(1, 0, 2)));
+        // Over the time axes: (2, 3, 4) . (2, 3, 4) over axis 1 gives (2, 4, 4).
+        let (dims, _) = dot([1, 1], &[x.clone(), x.clone()]);
+        assert_eq!(dims, [2, 4, 4]);
+        // The batch axis or a rank-4 input is a typed error.
+        let op = MergeOp::Dot {
+            axes: [0, 0],
+            normalize: false,
+        };
+        assert!(op.forward(&[x.clone(), y]).is_err());
+        // Normalized: a vector's cosine with itself is 1.
+        let op = MergeOp::Dot {
+            axes: [2, 2],
+            normalize: true,
+        };
+        let cos = op.forward(&[x.clone(), x]).unwrap();
+        let diag: Vec<f32> = (0..3)
+            .map(|t| {
+                cos.get(1)
+                    .unwrap()
+                    .get(t)
+                    .unwrap()
+                    .get(t)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
+            })
+            .collect();
+        assert!(diag.iter().all(|&c| close(c, 1.0)), "{diag:?}");
+    }
+
     #[test]
     fn merges_and_their_masks() {
         let dev = Device::Cpu;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 24] = [
+const MODELS: [&str; 25] = [
     "embedding_bigru_layernorm_average_pool.keras",
     "siamese_nested_encoder.keras",
     "shared_dense_and_gru.keras",
@@ -28,6 +28,7 @@ const MODELS: [&str; 24] = [
     "rnn_stacked_gru_cells.keras",
     "keras2_rnn_stacked_gru_cells.h5",
     "dot_attention_decoder.keras",
+    "masked_merges.keras",
     "keras2_dot_attention_decoder.h5",
     "residual_gru_concat.keras",
     "gru_self_attention.keras",

@@ -190,6 +190,44 @@ def main(out_dir):
     with open(path, "w") as fh:
         json.dump(case, fh)
 
+    masked_merges_case(out_dir, rng)
+
+
+def masked_merges_case(out_dir, rng):
+    """Keras 3's Multiply, Maximum and Minimum over masked inputs: a masked entry counts
+    as 1 in a product, takes the other side in a maximum or minimum. Two inputs padded at
+    different steps, each through Masking and a GRU; a Dense of the unmasked input joins
+    one product; every output a sequence, padded steps included."""
+    L = keras.layers
+    b, t = 3, 7
+    x = rng.normal(size=(b, t, 4)).astype(np.float32)
+    x[0, 5:] = 0.0
+    x[2, 3:] = 0.0
+    x2 = rng.normal(size=(b, t, 4)).astype(np.float32)
+    x2[1, 4:] = 0.0
+    x2[2, 6:] = 0.0
+    a_in = keras.Input(shape=(t, 4))
+    b_in = keras.Input(shape=(t, 4))
+    a = L.GRU(5, return_sequences=True)(L.Masking(0.0)(a_in))
+    c = L.GRU(5, return_sequences=True)(L.Masking(0.0)(b_in))
+    plain = L.Dense(5)(b_in)
+    both = L.Multiply()([a, c])
+    one = L.Multiply()([a, plain])
+    hi = L.Maximum()([a, c, plain])
+    lo = L.Minimum()([c, a])
+    y = L.Dense(2)(L.GRU(3, return_sequences=True)(L.Add()([both, lo])))
+    model = keras.Model([a_in, b_in], [y, one, hi, lo], name="masked_merges")
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.4
+                       for w in model.get_weights()])
+    outs = [np.asarray(o) for o in model([x, x2], training=False)]
+    save_case(out_dir, model, "masked_merges",
+              "Functional, two inputs padded at different steps: Masking -> GRU(5, "
+              "return_sequences) each, Dense(5) of the second unmasked; Multiply(both), "
+              "Multiply(masked, unmasked), Maximum(both, unmasked), Minimum(both) (Keras 3 "
+              "replaces masked entries); Add(product, minimum) -> GRU(3, return_sequences) -> "
+              "Dense(2); outputs [Dense, Multiply(masked, unmasked), Maximum, Minimum]",
+              x, "float32", extra_inputs=[x2], expected=outs)
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

@@ -505,10 +505,6 @@ pub(super) fn merge_layer(
                 )
             });
     }
-    let masked = inputs.iter().any(|i| i.mask != MaskState::None);
-    if op.values_depend_on_masks(rule) && masked {
-        return refuse("Multiply, Maximum or Minimum over masked inputs");
-    }
     let same_rank = inputs.iter().all(|i| i.rank == first.rank);
     let axis = l["config"]["axis"].as_i64().unwrap_or(-1);
     let last = first

@@ -63,7 +63,7 @@ impl MergeOp {
     }
 
     /// Whether Keras 3 makes the values depend on the inputs' masks (`Multiply`, `Maximum`
-    /// and `Minimum` replace masked entries); those are run only on unmasked inputs.
+    /// and `Minimum` replace masked entries; see [`MergeOp::forward_masked`]).
     pub fn values_depend_on_masks(self, rule: MaskRule) -> bool {
         rule == MaskRule::Keras3
             && matches!(
@@ -80,6 +80,42 @@ impl MergeOp {
         };
         let normalize = cfg["normalize"].as_bool().unwrap_or(false);
         Some(MergeOp::Dot { axes, normalize })
+    }
+
+    /// Joins the inputs with the (batch, T) masks they carry, as the Keras of `rule` does:
+    /// Keras 3's `Multiply` takes a masked entry as 1 (and zeroes the product where every
+    /// input is masked, when all carry masks); its `Maximum` and `Minimum` take a masked
+    /// entry from the other side; otherwise the masks do not change the values.
+    pub fn forward_masked(
+        self,
+        xs: &[Tensor],
+        masks: &[Option<Tensor>],
+        rule: MaskRule,
+    ) -> Result<Tensor> {
+        if !self.values_depend_on_masks(rule) || masks.iter().all(Option::is_none) {
+            return self.forward(xs);
+        }
+        let dtype = widest(xs);
+        // Each mask as a 0/1 tensor of its input's shape.
+        let expanded: Vec<Option<Tensor>> = xs
+            .iter()
+            .zip(masks.iter().chain(std::iter::repeat(&None)))
+            .map(|(x, m)| match m {
+                Some(m) => {
+                    let keep = m.ne(0f64)?.unsqueeze(D::Minus1)?.broadcast_as(x.shape())?;
+                    Ok(Some(keep.contiguous()?))
+                }
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        let xs: Vec<Tensor> = xs
+            .iter()
+            .map(|x| x.to_dtype(dtype))
+            .collect::<candle_core::Result<_>>()?;
+        match self {
+            MergeOp::Multiply => masked_product(&xs, &expanded),
+            _ => masked_extreme(self, &xs, &expanded),
+        }
     }
 
     /// Joins the inputs (cast to the widest of their dtypes).
@@ -145,6 +181,61 @@ impl MergeOp {
         }
         Ok(out)
     }
+}
+
+/// Keras 3's masked `Multiply`: masked entries count as 1; with every input masked, the
+/// product is zeroed where no input keeps the entry.
+fn masked_product(xs: &[Tensor], keeps: &[Option<Tensor>]) -> Result<Tensor> {
+    let mut out: Option<Tensor> = None;
+    let mut any_kept: Option<Tensor> = None;
+    for (x, keep) in xs.iter().zip(keeps) {
+        let x = match keep {
+            Some(k) => k.where_cond(x, &x.ones_like()?)?,
+            None => x.clone(),
+        };
+        if let Some(k) = keep {
+            any_kept = Some(match any_kept {
+                None => k.clone(),
+                Some(a) => a.maximum(k)?,
+            });
+        }
+        out = Some(match out {
+            None => x,
+            Some(o) => (o * x)?,
+        });
+    }
+    let out = out.ok_or_else(|| shape_error("Multiply's inputs", "at least one", 0))?;
+    match (keeps.iter().all(Option::is_some), any_kept) {
+        (true, Some(k)) => Ok(k.where_cond(&out, &out.zeros_like()?)?),
+        _ => Ok(out),
+    }
+}
+
+/// Keras 3's masked `Maximum` / `Minimum` (`_apply_merge_op_and_or_mask`): a masked entry
+/// takes the other side's value.
+fn masked_extreme(op: MergeOp, xs: &[Tensor], keeps: &[Option<Tensor>]) -> Result<Tensor> {
+    let [first, rest @ ..] = xs else {
+        return Err(shape_error("a merge layer's inputs", "at least one", 0));
+    };
+    let (mut out, mut out_keep) = (first.clone(), keeps.first().cloned().flatten());
+    for (x, keep) in rest.iter().zip(keeps.iter().skip(1)) {
+        let x = match keep {
+            Some(k) => k.where_cond(x, &out)?,
+            None => x.clone(),
+        };
+        if let Some(ok) = &out_keep {
+            out = ok.where_cond(&out, &x)?;
+        }
+        out_keep = match (keep, out_keep) {
+            (Some(k), Some(ok)) => Some(ok.maximum(k)?),
+            _ => None,
+        };
+        out = match op {
+            MergeOp::Maximum => out.maximum(&x)?,
+            _ => out.minimum(&x)?,
+        };
+    }
+    Ok(out)
 }
 
 /// Keras' `batch_dot` of two inputs of rank 2 or 3 over one axis of each: the first's other

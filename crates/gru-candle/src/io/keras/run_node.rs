@@ -180,7 +180,8 @@ impl Run<'_> {
                     args.taken.iter().map(|t| t.mask.clone()).collect();
                 let mask = op.mask(&carried, rule)?;
                 let computed = args.taken.iter().any(|t| t.computed);
-                Produced::new(vec![op.forward(xs)?], mask, computed, slots)
+                let out = op.forward_masked(xs, &carried, rule)?;
+                Produced::new(vec![out], mask, computed, slots)
             }
             (ModelLayer::Model(m), _) => self.nested(m, &args, slots, losses)?,
             (_, [t]) if hands_input_on(layer, self.training) => {

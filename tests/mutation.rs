@@ -317,7 +317,7 @@ fn mutated_legacy_h5_models_load_and_run_or_fail_typed() {
 }
 
 /// Functional graphs with merges and recorded mask operations.
-const GRAPHS: [&str; 7] = [
+const GRAPHS: [&str; 10] = [
     "residual_gru_concat",
     "gru_state_merges_two_outputs",
     "embedding_two_grus_add",
@@ -325,6 +325,9 @@ const GRAPHS: [&str; 7] = [
     "shared_dense_and_gru",
     "siamese_nested_encoder",
     "gru_multi_head_self_attention",
+    "dot_attention_decoder",
+    "rnn_stacked_gru_cells",
+    "masked_merges",
 ];
 
 #[test]
@@ -342,6 +345,11 @@ fn mutated_graph_configs_build_and_run_or_fail_typed() {
                 vec![ids.clone()]
             }
             "siamese_nested_encoder" => vec![ids.clone(), ids.clone()],
+            "dot_attention_decoder" => vec![
+                floats.clone(),
+                Tensor::ones((2, 4, 3), DType::F32, &Device::Cpu).unwrap(),
+            ],
+            "masked_merges" => vec![floats.narrow(2, 0, 4).unwrap(); 2],
             _ => vec![floats.clone()],
         };
         for k in 0..100 {
@@ -360,7 +368,7 @@ fn mutated_graph_configs_build_and_run_or_fail_typed() {
         "mutated graph configs: {} ran, {} typed errors",
         counts[0], counts[1]
     );
-    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 700);
+    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 1000);
 }
 
 #[test]

@@ -491,20 +491,21 @@ fn upgrade_nodes(nodes: &mut Value, skip_first: &HashSet<String>, rnn: bool) -> 
     keras2
 }
 
-/// Whether Keras 2 wrote the model: the `keras_version` its file or config records,
-/// tf_keras' module names in its config, or layers without a `module` called in Keras 2's
-/// list form (a legacy file's config read apart from its file).
+/// Whether Keras 2 wrote the model: the `keras_version` its file records (a legacy file's
+/// attribute, an archive's `metadata.json`); without one, the config's `keras_version`,
+/// tf_keras' module names, or layers without a `module` called in Keras 2's list form (a
+/// legacy file's config read apart from its file).
 pub(super) fn written_by_keras_2(config: &Value, file_version: Option<&str>) -> bool {
-    let two = |v: Option<&str>| v.is_some_and(|v| v.starts_with("2."));
-    let layers = config["config"]["layers"].as_array().into_iter().flatten();
-    two(file_version)
-        || two(config["keras_version"].as_str())
+    let two = |v: &str| v.starts_with("2.");
+    if let Some(v) = file_version {
+        return two(v);
+    }
+    let mut layers = config["config"]["layers"].as_array().into_iter().flatten();
+    config["keras_version"].as_str().is_some_and(two)
         || config["module"]
             .as_str()
             .is_some_and(|m| m.starts_with("tf_keras"))
-        || layers
-            .into_iter()
-            .any(|l| l.get("module").is_none() && l["inbound_nodes"][0].is_array())
+        || layers.any(|l| l.get("module").is_none() && l["inbound_nodes"][0].is_array())
 }
 
 #[cfg(test)]
@@ -567,6 +568,22 @@ mod tests {
         let l = &written["config"]["layers"][0];
         assert_eq!(l["inbound_nodes"][0], json!([["g", 0, 0, {}]]));
         assert_eq!(l["module"], "keras.layers");
+    }
+
+    #[test]
+    fn keras_2_is_told_by_the_file_then_by_the_config() {
+        let list_nodes = json!({"config": {"layers": [
+            {"class_name": "Dense", "inbound_nodes": [[["i", 0, 0, {}]]]}]}});
+        assert!(written_by_keras_2(&list_nodes, None));
+        assert!(!written_by_keras_2(&list_nodes, Some("3.15.1")));
+        assert!(written_by_keras_2(&json!({}), Some("2.21.0")));
+        assert!(written_by_keras_2(
+            &json!({"module": "tf_keras.src.engine.functional"}),
+            None
+        ));
+        let keras3 = json!({"module": "keras.src.models.functional", "config": {"layers": [
+            {"module": "keras.layers", "class_name": "Dense", "inbound_nodes": [[["i", 0, 0, {}]]]}]}});
+        assert!(!written_by_keras_2(&keras3, None));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 25] = [
+const MODELS: [&str; 27] = [
     "embedding_bigru_layernorm_average_pool.keras",
     "siamese_nested_encoder.keras",
     "shared_dense_and_gru.keras",
@@ -29,6 +29,8 @@ const MODELS: [&str; 25] = [
     "keras2_rnn_stacked_gru_cells.h5",
     "dot_attention_decoder.keras",
     "masked_merges.keras",
+    "time_distributed_encoders.keras",
+    "keras2_time_distributed_encoders.h5",
     "keras2_dot_attention_decoder.h5",
     "residual_gru_concat.keras",
     "gru_self_attention.keras",
@@ -43,25 +45,48 @@ const MODELS: [&str; 25] = [
     "keras2_nested_functional.h5",
 ];
 
-/// One tensor of a case's inputs: token ids (`input_dtype` int32) or features.
-fn tensor(case: &Value, rows: &Value) -> anyhow::Result<Tensor> {
-    let dev = Device::Cpu;
-    if case["input_dtype"] == "int32" {
-        let ids: Vec<Vec<i64>> = serde_json::from_value(rows.clone())?;
-        let (b, t) = (ids.len(), ids[0].len());
-        return Ok(Tensor::from_vec(ids.concat(), (b, t), &dev)?);
+/// A nested JSON array of numbers: its values and shape.
+fn nested(v: &Value) -> anyhow::Result<(Vec<f64>, Vec<usize>)> {
+    match v.as_array() {
+        Some(items) => {
+            let parts: Vec<(Vec<f64>, Vec<usize>)> =
+                items.iter().map(nested).collect::<anyhow::Result<_>>()?;
+            let inner = parts.first().map(|p| p.1.clone()).unwrap_or_default();
+            let shape = [vec![items.len()], inner].concat();
+            Ok((parts.into_iter().flat_map(|p| p.0).collect(), shape))
+        }
+        None => Ok((vec![v.as_f64().context("a number")?], Vec::new())),
     }
-    let x: Vec<Vec<Vec<f32>>> = serde_json::from_value(rows.clone())?;
-    let (b, t, f) = (x.len(), x[0].len(), x[0][0].len());
-    Ok(Tensor::from_vec(x.concat().concat(), (b, t, f), &dev)?)
 }
 
-/// The case's model inputs: `inputs`, then `extra_inputs`.
+/// One input of a case: ids (`int32`) or features, of any rank.
+fn tensor(dtype: &str, rows: &Value) -> anyhow::Result<Tensor> {
+    let (values, shape) = nested(rows)?;
+    let t = Tensor::from_vec(values, shape, &Device::Cpu)?;
+    Ok(match dtype {
+        "int32" => t.to_dtype(DType::I64)?,
+        _ => t.to_dtype(DType::F32)?,
+    })
+}
+
+/// The case's model inputs: `inputs`, then `extra_inputs` (each of its
+/// `extra_input_dtypes`, else of `input_dtype`).
 fn inputs(case: &Value) -> anyhow::Result<Vec<Tensor>> {
     let extra = case["extra_inputs"].as_array().cloned().unwrap_or_default();
+    let dtype = |k: usize| -> String {
+        let d = match k {
+            0 => &case["input_dtype"],
+            k => match &case["extra_input_dtypes"][k - 1] {
+                Value::Null => &case["input_dtype"],
+                d => d,
+            },
+        };
+        d.as_str().unwrap_or("float32").to_string()
+    };
     std::iter::once(&case["inputs"])
         .chain(&extra)
-        .map(|rows| tensor(case, rows))
+        .enumerate()
+        .map(|(k, rows)| tensor(&dtype(k), rows))
         .collect()
 }
 
@@ -133,6 +158,7 @@ fn export(src: &Path, out: &Path) -> anyhow::Result<String> {
         "input_dtype": case["input_dtype"],
         "inputs": case["inputs"],
         "extra_inputs": case["extra_inputs"],
+        "extra_input_dtypes": case["extra_input_dtypes"],
         "expected": {"shape": after.dims(), "data": expected},
     });
     std::fs::write(

@@ -24,7 +24,10 @@ def main(d):
         case = json.load(open(path))
         name = case["name"]
         dtype = "int32" if case.get("input_dtype") == "int32" else "float32"
-        x = [np.array(v, dtype=dtype) for v in [case["inputs"]] + (case.get("extra_inputs") or [])]
+        extra = case.get("extra_inputs") or []
+        dtypes = case.get("extra_input_dtypes") or [dtype] * len(extra)
+        x = [np.array(case["inputs"], dtype=dtype)]
+        x += [np.array(v, dtype="int32" if d == "int32" else "float32") for v, d in zip(extra, dtypes)]
         x = x[0] if len(x) == 1 else x
         want = np.array(case["expected"]["data"]).reshape(case["expected"]["shape"])
         line = []

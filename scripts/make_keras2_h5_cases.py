@@ -99,7 +99,9 @@ def save_case(out_dir, model, name, description, inputs, input_dtype, keras3=Fal
                     "weights": {w.name: list(w.shape) for w in l.weights}} for l in model.layers],
         "input_dtype": input_dtype,
         "inputs": inputs.tolist(),
-        **({"extra_inputs": [np.asarray(e).tolist() for e in extra_inputs]} if extra_inputs else {}),
+        **({"extra_inputs": [np.asarray(e).tolist() for e in extra_inputs],
+            "extra_input_dtypes": ["int32" if np.issubdtype(np.asarray(e).dtype, np.integer)
+                                   else "float32" for e in extra_inputs]} if extra_inputs else {}),
         "mask": None,
         "expected": [o.astype(np.float64).tolist() for o in outs],
     }

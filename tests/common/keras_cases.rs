@@ -20,24 +20,47 @@ pub fn case(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(data(&format!("{name}.json"))).unwrap()).unwrap()
 }
 
-/// One input of a case: ids (batch, T) or features (batch, T, F).
-fn tensor(case: &Value, rows: &Value) -> Tensor {
-    let dev = Device::Cpu;
-    if case["input_dtype"] == "int32" {
-        let ids: Vec<Vec<i64>> = serde_json::from_value(rows.clone()).unwrap();
-        let (b, t) = (ids.len(), ids[0].len());
-        return Tensor::from_vec(ids.concat(), (b, t), &dev).unwrap();
+/// A nested JSON array of numbers: its values and shape.
+fn nested(v: &Value) -> (Vec<f64>, Vec<usize>) {
+    match v.as_array() {
+        Some(items) => {
+            let parts: Vec<(Vec<f64>, Vec<usize>)> = items.iter().map(nested).collect();
+            let inner = parts.first().map(|p| p.1.clone()).unwrap_or_default();
+            let shape = [vec![items.len()], inner].concat();
+            (parts.into_iter().flat_map(|p| p.0).collect(), shape)
+        }
+        None => (vec![v.as_f64().unwrap()], Vec::new()),
     }
-    let x: Vec<Vec<Vec<f32>>> = serde_json::from_value(rows.clone()).unwrap();
-    let (b, t, f) = (x.len(), x[0].len(), x[0][0].len());
-    Tensor::from_vec(x.concat().concat(), (b, t, f), &dev).unwrap()
 }
 
+/// One input of a case: ids (`int32`) or features, of any rank.
+fn tensor(dtype: &str, rows: &Value) -> Tensor {
+    let (values, shape) = nested(rows);
+    let t = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+    match dtype {
+        "int32" => t.to_dtype(DType::I64).unwrap(),
+        _ => t.to_dtype(DType::F32).unwrap(),
+    }
+}
+
+/// The case's model inputs: `inputs`, then `extra_inputs` (each of its
+/// `extra_input_dtypes`, else of `input_dtype`).
 pub fn inputs(case: &Value) -> Vec<Tensor> {
     let extra = case["extra_inputs"].as_array().cloned().unwrap_or_default();
+    let dtype = |k: usize| -> String {
+        let d = match k {
+            0 => &case["input_dtype"],
+            k => match &case["extra_input_dtypes"][k - 1] {
+                Value::Null => &case["input_dtype"],
+                d => d,
+            },
+        };
+        d.as_str().unwrap_or("float32").to_string()
+    };
     std::iter::once(&case["inputs"])
         .chain(&extra)
-        .map(|rows| tensor(case, rows))
+        .enumerate()
+        .map(|(k, rows)| tensor(&dtype(k), rows))
         .collect()
 }
 

@@ -28,6 +28,9 @@ pub struct ModelCase {
     /// The model's inputs after the first (float32), for models of several inputs.
     #[serde(default)]
     pub extra_inputs: Vec<Value>,
+    /// The dtype of each extra input (`"int32"` or `"float32"`); `input_dtype` when absent.
+    #[serde(default)]
+    pub extra_input_dtypes: Vec<String>,
     /// (batch, T) booleans or null.
     #[serde(default)]
     pub mask: Value,
@@ -92,8 +95,13 @@ pub fn run_model_case(json: &Path) -> anyhow::Result<ModelReport> {
         Some(Array::from_json(&case.mask)?.tensor(DType::U8, &dev)?)
     };
     let mut all = vec![x.clone()];
-    for e in &case.extra_inputs {
-        all.push(Array::from_json(e)?.tensor(input_dtype, &dev)?);
+    for (k, e) in case.extra_inputs.iter().enumerate() {
+        let dtype = match case.extra_input_dtypes.get(k).map(String::as_str) {
+            Some("int32") => DType::I64,
+            Some(_) => DType::F32,
+            None => input_dtype,
+        };
+        all.push(Array::from_json(e)?.tensor(dtype, &dev)?);
     }
     let run = |m: KerasModel| -> gru_candle::Result<Vec<candle_core::Tensor>> {
         let opts = ModelCall {

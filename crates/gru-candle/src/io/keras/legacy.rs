@@ -263,6 +263,18 @@ pub(super) fn upgrade_config(config: &mut Value, source: &str, keras2: bool) -> 
         if let Some(outputs) = config["config"].get_mut("output_layers") {
             renumber(outputs, &skip_first);
         }
+        // Keras 2 lists a single input or output as a list of one; its models take and
+        // return the tensor itself, as Keras 3 writes them (a wrapped model returning a
+        // list of one breaks Keras 3's TimeDistributed).
+        for key in ["input_layers", "output_layers"] {
+            if let Some(list) = config["config"].get_mut(key) {
+                if let Some([one]) = list.as_array().map(Vec::as_slice) {
+                    if one.as_array().is_some_and(|t| t.first().is_some_and(Value::is_string)) {
+                        *list = one.clone();
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -324,12 +336,18 @@ fn upgrade_layer(
             }
         }
     }
-    upgrade_layer_config(&class, &name, l, source)?;
+    upgrade_layer_config(&class, &name, l, source, keras2)?;
     Ok(keras2_nodes)
 }
 
 /// The parts of one layer's `config` (and of the layers it wraps) that changed form.
-fn upgrade_layer_config(class: &str, name: &str, l: &mut Value, source: &str) -> Result<()> {
+fn upgrade_layer_config(
+    class: &str,
+    name: &str,
+    l: &mut Value,
+    source: &str,
+    keras2: bool,
+) -> Result<()> {
     let cfg = &mut l["config"];
     if let Some(axis) = cfg.get_mut("axis") {
         if let Some([one]) = axis.as_array().map(Vec::as_slice) {
@@ -365,7 +383,11 @@ fn upgrade_layer_config(class: &str, name: &str, l: &mut Value, source: &str) ->
         if let Some(inner) = cfg.get_mut(key).filter(|v| v.is_object()) {
             let class = inner["class_name"].as_str().unwrap_or("").to_string();
             let name = inner["config"]["name"].as_str().unwrap_or(name).to_string();
-            upgrade_layer_config(&class, &name, inner, source)?;
+            // A wrapped model (TimeDistributed(model)) has layers of its own.
+            if inner["config"]["layers"].is_array() {
+                upgrade_config(inner, source, keras2)?;
+            }
+            upgrade_layer_config(&class, &name, inner, source, keras2)?;
         }
     }
     Ok(())
@@ -403,6 +425,16 @@ fn archive_model(c: &mut Value) -> std::result::Result<(), String> {
             l["module"] = "keras.layers".into();
             if l.get("registered_name").is_none() {
                 l["registered_name"] = Value::Null;
+            }
+        }
+        // A wrapped layer or model (Bidirectional, TimeDistributed).
+        for key in ["layer", "backward_layer"] {
+            if let Some(inner) = l["config"].get_mut(key).filter(|v| v.is_object()) {
+                if inner["config"]["layers"].is_array() {
+                    archive_model(inner)?;
+                } else if !keras3(&inner["module"]) {
+                    inner["module"] = "keras.layers".into();
+                }
             }
         }
         if let Some(nodes) = l.get_mut("inbound_nodes").and_then(Value::as_array_mut) {

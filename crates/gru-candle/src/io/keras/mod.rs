@@ -127,6 +127,9 @@ pub enum ModelLayer {
     Normalization(Normalization),
     /// `Rescaling`: `x * scale + offset`.
     Rescaling(Rescaling),
+    /// `TimeDistributed` over a GRU, Bidirectional, RNN or model: the layer runs on every
+    /// step of the second axis (`TimeDistributed(Dense)` is a `Dense`).
+    TimeDistributed(Box<ModelLayer>),
     /// A model used as a layer of another (`Sequential` or functional): its inputs' masks
     /// reach its layers, and its outputs carry the masks its layers leave, as in Keras.
     Model(Box<KerasModel>),
@@ -157,6 +160,7 @@ impl ModelLayer {
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
             ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),
             ModelLayer::StackedGru(s) => s.grus().first().map(|g| g.compute_dtype()),
+            ModelLayer::TimeDistributed(inner) => inner.compute_dtype(),
             ModelLayer::Dense(d) => Some(d.compute_dtype),
             ModelLayer::Attention(a) => Some(a.compute_dtype),
             ModelLayer::MultiHeadAttention(a) => Some(a.compute_dtype),

@@ -179,6 +179,10 @@ impl KerasModel {
         for (_, layer) in &self.layers {
             match layer {
                 ModelLayer::Model(m) => out.extend(m.all_layers()),
+                ModelLayer::TimeDistributed(inner) => match &**inner {
+                    ModelLayer::Model(m) => out.extend(m.all_layers()),
+                    inner => out.push(inner),
+                },
                 layer => out.push(layer),
             }
         }

@@ -184,6 +184,9 @@ impl Run<'_> {
                 Produced::new(vec![out], mask, computed, slots)
             }
             (ModelLayer::Model(m), _) => self.nested(m, &args, slots, losses)?,
+            (ModelLayer::TimeDistributed(inner), [t]) => {
+                self.time_distributed(inner, t, slots, losses)?
+            }
             (_, [t]) if hands_input_on(layer, self.training) => {
                 // Keras sets a given mask on the object if it carries none.
                 if let (None, Some(e)) = (&t.mask, first_mask) {
@@ -258,6 +261,54 @@ impl Run<'_> {
         let (out, inner_losses) = m.run_graph(&inner, slots, self.training)?;
         losses.extend(inner_losses);
         Ok(out)
+    }
+
+    /// A `TimeDistributed` call: the wrapped layer on all (batch x steps) rows at once, its
+    /// outputs with the steps axis back; the output carries the input's mask.
+    fn time_distributed(
+        &self,
+        inner: &ModelLayer,
+        t: &Taken,
+        slots: &mut MaskSlots,
+        losses: &mut Vec<Option<Tensor>>,
+    ) -> Result<Produced> {
+        let dims = t.x.dims().to_vec();
+        let (b, s) = match dims.as_slice() {
+            [b, s, _, ..] => (*b, *s),
+            _ => return Err(graph_error("TimeDistributed", "an input of rank 3 or more")),
+        };
+        let rows = t.x.reshape([vec![b * s], dims[2..].to_vec()].concat())?;
+        let input = [Produced::new(vec![rows], None, t.computed, slots)];
+        let outs = match inner {
+            ModelLayer::Model(m) => {
+                let (out, inner_losses) = m.run_graph(&input, slots, self.training)?;
+                losses.extend(inner_losses);
+                out.outs
+            }
+            layer => {
+                let x = &input[0].outs[0];
+                let xc = match (t.computed, layer.compute_dtype()) {
+                    (true, Some(dtype)) => autocast(x, dtype)?,
+                    _ => x.clone(),
+                };
+                let prev = Carried {
+                    outs: vec![x.clone()],
+                    mask: None,
+                    gru_activity: None,
+                };
+                let c = step(layer, &xc, prev, self.training, &[])?;
+                losses.push(c.gru_activity);
+                c.outs
+            }
+        };
+        let outs = outs
+            .iter()
+            .map(|o| {
+                let rest = o.dims()[1..].to_vec();
+                Ok(o.reshape([vec![b, s], rest].concat())?)
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        Ok(Produced::new(outs, t.mask.clone(), true, slots))
     }
 
     /// A call of a layer of one input that makes new tensors; the output of a computing
@@ -425,6 +476,7 @@ fn step(
         | ModelLayer::MaskOp(_)
         | ModelLayer::Attention(_)
         | ModelLayer::MultiHeadAttention(_)
+        | ModelLayer::TimeDistributed(_)
         | ModelLayer::Model(_) => {
             return Err(graph_error(
                 "a layer of several inputs",

@@ -3,14 +3,18 @@
 //! each layer built over its weights at its first call, models nested as layers built
 //! the same way under their own object-tree group.
 
-use super::build::ChainBuilder;
-use super::graph::{functional_inputs, graph_inbound, graph_outputs, merge_layer, node_refs};
-use super::graph::{Graph, Inbound, MaskState, Node, Source, Takes, TensorState};
-use super::mask_ops::MaskOp;
-use super::merge::{MaskRule, MergeOp};
-use super::weights::Weights;
-use super::{malformed, unsupported, KerasModel, ModelLayer};
+mod time_distributed;
+
 use crate::error::Result;
+use crate::io::keras::build::ChainBuilder;
+use crate::io::keras::graph::{
+    functional_inputs, graph_inbound, graph_outputs, merge_layer, node_refs,
+};
+use crate::io::keras::graph::{Graph, Inbound, MaskState, Node, Source, Takes, TensorState};
+use crate::io::keras::mask_ops::MaskOp;
+use crate::io::keras::merge::{MaskRule, MergeOp};
+use crate::io::keras::weights::Weights;
+use crate::io::keras::{malformed, unsupported, KerasModel, ModelLayer};
 use candle_core::{DType, Device};
 use gru_core::Regularizer;
 use serde_json::Value;
@@ -23,8 +27,8 @@ pub(super) fn build(
     device: &Device,
 ) -> Result<KerasModel> {
     let mut config = config.clone();
-    let keras2 = super::legacy::written_by_keras_2(&config, w.keras_version.as_deref());
-    super::legacy::upgrade_config(&mut config, &w.source, keras2)?;
+    let keras2 = crate::io::keras::legacy::written_by_keras_2(&config, w.keras_version.as_deref());
+    crate::io::keras::legacy::upgrade_config(&mut config, &w.source, keras2)?;
     let rule = match keras2 {
         true => MaskRule::Keras2,
         false => MaskRule::Keras3,
@@ -217,7 +221,7 @@ impl ModelBuilder<'_> {
             false => {
                 let (layer, states) =
                     self.build_layer(l, &lname, group, mask_op, &inputs, &inbound)?;
-                if let Some(reg) = super::train::activity_regularizer(l, &layer)? {
+                if let Some(reg) = crate::io::keras::train::activity_regularizer(l, &layer)? {
                     self.activity.push((lname.clone(), reg));
                 }
                 self.built[i] = Some(layer);
@@ -259,14 +263,17 @@ impl ModelBuilder<'_> {
             (Some(op), _) => {
                 let op =
                     op.map_err(|why| unsupported(&source, format!("layer {lname:?}: {why}")))?;
-                super::graph::mask_op_layer(&source, lname, op, inputs)?
+                crate::io::keras::graph::mask_op_layer(&source, lname, op, inputs)?
             }
             (None, Some(op)) => merge_layer(&source, l, lname, op, inputs, self.graph.mask_rule)?,
             (None, None) if matches!(class, "Attention" | "AdditiveAttention") => {
-                super::attention::build(&mut self.b, l, lname, group, inputs, inbound)?
+                crate::io::keras::attention::build(&mut self.b, l, lname, group, inputs, inbound)?
             }
             (None, None) if class == "MultiHeadAttention" => {
-                super::mha::build(&mut self.b, l, lname, group, inputs, inbound)?
+                crate::io::keras::mha::build(&mut self.b, l, lname, group, inputs, inbound)?
+            }
+            (None, None) if time_distributed::wraps_more_than_dense(l) => {
+                return self.time_distributed(l, lname, group, inputs);
             }
             (None, None) if is_model_class(class) => return self.nested(l, lname, group, inputs),
             (None, None) => self.single_input_layer(l, lname, group, inputs, inbound)?,
@@ -453,7 +460,7 @@ impl ModelBuilder<'_> {
             Some(outs) => outs.iter().map(|&(node, _)| node).collect(),
             None => graph.nodes.len().checked_sub(1).into_iter().collect(),
         };
-        graph.order = super::order::keras_run_order(&graph.nodes, &ends);
+        graph.order = crate::io::keras::order::keras_run_order(&graph.nodes, &ends);
         let annotated = self.annotated(config);
         let layers = self
             .names
@@ -494,8 +501,14 @@ impl ModelBuilder<'_> {
             .unwrap_or_default();
         if let Some(layers) = c["config"]["layers"].as_array_mut() {
             for (i, l) in layers.iter_mut().enumerate() {
-                if let Some(Some(ModelLayer::Model(m))) = self.built.get(i) {
-                    *l = m.config.clone();
+                match self.built.get(i) {
+                    Some(Some(ModelLayer::Model(m))) => *l = m.config.clone(),
+                    Some(Some(ModelLayer::TimeDistributed(inner))) => {
+                        if let ModelLayer::Model(m) = &**inner {
+                            l["config"]["layer"] = m.config.clone();
+                        }
+                    }
+                    _ => {}
                 }
                 if let Some(nodes) = l.get_mut("inbound_nodes") {
                     self.annotate(nodes, &original);

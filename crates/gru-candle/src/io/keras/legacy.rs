@@ -269,7 +269,10 @@ pub(super) fn upgrade_config(config: &mut Value, source: &str, keras2: bool) -> 
         for key in ["input_layers", "output_layers"] {
             if let Some(list) = config["config"].get_mut(key) {
                 if let Some([one]) = list.as_array().map(Vec::as_slice) {
-                    if one.as_array().is_some_and(|t| t.first().is_some_and(Value::is_string)) {
+                    if one
+                        .as_array()
+                        .is_some_and(|t| t.first().is_some_and(Value::is_string))
+                    {
                         *list = one.clone();
                     }
                 }

@@ -330,12 +330,14 @@ impl ModelBuilder<'_> {
             | ModelLayer::MultiHeadAttention(_) => {
                 refuse("an input, mask operation or attention layer called more than once".into())
             }
-            ModelLayer::Model(_) if inputs == self.first_inputs[i].as_slice() => {
+            ModelLayer::Model(_) | ModelLayer::TimeDistributed(_)
+                if inputs == self.first_inputs[i].as_slice() =>
+            {
                 Ok(self.states[first_node].clone())
             }
-            ModelLayer::Model(_) => refuse(format!(
-                "a nested model called on {inputs:?} after {:?} (the same sizes and masks \
-                 expected)",
+            ModelLayer::Model(_) | ModelLayer::TimeDistributed(_) => refuse(format!(
+                "a nested model or TimeDistributed called on {inputs:?} after {:?} (the same \
+                 sizes and masks expected)",
                 self.first_inputs[i]
             )),
             _ => {

@@ -32,23 +32,29 @@ impl<'a> StateDict<'a> {
     fn new(
         source: &'a str,
         tensors: &'a HashMap<String, Tensor>,
+        prefix: Option<&str>,
         dtype: DType,
         device: &'a Device,
     ) -> Result<Self> {
-        let prefixes: Vec<&str> = tensors
-            .keys()
-            .filter_map(|k| k.strip_suffix("weight_ih_l0"))
-            .collect();
-        let prefix = match prefixes.as_slice() {
-            [p] => p.to_string(),
-            [] => {
+        let prefixes = gru_prefixes(tensors);
+        let prefix = match (prefix, prefixes.as_slice()) {
+            (Some(p), _) if prefixes.iter().any(|q| q == p) => p.to_string(),
+            (Some(p), _) => {
+                let what = format!("{p}weight_ih_l0 (the GRUs here: {prefixes:?})");
+                return Err(file_error(source, FileProblem::Missing(what)));
+            }
+            (None, [p]) => p.to_string(),
+            (None, []) => {
                 return Err(file_error(
                     source,
                     FileProblem::Missing("weight_ih_l0".into()),
                 ))
             }
-            many => {
-                let what = format!("several GRUs in one file (prefixes {many:?})");
+            (None, many) => {
+                let what = format!(
+                    "several GRUs in one file (prefixes {many:?}): load one with \
+                     TorchGru::load_prefix"
+                );
                 return Err(file_error(source, FileProblem::Unsupported(what)));
             }
         };
@@ -132,6 +138,8 @@ impl<'a> StateDict<'a> {
         cfg.return_state = true;
         cfg.use_bias = self.has_bias;
         cfg.go_backwards = backwards;
+        // pad_packed_sequence pads with zeros.
+        cfg.zero_output_for_mask = true;
         let t = |name: &str, v: Vec<f64>, shape: &[usize]| {
             tensor_from(self.source, name, v, shape, self.dtype, self.device)
         };
@@ -142,7 +150,19 @@ impl<'a> StateDict<'a> {
     }
 }
 
-/// A PyTorch `nn.GRU` (batch_first) running on Keras-exact layers.
+/// The prefixes of the `nn.GRU`s in a state_dict (`""`, `gru.`, `encoder.` ...): the keys
+/// that end in `weight_ih_l0`, without that ending, sorted.
+fn gru_prefixes(tensors: &HashMap<String, Tensor>) -> Vec<String> {
+    let mut p: Vec<String> = tensors
+        .keys()
+        .filter_map(|k| k.strip_suffix("weight_ih_l0"))
+        .map(str::to_string)
+        .collect();
+    p.sort();
+    p
+}
+
+/// A PyTorch `nn.GRU` running on Keras-exact layers.
 #[derive(Debug)]
 pub struct TorchGru {
     stack: GruStack,
@@ -154,6 +174,10 @@ pub struct TorchGru {
     pub hidden_size: usize,
     /// `input_size`.
     pub input_size: usize,
+    /// `batch_first`: inputs and outputs are (batch, T, features); `false` (PyTorch's
+    /// default) takes and returns (T, batch, features). A state_dict does not record it:
+    /// set it as the module was built. `true` after loading.
+    pub batch_first: bool,
 }
 
 impl TorchGru {
@@ -162,19 +186,56 @@ impl TorchGru {
     /// prefix such as `gru.` is allowed).
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<TorchGru> {
         let source = path.display().to_string();
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| file_error(&source, FileProblem::Unreadable(e.to_string())))?;
-        Self::from_tensors(&source, &tensors, dtype, device)
+        Self::from_tensors(&source, &read(path)?, dtype, device)
     }
 
-    /// Builds from state_dict tensors already in memory. `source` names them in errors.
+    /// Loads the GRU whose keys start with `prefix` (`encoder.`, `model.rnn.`) from a
+    /// state_dict holding several modules: a whole model's, with an encoder and a decoder
+    /// GRU ([`TorchGru::prefixes`] lists them).
+    pub fn load_prefix(
+        path: &Path,
+        prefix: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<TorchGru> {
+        let source = path.display().to_string();
+        Self::from_tensors_prefix(&source, &read(path)?, prefix, dtype, device)
+    }
+
+    /// The prefixes of the `nn.GRU`s in a safetensors state_dict, sorted.
+    pub fn prefixes(path: &Path) -> Result<Vec<String>> {
+        Ok(gru_prefixes(&read(path)?))
+    }
+
+    /// Builds from state_dict tensors already in memory (the file's only GRU). `source`
+    /// names them in errors.
     pub fn from_tensors(
         source: &str,
         tensors: &HashMap<String, Tensor>,
         dtype: DType,
         device: &Device,
     ) -> Result<TorchGru> {
-        let sd = StateDict::new(source, tensors, dtype, device)?;
+        Self::build(StateDict::new(source, tensors, None, dtype, device)?)
+    }
+
+    /// Builds the GRU whose keys start with `prefix` from state_dict tensors in memory.
+    pub fn from_tensors_prefix(
+        source: &str,
+        tensors: &HashMap<String, Tensor>,
+        prefix: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<TorchGru> {
+        Self::build(StateDict::new(
+            source,
+            tensors,
+            Some(prefix),
+            dtype,
+            device,
+        )?)
+    }
+
+    fn build(sd: StateDict) -> Result<TorchGru> {
         let num_layers = (0..)
             .take_while(|l| sd.get(&format!("weight_ih_l{l}")).is_some())
             .count();
@@ -207,6 +268,7 @@ impl TorchGru {
             bidirectional,
             hidden_size: sd.hidden,
             input_size,
+            batch_first: true,
         })
     }
 
@@ -215,10 +277,54 @@ impl TorchGru {
         &self.stack
     }
 
-    /// `nn.GRU(batch_first=True)(x, h0)`: `x` (batch, T, input_size), `h0`
-    /// (num_layers * directions, batch, hidden) or zeros. Returns `(output, h_n)`:
-    /// output (batch, T, directions * hidden), h_n (num_layers * directions, batch, hidden).
+    /// `nn.GRU(x, h0)`: `x` (batch, T, input_size), or (T, batch, input_size) without
+    /// `batch_first`; `h0` (num_layers * directions, batch, hidden) or zeros. Returns
+    /// `(output, h_n)`: output (batch, T, directions * hidden) (time first without
+    /// `batch_first`), h_n (num_layers * directions, batch, hidden).
     pub fn forward(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        self.run(x, None, h0)
+    }
+
+    /// `nn.GRU` over a padded batch packed by its lengths (`pack_padded_sequence(x,
+    /// lengths, enforce_sorted=False)`, then `pad_packed_sequence(output, total_length=T)`):
+    /// each sequence runs over its first `lengths[i]` steps only (the backward direction
+    /// from its last real step), the output is zero after them, and h_n holds each
+    /// sequence's state after its last real step. Every length must be in `1..=T`.
+    pub fn forward_packed(
+        &self,
+        x: &Tensor,
+        lengths: &[usize],
+        h0: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t) = match self.batch_first {
+            true => (x.dim(0)?, x.dim(1)?),
+            false => (x.dim(1)?, x.dim(0)?),
+        };
+        if lengths.len() != b || lengths.iter().any(|&n| n == 0 || n > t) {
+            return Err(crate::Error::Gru(gru_core::GruError::Shape {
+                what: "lengths".into(),
+                expected: format!("{b} lengths, each in 1..={t}"),
+                got: format!("{lengths:?}"),
+            }));
+        }
+        let keep: Vec<u8> = lengths
+            .iter()
+            .flat_map(|&n| (0..t).map(move |k| u8::from(k < n)))
+            .collect();
+        let mask = Tensor::from_vec(keep, (b, t), x.device())?;
+        self.run(x, Some(&mask), h0)
+    }
+
+    fn run(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        h0: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let x = match self.batch_first {
+            true => x.clone(),
+            false => x.transpose(0, 1)?.contiguous()?,
+        };
         let h0: Option<Vec<Tensor>> = match h0 {
             Some(h) => {
                 let n = self.num_layers * if self.bidirectional { 2 } else { 1 };
@@ -241,8 +347,19 @@ impl TorchGru {
             }
             None => None,
         };
-        let out = self.stack.call(x, None, h0.as_deref(), false)?;
+        let out = self.stack.call(&x, mask, h0.as_deref(), false)?;
         let h_n = Tensor::stack(&out.states, 0)?;
-        Ok((out.output, h_n))
+        let output = match self.batch_first {
+            true => out.output,
+            false => out.output.transpose(0, 1)?.contiguous()?,
+        };
+        Ok((output, h_n))
     }
+}
+
+/// The tensors of a safetensors file.
+fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let source = path.display().to_string();
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| file_error(&source, FileProblem::Unreadable(e.to_string())))
 }

@@ -49,7 +49,11 @@ impl ModelBuilder<'_> {
         let step = TensorState {
             features: input.features,
             rank: input.rank.map(|r| r - 1),
-            dims: input.dims.as_ref().and_then(|d| d.get(1..)).map(<[usize]>::to_vec),
+            dims: input
+                .dims
+                .as_ref()
+                .and_then(|d| d.get(1..))
+                .map(<[usize]>::to_vec),
             mask: MaskState::None,
         };
         let inner_group = format!("{group}/layer");

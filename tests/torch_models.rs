@@ -1,0 +1,111 @@
+//! PyTorch state_dicts holding several GRUs (a whole model's), `batch_first=False`, and
+//! batches packed by their lengths (`pack_padded_sequence`), against PyTorch
+//! (tests/data/torch, made by scripts/make_torch_model_cases.py).
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use candle_gru::candle::io::torch::TorchGru;
+use candle_gru::candle::{Error, FileProblem};
+use common::{flat, max_diff};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/torch")
+        .join(name)
+}
+
+fn case() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(data("seq2seq.json")).unwrap()).unwrap()
+}
+
+/// A nested JSON array as an f32 tensor.
+fn tensor(v: &Value) -> Tensor {
+    fn walk(v: &Value, values: &mut Vec<f32>, shape: &mut Vec<usize>, depth: usize) {
+        match v.as_array() {
+            Some(a) => {
+                if shape.len() == depth {
+                    shape.push(a.len());
+                }
+                a.iter().for_each(|x| walk(x, values, shape, depth + 1));
+            }
+            None => values.push(v.as_f64().unwrap() as f32),
+        }
+    }
+    let (mut values, mut shape) = (Vec::new(), Vec::new());
+    walk(v, &mut values, &mut shape, 0);
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+fn close(ours: &Tensor, want: &Value, what: &str) {
+    let want = tensor(want);
+    assert_eq!(ours.dims(), want.dims(), "{what}");
+    let err = max_diff(&flat(ours), &flat(&want));
+    println!("{what}: max error {err:.1e}");
+    assert!(err < 1e-5, "{what}: max error {err:.2e}");
+}
+
+#[test]
+fn a_whole_models_grus_load_by_prefix_and_run_packed_and_time_first_as_pytorch() {
+    let c = case();
+    let file = data("seq2seq.safetensors");
+    assert_eq!(TorchGru::prefixes(&file).unwrap(), ["decoder.", "encoder."]);
+    let mut encoder = TorchGru::load_prefix(&file, "encoder.", DType::F32, &Device::Cpu).unwrap();
+    let mut decoder = TorchGru::load_prefix(&file, "decoder.", DType::F32, &Device::Cpu).unwrap();
+    assert_eq!((encoder.num_layers, encoder.bidirectional), (2, true));
+    encoder.batch_first = false;
+    decoder.batch_first = false;
+    let lengths: Vec<usize> = serde_json::from_value(c["lengths"].clone()).unwrap();
+    let (out, h_n) = encoder
+        .forward_packed(&tensor(&c["inputs"]), &lengths, None)
+        .unwrap();
+    close(&out, &c["encoder_output"], "encoder output");
+    close(&h_n, &c["encoder_h_n"], "encoder h_n");
+    let (out, h_n) = decoder
+        .forward(
+            &tensor(&c["decoder_inputs"]),
+            Some(&tensor(&c["decoder_h0"])),
+        )
+        .unwrap();
+    close(&out, &c["decoder_output"], "decoder output");
+    close(&h_n, &c["decoder_h_n"], "decoder h_n");
+}
+
+#[test]
+fn packing_matters_and_bad_lengths_or_prefixes_are_typed_errors() {
+    let c = case();
+    let file = data("seq2seq.safetensors");
+    let mut encoder = TorchGru::load_prefix(&file, "encoder.", DType::F32, &Device::Cpu).unwrap();
+    encoder.batch_first = false;
+    let x = tensor(&c["inputs"]);
+    // Run unpacked, the padded steps change the backward direction and h_n.
+    let (_, h_n) = encoder.forward(&x, None).unwrap();
+    let want = tensor(&c["encoder_h_n"]);
+    assert!(max_diff(&flat(&h_n), &flat(&want)) > 1e-3);
+    for bad in [vec![7, 3], vec![7, 0, 5], vec![7, 8, 5]] {
+        match encoder.forward_packed(&x, &bad, None) {
+            Err(Error::Gru(e)) => assert!(e.to_string().contains("lengths"), "{e}"),
+            other => panic!("{bad:?}: expected a typed error, got {other:?}"),
+        }
+    }
+    // The file holds two GRUs: loading without a prefix names them; a wrong prefix too.
+    match TorchGru::load(&file, DType::F32, &Device::Cpu) {
+        Err(Error::File {
+            problem: FileProblem::Unsupported(what),
+            ..
+        }) => assert!(
+            what.contains("encoder.") && what.contains("load_prefix"),
+            "{what}"
+        ),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    match TorchGru::load_prefix(&file, "bridge.", DType::F32, &Device::Cpu) {
+        Err(Error::File {
+            problem: FileProblem::Missing(what),
+            ..
+        }) => assert!(what.contains("bridge.weight_ih_l0"), "{what}"),
+        other => panic!("expected Missing, got {other:?}"),
+    }
+}

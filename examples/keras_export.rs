@@ -45,51 +45,6 @@ const MODELS: [&str; 27] = [
     "keras2_nested_functional.h5",
 ];
 
-/// A nested JSON array of numbers: its values and shape.
-fn nested(v: &Value) -> anyhow::Result<(Vec<f64>, Vec<usize>)> {
-    match v.as_array() {
-        Some(items) => {
-            let parts: Vec<(Vec<f64>, Vec<usize>)> =
-                items.iter().map(nested).collect::<anyhow::Result<_>>()?;
-            let inner = parts.first().map(|p| p.1.clone()).unwrap_or_default();
-            let shape = [vec![items.len()], inner].concat();
-            Ok((parts.into_iter().flat_map(|p| p.0).collect(), shape))
-        }
-        None => Ok((vec![v.as_f64().context("a number")?], Vec::new())),
-    }
-}
-
-/// One input of a case: ids (`int32`) or features, of any rank.
-fn tensor(dtype: &str, rows: &Value) -> anyhow::Result<Tensor> {
-    let (values, shape) = nested(rows)?;
-    let t = Tensor::from_vec(values, shape, &Device::Cpu)?;
-    Ok(match dtype {
-        "int32" => t.to_dtype(DType::I64)?,
-        _ => t.to_dtype(DType::F32)?,
-    })
-}
-
-/// The case's model inputs: `inputs`, then `extra_inputs` (each of its
-/// `extra_input_dtypes`, else of `input_dtype`).
-fn inputs(case: &Value) -> anyhow::Result<Vec<Tensor>> {
-    let extra = case["extra_inputs"].as_array().cloned().unwrap_or_default();
-    let dtype = |k: usize| -> String {
-        let d = match k {
-            0 => &case["input_dtype"],
-            k => match &case["extra_input_dtypes"][k - 1] {
-                Value::Null => &case["input_dtype"],
-                d => d,
-            },
-        };
-        d.as_str().unwrap_or("float32").to_string()
-    };
-    std::iter::once(&case["inputs"])
-        .chain(&extra)
-        .enumerate()
-        .map(|(k, rows)| tensor(&dtype(k), rows))
-        .collect()
-}
-
 fn call(m: &KerasModel, x: &[Tensor], training: bool) -> anyhow::Result<Tensor> {
     let out = m.call_inputs(
         x,
@@ -118,7 +73,7 @@ fn export(src: &Path, out: &Path) -> anyhow::Result<String> {
     let case: Value = serde_json::from_str(&std::fs::read_to_string(
         src.with_file_name(format!("{name}.json")),
     )?)?;
-    let x = inputs(&case)?;
+    let x = gru_support::golden::models::case_inputs(&case)?;
     let varmap = VarMap::new();
     let model = KerasModel::load_trainable(src, DType::F32, &Device::Cpu, &varmap)?;
     let before = call(&model, &x, false)?;

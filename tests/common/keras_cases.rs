@@ -20,48 +20,9 @@ pub fn case(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(data(&format!("{name}.json"))).unwrap()).unwrap()
 }
 
-/// A nested JSON array of numbers: its values and shape.
-fn nested(v: &Value) -> (Vec<f64>, Vec<usize>) {
-    match v.as_array() {
-        Some(items) => {
-            let parts: Vec<(Vec<f64>, Vec<usize>)> = items.iter().map(nested).collect();
-            let inner = parts.first().map(|p| p.1.clone()).unwrap_or_default();
-            let shape = [vec![items.len()], inner].concat();
-            (parts.into_iter().flat_map(|p| p.0).collect(), shape)
-        }
-        None => (vec![v.as_f64().unwrap()], Vec::new()),
-    }
-}
-
-/// One input of a case: ids (`int32`) or features, of any rank.
-fn tensor(dtype: &str, rows: &Value) -> Tensor {
-    let (values, shape) = nested(rows);
-    let t = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
-    match dtype {
-        "int32" => t.to_dtype(DType::I64).unwrap(),
-        _ => t.to_dtype(DType::F32).unwrap(),
-    }
-}
-
-/// The case's model inputs: `inputs`, then `extra_inputs` (each of its
-/// `extra_input_dtypes`, else of `input_dtype`).
+/// The case's model inputs: `inputs`, then `extra_inputs`, each of its dtype.
 pub fn inputs(case: &Value) -> Vec<Tensor> {
-    let extra = case["extra_inputs"].as_array().cloned().unwrap_or_default();
-    let dtype = |k: usize| -> String {
-        let d = match k {
-            0 => &case["input_dtype"],
-            k => match &case["extra_input_dtypes"][k - 1] {
-                Value::Null => &case["input_dtype"],
-                d => d,
-            },
-        };
-        d.as_str().unwrap_or("float32").to_string()
-    };
-    std::iter::once(&case["inputs"])
-        .chain(&extra)
-        .enumerate()
-        .map(|(k, rows)| tensor(&dtype(k), rows))
-        .collect()
+    gru_support::golden::models::case_inputs(case).unwrap()
 }
 
 /// Keras' loss of the case (mean(output^2) + regularization and activity losses) and

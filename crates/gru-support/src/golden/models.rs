@@ -4,7 +4,7 @@
 //! rel 1e-5).
 
 use super::{compare, Array, F32_ABS, F32_REL};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use gru_candle::io::keras::{KerasModel, ModelCall};
 use gru_candle::io::torch::TorchGru;
 use serde::Deserialize;
@@ -25,7 +25,7 @@ pub struct ModelCase {
     /// "int32" for token ids; float32 when absent.
     #[serde(default)]
     pub input_dtype: Option<String>,
-    /// The model's inputs after the first (float32), for models of several inputs.
+    /// The model's inputs after the first, for models of several inputs.
     #[serde(default)]
     pub extra_inputs: Vec<Value>,
     /// The dtype of each extra input (`"int32"` or `"float32"`); `input_dtype` when absent.
@@ -78,31 +78,43 @@ impl ModelReport {
     }
 }
 
+/// The model inputs of a case JSON: `inputs`, then `extra_inputs`, each of its dtype
+/// (`input_dtype`; an extra input's `extra_input_dtypes` entry when given): token ids
+/// (`int32`) as i64, features as f32, of any rank.
+pub fn case_inputs(case: &Value) -> anyhow::Result<Vec<Tensor>> {
+    let dtype = |name: Option<&str>| match name {
+        None | Some("float32") => Ok(DType::F32),
+        Some("int32") => Ok(DType::I64),
+        Some(other) => anyhow::bail!("unknown input dtype {other:?}"),
+    };
+    let first = dtype(case["input_dtype"].as_str())?;
+    let mut all = vec![Array::from_json(&case["inputs"])?.tensor(first, &Device::Cpu)?];
+    let extra = case["extra_inputs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for (k, e) in extra.iter().enumerate() {
+        let d = match case["extra_input_dtypes"][k].as_str() {
+            Some(name) => dtype(Some(name))?,
+            None => first,
+        };
+        all.push(Array::from_json(e)?.tensor(d, &Device::Cpu)?);
+    }
+    Ok(all)
+}
+
 /// Runs a model case (JSON path); the model files are looked up next to it.
 pub fn run_model_case(json: &Path) -> anyhow::Result<ModelReport> {
     let case: ModelCase = serde_json::from_str(&std::fs::read_to_string(json)?)?;
     let dir = json.parent().unwrap_or(Path::new("."));
     let dev = Device::Cpu;
-    let input_dtype = match case.input_dtype.as_deref() {
-        None | Some("float32") => DType::F32,
-        Some("int32") => DType::I64,
-        Some(other) => anyhow::bail!("unknown input_dtype {other:?}"),
-    };
-    let x = Array::from_json(&case.inputs)?.tensor(input_dtype, &dev)?;
+    let all = case_inputs(&serde_json::from_str(&std::fs::read_to_string(json)?)?)?;
+    let x = all[0].clone();
     let mask = if case.mask.is_null() {
         None
     } else {
         Some(Array::from_json(&case.mask)?.tensor(DType::U8, &dev)?)
     };
-    let mut all = vec![x.clone()];
-    for (k, e) in case.extra_inputs.iter().enumerate() {
-        let dtype = match case.extra_input_dtypes.get(k).map(String::as_str) {
-            Some("int32") => DType::I64,
-            Some(_) => DType::F32,
-            None => input_dtype,
-        };
-        all.push(Array::from_json(e)?.tensor(dtype, &dev)?);
-    }
     let run = |m: KerasModel| -> gru_candle::Result<Vec<candle_core::Tensor>> {
         let opts = ModelCall {
             mask: mask.as_ref(),

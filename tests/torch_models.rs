@@ -109,3 +109,88 @@ fn packing_matters_and_bad_lengths_or_prefixes_are_typed_errors() {
         other => panic!("expected Missing, got {other:?}"),
     }
 }
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("candle-gru-torch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn layers_written_as_a_pytorch_state_dict_read_back_to_the_same_gru() {
+    use candle_gru::candle::io::export::{save_torch, save_torch_stack};
+    use candle_gru::candle::io::keras::{KerasModel, ModelLayer};
+    // PyTorch -> here -> PyTorch's layout: the same encoder, bit for bit.
+    let c = case();
+    let file = data("seq2seq.safetensors");
+    let encoder = TorchGru::load_prefix(&file, "encoder.", DType::F32, &Device::Cpu).unwrap();
+    let written = scratch("encoder.safetensors");
+    save_torch_stack(encoder.stack(), "gru.", &written).unwrap();
+    let again = TorchGru::load(&written, DType::F32, &Device::Cpu).unwrap();
+    let x = tensor(&c["inputs"]).transpose(0, 1).unwrap();
+    let lengths: Vec<usize> = serde_json::from_value(c["lengths"].clone()).unwrap();
+    let (a, ha) = encoder.forward_packed(&x, &lengths, None).unwrap();
+    let (b, hb) = again.forward_packed(&x, &lengths, None).unwrap();
+    assert_eq!((flat(&a), flat(&ha)), (flat(&b), flat(&hb)));
+    // A Keras Bidirectional(GRU, concat) as a PyTorch bidirectional nn.GRU.
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models");
+    let keras = KerasModel::load(
+        &models.join("bidirectional_concat_seq.keras"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let bi = keras
+        .layers
+        .iter()
+        .find_map(|(_, l)| match l {
+            ModelLayer::Bidirectional(b) => Some(b),
+            _ => None,
+        })
+        .unwrap();
+    let written = scratch("bidirectional.safetensors");
+    save_torch(
+        &[(bi.forward_layer(), Some(bi.backward_layer()))],
+        "",
+        &written,
+    )
+    .unwrap();
+    let torch = TorchGru::load(&written, DType::F32, &Device::Cpu).unwrap();
+    let x = common::model_case_inputs("bidirectional_concat_seq");
+    let keras_out = bi.call(&x, None, None, false).unwrap().outputs;
+    let (torch_out, _) = torch.forward(&x, None).unwrap();
+    assert!(max_diff(&flat(&keras_out[0]), &flat(&torch_out)) < 1e-6);
+    // Forms PyTorch lacks are refused by name: reset_before, two hidden sizes.
+    let reset_before = KerasModel::load(
+        &models.join("reset_before_go_backwards.keras"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let stacked = KerasModel::load(
+        &models.join("stacked_gru_dense.keras"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (m, key) in [(&reset_before, "reset_after"), (&stacked, "units")] {
+        match save_torch(&grus(m), "", &scratch("refused.safetensors")) {
+            Err(Error::Gru(e)) => assert!(e.to_string().contains(key), "{e}"),
+            other => panic!("expected a typed error naming {key}, got {other:?}"),
+        }
+    }
+}
+
+/// The GRU layers of a model, each a one-direction layer.
+fn grus(
+    m: &candle_gru::candle::io::keras::KerasModel,
+) -> Vec<(&candle_gru::Gru, Option<&candle_gru::Gru>)> {
+    use candle_gru::candle::io::keras::ModelLayer;
+    m.layers
+        .iter()
+        .filter_map(|(_, l)| match l {
+            ModelLayer::Gru(g) => Some((&**g, None)),
+            _ => None,
+        })
+        .collect()
+}

@@ -194,3 +194,44 @@ fn grus(
         })
         .collect()
 }
+
+#[test]
+fn a_pytorch_gru_fine_tunes_here_and_goes_back_to_pytorch() {
+    use candle_gru::candle::io::export::save_torch_stack;
+    use candle_gru::candle::io::torch::TorchLoad;
+    use candle_nn::{Optimizer, VarMap, SGD};
+    let c = case();
+    let file = data("seq2seq.safetensors");
+    let varmap = VarMap::new();
+    let opts = TorchLoad {
+        prefix: Some("encoder."),
+        vars: Some(&varmap),
+    };
+    let mut encoder = TorchGru::load_with(&file, DType::F32, &Device::Cpu, opts).unwrap();
+    encoder.batch_first = false;
+    let mut names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+    names.sort();
+    assert_eq!(
+        names.len(),
+        12,
+        "2 layers x 2 directions x (kernel, recurrent_kernel, bias)"
+    );
+    assert_eq!(names[0], "encoder.l0.bias");
+    let x = tensor(&c["inputs"]);
+    let lengths: Vec<usize> = serde_json::from_value(c["lengths"].clone()).unwrap();
+    let run = |m: &TorchGru| m.forward_packed(&x, &lengths, None).unwrap().0;
+    let before = flat(&run(&encoder));
+    let mut sgd = SGD::new(varmap.all_vars(), 0.5).unwrap();
+    for _ in 0..3 {
+        let loss = run(&encoder).sqr().unwrap().mean_all().unwrap();
+        sgd.backward_step(&loss).unwrap();
+    }
+    let after = flat(&run(&encoder));
+    assert!(max_diff(&before, &after) > 1e-3, "training moved nothing");
+    // Written for PyTorch and read back: the tuned weights.
+    let written = scratch("tuned.safetensors");
+    save_torch_stack(encoder.stack(), "", &written).unwrap();
+    let mut again = TorchGru::load(&written, DType::F32, &Device::Cpu).unwrap();
+    again.batch_first = false;
+    assert_eq!(flat(&run(&again)), after);
+}

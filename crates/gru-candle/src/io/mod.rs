@@ -53,3 +53,21 @@ pub(crate) fn check_shape(
     }
     Ok(())
 }
+
+/// Registers a weight in `vars` under `path` as a `Var`, and returns the Var's tensor.
+pub(crate) fn register_var(vars: &candle_nn::VarMap, path: &str, t: Tensor) -> Result<Tensor> {
+    let mut data = vars.data().lock().map_err(|_| {
+        crate::Error::Candle(candle_core::Error::Msg("VarMap lock poisoned".into()))
+    })?;
+    if data.contains_key(path) {
+        return Err(crate::Error::Gru(gru_core::GruError::InvalidConfig {
+            key: path.to_string(),
+            expected: "a VarMap that does not hold this variable yet".into(),
+            got: "a VarMap that already holds it".into(),
+        }));
+    }
+    let var = candle_core::Var::from_tensor(&t)?;
+    let tensor = var.as_tensor().clone();
+    data.insert(path.to_string(), var);
+    Ok(tensor)
+}

@@ -26,16 +26,19 @@ struct StateDict<'a> {
     has_bias: bool,
     dtype: DType,
     device: &'a Device,
+    /// A trainable load: every weight becomes a `Var` of this map.
+    vars: Option<&'a candle_nn::VarMap>,
 }
 
 impl<'a> StateDict<'a> {
     fn new(
         source: &'a str,
         tensors: &'a HashMap<String, Tensor>,
-        prefix: Option<&str>,
+        opts: TorchLoad<'a>,
         dtype: DType,
         device: &'a Device,
     ) -> Result<Self> {
+        let prefix = opts.prefix;
         let prefixes = gru_prefixes(tensors);
         let prefix = match (prefix, prefixes.as_slice()) {
             (Some(p), _) if prefixes.iter().any(|q| q == p) => p.to_string(),
@@ -66,6 +69,7 @@ impl<'a> StateDict<'a> {
             has_bias: false,
             dtype,
             device,
+            vars: opts.vars,
         };
         sd.hidden = match sd.need("weight_hh_l0")?.dims() {
             [r, h] if *r == 3 * *h && *h > 0 => *h,
@@ -140,8 +144,12 @@ impl<'a> StateDict<'a> {
         cfg.go_backwards = backwards;
         // pad_packed_sequence pads with zeros.
         cfg.zero_output_for_mask = true;
-        let t = |name: &str, v: Vec<f64>, shape: &[usize]| {
-            tensor_from(self.source, name, v, shape, self.dtype, self.device)
+        let t = |name: &str, v: Vec<f64>, shape: &[usize]| -> Result<Tensor> {
+            let t = tensor_from(self.source, name, v, shape, self.dtype, self.device)?;
+            match self.vars {
+                Some(vars) => super::register_var(vars, &format!("{}{sfx}.{name}", self.prefix), t),
+                None => Ok(t),
+            }
         };
         let kernel = t("kernel", k.kernel, &[in_dim, 3 * h])?;
         let recurrent = t("recurrent_kernel", k.recurrent_kernel, &[h, 3 * h])?;
@@ -160,6 +168,18 @@ fn gru_prefixes(tensors: &HashMap<String, Tensor>) -> Vec<String> {
         .collect();
     p.sort();
     p
+}
+
+/// How [`TorchGru::load_with`] reads a state_dict.
+#[derive(Clone, Copy, Default)]
+pub struct TorchLoad<'a> {
+    /// The GRU's key prefix (`encoder.`) in a state_dict of several modules; `None`: the
+    /// file's only GRU.
+    pub prefix: Option<&'a str>,
+    /// A trainable load: every weight becomes a `Var` of this map, named
+    /// `{prefix}l{k}[_reverse].{kernel,recurrent_kernel,bias}` (Keras' layout; write it back
+    /// for PyTorch with [`crate::io::export::save_torch_stack`]).
+    pub vars: Option<&'a candle_nn::VarMap>,
 }
 
 /// A PyTorch `nn.GRU` running on Keras-exact layers.
@@ -185,8 +205,20 @@ impl TorchGru {
     /// `bias_ih_l{k}`, `bias_hh_l{k}`, with `_reverse` for the backward direction; a common
     /// prefix such as `gru.` is allowed).
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<TorchGru> {
+        Self::load_with(path, dtype, device, TorchLoad::default())
+    }
+
+    /// Loads as `opts` says: one GRU of several by its prefix, and for training, every
+    /// weight a `Var` (gradients reach them through every call).
+    pub fn load_with(
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+        opts: TorchLoad,
+    ) -> Result<TorchGru> {
         let source = path.display().to_string();
-        Self::from_tensors(&source, &read(path)?, dtype, device)
+        let tensors = read(path)?;
+        Self::build(StateDict::new(&source, &tensors, opts, dtype, device)?)
     }
 
     /// Loads the GRU whose keys start with `prefix` (`encoder.`, `model.rnn.`) from a
@@ -198,8 +230,11 @@ impl TorchGru {
         dtype: DType,
         device: &Device,
     ) -> Result<TorchGru> {
-        let source = path.display().to_string();
-        Self::from_tensors_prefix(&source, &read(path)?, prefix, dtype, device)
+        let opts = TorchLoad {
+            prefix: Some(prefix),
+            vars: None,
+        };
+        Self::load_with(path, dtype, device, opts)
     }
 
     /// The prefixes of the `nn.GRU`s in a safetensors state_dict, sorted.
@@ -215,7 +250,13 @@ impl TorchGru {
         dtype: DType,
         device: &Device,
     ) -> Result<TorchGru> {
-        Self::build(StateDict::new(source, tensors, None, dtype, device)?)
+        Self::build(StateDict::new(
+            source,
+            tensors,
+            TorchLoad::default(),
+            dtype,
+            device,
+        )?)
     }
 
     /// Builds the GRU whose keys start with `prefix` from state_dict tensors in memory.
@@ -226,13 +267,11 @@ impl TorchGru {
         dtype: DType,
         device: &Device,
     ) -> Result<TorchGru> {
-        Self::build(StateDict::new(
-            source,
-            tensors,
-            Some(prefix),
-            dtype,
-            device,
-        )?)
+        let opts = TorchLoad {
+            prefix: Some(prefix),
+            vars: None,
+        };
+        Self::build(StateDict::new(source, tensors, opts, dtype, device)?)
     }
 
     fn build(sd: StateDict) -> Result<TorchGru> {

@@ -4,7 +4,7 @@
 
 use super::ModelLayer;
 use crate::error::{Error, Result};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor};
 use gru_core::{Constraint, GruError, Regularizer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -167,25 +167,6 @@ pub(super) fn zero_loss(like: &Tensor) -> Result<Tensor> {
         _ => DType::F32,
     };
     Ok(Tensor::zeros((), dtype, like.device())?)
-}
-
-/// Registers a weight in `vars` under `path` as a `Var`, and returns the Var's tensor.
-pub(super) fn register(vars: &candle_nn::VarMap, path: &str, t: Tensor) -> Result<Tensor> {
-    let mut data = vars
-        .data()
-        .lock()
-        .map_err(|_| Error::Candle(candle_core::Error::Msg("VarMap lock poisoned".into())))?;
-    if data.contains_key(path) {
-        return Err(Error::Gru(GruError::InvalidConfig {
-            key: path.to_string(),
-            expected: "a VarMap that does not hold this variable yet".into(),
-            got: "a VarMap that already holds it".into(),
-        }));
-    }
-    let var = Var::from_tensor(&t)?;
-    let tensor = var.as_tensor().clone();
-    data.insert(path.to_string(), var);
-    Ok(tensor)
 }
 
 /// The activity regularizer Keras adds for a layer other than a GRU (a GRU computes its

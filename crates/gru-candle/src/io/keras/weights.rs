@@ -185,7 +185,7 @@ impl Weights {
         self.used.borrow_mut().insert(path.to_string());
         let t = crate::io::tensor_from(&self.source, path, values, expected, dtype, device)?;
         let t = match &self.vars {
-            Some(vars) => super::train::register(vars, path, t)?,
+            Some(vars) => crate::io::register_var(vars, path, t)?,
             None => t,
         };
         self.read

@@ -182,6 +182,25 @@ pub struct TorchLoad<'a> {
     pub vars: Option<&'a candle_nn::VarMap>,
 }
 
+impl<'a> TorchLoad<'a> {
+    /// The GRU of `prefix`, not trainable.
+    pub fn prefixed(prefix: &'a str) -> Self {
+        TorchLoad {
+            prefix: Some(prefix),
+            vars: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for TorchLoad<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorchLoad")
+            .field("prefix", &self.prefix)
+            .field("trainable", &self.vars.is_some())
+            .finish()
+    }
+}
+
 /// A PyTorch `nn.GRU` running on Keras-exact layers.
 #[derive(Debug)]
 pub struct TorchGru {
@@ -230,11 +249,7 @@ impl TorchGru {
         dtype: DType,
         device: &Device,
     ) -> Result<TorchGru> {
-        let opts = TorchLoad {
-            prefix: Some(prefix),
-            vars: None,
-        };
-        Self::load_with(path, dtype, device, opts)
+        Self::load_with(path, dtype, device, TorchLoad::prefixed(prefix))
     }
 
     /// The prefixes of the `nn.GRU`s in a safetensors state_dict, sorted.
@@ -267,10 +282,7 @@ impl TorchGru {
         dtype: DType,
         device: &Device,
     ) -> Result<TorchGru> {
-        let opts = TorchLoad {
-            prefix: Some(prefix),
-            vars: None,
-        };
+        let opts = TorchLoad::prefixed(prefix);
         Self::build(StateDict::new(source, tensors, opts, dtype, device)?)
     }
 

@@ -30,6 +30,7 @@ mod build_layers;
 mod build_simple;
 mod conv;
 mod graph;
+mod keras2;
 mod layers;
 mod legacy;
 mod mask_ops;

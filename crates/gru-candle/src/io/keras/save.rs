@@ -115,7 +115,7 @@ impl KerasModel {
         let weights = self.weights_h5_bytes()?;
         let unwritable_as =
             |why: String| file_error(path.display().to_string(), FileProblem::Unwritable(why));
-        let archive = super::legacy::archive_form(&self.config).map_err(unwritable_as)?;
+        let archive = super::keras2::archive_form(&self.config).map_err(unwritable_as)?;
         let config = serde_json::to_vec(&archive).map_err(|e| unwritable_as(e.to_string()))?;
         let metadata = serde_json::json!({ "keras_version": KERAS_VERSION });
         let file = std::fs::File::create(path).map_err(|e| unwritable(path, e))?;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 27] = [
+const MODELS: [&str; 28] = [
     "embedding_bigru_layernorm_average_pool.keras",
     "siamese_nested_encoder.keras",
     "shared_dense_and_gru.keras",
@@ -30,6 +30,7 @@ const MODELS: [&str; 27] = [
     "dot_attention_decoder.keras",
     "masked_merges.keras",
     "time_distributed_encoders.keras",
+    "time_distributed_cnn_frames.keras",
     "keras2_time_distributed_encoders.h5",
     "keras2_dot_attention_decoder.h5",
     "residual_gru_concat.keras",

@@ -60,6 +60,34 @@ def main(out_dir):
                       "Keras 2 functional, two inputs: " + description, ids, "int32",
                       extra_inputs=[frames])
 
+    cnn_frames_case(out_dir, rng)
+
+
+def cnn_frames_case(out_dir, rng):
+    """A CNN applied to every frame before a GRU: TimeDistributed(Conv1D) ->
+    TimeDistributed(MaxPooling1D) -> TimeDistributed(LayerNormalization) ->
+    TimeDistributed(Dropout) -> TimeDistributed(GlobalAveragePooling1D) -> GRU, and a
+    TimeDistributed(Flatten) branch."""
+    L = keras.layers
+    b, s, t = 3, 5, 8
+    frames = rng.normal(size=(b, s, t, 3)).astype(np.float32)
+    inp = keras.Input(shape=(s, t, 3))
+    h = L.TimeDistributed(L.Conv1D(4, 3, padding="same", activation="relu"))(inp)
+    h = L.TimeDistributed(L.MaxPooling1D(2))(h)
+    h = L.TimeDistributed(L.LayerNormalization())(h)
+    h = L.TimeDistributed(L.Dropout(0.3))(h)
+    flat = L.TimeDistributed(L.Flatten())(h)
+    pooled = L.TimeDistributed(L.GlobalAveragePooling1D())(h)
+    g = L.GRU(6)(L.Concatenate()([pooled, flat]))
+    model = keras.Model(inp, L.Dense(2)(g), name="time_distributed_cnn_frames")
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.4
+                       for w in model.get_weights()])
+    save_case(out_dir, model, "time_distributed_cnn_frames",
+              "Functional: frames (batch, 5, 8, 3) through TimeDistributed(Conv1D(4, 3, same, "
+              "relu)), (MaxPooling1D(2)), (LayerNormalization), (Dropout(0.3)), then "
+              "TimeDistributed(GlobalAveragePooling1D) and TimeDistributed(Flatten) -> "
+              "Concatenate -> GRU(6) -> Dense(2)", frames, "float32")
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/models")

@@ -75,11 +75,15 @@ impl<'a> ChainBuilder<'a> {
 
     /// The state of the output of `layer`, just built over the entered input.
     pub(super) fn leave(&mut self, layer: &ModelLayer, mask: MaskState) -> TensorState {
-        let rank = self.rank.map(|r| rank_after(r, layer));
         let dims = self
             .dims
             .take()
             .and_then(|d| dims_after(d, layer, self.features));
+        // Known dims give the rank (a reshaping layer's too); else the layer's rule.
+        let rank = match &dims {
+            Some(d) => Some(d.len() + 1),
+            None => self.rank.map(|r| rank_after(r, layer)),
+        };
         TensorState {
             features: self.features,
             rank,

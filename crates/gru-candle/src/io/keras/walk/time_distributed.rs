@@ -1,7 +1,8 @@
-//! `TimeDistributed` over a recurrent layer or a model (a hierarchical encoder: a sentence
-//! encoder applied to every sentence of a document): the wrapped layer is built for one
-//! step of the second axis, its variables under `{group}/layer`, and run on all steps at
-//! once (Keras runs it step by step; the steps are independent rows).
+//! `TimeDistributed` over a recurrent, convolution, pooling or row-wise layer or a model
+//! (a hierarchical encoder: a sentence encoder applied to every sentence of a document; a
+//! CNN applied to every frame before a GRU): the wrapped layer is built for one step of
+//! the second axis, its variables under `{group}/layer`, and run on all steps at once
+//! (Keras runs it step by step; the steps are independent rows).
 
 use super::{is_model_class, ModelBuilder};
 use crate::error::Result;
@@ -59,7 +60,19 @@ impl ModelBuilder<'_> {
         let inner_group = format!("{group}/layer");
         let (layer, states) = match class {
             c if is_model_class(c) => self.nested(inner, lname, &inner_group, &[step])?,
-            "GRU" | "Bidirectional" | "RNN" => {
+            "GRU"
+            | "Bidirectional"
+            | "RNN"
+            | "Conv1D"
+            | "MaxPooling1D"
+            | "AveragePooling1D"
+            | "GlobalMaxPooling1D"
+            | "GlobalAveragePooling1D"
+            | "LayerNormalization"
+            | "Dropout"
+            | "SpatialDropout1D"
+            | "Activation"
+            | "Flatten" => {
                 self.b.enter(&step);
                 let layer = self.b.layer(inner, lname, &inner_group)?;
                 let state = self.b.leave(&layer, MaskState::None);
@@ -67,7 +80,8 @@ impl ModelBuilder<'_> {
             }
             other => {
                 return refuse(format!(
-                    "TimeDistributed({other}): only Dense, GRU, Bidirectional, RNN or a model"
+                    "TimeDistributed({other}): only Dense, recurrent, convolution, pooling, \
+                     LayerNormalization, Dropout, Activation, Flatten layers or a model"
                 ))
             }
         };

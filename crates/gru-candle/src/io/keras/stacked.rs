@@ -62,7 +62,10 @@ impl StackedGru {
 
     /// The last cell's settings (units, return_sequences, return_state).
     pub fn last(&self) -> Option<&GruConfig> {
-        self.grus().last().map(|g| g.config())
+        match self.stack.layers().last()? {
+            StackLayer::Gru(g) => Some(g.config()),
+            StackLayer::Bidirectional(b) => Some(b.forward_layer().config()),
+        }
     }
 }
 

@@ -28,10 +28,10 @@ pub use gru_candle as candle;
 pub use gru_core as core;
 pub use gru_cudnn as cudnn;
 
-pub use gru_candle::{CallOptions, Error, Gru, GruOutput};
+pub use gru_candle::{CallOptions, Error, Gru, GruCell, GruOutput};
 #[allow(deprecated)]
 pub use gru_core::Path;
-pub use gru_core::{Dispatch, ExecPath, GruConfig, GruError, UseCudnn};
+pub use gru_core::{Dispatch, ExecPath, GruCellConfig, GruConfig, GruError, UseCudnn};
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

@@ -121,6 +121,7 @@ pub fn candle_dtype(keras: &str) -> DType {
         "float16" => DType::F16,
         "bfloat16" => DType::BF16,
         "float32" => DType::F32,
+        "float64" => DType::F64,
         other => panic!("unexpected dtype {other}"),
     }
 }

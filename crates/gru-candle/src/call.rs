@@ -79,7 +79,7 @@ fn shape_err(what: &str, expected: String, got: &Tensor) -> Error {
 impl Gru {
     /// The tensor must have the layer's compute dtype, or under a mixed precision policy
     /// the weights' dtype too (Keras casts those to the compute dtype); nothing else is cast.
-    fn check_dtype(&self, what: &str, t: &Tensor) -> Result<()> {
+    pub(crate) fn check_dtype(&self, what: &str, t: &Tensor) -> Result<()> {
         let mixed = self.compute_dtype != self.dtype();
         if t.dtype() == self.compute_dtype || (mixed && t.dtype() == self.dtype()) {
             return Ok(());
@@ -106,7 +106,7 @@ impl Gru {
     }
 
     /// The tensor must live on the weights' device.
-    fn check_device(&self, what: &str, t: &Tensor) -> Result<()> {
+    pub(crate) fn check_device(&self, what: &str, t: &Tensor) -> Result<()> {
         if !t.device().same_device(self.device()) {
             return Err(Error::Gru(GruError::Device {
                 what: what.into(),
@@ -263,6 +263,17 @@ impl Gru {
     /// the new one, so concurrent calls on one layer run one after the other and no update
     /// is lost.
     pub fn call(&self, inputs: &Tensor, opts: CallOptions) -> Result<GruOutput> {
+        self.call_with_masks(inputs, opts, None)
+    }
+
+    /// [`Gru::call`] with the given dropout masks instead of masks drawn for this call
+    /// (a cell's masks, kept from call to call as Keras' `GRUCell` keeps them).
+    pub(crate) fn call_with_masks(
+        &self,
+        inputs: &Tensor,
+        opts: CallOptions,
+        masks: Option<DropoutMasks>,
+    ) -> Result<GruOutput> {
         let cfg = &self.config;
         let mut kept = match cfg.stateful {
             true => Some(self.kept.lock().map_err(|_| poisoned())?),
@@ -278,7 +289,10 @@ impl Gru {
             (None, None) => Tensor::zeros((b, cfg.units), self.compute_dtype, self.device())?,
         };
         // Keras' cuDNN path draws one input-dropout mask, shared over time and gates.
-        let dropout = self.dropout_masks(b, opts.training, dispatch.path == ExecPath::Cudnn)?;
+        let dropout = match masks {
+            Some(m) => m,
+            None => self.dropout_masks(b, opts.training, dispatch.path == ExecPath::Cudnn)?,
+        };
         let (kernel, recurrent_kernel, bias) = self.call_weights()?;
         let weights = self.cell_weights(&kernel, &recurrent_kernel, bias.as_ref())?;
         let ctx = CallContext {
@@ -386,24 +400,31 @@ impl Gru {
             (false, Implementation::Two) => 1,
         };
         let mut masks = DropoutMasks::default();
-        let (dt, dev) = (self.compute_dtype, self.device());
-        let mut rng = self.rng.lock().map_err(|_| poisoned())?;
         if dropout::active(cfg.dropout, training) {
-            masks.input =
-                dropout::masks(&mut rng, count, batch, self.input_dim, cfg.dropout, dt, dev)?;
+            masks.input = self.draw_masks(count, batch, self.input_dim, cfg.dropout)?;
         }
         if dropout::active(cfg.recurrent_dropout, training) {
-            masks.recurrent = dropout::masks(
-                &mut rng,
-                3,
-                batch,
-                cfg.units,
-                cfg.recurrent_dropout,
-                dt,
-                dev,
-            )?;
+            masks.recurrent = self.draw_masks(3, batch, cfg.units, cfg.recurrent_dropout)?;
         }
         Ok(masks)
+    }
+}
+
+impl Gru {
+    /// `count` dropout masks of shape (batch, width) at `rate`, in the compute dtype, from
+    /// the layer's seeded generator.
+    pub(crate) fn draw_masks(
+        &self,
+        count: usize,
+        batch: usize,
+        width: usize,
+        rate: f64,
+    ) -> Result<Vec<Tensor>> {
+        let mut rng = self.rng.lock().map_err(|_| poisoned())?;
+        let (dt, dev) = (self.compute_dtype, self.device());
+        Ok(dropout::masks(
+            &mut rng, count, batch, width, rate, dt, dev,
+        )?)
     }
 }
 

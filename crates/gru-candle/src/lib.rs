@@ -33,6 +33,7 @@ pub mod sequence;
 mod activation;
 mod bidirectional;
 mod call;
+mod cell;
 mod dropout;
 mod dtype;
 mod error;
@@ -43,6 +44,7 @@ mod stack;
 
 pub use bidirectional::{Bidirectional, BidirectionalOutput, MergeMode};
 pub use call::{CallOptions, GruOutput};
+pub use cell::GruCell;
 pub use dtype::{compute_dtype_of_policy, dtype_of_policy};
 pub use error::{Error, FileProblem, Result};
 pub use layer::{keras_variable, CpuPath, GpuPath, Gru};

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod activation;
+pub mod cell_config;
 pub mod config;
 pub mod constraint;
 pub mod dispatch;
@@ -24,6 +25,7 @@ pub mod seq;
 pub mod step;
 
 pub use activation::Activation;
+pub use cell_config::GruCellConfig;
 pub use config::{DTypePolicy, GruConfig, Implementation, UseCudnn};
 pub use constraint::Constraint;
 pub use dispatch::{

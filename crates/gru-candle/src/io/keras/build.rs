@@ -253,6 +253,15 @@ impl<'a> ChainBuilder<'a> {
             return Err(unsupported(&self.w.source, what));
         }
         let mut gru = cell["config"].as_object().cloned().unwrap_or_default();
+        if gru
+            .get("activity_regularizer")
+            .is_some_and(|r| !r.is_null())
+        {
+            // Keras adds it per step inside the loop, and a model over it fails to run.
+            let what =
+                format!("layer {lname:?}: an RNN over a GRUCell with an activity_regularizer");
+            return Err(unsupported(&self.w.source, what));
+        }
         let rnn_keys = [
             "name",
             "trainable",

@@ -413,3 +413,67 @@ fn an_input_that_is_data_gets_no_gradient_and_the_weights_the_same() {
         assert_eq!(a, b);
     }
 }
+
+/// A layer whose weights no gradient can reach (`trainable = false`) runs the fused op over
+/// its weights in place: the same outputs as the trainable layer, bit for bit, and the same
+/// gradients for the inputs and the initial state; at one step and at many (the recurrent
+/// weights read in place below eight steps, packed from eight), f32 and f64, inference and
+/// training calls, one and two threads.
+#[test]
+fn frozen_weights_give_the_trainable_layers_outputs_and_input_gradients() {
+    for dtype in [DType::F32, DType::F64] {
+        for (t, threads) in [(1, Some(1)), (3, Some(1)), (12, Some(1)), (12, Some(2))] {
+            for training in [false, true] {
+                let mut c = GruConfig::new(40);
+                c.return_sequences = true;
+                c.return_state = true;
+                let trainable = common::layer(&c, 6, dtype, &Device::Cpu).with_threads(threads);
+                c.trainable = false;
+                let w: Vec<Tensor> = trainable.weights().into_iter().cloned().collect();
+                let frozen =
+                    Gru::from_weights(c, w[0].detach(), w[1].detach(), Some(w[2].detach()))
+                        .unwrap()
+                        .with_threads(threads);
+                let x = Var::from_tensor(&common::tensor(&[3, t, 6], 0.4, dtype, &Device::Cpu))
+                    .unwrap();
+                let h0 =
+                    Var::from_tensor(&common::tensor(&[3, 40], 1.3, dtype, &Device::Cpu)).unwrap();
+                let opts = CallOptions {
+                    mask: None,
+                    initial_state: Some(h0.as_tensor()),
+                    training,
+                };
+                let run = |g: &Gru| {
+                    let out = g.call(x.as_tensor(), opts).unwrap();
+                    let loss = (out.output.sqr().unwrap().sum_all().unwrap()
+                        + out.state.as_ref().unwrap().sum_all().unwrap())
+                    .unwrap();
+                    let grads = loss.backward().unwrap();
+                    let weight_grads = g
+                        .weights()
+                        .iter()
+                        .filter(|w| grads.get(w).is_some())
+                        .count();
+                    let (dx, dh) = (
+                        grads.get(x.as_tensor()).map(flat),
+                        grads.get(h0.as_tensor()).map(flat),
+                    );
+                    (
+                        flat(&out.output),
+                        flat(out.state.as_ref().unwrap()),
+                        dx.unwrap(),
+                        dh.unwrap(),
+                        weight_grads,
+                    )
+                };
+                let (a, f) = (run(&trainable), run(&frozen));
+                let what = format!("{dtype:?} T={t} {threads:?} training={training}");
+                assert_eq!(a.0, f.0, "{what}: outputs");
+                assert_eq!(a.1, f.1, "{what}: state");
+                assert_eq!(a.2, f.2, "{what}: dx");
+                assert_eq!(a.3, f.3, "{what}: dh0");
+                assert_eq!((a.4, f.4), (3, 0), "{what}: weight gradients");
+            }
+        }
+    }
+}

@@ -6,9 +6,12 @@
 //! gradient back), `h0` (batch, units). Output: the parts the call returns (the sequence
 //! (batch, time, units; in processing order) or the last output, and the state with
 //! `return_state`; see [`super::fused_outputs`]). The mask and dropout masks are constants
-//! of the op.
+//! of the op. When autograd tracks none of the weights (a frozen layer, weights loaded as
+//! plain tensors) the op takes only `x` and `h0` and reads the weights in place
+//! (`fused_frozen`).
 
 use super::cpu_pool::CANDLE_POOL;
+use super::fused_frozen::FrozenWeights;
 use super::fused_outputs::{assemble, sequence_output, split_grad, DeadSlot, LiveOutputs};
 use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
@@ -254,13 +257,12 @@ impl<T: HostFloat> FusedGru<T> {
     fn forward(
         &self,
         x: &[T],
-        p: &[T],
+        w: SeqWeights<T>,
         h0: &[T],
         save: bool,
         out: (&mut [T], &mut [T]),
     ) -> Result<Option<Vec<Saved<T>>>> {
         let mut pool = self.pool()?;
-        let w = self.split(p);
         let inp = self.inputs(x, h0);
         let saved = if self.threads.unit_threads > 1 {
             let threads = self.threads.unit_threads;
@@ -273,30 +275,29 @@ impl<T: HostFloat> FusedGru<T> {
         Ok(saved.into_iter().collect())
     }
 
-    /// (dx, dparams, dh0) of the output gradient `grad`, each `None` when autograd does
-    /// not track that input (data, not a variable: its gradient is not computed at all).
-    fn grads(
+    /// (dx, dweights, dh0) of the output gradient `grad`, each `None` when autograd does
+    /// not track that input (data, not a variable: its gradient is not computed at all);
+    /// dweights is flat as the op's `params` (kernel, recurrent kernel, bias rows).
+    pub(super) fn grads(
         &self,
-        x: &Tensor,
-        params: &Tensor,
-        h0: &Tensor,
-        grad: &Tensor,
-    ) -> Result<[Option<Tensor>; 3]> {
+        (x, h0, grad): (&Tensor, &Tensor, &Tensor),
+        w: SeqWeights<T>,
+        weights_tracked: bool,
+    ) -> Result<OpGrads<T>> {
         let wanted = WantedGrads {
             input: x.track_op(),
-            weights: params.track_op(),
+            weights: weights_tracked,
         };
         let s = &SeqSpec {
             wanted,
             ..self.spec.clone()
         };
-        let (xh, ph, hh, gh) = (
+        let (xh, hh, gh) = (
             host_values::<T>(x)?,
-            host_values::<T>(params)?,
             host_values::<T>(h0)?,
             host_values::<T>(grad)?,
         );
-        let (xv, pv, hv, gv) = (xh.get(), ph.get(), hh.get(), gh.get());
+        let (xv, hv, gv) = (xh.get(), hh.get(), gh.get());
         // The forward's activations, or (an inference call, a second backward) a new
         // forward that keeps them.
         let kept = self
@@ -309,7 +310,7 @@ impl<T: HostFloat> FusedGru<T> {
             None => {
                 let (bt, b) = (s.batch * s.time * s.units, s.batch * s.units);
                 let (mut seq, mut state) = (vec![T::ZERO; bt], vec![T::ZERO; b]);
-                self.forward(xv, pv, hv, true, (&mut seq, &mut state))?
+                self.forward(xv, w, hv, true, (&mut seq, &mut state))?
                     .ok_or_else(|| candle_core::Error::msg("gru-fused: the forward kept nothing"))?
             }
         };
@@ -317,7 +318,7 @@ impl<T: HostFloat> FusedGru<T> {
         let (d_seq, d_state) = (&*d_seq, &*d_state);
         let g = {
             let mut pool = self.pool()?;
-            let (w, inp) = (self.split(pv), self.inputs(xv, hv));
+            let inp = self.inputs(xv, hv);
             let grads = match (self.threads.unit_threads, saved.as_slice()) {
                 (n, [one]) if n > 1 => {
                     backward_units(s, &w, &inp, one, d_seq, d_state, &mut pool, n)
@@ -336,31 +337,31 @@ impl<T: HostFloat> FusedGru<T> {
             true => Some(Tensor::from_vec(g.x, x.shape(), dev)?),
             false => None,
         };
-        let dp = match wanted.weights {
-            true => {
-                let mut dp = g.kernel;
-                dp.extend_from_slice(&g.recurrent);
-                dp.extend_from_slice(&g.bias);
-                Some(Tensor::from_vec(dp, params.shape(), dev)?)
-            }
-            false => None,
-        };
+        let dp = wanted.weights.then(|| {
+            let mut dp = g.kernel;
+            dp.extend_from_slice(&g.recurrent);
+            dp.extend_from_slice(&g.bias);
+            dp
+        });
         let dh = match h0.track_op() {
             true => Some(Tensor::from_vec(g.h0, h0.shape(), dev)?),
             false => None,
         };
-        Ok([dx, dp, dh])
+        Ok((dx, dp, dh))
     }
 }
 
+/// The op's gradients: (dx, flat dweights, dh0), each `None` when not tracked.
+type OpGrads<T> = (Option<Tensor>, Option<Vec<T>>, Option<Tensor>);
+
 /// A tensor's values on the host: its CPU storage itself when contiguous and of type `T`
 /// (`shared`: the read guard and the range; no copy), else a copy (`owned`).
-struct HostValues<G, T> {
+pub(super) struct HostValues<G, T> {
     shared: Option<(G, usize, usize)>,
     owned: Vec<T>,
 }
 
-fn host_values<'a, T: HostFloat>(
+pub(super) fn host_values<'a, T: HostFloat>(
     t: &'a Tensor,
 ) -> Result<HostValues<impl std::ops::Deref<Target = candle_core::Storage> + 'a, T>> {
     let (storage, layout) = t.storage_and_layout();
@@ -381,7 +382,7 @@ fn host_values<'a, T: HostFloat>(
 }
 
 impl<G: std::ops::Deref<Target = candle_core::Storage>, T: HostFloat> HostValues<G, T> {
-    fn get(&self) -> &[T] {
+    pub(super) fn get(&self) -> &[T] {
         match &self.shared {
             Some((storage, a, b)) => match &**storage {
                 candle_core::Storage::Cpu(cpu) => T::values(cpu).map_or(&[], |v| &v[*a..*b]),
@@ -393,7 +394,11 @@ impl<G: std::ops::Deref<Target = candle_core::Storage>, T: HostFloat> HostValues
 }
 
 /// The contiguous values of a storage of type `T`.
-fn values<'a, T: HostFloat>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+pub(super) fn values<'a, T: HostFloat>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<&'a [T]> {
     let v = T::values(s).ok_or_else(|| {
         candle_core::Error::msg(format!("gru-fused: {what} is not {:?}", T::DTYPE))
     })?;
@@ -422,21 +427,7 @@ impl<T: HostFloat> CustomOp3 for FusedGru<T> {
             values::<T>(s2, l2, "params")?,
             values::<T>(s3, l3, "h0")?,
         );
-        let (bt, b) = (
-            self.spec.batch * self.spec.time * self.spec.units,
-            self.spec.batch * self.spec.units,
-        );
-        let mut flat = vec![T::ZERO; bt + b];
-        let saved = {
-            let (seq, state) = flat.split_at_mut(bt);
-            self.forward(x, p, h0, self.save, (seq, state))?
-        };
-        if let Some(saved) = saved {
-            *self.saved.lock().map_err(|_| poisoned("saved state"))? = Some(saved);
-        }
-        let (out, dead) = assemble(self.live, self.dims(), flat);
-        *self.dead.lock().map_err(|_| poisoned("outputs"))? = Some(dead);
-        Ok((T::storage(out), self.live.shape(self.dims())))
+        self.op_forward(x, self.split(p), h0)
     }
 
     fn bwd(
@@ -447,7 +438,12 @@ impl<T: HostFloat> CustomOp3 for FusedGru<T> {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [dx, dp, dh] = self.grads(x, params, h0, grad_res)?;
+        let ph = host_values::<T>(params)?;
+        let w = self.split(ph.get());
+        let (dx, dp, dh) = self.grads((x, h0, grad_res), w, params.track_op())?;
+        let dp = dp
+            .map(|v| Tensor::from_vec(v, params.shape(), params.device()))
+            .transpose()?;
         Ok((dx, dp, dh))
     }
 }
@@ -513,30 +509,67 @@ fn run_t<T: HostFloat>(
     let threads = settings.plan(b, u, ctx.config.reset_after);
     spec.threads = Threads::new(threads.product_threads, &CANDLE_POOL)
         .with_all_steps(threads.all_steps_threads);
-    let mut parts = vec![w.kernel.clone(), w.recurrent_kernel.clone()];
-    for bias in w.input_bias.iter().chain(&w.recurrent_bias) {
-        parts.push(bias.reshape((1, 3 * u))?);
-    }
-    let params = Tensor::cat(&parts, 0)?.contiguous()?;
     let mask = match ctx.mask {
         Some(m) => Some(m.flatten_all()?.to_vec1::<u8>()?),
         None => None,
     };
     let x = ctx.x.contiguous()?;
     let h0 = ctx.h0.contiguous()?;
-    // Keep the activations for a backward only in training calls; an inference call that
-    // is differentiated anyway recomputes them.
-    let save = ctx.training && (x.track_op() || params.track_op() || h0.track_op());
+    let biases: Vec<&Tensor> = w.input_bias.iter().chain(&w.recurrent_bias).collect();
+    let weights_tracked = [w.kernel, w.recurrent_kernel]
+        .into_iter()
+        .chain(biases.iter().copied())
+        .any(Tensor::track_op);
     let masks = HostMasks::<T>::of(ctx.dropout)?;
     let live = LiveOutputs::of(ctx.config);
     let dead: DeadSlot<T> = Default::default();
     let outputs = (live, dead.clone());
     let ws = settings.workspaces.clone();
+    // Keep the activations for a backward only in training calls that can have one; an
+    // inference call that is differentiated anyway recomputes them.
+    let save = ctx.training && (weights_tracked || x.track_op() || h0.track_op());
     let op = FusedGru::new(spec, mask, masks, save, ws, threads, outputs);
-    let out = x.apply_op3(&params, &h0, op)?;
+    let out = match weights_tracked {
+        true => {
+            let mut parts = vec![w.kernel.clone(), w.recurrent_kernel.clone()];
+            for bias in biases {
+                parts.push(bias.reshape((1, 3 * u))?);
+            }
+            let params = Tensor::cat(&parts, 0)?.contiguous()?;
+            x.apply_op3(&params, &h0, op)?
+        }
+        // Constant weights: read where they are, without the op's flat copy of them (at
+        // one step with 512 units that copy took half of the call).
+        false => x.apply_op2(&h0, FrozenWeights::new(op, w, &biases)?)?,
+    };
     let dead = dead.lock().map_err(|_| poisoned("outputs"))?.take();
     let dead = dead.ok_or_else(|| candle_core::Error::msg("gru-fused: the forward did not run"))?;
     sequence_output(live, (b, t, u), &out, dead, x.device())
+}
+
+impl<T: HostFloat> FusedGru<T> {
+    /// An op's forward: the op's output storage and shape (the live outputs); the saved
+    /// activations and the dead outputs are kept for the backward and the caller.
+    pub(super) fn op_forward(
+        &self,
+        x: &[T],
+        w: SeqWeights<T>,
+        h0: &[T],
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = self.dims();
+        let (bt, b) = (dims.0 * dims.1 * dims.2, dims.0 * dims.2);
+        let mut flat = vec![T::ZERO; bt + b];
+        let saved = {
+            let (seq, state) = flat.split_at_mut(bt);
+            self.forward(x, w, h0, self.save, (seq, state))?
+        };
+        if let Some(saved) = saved {
+            *self.saved.lock().map_err(|_| poisoned("saved state"))? = Some(saved);
+        }
+        let (out, dead) = assemble(self.live, dims, flat);
+        *self.dead.lock().map_err(|_| poisoned("outputs"))? = Some(dead);
+        Ok((T::storage(out), self.live.shape(dims)))
+    }
 }
 
 #[cfg(test)]

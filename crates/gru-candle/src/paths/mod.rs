@@ -11,6 +11,7 @@
 
 pub mod cpu_pool;
 pub mod fused_cpu;
+mod fused_frozen;
 pub mod fused_outputs;
 pub mod op_loop;
 pub mod step_kernels;

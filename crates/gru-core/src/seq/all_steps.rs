@@ -179,7 +179,13 @@ fn input_x_grads<T: Float>(
     let per_row = !spec.go_backwards && time >= bsz;
     // W^T ((3u, input)), packed once when it can be.
     let rows = if per_row { time } else { bsz };
-    let k_t = Rhs::new(View::rows(w.kernel, 0, n_in, 3 * u, 3 * u).t(), th, rows);
+    let products = if per_row { bsz } else { time };
+    let k_t = Rhs::new(
+        View::rows(w.kernel, 0, n_in, 3 * u, 3 * u).t(),
+        th,
+        rows,
+        products,
+    );
     let mut d_x = vec![T::ZERO; bsz * time * n_in];
     let mut dxg = Vec::new();
     for &gates in gate_groups(spec, inp) {

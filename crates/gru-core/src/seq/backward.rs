@@ -317,7 +317,7 @@ fn recurrent_transposed<'a, T: Float>(
     let u = spec.units;
     let u3 = 3 * u;
     let view = View::rows(w.recurrent, 0, u, u3, u3).t();
-    let rhs = Rhs::new(view, spec.threads, spec.batch);
+    let rhs = Rhs::new(view, spec.threads, spec.batch, spec.time);
     if rhs.is_packed() || spec.batch < 2 {
         return rhs;
     }
@@ -328,7 +328,12 @@ fn recurrent_transposed<'a, T: Float>(
             copy[j * u + k] = v;
         }
     }
-    Rhs::new(View::rows(copy, 0, u3, u, u), spec.threads, spec.batch)
+    Rhs::new(
+        View::rows(copy, 0, u3, u, u),
+        spec.threads,
+        spec.batch,
+        spec.time,
+    )
 }
 
 /// `dh += (dhp_g @ U_g^T) (* m_g)` over the gates that go through the recurrent product, on

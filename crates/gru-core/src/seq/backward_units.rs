@@ -227,7 +227,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, mut dest: Dest<'_, T>) -> Option<S
         .collect();
     // U^T's columns of this slice's units: its rows of U, transposed ((3u, uj)).
     let view = View::rows(s.w.recurrent, r.start * u3, uj, u3, u3).t();
-    let u_t = Rhs::new(view, Threads::ONE, bsz);
+    let u_t = Rhs::new(view, Threads::ONE, bsz, time);
     let mut g = StepGrads {
         dh: columns(s.d_state, u, &r),
         d_carry: vec![T::ZERO; bu],

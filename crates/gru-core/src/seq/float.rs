@@ -58,6 +58,17 @@ pub trait Float:
     ) -> bool {
         false
     }
+    /// `call` with the per-step kernels reading the row-major `b` in place, when this type
+    /// and the CPU have them (see `kernel::gemm_direct`); false otherwise.
+    fn gemm_direct(
+        _dst: &mut [Self],
+        _dst_offset: usize,
+        _dst_rs: usize,
+        _b: View<'_, Self>,
+        _call: PackedProduct<'_, Self>,
+    ) -> bool {
+        false
+    }
 }
 
 fn activate_ref<T: Float>(act: Activation, a: &[T], y: &mut [T]) {
@@ -148,6 +159,15 @@ impl Float for f32 {
         call: PackedProduct<'_, f32>,
     ) -> bool {
         super::kernel::gemm_packed(dst, dst_offset, dst_rs, p, call)
+    }
+    fn gemm_direct(
+        dst: &mut [f32],
+        dst_offset: usize,
+        dst_rs: usize,
+        b: View<'_, f32>,
+        call: PackedProduct<'_, f32>,
+    ) -> bool {
+        super::kernel::gemm_direct(dst, dst_offset, dst_rs, b, call)
     }
 }
 

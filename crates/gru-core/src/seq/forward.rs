@@ -103,6 +103,8 @@ const UP_FRONT_MAX_BYTES: usize = 4 << 20;
 thread_local! {
     /// Tests: force the per-step projection on (or off) wherever the kernel is packed.
     pub(crate) static PER_STEP: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    /// Tests: how many forwards projected per step.
+    pub(crate) static PER_STEP_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Where each step's input projection comes from. One product projects every timestep
@@ -127,15 +129,21 @@ enum Projection<'a, T: Float> {
 impl<'a, T: Float> Projection<'a, T> {
     fn new(spec: &SeqSpec, w: &'a SeqWeights<T>, inp: &SeqInputs<'a, T>, xp: &mut Vec<T>) -> Self {
         let (i, u3) = (spec.input, 3 * spec.units);
-        let kernel = Rhs::new(View::rows(w.kernel, 0, i, u3, u3), spec.threads, spec.batch);
         let up_front_bytes = spec.batch * spec.time * u3 * std::mem::size_of::<T>();
-        let per_step = kernel.is_packed() && up_front_bytes > UP_FRONT_MAX_BYTES && spec.batch >= 4;
+        let per_step = up_front_bytes > UP_FRONT_MAX_BYTES && spec.batch >= 4;
         #[cfg(test)]
-        let per_step = kernel.is_packed() && PER_STEP.with(|c| c.get()).unwrap_or(per_step);
-        if !per_step {
+        let per_step = PER_STEP.with(|c| c.get()).unwrap_or(per_step);
+        // Packed only when the per-step projection runs (it needs the packed kernel).
+        let kernel = per_step.then(|| {
+            let view = View::rows(w.kernel, 0, i, u3, u3);
+            Rhs::new(view, spec.threads, spec.batch, spec.time)
+        });
+        let Some(kernel) = kernel.filter(Rhs::is_packed) else {
             project_inputs_into(spec, w, inp, xp);
             return Projection::UpFront;
-        }
+        };
+        #[cfg(test)]
+        PER_STEP_RUNS.with(|c| c.set(c.get() + 1));
         let sources = match inp.input_masks {
             [] => vec![std::borrow::Cow::Borrowed(inp.x)],
             masks => masks
@@ -630,7 +638,12 @@ fn forward_body<T: Float>(
     h.copy_from_slice(inp.h0);
     let out_prev = sized(&mut ws.out_prev, bu);
     // The recurrent weights, packed once for every step's product.
-    let rhs = Rhs::new(View::rows(w.recurrent, 0, u, u3, u3), spec.threads, bsz);
+    let rhs = Rhs::new(
+        View::rows(w.recurrent, 0, u, u3, u3),
+        spec.threads,
+        bsz,
+        time,
+    );
     for k in 0..time {
         let t = spec.t_of(k);
         let x = projection.step(spec, t, &ws.xp, &mut ws.step_xp);

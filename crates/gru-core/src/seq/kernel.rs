@@ -520,6 +520,76 @@ pub(crate) fn gemm_packed(
     true
 }
 
+/// `call` with the per-step kernels reading the row-major `b` in place (no packed copy):
+/// each row of a tile's panels is a run of `b`'s row, rows `b.rs` apart. For products that
+/// are too few to pay for packing (a one-step call reads the weights once). Returns false
+/// (nothing written) when the CPU has neither AVX-512F nor AVX2+FMA, `b` is not row-major,
+/// the ranges do not fit, or the last panel's padding would read past `b`'s slice; `a` and
+/// `dst` must already be checked as for [`gemm_packed`].
+pub(crate) fn gemm_direct(
+    dst: &mut [f32],
+    dst_offset: usize,
+    dst_rs: usize,
+    b: View<'_, f32>,
+    call: PackedProduct<'_, f32>,
+) -> bool {
+    let Some(isa) = Isa::detect() else {
+        return false;
+    };
+    let PackedProduct {
+        a,
+        k_rows,
+        cols,
+        accumulate,
+    } = call;
+    let fits = k_rows.start < k_rows.end
+        && k_rows.end <= b.rows
+        && cols.start < cols.end
+        && cols.end <= b.cols
+        && a.cols == k_rows.len()
+        && a.rows > 0;
+    if !fits || b.cs != 1 {
+        return false;
+    }
+    let (m, n, k, nr) = (a.rows, cols.len(), k_rows.len(), isa.nr());
+    // The kernels read whole panels: the last row's last panel ends here.
+    let first = b.offset + k_rows.start * b.rs + cols.start;
+    let read_end = first + (k - 1) * b.rs + n.div_ceil(nr) * nr;
+    if read_end > b.data.len() {
+        return false;
+    }
+    let pp = Parts {
+        m,
+        n,
+        k,
+        // SAFETY (three offsets): where the checked views start; `first` is inside
+        // `b.data` (read_end is past it and within the slice).
+        a: unsafe { a.data.as_ptr().add(a.offset) },
+        ars: a.rs,
+        acs: a.cs,
+        p: unsafe { b.data.as_ptr().add(first) },
+        pk: 0,
+        jb0: 0,
+        // One group holds every panel: panel jb at `jb * nr`, its rows `b.rs` apart.
+        group_shift: usize::BITS - 1,
+        pitch: b.rs,
+        c: unsafe { dst.as_mut_ptr().add(dst_offset) },
+        ldc: dst_rs,
+    };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::detect` found the CPU has AVX-512F; the caller checked `a` and
+        // `dst`; every panel row the kernels read (padding included) ends by `read_end`.
+        Isa::Avx512 => unsafe { product_avx512(&pp, accumulate) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for AVX2 and FMA.
+        Isa::Avx2 => unsafe { product_avx2(&pp, accumulate) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => return false,
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,5 +728,99 @@ mod tests {
         assert!(!gemm_packed(&mut c, 0, 40, &packed, call(0..8, 3..40)));
         assert!(!gemm_packed(&mut c, 0, 40, &packed, call(0..9, 0..40)));
         assert!(c.iter().all(|&v| v == 0.0), "nothing written");
+    }
+
+    #[test]
+    fn direct_products_read_row_major_weights_in_place() {
+        let Some(isa) = Isa::detect() else {
+            println!("no AVX2/AVX-512 here: the direct kernels are not used");
+            return;
+        };
+        let nr = isa.nr();
+        let mut runs = 0;
+        // (k, n, row stride): whole matrices and a wider matrix's sub-blocks.
+        for &(kt, n, rs) in &[
+            (7, 5, 5),
+            (256, 768, 768),
+            (33, 129, 160),
+            (600, 70, 70),
+            (9, 96, 300),
+        ] {
+            // `pad` values after the matrix: a last panel's padding reads into them.
+            for pad in [0, nr] {
+                let b = values(kt * rs + pad, 0.5);
+                let bv = View::rows(&b, 0, kt, n, rs);
+                for &m in &[1, 2, 3, 4, 12, 13] {
+                    // Whole, a k sub-range, columns off any panel boundary.
+                    let cases = [(0..kt, 0..n), (kt / 3..kt, 0..n), (0..kt, 3..n)];
+                    for (k_rows, cols) in cases {
+                        let k = k_rows.len();
+                        let a_data = values(m * k, 1.5);
+                        let a = View::rows(&a_data, 0, m, k, k);
+                        for accumulate in [false, true] {
+                            let ldc = cols.len() + 1;
+                            let mut got = values(m * ldc, 2.5);
+                            let before = got.clone();
+                            let mut want = got.clone();
+                            let call = PackedProduct {
+                                a,
+                                k_rows: k_rows.clone(),
+                                cols: cols.clone(),
+                                accumulate,
+                            };
+                            let ok = gemm_direct(&mut got, 0, ldc, bv, call);
+                            let last_end =
+                                (k_rows.end - 1) * rs + cols.start + cols.len().div_ceil(nr) * nr;
+                            assert_eq!(
+                                ok,
+                                last_end <= b.len(),
+                                "padding check {kt}x{n}/{rs} pad {pad}"
+                            );
+                            if !ok {
+                                assert_eq!(got, before, "a refused product writes nothing");
+                                continue;
+                            }
+                            reference(
+                                &mut want,
+                                ldc,
+                                a,
+                                &b,
+                                rs,
+                                k_rows.clone(),
+                                cols.clone(),
+                                accumulate,
+                            );
+                            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                                let tol = 1e-5 * (1.0 + k as f32);
+                                assert!(
+                                    (g - w).abs() <= tol,
+                                    "{isa:?} {kt}x{n}/{rs} m={m} k={k_rows:?} cols={cols:?} \
+                                     acc={accumulate}: element {i} {g} vs {w}"
+                                );
+                            }
+                            runs += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(runs > 150, "{runs}");
+        // A column-major right-hand side is left to gemm.
+        let b = values(8 * 40, 0.1);
+        let a = values(8, 0.2);
+        let mut c = vec![0f32; 8];
+        let call = PackedProduct {
+            a: View::rows(&a, 0, 1, 8, 8),
+            k_rows: 0..8,
+            cols: 0..8,
+            accumulate: false,
+        };
+        assert!(!gemm_direct(
+            &mut c,
+            0,
+            8,
+            View::rows(&b, 0, 40, 8, 8).t(),
+            call
+        ));
     }
 }

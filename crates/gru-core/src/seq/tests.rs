@@ -342,6 +342,8 @@ fn per_step_and_up_front_input_projections_agree() {
         sp.batch = 5;
         sp.units = 32;
         sp.input = 6;
+        // Enough steps to pack the kernel (the per-step projection reads it packed).
+        sp.time = 9;
         let c = case(40 + n as u64, sp, true, imasks, n == 3);
         let typed = c.typed(|v| v as f32);
         let (w, inp) = (typed.weights(), typed.inputs(c.mask.as_deref()));
@@ -360,7 +362,11 @@ fn per_step_and_up_front_input_projections_agree() {
             PER_STEP.with(|p| p.set(None));
             (out, g)
         };
+        let before = super::forward::PER_STEP_RUNS.with(|c| c.get());
         let ((o1, g1), (o2, g2)) = (run(false), run(true));
+        let per_step_ran = super::forward::PER_STEP_RUNS.with(|c| c.get()) > before;
+        let packs = super::kernel::Packed::from_rows(&[0f32; 4], 2, 2, 1).is_some();
+        assert_eq!(per_step_ran, packs, "case {n}: the per-step projection ran");
         let close = |a: &[f32], b: &[f32], what: &str| {
             assert_eq!(a.len(), b.len());
             for (i, (x, y)) in a.iter().zip(b).enumerate() {

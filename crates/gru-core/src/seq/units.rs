@@ -302,6 +302,7 @@ fn run_slice_body<T: Float>(s: &Slice<'_, T>, ws: &mut Workspace<T>, mut dest: D
         View::rows(&recurrent, 0, u, 3 * uj, 3 * uj),
         sub.threads,
         bsz,
+        time,
     );
     let save = dest.saved.is_some();
     let steps = if save { time } else { 1 };

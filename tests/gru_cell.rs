@@ -435,3 +435,60 @@ fn a_model_rnn_over_a_cell_with_an_activity_regularizer_is_refused_by_name() {
         other => panic!("expected an Unsupported file error, got {other:?}"),
     }
 }
+
+#[test]
+fn frozen_twins_share_the_weights_and_take_no_gradient() {
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let cell = GruCell::new(GruCellConfig::new(6), 5, vb.pp("cell")).unwrap();
+    let frozen = cell.frozen().unwrap();
+    assert!(!frozen.config().trainable && cell.config().trainable);
+    let x = Var::from_tensor(&common::tensor(&[2, 5], 0.7, DType::F32, &Device::Cpu)).unwrap();
+    let h = common::tensor(&[2, 6], 0.2, DType::F32, &Device::Cpu);
+    let (a, f) = (
+        cell.call(&x, &h, false).unwrap(),
+        frozen.call(&x, &h, false).unwrap(),
+    );
+    assert_eq!(flat(&a), flat(&f));
+    let grads = f.sum_all().unwrap().backward().unwrap();
+    assert!(
+        grads.get(x.as_tensor()).is_some(),
+        "the input still gets its gradient"
+    );
+    assert!(cell.weights().iter().all(|w| grads.get(w).is_none()));
+    // An optimizer step on the trainable cell's Vars reaches the twin.
+    let grads = a.sum_all().unwrap().backward().unwrap();
+    use candle_nn::Optimizer;
+    let mut sgd = candle_nn::SGD::new(vm.all_vars(), 0.5).unwrap();
+    sgd.step(&grads).unwrap();
+    let (a2, f2) = (
+        cell.call(&x, &h, false).unwrap(),
+        frozen.call(&x, &h, false).unwrap(),
+    );
+    assert!(
+        max_diff(&flat(&a2), &flat(&a)) > 1e-3,
+        "the step moved the weights"
+    );
+    assert_eq!(flat(&a2), flat(&f2));
+    // The same for a layer, and `with_trainable(false)` is the same freeze.
+    let mut cfg = GruConfig::new(6);
+    cfg.return_sequences = true;
+    let gru = Gru::new(cfg, 5, vb.pp("gru")).unwrap();
+    let xs = common::tensor(&[2, 4, 5], 0.3, DType::F32, &Device::Cpu);
+    let run = |g: &Gru| flat(&g.call(&xs, Default::default()).unwrap().output);
+    let twin = gru.frozen().unwrap();
+    assert_eq!(run(&gru), run(&twin));
+    let out = twin.call(&xs, Default::default()).unwrap().output;
+    let grads = out.sum_all().unwrap().backward().unwrap();
+    assert!(gru.weights().iter().all(|w| grads.get(w).is_none()));
+    let off = gru.with_trainable(false);
+    let grads = off
+        .call(&xs, Default::default())
+        .unwrap()
+        .output
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(off.weights().iter().all(|w| grads.get(w).is_none()));
+}

@@ -174,6 +174,23 @@ impl GruCell {
         self
     }
 
+    /// The same cell with Keras' `trainable` set (see [`Gru::with_trainable`]).
+    pub fn with_trainable(mut self, trainable: bool) -> GruCell {
+        self.config.trainable = trainable;
+        self.step = self.step.with_trainable(trainable);
+        self
+    }
+
+    /// A twin of this cell that no gradient reaches, over the same weight storage (see
+    /// [`Gru::frozen`]): for decoding beside training. Its dropout masks start undrawn.
+    pub fn frozen(&self) -> Result<GruCell> {
+        let config = GruCellConfig {
+            trainable: false,
+            ..self.config.clone()
+        };
+        Ok(GruCell::around(config, self.step.frozen()?))
+    }
+
     /// Keras' `get_initial_state(batch_size)`: zeros (batch, units) in the compute dtype.
     pub fn initial_state(&self, batch: usize) -> Result<Tensor> {
         let u = self.config.units;

@@ -316,6 +316,37 @@ impl Gru {
         self
     }
 
+    /// The same layer with Keras' `trainable` set (`layer.trainable = False`): a layer that
+    /// is not trainable takes its weights as constants in every call, so no gradient reaches
+    /// them, and the fused CPU path reads them in place (see [`Gru::frozen`]).
+    pub fn with_trainable(mut self, trainable: bool) -> Gru {
+        self.config.trainable = trainable;
+        self
+    }
+
+    /// A twin of this layer that no gradient reaches, over the same weight storage: it sees
+    /// every later update of the weights (an optimizer's step, a constraint), and its calls
+    /// skip what only a differentiable call needs. For inference beside training, e.g.
+    /// generating one step at a time from a layer being trained: on the fused CPU path a
+    /// call whose weights autograd tracks copies them into the op's one input first (at one
+    /// step of 512 units, half of the call). Its own stateful state starts empty.
+    pub fn frozen(&self) -> Result<Gru> {
+        let config = GruConfig {
+            trainable: false,
+            ..self.config.clone()
+        };
+        let (k, r, b) = (
+            self.kernel.clone(),
+            self.recurrent_kernel.clone(),
+            self.bias.clone(),
+        );
+        Ok(Gru::from_weights(config, k, r, b)?
+            .with_cpu_path(self.cpu_path)
+            .with_gpu_path(self.gpu_path)
+            .with_threads(self.fused.threads)
+            .with_cudnn_tf32(self.cudnn_tf32))
+    }
+
     /// The same layer with another CPU implementation (the fused kernels are the default;
     /// the loop is the reference path).
     pub fn with_cpu_path(mut self, path: CpuPath) -> Gru {

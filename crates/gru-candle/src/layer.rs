@@ -318,18 +318,17 @@ impl Gru {
 
     /// The same layer with Keras' `trainable` set (`layer.trainable = False`): a layer that
     /// is not trainable takes its weights as constants in every call, so no gradient reaches
-    /// them, and the fused CPU path reads them in place (see [`Gru::frozen`]).
+    /// them (see [`Gru::frozen`]).
     pub fn with_trainable(mut self, trainable: bool) -> Gru {
         self.config.trainable = trainable;
         self
     }
 
     /// A twin of this layer that no gradient reaches, over the same weight storage: it sees
-    /// every later update of the weights (an optimizer's step, a constraint), and its calls
-    /// skip what only a differentiable call needs. For inference beside training, e.g.
-    /// generating one step at a time from a layer being trained: on the fused CPU path a
-    /// call whose weights autograd tracks copies them into the op's one input first (at one
-    /// step of 512 units, half of the call). Its own stateful state starts empty.
+    /// every later update of the weights (an optimizer's step, a constraint). For inference
+    /// beside training, e.g. generating one step at a time from a layer being trained: its
+    /// calls on data keep no autograd graph (a call over trainable weights does, until the
+    /// graph is dropped). Its own stateful state starts empty.
     pub fn frozen(&self) -> Result<Gru> {
         let config = GruConfig {
             trainable: false,

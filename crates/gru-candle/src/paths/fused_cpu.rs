@@ -1,20 +1,18 @@
 //! The fused CPU path: gru-core's whole-sequence kernels (`gru_core::seq`) as a Candle custom
 //! op with its own backward, for f32 and f64 CPU tensors.
 //!
-//! The op's inputs: `x` (batch, time, input), `params` = `[kernel; recurrent_kernel; bias
-//! rows]` stacked on axis 0 ((input + units + bias_rows, 3u); Candle's autograd splits its
-//! gradient back), `h0` (batch, units). Output: the parts the call returns (the sequence
-//! (batch, time, units; in processing order) or the last output, and the state with
-//! `return_state`; see [`super::fused_outputs`]). The mask and dropout masks are constants
-//! of the op. When autograd tracks none of the weights (a frozen layer, weights loaded as
-//! plain tensors) the op takes only `x` and `h0` and reads the weights in place
-//! (`fused_frozen`).
+//! A call's tensors: `x` (batch, time, input), the kernel, the recurrent kernel, the bias
+//! (the input bias then the recurrent bias, flat) and `h0` (batch, units), each read where
+//! it is (two ops carry them, see [`super::fused_op`]). Output: the parts the call returns
+//! (the sequence (batch, time, units; in processing order) or the last output, and the
+//! state with `return_state`; see [`super::fused_outputs`]). The mask and dropout masks are
+//! constants of the call.
 
 use super::cpu_pool::CANDLE_POOL;
-use super::fused_frozen::FrozenWeights;
+use super::fused_op::Call;
 use super::fused_outputs::{assemble, sequence_output, split_grad, DeadSlot, LiveOutputs};
 use crate::sequence::{CallContext, CellWeights, DropoutMasks, SequenceOutput};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, Tensor, WithDType};
 use gru_core::seq::backward_units::backward_units;
 use gru_core::seq::parallel::{backward_chunked, forward_chunked};
 use gru_core::seq::units::{forward_units, unit_ranges};
@@ -233,16 +231,6 @@ impl<T: HostFloat> FusedGru<T> {
         T::pool(&self.ws).lock().map_err(|_| poisoned("workspace"))
     }
 
-    fn split<'a>(&self, p: &'a [T]) -> SeqWeights<'a, T> {
-        let (i, u) = (self.spec.input, self.spec.units);
-        let (k_end, r_end) = (i * 3 * u, (i + u) * 3 * u);
-        SeqWeights {
-            kernel: &p[..k_end],
-            recurrent: &p[k_end..r_end],
-            bias: &p[r_end..],
-        }
-    }
-
     fn inputs<'a>(&'a self, x: &'a [T], h0: &'a [T]) -> SeqInputs<'a, T> {
         SeqInputs {
             x,
@@ -408,46 +396,6 @@ pub(super) fn values<'a, T: HostFloat>(
     }
 }
 
-impl<T: HostFloat> CustomOp3 for FusedGru<T> {
-    fn name(&self) -> &'static str {
-        "gru-fused"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, p, h0) = (
-            values::<T>(s1, l1, "x")?,
-            values::<T>(s2, l2, "params")?,
-            values::<T>(s3, l3, "h0")?,
-        );
-        self.op_forward(x, self.split(p), h0)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        params: &Tensor,
-        h0: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let ph = host_values::<T>(params)?;
-        let w = self.split(ph.get());
-        let (dx, dp, dh) = self.grads((x, h0, grad_res), w, params.track_op())?;
-        let dp = dp
-            .map(|v| Tensor::from_vec(v, params.shape(), params.device()))
-            .transpose()?;
-        Ok((dx, dp, dh))
-    }
-}
-
 /// Runs a call on the fused kernels: the same outputs as the loop
 /// ([`super::op_loop::run`]). f16 and bf16 calls compute in f32 on the f32 kernels, their
 /// outputs rounded to the half type (gradients come back through the casts).
@@ -516,10 +464,14 @@ fn run_t<T: HostFloat>(
     let x = ctx.x.contiguous()?;
     let h0 = ctx.h0.contiguous()?;
     let biases: Vec<&Tensor> = w.input_bias.iter().chain(&w.recurrent_bias).collect();
-    let weights_tracked = [w.kernel, w.recurrent_kernel]
-        .into_iter()
-        .chain(biases.iter().copied())
-        .any(Tensor::track_op);
+    let bias = match biases.is_empty() {
+        true => Tensor::zeros(0, x.dtype(), x.device())?,
+        false => Tensor::cat(&biases, 0)?,
+    };
+    let (kernel, recurrent) = (w.kernel.contiguous()?, w.recurrent_kernel.contiguous()?);
+    let tracked = [&x, &h0, &kernel, &recurrent, &bias]
+        .iter()
+        .any(|t| t.track_op());
     let masks = HostMasks::<T>::of(ctx.dropout)?;
     let live = LiveOutputs::of(ctx.config);
     let dead: DeadSlot<T> = Default::default();
@@ -527,35 +479,18 @@ fn run_t<T: HostFloat>(
     let ws = settings.workspaces.clone();
     // Keep the activations for a backward only in training calls that can have one; an
     // inference call that is differentiated anyway recomputes them.
-    let save = ctx.training && (weights_tracked || x.track_op() || h0.track_op());
+    let save = ctx.training && tracked;
     let op = FusedGru::new(spec, mask, masks, save, ws, threads, outputs);
-    let out = match weights_tracked {
-        true => {
-            let mut parts = vec![w.kernel.clone(), w.recurrent_kernel.clone()];
-            for bias in biases {
-                parts.push(bias.reshape((1, 3 * u))?);
-            }
-            let params = Tensor::cat(&parts, 0)?.contiguous()?;
-            x.apply_op3(&params, &h0, op)?
-        }
-        // Constant weights: read where they are, without the op's flat copy of them (at
-        // one step with 512 units that copy took half of the call).
-        false => x.apply_op2(&h0, FrozenWeights::new(op, w, &biases)?)?,
-    };
+    let out = Call::new(op, x.clone(), [kernel, recurrent, bias], h0).run()?;
     let dead = dead.lock().map_err(|_| poisoned("outputs"))?.take();
     let dead = dead.ok_or_else(|| candle_core::Error::msg("gru-fused: the forward did not run"))?;
     sequence_output(live, (b, t, u), &out, dead, x.device())
 }
 
 impl<T: HostFloat> FusedGru<T> {
-    /// An op's forward: the op's output storage and shape (the live outputs); the saved
-    /// activations and the dead outputs are kept for the backward and the caller.
-    pub(super) fn op_forward(
-        &self,
-        x: &[T],
-        w: SeqWeights<T>,
-        h0: &[T],
-    ) -> Result<(CpuStorage, Shape)> {
+    /// The forward: the live outputs (see [`FusedGru::live_shape`]); the saved
+    /// activations are kept for the backward, the dead outputs handed to the caller.
+    pub(super) fn op_forward(&self, x: &[T], w: SeqWeights<T>, h0: &[T]) -> Result<Vec<T>> {
         let dims = self.dims();
         let (bt, b) = (dims.0 * dims.1 * dims.2, dims.0 * dims.2);
         let mut flat = vec![T::ZERO; bt + b];
@@ -568,7 +503,12 @@ impl<T: HostFloat> FusedGru<T> {
         }
         let (out, dead) = assemble(self.live, dims, flat);
         *self.dead.lock().map_err(|_| poisoned("outputs"))? = Some(dead);
-        Ok((T::storage(out), self.live.shape(dims)))
+        Ok(out)
+    }
+
+    /// The shape of the live outputs.
+    pub(super) fn live_shape(&self) -> Shape {
+        self.live.shape(self.dims())
     }
 }
 

@@ -11,7 +11,7 @@
 
 pub mod cpu_pool;
 pub mod fused_cpu;
-mod fused_frozen;
+mod fused_op;
 pub mod fused_outputs;
 pub mod op_loop;
 pub mod step_kernels;

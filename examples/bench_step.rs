@@ -1,0 +1,142 @@
+//! CPU benchmark of one GRU step at a time, as a decoder or a streaming model runs it:
+//! `GruCell` with trainable weights (`Var`s), its frozen twin (`GruCell::frozen`: constant
+//! weights), and candle-nn's `rnn::gru` step, feeding each step's state to the next.
+//!
+//! `cargo run --release --example bench_step -- [--threads N] [--shape B,T,I,H]...
+//! [--json PATH] [--min-time SECONDS]`
+//!
+//! A timed run is T steps from a zero state with one input (batch B, I features, H units);
+//! the table and the JSON rows `{"impl","mode":"step","B","T","I","H","threads",
+//! "median_ms","step_us"}` give the median run and its time per step. Without `--shape`:
+//! 1,100,128,256; 1,100,512,512; 8,100,256,512; 64,100,128,256. f32, inference.
+//! `scripts/bench_step.py` runs it beside PyTorch's `nn.GRUCell` and Keras' `GRUCell`.
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use candle_gru::{GruCell, GruCellConfig};
+use candle_nn::rnn::RNN;
+use candle_nn::{VarBuilder, VarMap};
+use std::time::{Duration, Instant};
+
+#[path = "common/shape.rs"]
+mod shape;
+use shape::{parse_shape, Shape};
+
+/// Median of runs of `f` after one warm-up, until `min_time` passed and at least 5 runs.
+fn median_ms(min_time: Duration, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 5 || (start.elapsed() < min_time && times.len() < 500) {
+        let t0 = Instant::now();
+        f()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+struct Args {
+    threads: usize,
+    shapes: Vec<Shape>,
+    json: Option<String>,
+    min_time: Duration,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        threads: 1,
+        shapes: Vec::new(),
+        json: None,
+        min_time: Duration::from_secs(2),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--threads" => a.threads = it.next().context("--threads N")?.parse()?,
+            "--shape" => a
+                .shapes
+                .push(parse_shape(&it.next().context("--shape B,T,I,H")?)?),
+            "--json" => a.json = Some(it.next().context("--json PATH")?),
+            "--min-time" => {
+                a.min_time =
+                    Duration::from_secs_f64(it.next().context("--min-time SECONDS")?.parse()?)
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if a.shapes.is_empty() {
+        for s in [
+            "1,100,128,256",
+            "1,100,512,512",
+            "8,100,256,512",
+            "64,100,128,256",
+        ] {
+            a.shapes.push(parse_shape(s)?);
+        }
+    }
+    Ok(a)
+}
+
+/// The median time of T steps of `imp` ("cell", "cell-frozen" or "candle-nn").
+fn time_row(imp: &str, s: Shape, x: &Tensor, a: &Args) -> anyhow::Result<f64> {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    match imp {
+        "cell" | "cell-frozen" => {
+            let cell = GruCell::new(GruCellConfig::new(s.h), s.i, vb.pp("cell"))?;
+            let cell = cell.with_step_layer(|g| g.with_threads(Some(a.threads)));
+            let cell = if imp == "cell" { cell } else { cell.frozen()? };
+            median_ms(a.min_time, || {
+                let mut h = cell.initial_state(s.b)?;
+                for _ in 0..s.t {
+                    h = cell.call(x, &h, false)?;
+                }
+                Ok(())
+            })
+        }
+        "candle-nn" => {
+            let g = candle_nn::rnn::gru(s.i, s.h, Default::default(), vb.pp("gru"))?;
+            median_ms(a.min_time, || {
+                let mut state = g.zero_state(s.b)?;
+                for _ in 0..s.t {
+                    state = g.step(x, &state)?;
+                }
+                Ok(())
+            })
+        }
+        other => bail!("unknown impl {other}"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    // candle's CPU ops and gemm's pool read RAYON_NUM_THREADS; set it before any of them run.
+    std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
+    let mut rows = Vec::new();
+    println!(
+        "{:<12} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11} {:>9}",
+        "impl", "B", "T", "I", "H", "threads", "median_ms", "step_us"
+    );
+    for &s in &a.shapes {
+        let x = Tensor::randn(0f32, 1.0, (s.b, s.i), &Device::Cpu)?;
+        for imp in ["cell", "cell-frozen", "candle-nn"] {
+            let ms = time_row(imp, s, &x, &a)?;
+            let us = ms * 1e3 / s.t as f64;
+            println!(
+                "{:<12} {:>4} {:>5} {:>4} {:>4} {:>7} {:>11.3} {:>9.1}",
+                imp, s.b, s.t, s.i, s.h, a.threads, ms, us
+            );
+            rows.push(serde_json::json!({"impl": imp, "mode": "step", "B": s.b, "T": s.t, "I": s.i, "H": s.h, "threads": a.threads, "median_ms": ms, "step_us": us}));
+        }
+    }
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {path}"))?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}

@@ -3,7 +3,8 @@
 and a decoder, `batch_first=False` as PyTorch defaults) saved with safetensors, and what
 PyTorch computes: the encoder over a padded batch packed by its lengths
 (`pack_padded_sequence` / `pad_packed_sequence`), the decoder from the encoder's final
-states, unpacked.
+states, unpacked. And a decoder of two `nn.GRUCell`s stepped by hand, each step's output
+fed back as the next input.
 
     python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (torch)
     target/anchors-venv/bin/pip install safetensors
@@ -66,5 +67,50 @@ def main(out_dir):
     print("seq2seq", tuple(out.shape), tuple(h_n.shape), tuple(dec.shape))
 
 
+class CellDecoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = torch.nn.GRUCell(7, 6)
+        self.out = torch.nn.Linear(6, 7)
+        self.aux = torch.nn.GRUCell(6, 4, bias=False)
+
+
+def cell_decoder(out_dir):
+    """h_t = cell(x_t, h_{t-1}), x_{t+1} = tanh(out(h_t)); g_t = aux(h_t, g_{t-1})."""
+    torch.manual_seed(1201)
+    m = CellDecoder().eval()
+    b, steps = 3, 5
+    x0 = torch.randn(b, 7)
+    h0 = torch.randn(b, 6) * 0.5
+    hs, gs = [], []
+    with torch.no_grad():
+        x, h, g = x0, h0, torch.zeros(b, 4)
+        for _ in range(steps):
+            h = m.cell(x, h)
+            g = m.aux(h, g)
+            x = torch.tanh(m.out(h))
+            hs.append(h)
+            gs.append(g)
+    path = os.path.join(out_dir, "cell_decoder.safetensors")
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, path)
+    case = {
+        "name": "cell_decoder",
+        "description": "torch.nn.Module with cell = nn.GRUCell(7, 6), out = nn.Linear(6, 7) and "
+                       "aux = nn.GRUCell(6, 4, bias=False); 5 steps from x0 and h0: h = cell(x, h), "
+                       "g = aux(h, g) from zeros, x = tanh(out(h))",
+        "torch_version": torch.__version__,
+        "files": ["cell_decoder.safetensors"],
+        "tensors": {k: list(v.shape) for k, v in m.state_dict().items()},
+        "x0": x0.tolist(),
+        "h0": h0.tolist(),
+        "cell_states": torch.stack(hs).tolist(),
+        "aux_states": torch.stack(gs).tolist(),
+    }
+    with open(os.path.join(out_dir, "cell_decoder.json"), "w") as fh:
+        json.dump(case, fh)
+    print("cell_decoder", tuple(torch.stack(hs).shape))
+
+
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/torch")
+    cell_decoder(sys.argv[1] if len(sys.argv) > 1 else "tests/data/torch")

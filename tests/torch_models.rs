@@ -235,3 +235,159 @@ fn a_pytorch_gru_fine_tunes_here_and_goes_back_to_pytorch() {
     again.batch_first = false;
     assert_eq!(flat(&run(&again)), after);
 }
+
+fn cell_case() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(data("cell_decoder.json")).unwrap()).unwrap()
+}
+
+/// Steps the case's decoder with `cell` and `aux`: (cell states, aux states), (5, 3, h).
+fn decode(cell: &candle_gru::GruCell, aux: &candle_gru::GruCell) -> (Tensor, Tensor) {
+    let c = cell_case();
+    let sd =
+        candle_core::safetensors::load(data("cell_decoder.safetensors"), &Device::Cpu).unwrap();
+    let (w, b) = (&sd["out.weight"], &sd["out.bias"]);
+    let (mut x, mut h) = (tensor(&c["x0"]), tensor(&c["h0"]));
+    let mut g = aux.initial_state(3).unwrap();
+    let (mut hs, mut gs) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        h = cell.call(&x, &h, false).unwrap();
+        g = aux.call(&h, &g, false).unwrap();
+        x = h
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(b)
+            .unwrap()
+            .tanh()
+            .unwrap();
+        hs.push(h.clone());
+        gs.push(g.clone());
+    }
+    (
+        Tensor::stack(&hs, 0).unwrap(),
+        Tensor::stack(&gs, 0).unwrap(),
+    )
+}
+
+#[test]
+fn pytorch_gru_cells_step_as_pytorch_steps_them() {
+    use candle_gru::candle::io::torch::TorchLoad;
+    use candle_gru::GruCell;
+    let path = data("cell_decoder.safetensors");
+    let load =
+        |prefix| GruCell::load_torch(&path, DType::F32, &Device::Cpu, TorchLoad::prefixed(prefix));
+    let (cell, aux) = (load("cell.").unwrap(), load("aux.").unwrap());
+    assert!(cell.bias().is_some() && aux.bias().is_none());
+    assert_eq!(
+        (cell.input_dim(), cell.config().units, aux.config().units),
+        (7, 6, 4)
+    );
+    let c = cell_case();
+    let (hs, gs) = decode(&cell, &aux);
+    let (eh, eg) = (
+        max_diff(&flat(&hs), &flat(&tensor(&c["cell_states"]))),
+        max_diff(&flat(&gs), &flat(&tensor(&c["aux_states"]))),
+    );
+    println!("cell states {eh:.2e}, aux states {eg:.2e}");
+    assert!(eh < 1e-6 && eg < 1e-6, "{eh} {eg}");
+    // Written back as nn.GRUCell state_dicts, read again: the same steps.
+    let dir = std::env::temp_dir().join(format!("gru-cell-torch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    cell.save_torch("cell.", &dir.join("cell.safetensors"))
+        .unwrap();
+    aux.save_torch("", &dir.join("aux.safetensors")).unwrap();
+    let cell2 = GruCell::load_torch(
+        &dir.join("cell.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+        TorchLoad::default(),
+    )
+    .unwrap();
+    let aux2 = GruCell::load_torch(
+        &dir.join("aux.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+        TorchLoad::default(),
+    )
+    .unwrap();
+    let (hs2, gs2) = decode(&cell2, &aux2);
+    assert_eq!((flat(&hs2), flat(&gs2)), (flat(&hs), flat(&gs)));
+    // A trainable load: every weight a Var of the map.
+    let vars = candle_nn::VarMap::new();
+    let opts = TorchLoad {
+        prefix: Some("cell."),
+        vars: Some(&vars),
+    };
+    let trainable = GruCell::load_torch(&path, DType::F32, &Device::Cpu, opts).unwrap();
+    assert!(trainable.weights().iter().all(|w| w.is_variable()));
+    assert_eq!(vars.all_vars().len(), 3);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn files_without_one_clear_gru_cell_are_typed_errors() {
+    use candle_gru::candle::io::torch::TorchLoad;
+    use candle_gru::{GruCell, GruCellConfig};
+    let file_problem = |r: candle_gru::candle::Result<GruCell>| match r {
+        Err(Error::File { problem, .. }) => problem,
+        other => panic!("expected a file error, got {other:?}"),
+    };
+    // Two cells and no prefix: the error lists them.
+    let p = file_problem(GruCell::load_torch(
+        &data("cell_decoder.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+        TorchLoad::default(),
+    ));
+    assert!(
+        matches!(&p, FileProblem::Unsupported(w) if w.contains("\"aux.\"") && w.contains("\"cell.\"")),
+        "{p:?}"
+    );
+    // An nn.GRU's state_dict holds no cell.
+    let p = file_problem(GruCell::load_torch(
+        &data("seq2seq.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+        TorchLoad::default(),
+    ));
+    assert!(
+        matches!(&p, FileProblem::Missing(w) if w.contains("weight_ih")),
+        "{p:?}"
+    );
+    // An LSTMCell's shapes (4h rows).
+    let mut t = std::collections::HashMap::new();
+    t.insert(
+        "weight_ih".to_string(),
+        Tensor::zeros((16, 3), DType::F32, &Device::Cpu).unwrap(),
+    );
+    t.insert(
+        "weight_hh".to_string(),
+        Tensor::zeros((16, 4), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let p = file_problem(GruCell::from_torch_tensors(
+        "lstm",
+        &t,
+        DType::F32,
+        &Device::Cpu,
+        TorchLoad::default(),
+    ));
+    assert!(
+        matches!(&p, FileProblem::Unsupported(w) if w.contains("LSTMCell")),
+        "{p:?}"
+    );
+    // A Keras form PyTorch has no cell for.
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let before = GruCell::new(
+        GruCellConfig {
+            reset_after: false,
+            ..GruCellConfig::new(3)
+        },
+        2,
+        vb,
+    )
+    .unwrap();
+    let e = before
+        .save_torch("", &std::env::temp_dir().join("never.safetensors"))
+        .unwrap_err();
+    assert!(e.to_string().contains("reset_after"), "{e}");
+}

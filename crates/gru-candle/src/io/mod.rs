@@ -1,11 +1,12 @@
-//! Model and weight files: Keras (`.keras` archives, `.weights.h5`), PyTorch `nn.GRU`
-//! state_dicts (safetensors), ONNX `GRU` nodes, and export of a layer's weights under Keras
+//! Model and weight files: Keras (`.keras` archives, `.weights.h5`), PyTorch `nn.GRU` and
+//! `nn.GRUCell` state_dicts (safetensors), ONNX `GRU` nodes, and export of a layer's weights under Keras
 //! names.
 
 pub mod export;
 pub mod keras;
 pub mod onnx;
 pub mod torch;
+pub mod torch_cell;
 
 use crate::error::{file_error, FileProblem, Result};
 use candle_core::{DType, Device, Tensor};

@@ -409,7 +409,7 @@ impl TorchGru {
 }
 
 /// The tensors of a safetensors file.
-fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
+pub(super) fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
     let source = path.display().to_string();
     candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| file_error(&source, FileProblem::Unreadable(e.to_string())))

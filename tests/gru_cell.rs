@@ -9,177 +9,26 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_gru::candle::CpuPath;
 use candle_gru::{Gru, GruCell, GruCellConfig, GruConfig};
 use candle_nn::rnn::{GRUState, RNN};
-use common::{eps, flat, max_diff};
+use common::{cell_cases, flat, max_diff};
 use serde_json::Value;
 
 fn read(name: &str) -> Value {
-    let path = format!("{}/tests/data/cell/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    cell_cases::read(name)
 }
 
-/// Nested JSON lists as a flat vector and a shape.
 fn nested(v: &Value) -> (Vec<f64>, Vec<usize>) {
-    match v {
-        Value::Array(items) => {
-            let mut data = Vec::new();
-            let mut inner = Vec::new();
-            for item in items {
-                let (d, s) = nested(item);
-                data.extend(d);
-                inner = s;
-            }
-            let mut shape = vec![items.len()];
-            shape.extend(inner);
-            (data, shape)
-        }
-        other => (vec![other.as_f64().unwrap()], vec![]),
-    }
+    cell_cases::nested(v)
 }
 
 fn tensor(v: &Value, dtype: DType) -> Tensor {
-    let (data, shape) = nested(v);
-    Tensor::from_vec(data, shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-}
-
-const CASES: &[&str] = &[
-    "default",
-    "reset_before",
-    "no_bias_relu_hard_sigmoid",
-    "implementation_1",
-    "batch_1_long",
-    "mixed_float16",
-];
-
-/// (variable dtype, input dtype) of a Keras policy name.
-fn dtypes(policy: &str) -> (DType, DType) {
-    match policy {
-        "float64" => (DType::F64, DType::F64),
-        _ => (DType::F32, DType::F32),
-    }
-}
-
-struct Stepped {
-    states: Vec<Tensor>,
-    grads: candle_core::backprop::GradStore,
-    weights: Vec<Var>,
-    inputs: Vec<Var>,
-    h0: Var,
-}
-
-/// Steps the case's cell over its inputs and differentiates Keras' loss.
-fn step_case(case: &Value, policy: &str, path: CpuPath) -> Stepped {
-    let (wdt, xdt) = dtypes(policy);
-    let mut config = GruCellConfig::from_keras_json(&case["config"]).unwrap();
-    config.dtype = candle_gru::core::DTypePolicy::from_keras_value(&Value::from(policy)).unwrap();
-    let names = ["kernel", "recurrent_kernel", "bias"];
-    let weights: Vec<Var> = names
-        .iter()
-        .filter(|n| case["weights"].get(**n).is_some())
-        .map(|n| Var::from_tensor(&tensor(&case["weights"][*n], wdt)).unwrap())
-        .collect();
-    let cell = GruCell::from_weights(
-        config,
-        weights[0].as_tensor().clone(),
-        weights[1].as_tensor().clone(),
-        weights.get(2).map(|v| v.as_tensor().clone()),
-    )
-    .unwrap()
-    .with_step_layer(|g| g.with_cpu_path(path));
-    let xs = tensor(&case["inputs"], xdt);
-    let inputs: Vec<Var> = (0..xs.dim(0).unwrap())
-        .map(|t| Var::from_tensor(&xs.get(t).unwrap()).unwrap())
-        .collect();
-    let h0 = Var::from_tensor(&tensor(&case["initial_state"], xdt)).unwrap();
-    let cot = tensor(&case["cotangents"], DType::F64);
-    let mut h = h0.as_tensor().clone();
-    let mut states = Vec::new();
-    let mut loss = Tensor::zeros((), DType::F64, &Device::Cpu).unwrap();
-    for (t, x) in inputs.iter().enumerate() {
-        h = cell.call(x.as_tensor(), &h, false).unwrap();
-        let term = (h.to_dtype(DType::F64).unwrap() * cot.get(t).unwrap()).unwrap();
-        loss = (loss + term.sum_all().unwrap()).unwrap();
-        states.push(h.clone());
-    }
-    let grads = loss.backward().unwrap();
-    Stepped {
-        states,
-        grads,
-        weights,
-        inputs,
-        h0,
-    }
-}
-
-/// (max error, tolerance) of `got` against Keras' values for this policy.
-fn within(got: &[f64], want: &[f64], policy: &str, gradient: bool) -> (f64, f64) {
-    let err = max_diff(got, want);
-    let scale = want.iter().fold(1f64, |m, v| m.max(v.abs()));
-    let tol = match (policy, gradient) {
-        ("float64", false) => 1e-12,
-        ("float64", true) => 1e-10 * scale,
-        ("float32", false) => 1e-5,
-        ("float32", true) => 5e-6 * scale,
-        // Keras' own float32 policy is about one half epsilon away.
-        (_, false) => 2.0 * eps(DType::F16),
-        (_, true) => 4.0 * eps(DType::F16) * scale,
-    };
-    (err, tol)
+    cell_cases::tensor(v, dtype, &Device::Cpu)
 }
 
 #[test]
 fn cells_stepped_by_hand_match_keras_states_and_gradients() {
-    for name in CASES {
-        let case = read(&format!("{name}.json"));
-        for (policy, expected) in case["expected"].as_object().unwrap() {
-            for path in [CpuPath::Fused, CpuPath::Loop] {
-                let s = step_case(&case, policy, path);
-                let want_dtype = expected["compute_dtype"].as_str().unwrap();
-                assert_eq!(s.states[0].dtype(), common::candle_dtype(want_dtype));
-                let got: Vec<f64> = s.states.iter().flat_map(flat).collect();
-                let want = nested(&expected["states"]).0;
-                let (err, tol) = within(&got, &want, policy, false);
-                println!("{name} {policy} {path:?}: states {err:.2e}");
-                assert!(
-                    err <= tol,
-                    "{name} {policy} {path:?}: states {err:.3e} > {tol:.1e}"
-                );
-                let g = &case["gradients"][policy];
-                let mut checks: Vec<(String, Tensor, Value)> = Vec::new();
-                for (k, w) in ["kernel", "recurrent_kernel", "bias"]
-                    .iter()
-                    .zip(&s.weights)
-                {
-                    checks.push((k.to_string(), w.as_tensor().clone(), g[*k].clone()));
-                }
-                for (t, x) in s.inputs.iter().enumerate() {
-                    checks.push((
-                        format!("inputs[{t}]"),
-                        x.as_tensor().clone(),
-                        g["inputs"][t].clone(),
-                    ));
-                }
-                checks.push((
-                    "initial_state".into(),
-                    s.h0.as_tensor().clone(),
-                    g["initial_state"].clone(),
-                ));
-                for (what, var, want) in checks {
-                    let got = flat(
-                        s.grads
-                            .get(&var)
-                            .unwrap_or_else(|| panic!("{name}: no gradient of {what}")),
-                    );
-                    let (err, tol) = within(&got, &nested(&want).0, policy, true);
-                    assert!(
-                        err <= tol,
-                        "{name} {policy} {path:?}: d{what} {err:.3e} > {tol:.1e}"
-                    );
-                }
-            }
-        }
+    for path in [CpuPath::Fused, CpuPath::Loop] {
+        let runs = cell_cases::check_all(&Device::Cpu, |g| g.with_cpu_path(path));
+        assert_eq!(runs, 11, "{path:?}: every case under every policy");
     }
 }
 

@@ -2,6 +2,7 @@
 //! `mod common;`; a file uses only some of them.
 #![allow(dead_code)]
 
+pub mod cell_cases;
 pub mod keras_cases;
 pub mod target;
 

@@ -17,9 +17,11 @@ use std::path::Path as FsPath;
 use std::time::{Duration, Instant};
 
 mod calls;
+mod cell;
 mod mixed;
 mod step_kernels;
 pub use calls::*;
+pub use cell::*;
 pub use mixed::*;
 pub use step_kernels::*;
 

@@ -360,7 +360,7 @@ fn unit_split_calls_equal_one_thread_and_the_loop() {
             threads: Some(2),
             ..Default::default()
         };
-        let plan = settings.plan(batch, 160, true);
+        let plan = settings.plan(batch, 7, 160, true);
         assert_eq!((plan.unit_threads, plan.all_steps_threads), (2, 2));
         let one = call(&layer(CpuPath::Fused, Some(1)));
         let two = call(&layer(CpuPath::Fused, Some(2)));

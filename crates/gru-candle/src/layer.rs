@@ -392,10 +392,10 @@ impl Gru {
         self
     }
 
-    /// The threads a fused call with this batch size uses.
-    pub fn threads_for(&self, batch: usize) -> usize {
+    /// The threads a fused call with this batch size and number of steps uses.
+    pub fn threads_for(&self, batch: usize, time: usize) -> usize {
         let c = &self.config;
-        self.fused.threads_for(batch, c.units, c.reset_after)
+        self.fused.threads_for(batch, time, c.units, c.reset_after)
     }
 
     /// The layer's configuration.

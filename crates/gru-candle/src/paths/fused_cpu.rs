@@ -3,7 +3,7 @@
 //!
 //! A call's tensors: `x` (batch, time, input), the kernel, the recurrent kernel, the bias
 //! (the input bias then the recurrent bias, flat) and `h0` (batch, units), each read where
-//! it is (two ops carry them, see [`super::fused_op`]). Output: the parts the call returns
+//! it is (two ops carry them, see `fused_op`). Output: the parts the call returns
 //! (the sequence (batch, time, units; in processing order) or the last output, and the
 //! state with `return_state`; see [`super::fused_outputs`]). The mask and dropout masks are
 //! constants of the call.
@@ -93,10 +93,9 @@ impl FusedSettings {
 
     /// Batch slices when the batch has at least two rows per thread; otherwise one slice,
     /// whose forward and backward split its hidden units over the threads (reset_after, at
-    /// least `MIN_SLICE_UNITS` units a thread, [`MIN_UNIT_SPLIT_STEPS`] steps), or else
-    /// whose per-step products get the
-    /// threads when they are large enough to pay for them (never slower than one thread);
-    /// its products over all steps get the threads.
+    /// least `MIN_SLICE_UNITS` units a thread, `MIN_UNIT_SPLIT_STEPS` steps), or else
+    /// whose per-step products get the threads when they are large enough to pay for them
+    /// (never slower than one thread); its products over all steps get the threads.
     pub fn plan(&self, batch: usize, time: usize, units: usize, reset_after: bool) -> ThreadPlan {
         let threads = self.threads_for(batch, time, units, reset_after);
         let one = ThreadPlan {
@@ -276,7 +275,7 @@ impl<T: HostFloat> FusedGru<T> {
 
     /// (dx, dweights, dh0) of the output gradient `grad`, each `None` when autograd does
     /// not track that input (data, not a variable: its gradient is not computed at all);
-    /// dweights is flat as the op's `params` (kernel, recurrent kernel, bias rows).
+    /// dweights is flat: the kernel's, the recurrent kernel's, then the bias'.
     pub(super) fn grads(
         &self,
         (x, h0, grad): (&Tensor, &Tensor, &Tensor),

@@ -88,7 +88,7 @@ fn time_row(imp: &str, s: Shape, x: &Tensor, a: &Args) -> anyhow::Result<f64> {
     match imp {
         "cell" | "cell-frozen" => {
             let cell = GruCell::new(GruCellConfig::new(s.h), s.i, vb.pp("cell"))?;
-            let cell = cell.with_step_layer(|g| g.with_threads(Some(a.threads)));
+            let cell = cell.with_threads(Some(a.threads));
             let cell = if imp == "cell" { cell } else { cell.frozen()? };
             median_ms(a.min_time, || {
                 let mut h = cell.initial_state(s.b)?;

@@ -27,7 +27,7 @@ fn tensor(v: &Value, dtype: DType) -> Tensor {
 #[test]
 fn cells_stepped_by_hand_match_keras_states_and_gradients() {
     for path in [CpuPath::Fused, CpuPath::Loop] {
-        let runs = cell_cases::check_all(&Device::Cpu, |g| g.with_cpu_path(path));
+        let runs = cell_cases::check_all(&Device::Cpu, |c| c.with_cpu_path(path));
         assert_eq!(runs, 11, "{path:?}: every case under every policy");
     }
 }

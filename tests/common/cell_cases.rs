@@ -4,7 +4,7 @@
 
 use super::{candle_dtype, eps, flat, max_diff};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_gru::{Gru, GruCell, GruCellConfig};
+use candle_gru::{GruCell, GruCellConfig};
 use serde_json::Value;
 
 /// The step cases (every file but configs.json).
@@ -69,7 +69,12 @@ struct Stepped {
 
 /// Steps the case's cell (its step layer set up by `configure`) over its inputs on `dev`
 /// and differentiates Keras' loss, `sum_t sum(h_t * c_t)`.
-fn step_case(case: &Value, policy: &str, dev: &Device, configure: &dyn Fn(Gru) -> Gru) -> Stepped {
+fn step_case(
+    case: &Value,
+    policy: &str,
+    dev: &Device,
+    configure: &dyn Fn(GruCell) -> GruCell,
+) -> Stepped {
     let dt = variable_dtype(policy);
     let mut config = GruCellConfig::from_keras_json(&case["config"]).unwrap();
     config.dtype = candle_gru::core::DTypePolicy::from_keras_value(&Value::from(policy)).unwrap();
@@ -88,8 +93,8 @@ fn step_case(case: &Value, policy: &str, dev: &Device, configure: &dyn Fn(Gru) -
         weights[1].as_tensor().clone(),
         weights.get(2).map(|v| v.as_tensor().clone()),
     )
-    .unwrap()
-    .with_step_layer(configure);
+    .unwrap();
+    let cell = configure(cell);
     let xs = tensor(&case["inputs"], dt, dev);
     let inputs: Vec<Var> = (0..xs.dim(0).unwrap())
         .map(|t| Var::from_tensor(&xs.get(t).unwrap()).unwrap())
@@ -148,7 +153,7 @@ fn keras_gradient<'a>(g: &'a Value, what: &str) -> &'a Value {
 
 /// Every case under every policy it has, stepped on `dev`: states and every gradient
 /// within the tolerances of Keras'. Returns the number of (case, policy) runs.
-pub fn check_all(dev: &Device, configure: impl Fn(Gru) -> Gru) -> usize {
+pub fn check_all(dev: &Device, configure: impl Fn(GruCell) -> GruCell) -> usize {
     let mut runs = 0;
     for name in CASES {
         let case = read(&format!("{name}.json"));

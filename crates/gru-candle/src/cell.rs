@@ -10,7 +10,7 @@
 use crate::call::CallOptions;
 use crate::dropout;
 use crate::error::{Error, Result};
-use crate::layer::Gru;
+use crate::layer::{CpuPath, GpuPath, Gru};
 use crate::limits::Limits;
 use crate::sequence::DropoutMasks;
 use candle_core::{DType, Device, Tensor};
@@ -168,9 +168,23 @@ impl GruCell {
         self.step.last_dispatch()
     }
 
-    /// The one-step layer that runs the cell (its CPU and GPU path settings apply).
-    pub fn with_step_layer(mut self, f: impl FnOnce(Gru) -> Gru) -> GruCell {
-        self.step = f(self.step);
+    /// The same cell with another CPU implementation (see [`Gru::with_cpu_path`]).
+    pub fn with_cpu_path(mut self, path: CpuPath) -> GruCell {
+        self.step = self.step.with_cpu_path(path);
+        self
+    }
+
+    /// The same cell with another implementation on a CUDA device (see
+    /// [`Gru::with_gpu_path`]).
+    pub fn with_gpu_path(mut self, path: GpuPath) -> GruCell {
+        self.step = self.step.with_gpu_path(path);
+        self
+    }
+
+    /// The same cell with a fixed number of threads on the fused CPU path (see
+    /// [`Gru::with_threads`]).
+    pub fn with_threads(mut self, threads: Option<usize>) -> GruCell {
+        self.step = self.step.with_threads(threads);
         self
     }
 
@@ -355,12 +369,10 @@ impl Gru {
             self.recurrent_kernel().clone(),
             self.bias().cloned(),
         )?;
-        let (cpu, gpu, threads) = (self.cpu_path(), self.gpu_path(), self.fused.threads);
-        Ok(cell.with_step_layer(|g| {
-            g.with_cpu_path(cpu)
-                .with_gpu_path(gpu)
-                .with_threads(threads)
-        }))
+        Ok(cell
+            .with_cpu_path(self.cpu_path())
+            .with_gpu_path(self.gpu_path())
+            .with_threads(self.fused.threads))
     }
 }
 

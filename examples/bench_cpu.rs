@@ -21,25 +21,14 @@ use candle_gru::candle::CpuPath;
 use candle_gru::{CallOptions, Gru, GruConfig};
 use candle_nn::rnn::RNN;
 use candle_nn::{VarBuilder, VarMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "common/shape.rs"]
 mod shape;
-use shape::{parse_shape, Shape};
-
-/// Median of runs of `f` after one warm-up, until `min_time` passed and at least 5 runs.
-fn median_ms(min_time: Duration, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 5 || (start.elapsed() < min_time && times.len() < 200) {
-        let t0 = Instant::now();
-        f()?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
+use bench::{median_ms, parse_args, BenchArgs};
+use shape::Shape;
 
 fn ours(s: Shape, path: CpuPath, threads: usize, vm: &VarMap) -> anyhow::Result<Gru> {
     let mut c = GruConfig::new(s.h);
@@ -51,58 +40,37 @@ fn ours(s: Shape, path: CpuPath, threads: usize, vm: &VarMap) -> anyhow::Result<
 }
 
 struct Args {
-    threads: usize,
-    shapes: Vec<Shape>,
-    json: Option<String>,
+    common: BenchArgs,
     impls: Vec<String>,
-    min_time: Duration,
+}
+
+impl std::ops::Deref for Args {
+    type Target = BenchArgs;
+    fn deref(&self) -> &BenchArgs {
+        &self.common
+    }
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        threads: 1,
-        shapes: Vec::new(),
-        json: None,
-        impls: ["fused", "loop", "candle-nn"].map(String::from).to_vec(),
-        min_time: Duration::from_secs(2),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--threads" => a.threads = it.next().context("--threads N")?.parse()?,
-            "--shape" => a
-                .shapes
-                .push(parse_shape(&it.next().context("--shape B,T,I,H")?)?),
-            "--json" => a.json = Some(it.next().context("--json PATH")?),
-            "--impl" => {
-                a.impls = it
-                    .next()
-                    .context("--impl LIST")?
-                    .split(',')
-                    .map(str::to_string)
-                    .collect()
-            }
-            "--min-time" => {
-                a.min_time =
-                    Duration::from_secs_f64(it.next().context("--min-time SECONDS")?.parse()?)
-            }
-            other => bail!("unknown argument {other}"),
+    let mut impls: Vec<String> = ["fused", "loop", "candle-nn"].map(String::from).to_vec();
+    let defaults = [
+        "64,100,128,256",
+        "1,100,128,256",
+        "32,500,64,128",
+        "256,50,256,512",
+    ];
+    let common = parse_args(&defaults, |flag, value| match flag {
+        "--impl" => {
+            impls = value
+                .context("--impl LIST")?
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            Ok(true)
         }
-    }
-    if a.threads == 0 {
-        bail!("--threads must be at least 1");
-    }
-    if a.shapes.is_empty() {
-        for s in [
-            "64,100,128,256",
-            "1,100,128,256",
-            "32,500,64,128",
-            "256,50,256,512",
-        ] {
-            a.shapes.push(parse_shape(s)?);
-        }
-    }
-    Ok(a)
+        _ => Ok(false),
+    })?;
+    Ok(Args { common, impls })
 }
 
 /// The median time of one row: `imp` ("fused", "loop" or "candle-nn") on `x` of shape `s`,
@@ -121,7 +89,7 @@ fn time_row(imp: &str, train: bool, s: Shape, x: &Tensor, a: &Args) -> anyhow::R
                 training: train,
                 ..Default::default()
             };
-            median_ms(a.min_time, || {
+            median_ms(a.min_time, 200, || {
                 let out = g.call(x, opts)?;
                 if train {
                     out.output.sum_all()?.backward()?;
@@ -132,7 +100,7 @@ fn time_row(imp: &str, train: bool, s: Shape, x: &Tensor, a: &Args) -> anyhow::R
         "candle-nn" => {
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
             let g = candle_nn::rnn::gru(s.i, s.h, Default::default(), vb.pp("gru"))?;
-            median_ms(a.min_time, || {
+            median_ms(a.min_time, 200, || {
                 let y = g.states_to_tensor(&g.seq(x)?)?;
                 if train {
                     y.sum_all()?.backward()?;
@@ -171,7 +139,7 @@ fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<(f64, Option
         .collect();
     let mut c = vec![0f32; n * n];
     let gflops = |ms: f64| 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9;
-    let via_gemm = median_ms(min_time, || {
+    let via_gemm = median_ms(min_time, 200, || {
         gemm(
             &mut c,
             0,
@@ -184,7 +152,7 @@ fn sgemm_peak(threads: usize, min_time: Duration) -> anyhow::Result<(f64, Option
         Ok(())
     })?;
     let packed = match (threads, Packed::from_rows(&b, n, n, n)) {
-        (1, Some(p)) => Some(gflops(median_ms(min_time, || {
+        (1, Some(p)) => Some(gflops(median_ms(min_time, 200, || {
             anyhow::ensure!(p.product(&mut c, &a, n), "packed product sizes");
             Ok(())
         })?)),
@@ -234,8 +202,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
             .with_context(|| format!("writing {path}"))?;
         println!("wrote {path}");
     }

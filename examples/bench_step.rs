@@ -16,73 +16,26 @@ use candle_core::{DType, Device, Tensor};
 use candle_gru::{GruCell, GruCellConfig};
 use candle_nn::rnn::RNN;
 use candle_nn::{VarBuilder, VarMap};
-use std::time::{Duration, Instant};
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "common/shape.rs"]
 mod shape;
-use shape::{parse_shape, Shape};
+use bench::{median_ms, parse_args, BenchArgs};
+use shape::Shape;
 
-/// Median of runs of `f` after one warm-up, until `min_time` passed and at least 5 runs.
-fn median_ms(min_time: Duration, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 5 || (start.elapsed() < min_time && times.len() < 500) {
-        let t0 = Instant::now();
-        f()?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
-struct Args {
-    threads: usize,
-    shapes: Vec<Shape>,
-    json: Option<String>,
-    min_time: Duration,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        threads: 1,
-        shapes: Vec::new(),
-        json: None,
-        min_time: Duration::from_secs(2),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--threads" => a.threads = it.next().context("--threads N")?.parse()?,
-            "--shape" => a
-                .shapes
-                .push(parse_shape(&it.next().context("--shape B,T,I,H")?)?),
-            "--json" => a.json = Some(it.next().context("--json PATH")?),
-            "--min-time" => {
-                a.min_time =
-                    Duration::from_secs_f64(it.next().context("--min-time SECONDS")?.parse()?)
-            }
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    if a.threads == 0 {
-        bail!("--threads must be at least 1");
-    }
-    if a.shapes.is_empty() {
-        for s in [
-            "1,100,128,256",
-            "1,100,512,512",
-            "8,100,256,512",
-            "64,100,128,256",
-        ] {
-            a.shapes.push(parse_shape(s)?);
-        }
-    }
-    Ok(a)
+fn args() -> anyhow::Result<BenchArgs> {
+    let defaults = [
+        "1,100,128,256",
+        "1,100,512,512",
+        "8,100,256,512",
+        "64,100,128,256",
+    ];
+    parse_args(&defaults, |_, _| Ok(false))
 }
 
 /// The median time of T steps of `imp` ("cell", "cell-frozen" or "candle-nn").
-fn time_row(imp: &str, s: Shape, x: &Tensor, a: &Args) -> anyhow::Result<f64> {
+fn time_row(imp: &str, s: Shape, x: &Tensor, a: &BenchArgs) -> anyhow::Result<f64> {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     match imp {
@@ -90,7 +43,7 @@ fn time_row(imp: &str, s: Shape, x: &Tensor, a: &Args) -> anyhow::Result<f64> {
             let cell = GruCell::new(GruCellConfig::new(s.h), s.i, vb.pp("cell"))?;
             let cell = cell.with_threads(Some(a.threads));
             let cell = if imp == "cell" { cell } else { cell.frozen()? };
-            median_ms(a.min_time, || {
+            median_ms(a.min_time, 500, || {
                 let mut h = cell.initial_state(s.b)?;
                 for _ in 0..s.t {
                     h = cell.call(x, &h, false)?;
@@ -100,7 +53,7 @@ fn time_row(imp: &str, s: Shape, x: &Tensor, a: &Args) -> anyhow::Result<f64> {
         }
         "candle-nn" => {
             let g = candle_nn::rnn::gru(s.i, s.h, Default::default(), vb.pp("gru"))?;
-            median_ms(a.min_time, || {
+            median_ms(a.min_time, 500, || {
                 let mut state = g.zero_state(s.b)?;
                 for _ in 0..s.t {
                     state = g.step(x, &state)?;

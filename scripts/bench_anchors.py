@@ -140,33 +140,47 @@ def plot(rows, path, shapes, threads_list):
     fig.savefig(path, dpi=90)
 
 
-def main():
+def parse_args(default_shapes, default_out):
+    """The scripts' common arguments: --threads, --shape (repeatable), --out, and the
+    internal --worker. Returns (args, shapes, thread counts)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--shape", action="append")
-    ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "target", default_out))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shape or DEFAULT_SHAPES)]
-    threads_list = [int(t) for t in args.threads.split(",")]
+    shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shape or default_shapes)]
+    return args, shapes, [int(t) for t in args.threads.split(",")]
+
+
+def run_all(example, script, shapes, threads_list, out_dir):
+    """Builds `examples/<example>` (release) and, for each thread count, runs it and
+    `script --worker` (the anchors, in a fresh process: thread settings must precede
+    TensorFlow's start); one-thread runs pinned to one core where taskset exists. Returns
+    the rows of both."""
+    ensure_venv()
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    shape_args = sum([["--shape", ",".join(map(str, s))] for s in shapes], [])
+    subprocess.check_call(["cargo", "build", "--release", "-q", "--example", example], cwd=ROOT)
+    bench = os.path.join(ROOT, "target", "release", "examples", example)
+    for th in threads_list:
+        pin = ["taskset", "-c", str(os.cpu_count() - 1)] if th == 1 and shutil.which("taskset") else []
+        ours = os.path.join(out_dir, f"ours_t{th}.json")
+        subprocess.check_call(pin + [bench, "--threads", str(th), "--json", ours] + shape_args, cwd=ROOT)
+        rows += json.load(open(ours))
+        out = subprocess.check_output(pin + [PY, os.path.abspath(script), "--worker", "--threads", str(th)]
+                                      + shape_args)
+        rows += json.loads(out)
+    return rows
+
+
+def main():
+    args, shapes, threads_list = parse_args(DEFAULT_SHAPES, "bench")
     if args.worker:
         print(json.dumps(worker(threads_list[0], shapes)))
         return
-    ensure_venv()
-    os.makedirs(args.out, exist_ok=True)
-    rows = []
-    shape_args = sum([["--shape", ",".join(map(str, s))] for s in shapes], [])
-    subprocess.check_call(["cargo", "build", "--release", "-q", "--example", "bench_cpu"], cwd=ROOT)
-    bench = os.path.join(ROOT, "target", "release", "examples", "bench_cpu")
-    for th in threads_list:
-        # One thread runs pinned to one core (less noise from migration), where taskset exists.
-        pin = ["taskset", "-c", str(os.cpu_count() - 1)] if th == 1 and shutil.which("taskset") else []
-        ours = os.path.join(args.out, f"ours_t{th}.json")
-        subprocess.check_call(pin + [bench, "--threads", str(th), "--json", ours] + shape_args, cwd=ROOT)
-        rows += json.load(open(ours))
-        out = subprocess.check_output(pin + [PY, os.path.abspath(__file__), "--worker", "--threads", str(th)]
-                                      + shape_args)
-        rows += json.loads(out)
+    rows = run_all("bench_cpu", __file__, shapes, threads_list, args.out)
     json.dump(rows, open(os.path.join(args.out, "bench.json"), "w"), indent=1)
 
     def get(imp, mode, s, th):

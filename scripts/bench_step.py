@@ -12,15 +12,12 @@ called once per step from Python (how a Keras decoding loop runs a compiled step
 Uses target/anchors-venv (see bench_anchors.py, which makes it); writes DIR/bench.json and
 DIR/bench.md (DIR defaults to target/bench-step).
 """
-import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_anchors import PY, ROOT, ensure_venv, median_ms  # noqa: E402
+from bench_anchors import median_ms, parse_args, run_all  # noqa: E402
 
 DEFAULT_SHAPES = ["1,100,128,256", "1,100,512,512", "8,100,256,512", "64,100,128,256"]
 
@@ -74,31 +71,11 @@ def worker(threads, shapes):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--shape", action="append")
-    ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench-step"))
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shape or DEFAULT_SHAPES)]
-    threads_list = [int(t) for t in args.threads.split(",")]
+    args, shapes, threads_list = parse_args(DEFAULT_SHAPES, "bench-step")
     if args.worker:
         print(json.dumps(worker(threads_list[0], shapes)))
         return
-    ensure_venv()
-    os.makedirs(args.out, exist_ok=True)
-    rows = []
-    shape_args = sum([["--shape", ",".join(map(str, s))] for s in shapes], [])
-    subprocess.check_call(["cargo", "build", "--release", "-q", "--example", "bench_step"], cwd=ROOT)
-    bench = os.path.join(ROOT, "target", "release", "examples", "bench_step")
-    for th in threads_list:
-        pin = ["taskset", "-c", str(os.cpu_count() - 1)] if th == 1 and shutil.which("taskset") else []
-        ours = os.path.join(args.out, f"ours_t{th}.json")
-        subprocess.check_call(pin + [bench, "--threads", str(th), "--json", ours] + shape_args, cwd=ROOT)
-        rows += json.load(open(ours))
-        out = subprocess.check_output(pin + [PY, os.path.abspath(__file__), "--worker", "--threads", str(th)]
-                                      + shape_args)
-        rows += json.loads(out)
+    rows = run_all("bench_step", __file__, shapes, threads_list, args.out)
     json.dump(rows, open(os.path.join(args.out, "bench.json"), "w"), indent=1)
 
     def get(imp, s, th):

@@ -505,15 +505,25 @@ pub(crate) fn gemm_packed(
         c: unsafe { dst.as_mut_ptr().add(dst_offset) },
         ldc: dst_rs,
     };
-    match packed.isa {
+    // SAFETY: `Packed::pack` chose this ISA after checking the CPU has it; the caller
+    // checked `a` and `dst`; the panels cover rows `k_rows` and columns `cols` (padded to
+    // whole panels, read but never stored past `cols`).
+    unsafe { run(packed.isa, &pp, accumulate) }
+}
+
+/// Runs the product `pp` on the kernels of `isa`; false where this target has none.
+///
+/// # Safety
+/// The CPU has `isa`, and `pp` describes buffers holding every element the product
+/// addresses, its panels' padding to whole panels included.
+unsafe fn run(isa: Isa, pp: &Parts, accumulate: bool) -> bool {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Packed::pack` chose this ISA after checking the CPU has it; the caller
-        // checked `a` and `dst`; the panels cover rows `k_rows` and columns `cols` (padded
-        // to whole panels, read but never stored past `cols`).
-        Isa::Avx512 => unsafe { product_avx512(&pp, accumulate) },
+        // SAFETY: the caller's promise.
+        Isa::Avx512 => unsafe { product_avx512(pp, accumulate) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, for AVX2 and FMA.
-        Isa::Avx2 => unsafe { product_avx2(&pp, accumulate) },
+        // SAFETY: the caller's promise.
+        Isa::Avx2 => unsafe { product_avx2(pp, accumulate) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return false,
     }
@@ -576,18 +586,9 @@ pub(crate) fn gemm_direct(
         c: unsafe { dst.as_mut_ptr().add(dst_offset) },
         ldc: dst_rs,
     };
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::detect` found the CPU has AVX-512F; the caller checked `a` and
-        // `dst`; every panel row the kernels read (padding included) ends by `read_end`.
-        Isa::Avx512 => unsafe { product_avx512(&pp, accumulate) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, for AVX2 and FMA.
-        Isa::Avx2 => unsafe { product_avx2(&pp, accumulate) },
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => return false,
-    }
-    true
+    // SAFETY: `Isa::detect` found the CPU has this ISA; the caller checked `a` and `dst`;
+    // every panel row the kernels read (padding included) ends by `read_end`.
+    unsafe { run(isa, &pp, accumulate) }
 }
 
 #[cfg(test)]

@@ -473,3 +473,67 @@ fn mutated_configs_parse_build_and_call_or_fail_typed() {
     println!("mutated configs: {built} built and called, {refused} typed errors");
     assert!(built > 0 && refused > 0);
 }
+
+#[test]
+fn mutated_cell_configs_and_torch_cells_load_and_step_or_fail_typed() {
+    use candle_gru::candle::io::torch::TorchLoad;
+    use candle_gru::{GruCell, GruCellConfig};
+    let mut rng = StdRng::seed_from_u64(0x63656c6c);
+    let configs: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/data/cell/configs.json").unwrap())
+            .unwrap();
+    let base: Vec<Value> = configs["configs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .cloned()
+        .collect();
+    let (mut stepped, mut refused) = (0, 0);
+    for k in 0..400 {
+        let mut v = base[k % base.len()].clone();
+        for _ in 0..rng.random_range(1..4) {
+            mutate_json(&mut v, &mut rng);
+        }
+        let ran = no_panic(&format!("cell config mutation {k}: {v}"), || {
+            let cfg = GruCellConfig::from_keras_json(&v)?;
+            let back = GruCellConfig::from_keras_json(&cfg.to_keras_json())?;
+            assert_eq!(back.to_keras_json(), cfg.to_keras_json(), "round trip");
+            if cfg.units > 64 {
+                return Ok::<(), Box<dyn std::error::Error>>(());
+            }
+            let vm = candle_nn::VarMap::new();
+            let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            let cell = GruCell::new(cfg, 3, vb)?;
+            let x = Tensor::ones((2, 3), DType::F32, &Device::Cpu)?;
+            let h = cell.call(&x, &cell.initial_state(2)?, k % 2 == 0)?;
+            cell.call(&x, &h, k % 2 == 0)?;
+            Ok(())
+        });
+        match ran {
+            Ok(()) => stepped += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    println!("mutated cell configs: {stepped} stepped, {refused} typed errors");
+    assert!(stepped > 0 && refused > 0);
+    let bytes = std::fs::read("tests/data/torch/cell_decoder.safetensors").unwrap();
+    let mut counts = [0usize; 2];
+    for k in 0..60 {
+        let path = scratch(&format!("cell_decoder-{k}.safetensors"));
+        std::fs::write(&path, mutate(&bytes, &mut rng)).unwrap();
+        let r = no_panic(&format!("cell_decoder.safetensors mutation {k}"), || {
+            GruCell::load_torch(
+                &path,
+                DType::F32,
+                &Device::Cpu,
+                TorchLoad::prefixed("cell."),
+            )
+        });
+        counts[r.is_err() as usize] += 1;
+    }
+    println!(
+        "mutated torch cells: {} loaded, {} typed errors",
+        counts[0], counts[1]
+    );
+    assert!(counts[1] > 0);
+}

@@ -1,5 +1,6 @@
-//! GRU config dicts: `GruConfig::from_keras_json` on any JSON. What parses must round-trip
-//! through `to_keras_json` unchanged, and a small one must build a layer and run a call.
+//! GRU config dicts: `GruConfig::from_keras_json` (and `GruCellConfig`'s) on any JSON. What
+//! parses must round-trip through `to_keras_json` unchanged, and a small one must build a
+//! layer and run a call.
 #![no_main]
 
 use candle_core::{DType, Device, Tensor};
@@ -9,6 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
+    if let Ok(cell) = gru_core::GruCellConfig::from_keras_json(&v) {
+        let back = gru_core::GruCellConfig::from_keras_json(&cell.to_keras_json()).expect("cell");
+        assert_eq!(back.to_keras_json(), cell.to_keras_json());
+    }
     let Ok(cfg) = gru_core::GruConfig::from_keras_json(&v) else {
         return;
     };

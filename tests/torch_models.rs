@@ -391,3 +391,45 @@ fn files_without_one_clear_gru_cell_are_typed_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("reset_after"), "{e}");
 }
+
+/// candle-nn's `rnn::gru` names its variables as PyTorch does (`weight_ih_l0` ...): a
+/// checkpoint of it loads with `TorchGru`, runs what candle-nn runs, and its layer's cell
+/// steps what candle-nn's `RNN::step` steps.
+#[test]
+fn candle_nn_gru_checkpoints_load_and_step_as_candle_nn_runs_them() {
+    use candle_gru::candle::StackLayer;
+    use candle_nn::rnn::RNN;
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let theirs = candle_nn::rnn::gru(5, 7, Default::default(), vb.pp("decoder.gru")).unwrap();
+    // Non-zero biases, so that both are checked.
+    for (name, var) in vm.data().lock().unwrap().iter() {
+        if name.contains("bias") {
+            var.set(&Tensor::randn(0f32, 0.5, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let path =
+        std::env::temp_dir().join(format!("candle-nn-gru-{}.safetensors", std::process::id()));
+    vm.save(&path).unwrap();
+    let ours = TorchGru::load_prefix(&path, "decoder.gru.", DType::F32, &Device::Cpu).unwrap();
+    std::fs::remove_file(&path).ok();
+    let x = Tensor::randn(0f32, 1.0, (3, 6, 5), &Device::Cpu).unwrap();
+    let want = theirs.states_to_tensor(&theirs.seq(&x).unwrap()).unwrap();
+    let (got, _) = ours.forward(&x, None).unwrap();
+    assert!(max_diff(&flat(&got), &flat(&want)) < 1e-6);
+    let StackLayer::Gru(layer) = &ours.stack().layers()[0] else {
+        panic!("one direction")
+    };
+    let cell = layer.cell().unwrap();
+    let (mut h, mut s) = (
+        cell.initial_state(3).unwrap(),
+        theirs.zero_state(3).unwrap(),
+    );
+    for t in 0..6 {
+        let xt = x.get_on_dim(1, t).unwrap();
+        h = cell.call(&xt, &h, false).unwrap();
+        s = theirs.step(&xt, &s).unwrap();
+        assert!(max_diff(&flat(&h), &flat(&s.h)) < 1e-6, "step {t}");
+    }
+}

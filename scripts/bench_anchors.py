@@ -53,8 +53,9 @@ def median_ms(fn, min_time=2.0, min_runs=5, max_runs=200):
     return times[len(times) // 2]
 
 
-def worker(threads, shapes):
-    """Runs inside the venv, in a fresh process per thread count."""
+def frameworks(threads):
+    """Inside the venv: numpy, TensorFlow, Keras (TensorFlow backend) and PyTorch, each
+    set to `threads` threads (before TensorFlow starts)."""
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     import numpy as np
@@ -67,6 +68,12 @@ def worker(threads, shapes):
 
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
+    return np, tf, keras, torch
+
+
+def worker(threads, shapes):
+    """Runs inside the venv, in a fresh process per thread count."""
+    np, tf, keras, torch = frameworks(threads)
     rows = []
     for s in shapes:
         b, t, i, h = s

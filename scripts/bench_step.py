@@ -17,25 +17,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_anchors import median_ms, parse_args, run_all  # noqa: E402
+from bench_anchors import frameworks, median_ms, parse_args, run_all  # noqa: E402
 
 DEFAULT_SHAPES = ["1,100,128,256", "1,100,512,512", "8,100,256,512", "64,100,128,256"]
 
 
 def worker(threads, shapes):
     """Runs inside the venv, in a fresh process per thread count."""
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import numpy as np
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    import keras
-    import torch
-
-    torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
+    np, tf, keras, torch = frameworks(threads)
     rows = []
     for b, t, i, h in shapes:
         x = np.random.default_rng(0).standard_normal((b, i)).astype("float32")

@@ -265,12 +265,7 @@ pub fn train(
     let test = make_pairs(cfg.test_size, &mut rng, dev)?;
     let varmap = VarMap::new();
     let model = Reverser::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
-    let params = candle_nn::ParamsAdamW {
-        lr: cfg.learning_rate,
-        weight_decay: 0.0,
-        ..Default::default()
-    };
-    let mut opt = candle_nn::AdamW::new(varmap.all_vars(), params)?;
+    let mut opt = crate::demo::adam(&varmap, cfg.learning_rate)?;
     let (start, batches) = (Instant::now(), cfg.train_size / cfg.batch_size);
     let mut epochs = Vec::with_capacity(cfg.epochs);
     for epoch in 1..=cfg.epochs {

@@ -275,7 +275,7 @@ impl<T: HostFloat> FusedGru<T> {
 
     /// (dx, dweights, dh0) of the output gradient `grad`, each `None` when autograd does
     /// not track that input (data, not a variable: its gradient is not computed at all);
-    /// dweights is flat: the kernel's, the recurrent kernel's, then the bias'.
+    /// dweights holds the kernel's, the recurrent kernel's and the bias' gradients, flat.
     pub(super) fn grads(
         &self,
         (x, h0, grad): (&Tensor, &Tensor, &Tensor),
@@ -335,12 +335,7 @@ impl<T: HostFloat> FusedGru<T> {
             true => Some(Tensor::from_vec(g.x, x.shape(), dev)?),
             false => None,
         };
-        let dp = wanted.weights.then(|| {
-            let mut dp = g.kernel;
-            dp.extend_from_slice(&g.recurrent);
-            dp.extend_from_slice(&g.bias);
-            dp
-        });
+        let dp = wanted.weights.then_some([g.kernel, g.recurrent, g.bias]);
         let dh = match h0.track_op() {
             true => Some(Tensor::from_vec(g.h0, h0.shape(), dev)?),
             false => None,
@@ -349,8 +344,9 @@ impl<T: HostFloat> FusedGru<T> {
     }
 }
 
-/// The op's gradients: (dx, flat dweights, dh0), each `None` when not tracked.
-type OpGrads<T> = (Option<Tensor>, Option<Vec<T>>, Option<Tensor>);
+/// The op's gradients: (dx, the kernel's, recurrent kernel's and bias' flat, dh0), each
+/// `None` when not tracked.
+type OpGrads<T> = (Option<Tensor>, Option<[Vec<T>; 3]>, Option<Tensor>);
 
 /// A tensor's values on the host: its CPU storage itself when contiguous and of type `T`
 /// (`shared`: the read guard and the range; no copy), else a copy (`owned`).

@@ -173,17 +173,19 @@ impl<T: HostFloat> CustomOp3 for Outputs<T> {
             .any(|t| t.track_op());
         let (dx, dw, dh) = c.with_weights(|w| c.op.grads((&c.x, h0, grad), w, weights_tracked))?;
         let (mut dk, mut dr, mut db) = (None, None, None);
-        if let Some(dw) = dw {
-            let (k, r) = (c.kernel.elem_count(), c.recurrent.elem_count());
-            let part = |t: &Tensor, range: std::ops::Range<usize>| -> Result<Option<Tensor>> {
+        if let Some([k, r, b]) = dw {
+            // Each weight's gradient moves into its tensor (no copy), where autograd wants it.
+            let part = |t: &Tensor, v: Vec<T>| -> Result<Option<Tensor>> {
                 match t.track_op() {
-                    true => Ok(Some(Tensor::from_slice(&dw[range], t.shape(), t.device())?)),
+                    true => Ok(Some(Tensor::from_vec(v, t.shape(), t.device())?)),
                     false => Ok(None),
                 }
             };
-            dk = part(&c.kernel, 0..k)?;
-            dr = part(&c.recurrent, k..k + r)?;
-            db = part(&c.bias, k + r..dw.len())?;
+            (dk, dr, db) = (
+                part(&c.kernel, k)?,
+                part(&c.recurrent, r)?,
+                part(&c.bias, b)?,
+            );
         }
         *c.forward_grads.lock().map_err(|_| poisoned("gradients"))? = Some((dx, dk, dr));
         // Forward's backward runs when any of its inputs is tracked (it hands their

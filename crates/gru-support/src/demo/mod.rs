@@ -223,6 +223,16 @@ fn accuracy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<f64> {
     Ok(right as f64 / labels.dim(0)? as f64)
 }
 
+/// Adam (no weight decay) at `lr` over every variable of `varmap`, as the demos train.
+pub(crate) fn adam(varmap: &VarMap, lr: f64) -> candle_core::Result<candle_nn::AdamW> {
+    let params = candle_nn::ParamsAdamW {
+        lr,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
+    candle_nn::AdamW::new(varmap.all_vars(), params)
+}
+
 /// What a run leaves: the per-epoch numbers and the trained variables.
 pub struct TrainReport {
     /// One entry per epoch.
@@ -244,12 +254,7 @@ pub fn train(
     let test = make_data(cfg.test_size, &mut rng, dev)?;
     let varmap = VarMap::new();
     let model = Classifier::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
-    let params = candle_nn::ParamsAdamW {
-        lr: cfg.learning_rate,
-        weight_decay: 0.0,
-        ..Default::default()
-    };
-    let mut opt = candle_nn::AdamW::new(varmap.all_vars(), params)?;
+    let mut opt = adam(&varmap, cfg.learning_rate)?;
     let start = Instant::now();
     let mut epochs = Vec::with_capacity(cfg.epochs);
     let batches = cfg.train_size.div_ceil(cfg.batch_size);

@@ -7,7 +7,7 @@ use super::graph::{MaskState, TensorState};
 use super::train::Dropout;
 use super::weights::Weights;
 use super::{last_dim, malformed, snake, unsupported};
-use super::{Dense, GlobalPooling1D, LayerActivation, ModelLayer};
+use super::{Dense, GlobalPooling1D, LayerActivation, ModelLayer, Reshaping};
 use crate::bidirectional::{Bidirectional, MergeMode};
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
@@ -46,6 +46,9 @@ fn rank_after(rank: usize, layer: &ModelLayer) -> usize {
         ModelLayer::Bidirectional(b) => sequences(b.forward_layer().config()),
         ModelLayer::StackedGru(s) => s.last().map_or(rank, sequences),
         ModelLayer::GlobalPooling(p) if !p.keepdims => rank.saturating_sub(1),
+        ModelLayer::Reshaping(Reshaping::Reshape(target)) => target.len() + 1,
+        ModelLayer::Reshaping(Reshaping::RepeatVector(_)) => rank + 1,
+        ModelLayer::Reshaping(Reshaping::Flatten) => 2,
         _ => rank,
     }
 }
@@ -155,6 +158,8 @@ impl<'a> ChainBuilder<'a> {
             },
             "Conv1D" => self.conv1d(cfg, &group, lname, self.input_dim(l, lname)?),
             "MaxPooling1D" | "AveragePooling1D" => self.pooling(cfg, class, lname),
+            "Conv2D" => self.conv2d(cfg, &group, lname, self.input_dim(l, lname)?),
+            "MaxPooling2D" | "AveragePooling2D" => self.pooling2d(cfg, class, lname),
             "Embedding" => self.embedding(cfg, &group),
             "Dropout" | "SpatialDropout1D" => self.dropout(cfg, class, lname),
             "LayerNormalization" => self.layer_norm(cfg, &group, self.input_dim(l, lname)?),

@@ -183,7 +183,12 @@ fn one_size(v: &Value, default: u64) -> Option<usize> {
 }
 
 /// A layer's `padding`: `valid`, `same`, and (for `Conv1D`) `causal`.
-fn padding(cfg: &Value, lname: &str, source: &str, causal_ok: bool) -> Result<Padding1D> {
+pub(super) fn padding(
+    cfg: &Value,
+    lname: &str,
+    source: &str,
+    causal_ok: bool,
+) -> Result<Padding1D> {
     match cfg["padding"]
         .as_str()
         .map(str::to_ascii_lowercase)

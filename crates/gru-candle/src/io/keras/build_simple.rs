@@ -11,7 +11,7 @@ use crate::error::Result;
 use serde_json::Value;
 
 /// A pair of sizes from a config: `n` (both) or `[a, b]`; `default` when absent.
-fn pair(v: &Value, default: usize) -> Option<(usize, usize)> {
+pub(super) fn pair(v: &Value, default: usize) -> Option<(usize, usize)> {
     let size = |v: &Value| v.as_u64().map(|n| n as usize);
     match v {
         Value::Null => Some((default, default)),
@@ -97,15 +97,16 @@ impl ChainBuilder<'_> {
             }
             None => {
                 if let Reshaping::Reshape(t) = &layer {
-                    self.features = t.last().copied();
+                    self.features = t.last().copied().flatten();
                 }
             }
         }
         Ok(ModelLayer::Reshaping(layer))
     }
 
-    /// `Reshape`'s `target_shape`, with a `-1` resolved from the input's shape.
-    fn target_shape(&self, v: &Value, lname: &str) -> Result<Vec<usize>> {
+    /// `Reshape`'s `target_shape`, a `-1` resolved from the input's shape when the config
+    /// fixes it, else left for each call (`None`).
+    fn target_shape(&self, v: &Value, lname: &str) -> Result<Vec<Option<usize>>> {
         let src = &self.w.source;
         let bad = || malformed(src, format!("layer {lname:?}: Reshape target_shape {v}"));
         let dims: Vec<i64> = v
@@ -121,15 +122,20 @@ impl ChainBuilder<'_> {
             .filter(|&&d| d > 0)
             .map(|&d| d as usize)
             .product();
-        let total = self.dims.as_ref().map(|d| d.iter().product::<usize>());
-        let fill = match (unknown, total) {
-            (0, _) => 1,
-            (_, Some(total)) if known > 0 && total % known == 0 => total / known,
-            _ => return Err(bad()),
+        let fill = match (unknown, self.dims.as_ref()) {
+            (0, _) => None,
+            (_, Some(d)) => {
+                let total = d.iter().product::<usize>();
+                if known == 0 || !total.is_multiple_of(known) {
+                    return Err(bad());
+                }
+                Some(total / known)
+            }
+            (_, None) => None,
         };
         Ok(dims
             .iter()
-            .map(|&d| if d == -1 { fill } else { d as usize })
+            .map(|&d| if d == -1 { fill } else { Some(d as usize) })
             .collect())
     }
 
@@ -271,6 +277,14 @@ pub(super) fn dims_after(
         ModelLayer::Pooling(p) => {
             Some(vec![steps(*dims.first()?, p.size, p.stride, p.padding)?, f])
         }
+        ModelLayer::Conv2D(c) => match dims[..] {
+            [h, w, _] => c.out_size((h, w)).map(|(h, w)| vec![h, w, f]),
+            _ => None,
+        },
+        ModelLayer::Pooling2D(p) => match dims[..] {
+            [h, w, _] => p.out_size((h, w)).map(|(h, w)| vec![h, w, f]),
+            _ => None,
+        },
         ModelLayer::Reshaping(r) => r.out_dims(&dims).ok(),
         _ => {
             let mut d = dims;

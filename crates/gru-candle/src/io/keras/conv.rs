@@ -4,6 +4,7 @@
 //! `(k - 1) d` on the left.
 
 use super::layers::LayerActivation;
+use super::pool::{pool, Window};
 use crate::dtype::autocast;
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
@@ -73,16 +74,25 @@ impl Conv1D {
                 got: format!("{:?}", x.dims()),
             }));
         }
+        // Candle's conv2d over a one-row image: its conv1d gives wrong kernel gradients on
+        // the CPU (its backward hands it a transposed kernel, which its conv1d misreads;
+        // huggingface/candle#3836). The steps no window reaches are cut off first: Candle's
+        // backward assumes the windows cover the input to its end.
+        let used = (t + left + right - span) / self.stride * self.stride + span;
         let x = x
             .pad_with_zeros(1, left, right)?
+            .narrow(1, 0, used)?
             .transpose(1, 2)?
+            .unsqueeze(2)?
             .contiguous()?;
-        // Keras' (k, in, out) is Candle's (out, in, k).
+        // Keras' (k, in, out) is Candle's (out, in, 1, k).
         let kernel = autocast(&self.kernel, self.compute_dtype)?
             .permute((2, 1, 0))?
+            .unsqueeze(2)?
             .contiguous()?;
         let mut y = x
-            .conv1d(&kernel, 0, self.stride, self.dilation, self.groups)?
+            .conv2d(&kernel, 0, self.stride, self.dilation, self.groups)?
+            .squeeze(2)?
             .transpose(1, 2)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
@@ -117,28 +127,11 @@ impl Pooling1D {
                 got: format!("{:?}", x.dims()),
             }));
         }
-        if (left, right) == (0, 0) {
-            // Candle's 2-D pooling over a (batch, f, 1, T) view.
-            let v = x.transpose(1, 2)?.unsqueeze(2)?;
-            let (k, s) = ((1, self.size), (1, self.stride));
-            let y = match self.max {
-                true => v.max_pool2d_with_stride(k, s)?,
-                false => v.avg_pool2d_with_stride(k, s)?,
-            };
-            return Ok(y.squeeze(2)?.transpose(1, 2)?);
-        }
-        let windows = (t + left + right - self.size) / self.stride + 1;
-        let mut outs = Vec::with_capacity(windows);
-        for w in 0..windows {
-            // The window's steps inside the unpadded input.
-            let start = (w * self.stride).saturating_sub(left);
-            let end = (w * self.stride + self.size).saturating_sub(left).min(t);
-            let part = x.narrow(1, start, end - start)?;
-            outs.push(match self.max {
-                true => part.max_keepdim(1)?,
-                false => part.mean_keepdim(1)?,
-            });
-        }
-        Ok(Tensor::cat(&outs, 1)?)
+        let window = Window {
+            size: self.size,
+            stride: self.stride,
+            pad: (left, right),
+        };
+        pool(x, &[window], self.max)
     }
 }

@@ -28,6 +28,8 @@ impl MaskState {
             ModelLayer::GlobalPooling(_)
             | ModelLayer::Conv1D(_)
             | ModelLayer::Pooling(_)
+            | ModelLayer::Conv2D(_)
+            | ModelLayer::Pooling2D(_)
             | ModelLayer::Reshaping(_) => MaskState::None,
             ModelLayer::Gru(g) if !g.config().return_sequences => MaskState::None,
             ModelLayer::Bidirectional(b) if !b.forward_layer().config().return_sequences => {

@@ -26,9 +26,11 @@
 mod attention;
 mod batch_norm;
 mod build;
+mod build_conv2d;
 mod build_layers;
 mod build_simple;
 mod conv;
+mod conv2d;
 mod graph;
 mod keras2;
 mod layers;
@@ -38,6 +40,7 @@ mod merge;
 mod mha;
 mod noise;
 mod order;
+mod pool;
 mod preprocessing;
 mod reshaping;
 mod run;
@@ -51,6 +54,7 @@ mod weights;
 pub use attention::{Attention, Scores};
 pub use batch_norm::BatchNorm;
 pub use conv::{Conv1D, Padding1D, Pooling1D};
+pub use conv2d::{Conv2D, Pooling2D};
 pub use layers::{Dense, Embedding, GlobalPooling1D, LayerActivation, LayerNorm, PRelu};
 pub use mask_ops::MaskOp;
 pub use merge::{MaskRule, MergeOp};
@@ -107,6 +111,10 @@ pub enum ModelLayer {
     Conv1D(Conv1D),
     /// `MaxPooling1D`, `AveragePooling1D`.
     Pooling(Pooling1D),
+    /// `Conv2D`.
+    Conv2D(Conv2D),
+    /// `MaxPooling2D`, `AveragePooling2D`.
+    Pooling2D(Pooling2D),
     /// `Flatten`, `RepeatVector`, `Reshape`, `Permute`, `ZeroPadding1D`, `Cropping1D`,
     /// `UpSampling1D`.
     Reshaping(Reshaping),
@@ -150,6 +158,7 @@ impl ModelLayer {
             | ModelLayer::BatchNorm(_)
             | ModelLayer::GlobalPooling(_)
             | ModelLayer::Pooling(_)
+            | ModelLayer::Pooling2D(_)
             | ModelLayer::Reshaping(_)
             | ModelLayer::Noise(_)
             | ModelLayer::Merge(_)
@@ -157,6 +166,7 @@ impl ModelLayer {
             | ModelLayer::PRelu(_)
             | ModelLayer::Model(_) => None,
             ModelLayer::Conv1D(c) => Some(c.compute_dtype),
+            ModelLayer::Conv2D(c) => Some(c.compute_dtype),
             ModelLayer::Embedding(e) => Some(e.compute_dtype),
             ModelLayer::Gru(g) => Some(g.compute_dtype()),
             ModelLayer::Bidirectional(b) => Some(b.forward_layer().compute_dtype()),

@@ -13,8 +13,10 @@ pub enum Reshaping {
     Flatten,
     /// `RepeatVector(n)`: (batch, f) -> (batch, n, f).
     RepeatVector(usize),
-    /// `Reshape(target_shape)`: the dims after the batch, a `-1` resolved.
-    Reshape(Vec<usize>),
+    /// `Reshape(target_shape)`: the dims after the batch; `None` is Keras' `-1`, resolved
+    /// from each call's input when the config does not fix the input's shape (a
+    /// spectrogram of any length: `Reshape((-1, bins, 1))`).
+    Reshape(Vec<Option<usize>>),
     /// `Permute(dims)`: the dims after the batch in this order (0-based here; Keras' are
     /// 1-based).
     Permute(Vec<usize>),
@@ -49,15 +51,25 @@ impl Reshaping {
                 _ => return Err(shape_error("RepeatVector input", "(batch, f)".into(), dims)),
             },
             Reshaping::Reshape(target) => {
-                let (have, want) = (
-                    dims.iter().product::<usize>(),
-                    target.iter().product::<usize>(),
-                );
-                if have != want {
-                    let expected = format!("{want} values per sample for target {target:?}");
-                    return Err(shape_error("Reshape input", expected, dims));
-                }
-                target.clone()
+                let have = dims.iter().product::<usize>();
+                let known = target.iter().flatten().product::<usize>();
+                let unknown = target.iter().filter(|d| d.is_none()).count();
+                let fill = match unknown {
+                    0 if have == known => 1,
+                    1 if known > 0 && have.is_multiple_of(known) => have / known,
+                    _ => {
+                        let shown: Vec<i64> =
+                            target.iter().map(|d| d.map_or(-1, |d| d as i64)).collect();
+                        let expected = match unknown {
+                            0 => format!("{known} values per sample for target {shown:?}"),
+                            _ => format!(
+                                "a multiple of {known} values per sample for target {shown:?}"
+                            ),
+                        };
+                        return Err(shape_error("Reshape input", expected, dims));
+                    }
+                };
+                target.iter().map(|d| d.unwrap_or(fill)).collect()
             }
             Reshaping::Permute(order) => {
                 if order.len() != dims.len() {
@@ -146,7 +158,11 @@ mod tests {
             rep.to_vec3::<f32>().unwrap()[1][2],
             [6., 7., 8., 9., 10., 11.]
         );
-        assert!(Reshaping::Reshape(vec![4]).forward(&x).is_err());
+        assert!(Reshaping::Reshape(vec![Some(4)]).forward(&x).is_err());
+        // Keras' -1, resolved per call.
+        let r = Reshaping::Reshape(vec![None, Some(3), Some(1)]);
+        assert_eq!(r.forward(&x).unwrap().dims(), &[2, 2, 3, 1]);
+        assert!(Reshaping::Reshape(vec![None, Some(4)]).forward(&x).is_err());
         assert!(Reshaping::Cropping1D(2, 2).forward(&x).is_err());
         assert!(Reshaping::RepeatVector(2).forward(&x).is_err());
     }

@@ -205,6 +205,7 @@ fn rules(layer: &ModelLayer) -> &[super::train::WeightRule] {
     match layer {
         ModelLayer::Dense(d) => &d.rules,
         ModelLayer::Conv1D(c) => &c.rules,
+        ModelLayer::Conv2D(c) => &c.rules,
         ModelLayer::Embedding(e) => &e.rules,
         ModelLayer::LayerNorm(n) => &n.rules,
         ModelLayer::BatchNorm(n) => &n.rules,

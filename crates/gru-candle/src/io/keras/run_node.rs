@@ -465,6 +465,14 @@ fn step(
             mask = None;
             vec![p.forward(x)?]
         }
+        ModelLayer::Conv2D(c) => {
+            mask = None;
+            vec![c.forward(x)?]
+        }
+        ModelLayer::Pooling2D(p) => {
+            mask = None;
+            vec![p.forward(x)?]
+        }
         // Keras' reshaping layers do not support masking either.
         ModelLayer::Reshaping(r) => {
             mask = None;

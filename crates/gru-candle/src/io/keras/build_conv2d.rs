@@ -1,0 +1,100 @@
+//! The builders of `Conv2D`, `MaxPooling2D` and `AveragePooling2D` (channels_last).
+
+use super::build::ChainBuilder;
+use super::build_layers::{padding, rules};
+use super::build_simple::pair;
+use super::unsupported;
+use super::{Conv2D, LayerActivation, ModelLayer, Pooling2D};
+use crate::error::Result;
+use serde_json::Value;
+
+/// A pair of positive sizes from a config (`n`, `[a, b]`, or `default` when absent).
+fn sizes(cfg: &Value, key: &str, default: usize) -> Option<(usize, usize)> {
+    pair(&cfg[key], default).filter(|&(a, b)| a > 0 && b > 0)
+}
+
+fn channels_last(cfg: &Value) -> bool {
+    cfg["data_format"].as_str().unwrap_or("channels_last") == "channels_last"
+}
+
+impl ChainBuilder<'_> {
+    /// `Conv2D` over an input of `d` channels.
+    pub(super) fn conv2d(
+        &mut self,
+        cfg: &Value,
+        group: &str,
+        lname: &str,
+        d: usize,
+    ) -> Result<ModelLayer> {
+        let src = self.w.source.clone();
+        let filters = cfg["filters"]
+            .as_u64()
+            .filter(|&f| f > 0)
+            .map(|f| f as usize);
+        let groups = cfg["groups"].as_u64().unwrap_or(1) as usize;
+        let settings = (
+            filters,
+            sizes(cfg, "kernel_size", 0),
+            sizes(cfg, "strides", 1),
+            sizes(cfg, "dilation_rate", 1),
+        );
+        let (Some(filters), Some(kernel_size), Some(strides), Some(dilation)) = settings else {
+            let what = format!(
+                "layer {lname:?}: Conv2D with filters {}, kernel_size {}, strides {}, dilation_rate {} (positive sizes)",
+                cfg["filters"], cfg["kernel_size"], cfg["strides"], cfg["dilation_rate"]
+            );
+            return Err(unsupported(&src, what));
+        };
+        let grouped = groups > 0 && d.is_multiple_of(groups) && filters.is_multiple_of(groups);
+        if !channels_last(cfg) || !grouped {
+            let what = format!(
+                "layer {lname:?}: Conv2D with data_format {}, {groups} groups of {d} inputs and {filters} filters (channels_last, groups dividing both)",
+                cfg["data_format"]
+            );
+            return Err(unsupported(&src, what));
+        }
+        let shape = [kernel_size.0, kernel_size.1, d / groups, filters];
+        let kernel = self.weight(cfg, &format!("{group}/vars/0"), &shape)?;
+        let bias = match cfg["use_bias"].as_bool().unwrap_or(true) {
+            true => Some(self.weight(cfg, &format!("{group}/vars/1"), &[filters])?),
+            false => None,
+        };
+        let activation =
+            LayerActivation::from_keras_value(cfg.get("activation").unwrap_or(&Value::Null))?;
+        self.features = Some(filters);
+        Ok(ModelLayer::Conv2D(Conv2D {
+            rules: rules(cfg, [("kernel", Some(&kernel)), ("bias", bias.as_ref())])?,
+            kernel,
+            bias,
+            strides,
+            dilation,
+            groups,
+            padding: padding(cfg, lname, &src, false)?,
+            activation,
+            compute_dtype: self.compute_dtype(cfg)?,
+        }))
+    }
+
+    /// `MaxPooling2D` / `AveragePooling2D`.
+    pub(super) fn pooling2d(&self, cfg: &Value, class: &str, lname: &str) -> Result<ModelLayer> {
+        let src = &self.w.source;
+        let size = sizes(cfg, "pool_size", 2);
+        let strides = match &cfg["strides"] {
+            Value::Null => size,
+            _ => sizes(cfg, "strides", 0),
+        };
+        let (Some(size), Some(strides), true) = (size, strides, channels_last(cfg)) else {
+            let what = format!(
+                "layer {lname:?}: {class} with pool_size {}, strides {}, data_format {} (positive sizes, channels_last)",
+                cfg["pool_size"], cfg["strides"], cfg["data_format"]
+            );
+            return Err(unsupported(src, what));
+        };
+        Ok(ModelLayer::Pooling2D(Pooling2D {
+            max: class == "MaxPooling2D",
+            size,
+            strides,
+            padding: padding(cfg, lname, src, false)?,
+        }))
+    }
+}

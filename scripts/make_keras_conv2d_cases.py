@@ -4,7 +4,8 @@
 -1 over an input of any length) and the 1-D pooling a training call goes through, with
 Keras 3.15.1 (TensorFlow backend, CPU), in the schema of tests/data/models/README.md. Each
 case holds `training` (Keras' loss mean(output^2) + model.losses and every gradient, as
-`scripts/make_keras_shared_cases.py` writes it); `deepspeech2_conv2d_bigru` also holds
+`scripts/make_keras_shared_cases.py` writes it); `time_distributed_conv2d_frames` runs a
+CNN on every frame of a clip before a GRU; `deepspeech2_conv2d_bigru` also holds
 `longer`: inputs of another length and Keras' outputs for them.
 
     python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (keras, tf)
@@ -166,12 +167,37 @@ def pooling1d(out_dir, rng):
     gradient_record(out_dir, name, model, x)
 
 
+def video_frames(out_dir, rng):
+    """A CNN on every frame of a clip (TimeDistributed Conv2D, MaxPooling2D, Flatten), a
+    GRU over the frames: the video-classification pattern."""
+    td = L.TimeDistributed
+    model = keras.Sequential([
+        keras.Input((4, 9, 8, 2)),
+        td(L.Conv2D(3, (3, 3), activation="relu", padding="same")),
+        td(L.MaxPooling2D((2, 2))),
+        td(L.Conv2D(4, (2, 2), strides=(2, 1))),
+        td(L.Flatten()),
+        L.GRU(5),
+        L.Dense(2, activation="softmax"),
+    ], name="video_frames")
+    randomize(model, rng)
+    name = "time_distributed_conv2d_frames"
+    x = rng.normal(size=(2, 4, 9, 8, 2)).astype(np.float32)
+    save_case(out_dir, model, name,
+              "Sequential: Input((4, 9, 8, 2)) frames -> TimeDistributed(Conv2D(3, 3x3, relu, "
+              "same)) -> TimeDistributed(MaxPooling2D(2x2)) -> TimeDistributed(Conv2D(4, 2x2, "
+              "strides (2, 1))) -> TimeDistributed(Flatten) -> GRU(5) -> Dense(2, softmax); with "
+              "Keras' gradients", x, "float32")
+    gradient_record(out_dir, name, model, x)
+
+
 def main(out_dir):
     rng = np.random.default_rng(2211)
     deepspeech2(out_dir, rng)
     crnn(out_dir, rng)
     variants(out_dir, rng)
     pooling1d(out_dir, rng)
+    video_frames(out_dir, rng)
 
 
 if __name__ == "__main__":

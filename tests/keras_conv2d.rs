@@ -125,3 +125,8 @@ fn unsupported_settings_are_refused_by_name() {
         "pool_size",
     );
 }
+
+#[test]
+fn a_cnn_on_every_video_frame_gradients_match_keras() {
+    check_gradients("time_distributed_conv2d_frames");
+}

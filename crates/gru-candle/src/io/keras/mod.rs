@@ -12,7 +12,8 @@
 //! Bidirectional(GRU), LayerNormalization, BatchNormalization, Normalization, Rescaling,
 //! Identity, GlobalAveragePooling1D,
 //! GlobalMaxPooling1D,
-//! Conv1D, MaxPooling1D, AveragePooling1D, Dense, TimeDistributed(Dense), Activation, the
+//! Conv1D, MaxPooling1D, AveragePooling1D, Conv2D, MaxPooling2D, AveragePooling2D, Dense,
+//! TimeDistributed(Dense), Activation, the
 //! activation layers (LeakyReLU, ReLU, ELU, PReLU, Softmax), reshaping (Flatten, RepeatVector,
 //! Reshape, Permute, ZeroPadding1D, Cropping1D, UpSampling1D), noise (GaussianNoise,
 //! GaussianDropout, AlphaDropout) and ActivityRegularization run end to end; functional

@@ -26,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod ctc;
 pub mod io;
 pub mod paths;
 pub mod sequence;

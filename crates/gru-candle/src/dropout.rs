@@ -5,6 +5,16 @@ use candle_core::{DType, Device, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::Rng;
 
+/// Restarts a layer's random stream from `seed`.
+pub(crate) fn reseed(rng: &std::sync::Mutex<StdRng>, seed: u64) -> crate::error::Result<()> {
+    use rand::SeedableRng;
+    let mut rng = rng.lock().map_err(|_| {
+        crate::error::Error::Candle(candle_core::Error::Msg("layer rng poisoned".into()))
+    })?;
+    *rng = StdRng::seed_from_u64(seed);
+    Ok(())
+}
+
 /// Whether Keras applies a dropout rate in this call (`training` and `0 < rate < 1`).
 pub fn active(rate: f64, training: bool) -> bool {
     training && rate > 0.0 && rate < 1.0

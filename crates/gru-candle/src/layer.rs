@@ -316,6 +316,12 @@ impl Gru {
         self
     }
 
+    /// Restarts the stream the layer draws its dropout masks from at `seed`, as a
+    /// `seed` in its config would start it: the draws of a run that follows repeat.
+    pub fn reseed(&self, seed: u64) -> Result<()> {
+        crate::dropout::reseed(&self.rng, seed)
+    }
+
     /// The same layer with Keras' `trainable` set (`layer.trainable = False`): a layer that
     /// is not trainable takes its weights as constants in every call, so no gradient reaches
     /// them (see [`Gru::frozen`]).

@@ -47,6 +47,7 @@ mod reshaping;
 mod run;
 mod run_node;
 mod save;
+mod seed;
 mod stacked;
 mod train;
 mod walk;

@@ -74,6 +74,11 @@ impl Noise {
         })
     }
 
+    /// Restarts the layer's random stream at `seed` (as a `seed` in its config).
+    pub fn reseed(&self, seed: u64) -> Result<()> {
+        crate::dropout::reseed(&self.rng, seed)
+    }
+
     /// `n` draws: standard normal (Box-Muller) or uniform in `[0, 1)`.
     fn draws(&self, n: usize, normal: bool) -> Result<Vec<f32>> {
         let mut rng = self

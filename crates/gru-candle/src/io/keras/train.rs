@@ -92,6 +92,11 @@ impl Dropout {
         })
     }
 
+    /// Restarts the layer's random stream at `seed` (as a `seed` in its config).
+    pub fn reseed(&self, seed: u64) -> Result<()> {
+        crate::dropout::reseed(&self.rng, seed)
+    }
+
     /// Applies the layer to (batch, T, f) or (batch, f).
     pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         if !training || self.rate == 0.0 {

@@ -33,6 +33,8 @@ suite_tests! { Some(Target::cpu());
         suite::step_kernels_second_backward_recomputes,
     step_kernels_on_host_bad_input_is_typed => suite::step_kernels_bad_input_is_typed,
     cells_match_keras_on_the_cpu => suite::cells_match_keras,
+    conv_models_match_keras_on_the_cpu => suite::conv_models_match_keras,
+    ctc_matches_keras_on_the_cpu => suite::ctc_matches_keras,
     step_kernels_memory_test_setup_on_the_cpu =>
         |t: &Target| suite::step_kernels_memory_is_steady(t, 20, Duration::from_secs(10)),
 }

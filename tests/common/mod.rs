@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cell_cases;
+pub mod ctc_cases;
 pub mod keras_cases;
 pub mod target;
 

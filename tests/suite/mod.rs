@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 mod calls;
 mod cell;
 mod mixed;
+mod models;
 mod step_kernels;
 pub use calls::*;
 pub use cell::*;
 pub use mixed::*;
+pub use models::*;
 pub use step_kernels::*;
 
 /// Every golden case in f32 and f64, under Auto (cuDNN wherever the conditions hold, on a

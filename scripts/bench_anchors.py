@@ -160,11 +160,11 @@ def parse_args(default_shapes, default_out):
     return args, shapes, [int(t) for t in args.threads.split(",")]
 
 
-def run_all(example, script, shapes, threads_list, out_dir):
-    """Builds `examples/<example>` (release) and, for each thread count, runs it and
-    `script --worker` (the anchors, in a fresh process: thread settings must precede
-    TensorFlow's start); one-thread runs pinned to one core where taskset exists. Returns
-    the rows of both."""
+def run_all(example, script, shapes, threads_list, out_dir, ours_args=(), worker_args=()):
+    """Builds `examples/<example>` (release) and, for each thread count, runs it (with
+    `ours_args`) and `script --worker` (with `worker_args`; the anchors, in a fresh process:
+    thread settings must precede TensorFlow's start); one-thread runs pinned to one core
+    where taskset exists. Returns the rows of both."""
     ensure_venv()
     os.makedirs(out_dir, exist_ok=True)
     rows = []
@@ -174,10 +174,11 @@ def run_all(example, script, shapes, threads_list, out_dir):
     for th in threads_list:
         pin = ["taskset", "-c", str(os.cpu_count() - 1)] if th == 1 and shutil.which("taskset") else []
         ours = os.path.join(out_dir, f"ours_t{th}.json")
-        subprocess.check_call(pin + [bench, "--threads", str(th), "--json", ours] + shape_args, cwd=ROOT)
+        subprocess.check_call(pin + [bench, "--threads", str(th), "--json", ours] + shape_args
+                              + list(ours_args), cwd=ROOT)
         rows += json.load(open(ours))
         out = subprocess.check_output(pin + [PY, os.path.abspath(script), "--worker", "--threads", str(th)]
-                                      + shape_args)
+                                      + shape_args + list(worker_args))
         rows += json.loads(out)
     return rows
 

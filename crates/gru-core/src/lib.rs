@@ -15,6 +15,7 @@ pub mod activation;
 pub mod cell_config;
 pub mod config;
 pub mod constraint;
+pub mod conv2d;
 pub mod dispatch;
 pub mod error;
 pub mod initializer;

@@ -74,10 +74,52 @@ impl Conv1D {
                 got: format!("{:?}", x.dims()),
             }));
         }
-        // Candle's conv2d over a one-row image: its conv1d gives wrong kernel gradients on
-        // the CPU (its backward hands it a transposed kernel, which its conv1d misreads;
-        // huggingface/candle#3836). The steps no window reaches are cut off first: Candle's
-        // backward assumes the windows cover the input to its end.
+        let channels = self.kernel.dim(1)? * self.groups;
+        if x.dim(2)? != channels {
+            return Err(Error::Gru(GruError::Shape {
+                what: "Conv1D input".into(),
+                expected: format!("(batch, steps, {channels})"),
+                got: format!("{:?}", x.dims()),
+            }));
+        }
+        let kernel = autocast(&self.kernel, self.compute_dtype)?;
+        let mut y = match super::conv_op::applies(&x) {
+            true => {
+                let g = gru_core::conv2d::Conv2dGeometry {
+                    batch: x.dim(0)?,
+                    input: (1, t, channels),
+                    kernel: (1, k),
+                    filters: kernel.dim(2)?,
+                    groups: self.groups,
+                    stride: (1, self.stride),
+                    dilation: (1, self.dilation),
+                    pad: (0, left),
+                    output: (1, (t + left + right - span) / self.stride + 1),
+                };
+                super::conv_op::conv2d(&x.unsqueeze(1)?, &kernel.unsqueeze(0)?, g)?.squeeze(1)?
+            }
+            false => self.candle_conv(&x, &kernel, (left, right), span)?,
+        };
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
+        }
+        self.activation.apply(&y)
+    }
+}
+
+impl Conv1D {
+    /// Off the CPU or in half types: Candle's conv2d over a one-row image (its conv1d gives
+    /// wrong kernel gradients: its backward hands it a transposed kernel, which its conv1d
+    /// misreads; huggingface/candle#3836). The steps no window reaches are cut off first:
+    /// Candle's backward assumes the windows cover the input to its end.
+    fn candle_conv(
+        &self,
+        x: &Tensor,
+        kernel: &Tensor,
+        (left, right): (usize, usize),
+        span: usize,
+    ) -> Result<Tensor> {
+        let t = x.dim(1)?;
         let used = (t + left + right - span) / self.stride * self.stride + span;
         let x = x
             .pad_with_zeros(1, left, right)?
@@ -86,18 +128,12 @@ impl Conv1D {
             .unsqueeze(2)?
             .contiguous()?;
         // Keras' (k, in, out) is Candle's (out, in, 1, k).
-        let kernel = autocast(&self.kernel, self.compute_dtype)?
-            .permute((2, 1, 0))?
-            .unsqueeze(2)?
-            .contiguous()?;
-        let mut y = x
-            .conv2d(&kernel, 0, self.stride, self.dilation, self.groups)?
-            .squeeze(2)?
-            .transpose(1, 2)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
-        }
-        self.activation.apply(&y)
+        let kernel = kernel.permute((2, 1, 0))?.unsqueeze(2)?.contiguous()?;
+        Ok(
+            x.conv2d(&kernel, 0, self.stride, self.dilation, self.groups)?
+                .squeeze(2)?
+                .transpose(1, 2)?,
+        )
     }
 }
 

@@ -89,6 +89,55 @@ impl Conv2D {
         if h + top + bottom < span.0 || w + left + right < span.1 {
             return Err(too_small("Conv2D input", span, &x));
         }
+        let channels = self.kernel.dims()[2] * self.groups;
+        if x.dim(3)? != channels {
+            return Err(Error::Gru(GruError::Shape {
+                what: "Conv2D input".into(),
+                expected: format!("(batch, rows, columns, {channels})"),
+                got: format!("{:?}", x.dims()),
+            }));
+        }
+        let mut y = match super::conv_op::applies(&x) {
+            true => self.products(&x, (h, w), (top, left))?,
+            false => self.candle_conv(&x, (top, bottom), (left, right))?,
+        };
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
+        }
+        self.activation.apply(&y)
+    }
+
+    /// On the CPU in f32/f64: gru-core's channels-last products, every stride and dilation
+    /// as given.
+    fn products(&self, x: &Tensor, (h, w): (usize, usize), pad: (usize, usize)) -> Result<Tensor> {
+        let kernel = autocast(&self.kernel, self.compute_dtype)?;
+        let dims = kernel.dims();
+        let output = self
+            .out_size((h, w))
+            .ok_or_else(|| too_small("Conv2D input", self.span(), x))?;
+        let g = gru_core::conv2d::Conv2dGeometry {
+            batch: x.dim(0)?,
+            input: (h, w, x.dim(3)?),
+            kernel: (dims[0], dims[1]),
+            filters: dims[3],
+            groups: self.groups,
+            stride: self.strides,
+            dilation: self.dilation,
+            pad,
+            output,
+        };
+        super::conv_op::conv2d(x, &kernel, g)
+    }
+
+    /// Elsewhere: Candle's `conv2d` (NCHW).
+    fn candle_conv(
+        &self,
+        x: &Tensor,
+        (top, bottom): (usize, usize),
+        (left, right): (usize, usize),
+    ) -> Result<Tensor> {
+        let (h, w) = (x.dim(1)?, x.dim(2)?);
+        let span = self.span();
         // The rows and columns no window reaches are cut off: Candle's conv2d backward
         // assumes the windows cover the input to its end (and sizes both axes' leftover by
         // the rows').
@@ -117,11 +166,7 @@ impl Conv2D {
         let mut y = x.conv2d(&kernel, 0, step, dilation, self.groups)?;
         y = every(&y, 2, self.strides.0 / step)?;
         y = every(&y, 3, self.strides.1 / step)?;
-        let mut y = y.permute((0, 2, 3, 1))?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(&autocast(b, self.compute_dtype)?)?;
-        }
-        self.activation.apply(&y)
+        Ok(y.permute((0, 2, 3, 1))?)
     }
 }
 
@@ -224,6 +269,68 @@ mod tests {
         assert_eq!(y.to_vec1::<f32>().unwrap(), [0., 3., 6.]);
         assert_eq!(gcd(4, 6), 2);
         assert_eq!(gcd(1, 2), 1);
+    }
+
+    /// The CPU's products and Candle's conv2d (the path of GPUs and half types) agree,
+    /// values and gradients, on every setting.
+    #[test]
+    fn products_and_candle_conv_agree() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let settings = [
+            ((3, 2), (2, 3), (1, 1), 1, Padding1D::Same),
+            ((3, 3), (2, 2), (1, 1), 1, Padding1D::Valid),
+            ((2, 3), (1, 1), (2, 1), 2, Padding1D::Valid),
+            ((3, 3), (1, 1), (2, 2), 1, Padding1D::Same),
+            ((5, 7), (1, 2), (1, 1), 1, Padding1D::Same),
+        ];
+        for (k, strides, dilation, groups, padding) in settings {
+            let kernel = Var::randn(0f32, 1.0, (k.0, k.1, 4 / groups, 6), &dev).unwrap();
+            let conv = Conv2D {
+                kernel: kernel.as_tensor().clone(),
+                bias: None,
+                strides,
+                dilation,
+                groups,
+                padding,
+                activation: LayerActivation::Elementwise(gru_core::Activation::Linear),
+                compute_dtype: DType::F32,
+                rules: Vec::new(),
+            };
+            let x = Var::randn(0f32, 1.0, (2, 11, 13, 4), &dev).unwrap();
+            let ours = conv.forward(x.as_tensor()).unwrap();
+            let span = conv.span();
+            let pads = (
+                padding.amounts(11, span.0, strides.0),
+                padding.amounts(13, span.1, strides.1),
+            );
+            let theirs = conv.candle_conv(x.as_tensor(), pads.0, pads.1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let w = Tensor::randn(0f32, 1.0, ours.dims(), &dev).unwrap();
+            let g1 = (&ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&theirs * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let diff = |a: &Tensor, b: &Tensor| {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let label = format!("{k:?} {strides:?} {dilation:?} {groups} {padding:?}");
+            assert!(diff(&ours, &theirs) < 1e-4, "{label}");
+            for v in [x.as_tensor(), kernel.as_tensor()] {
+                let (a, b) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(diff(a, b) < 1e-3, "{label}: {}", diff(a, b));
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod build_layers;
 mod build_simple;
 mod conv;
 mod conv2d;
+mod conv_op;
 mod graph;
 mod keras2;
 mod layers;

@@ -1,0 +1,448 @@
+//! 2-D convolution over channels-last (NHWC) tensors with Keras' kernel layout
+//! `(kh, kw, in / groups, out)`, as matrix products: each output pixel's window is copied
+//! into a row (its `kh` rows of `kw * in` values are contiguous in NHWC), and a block of such
+//! rows times the kernel, read in place as a `(kh * kw * in / groups, out)` matrix, is a
+//! block of output pixels (`im2col`). The backward is two more products: the kernel's
+//! gradient `rows^T @ dY`, the input's `dY @ kernel^T` added back window by window
+//! (`col2im`). Strides, dilations and padding may differ per axis; padding is read as zeros,
+//! never copied.
+//!
+//! Rows are split over the threads in contiguous parts (the input's gradient by samples,
+//! whose windows never overlap), each part in blocks of at most about a million copied
+//! values.
+
+use crate::seq::matmul::{gemm, View};
+use crate::seq::{Float, Threads};
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// The sizes of one convolution call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Samples.
+    pub batch: usize,
+    /// Input rows, columns and channels.
+    pub input: (usize, usize, usize),
+    /// Kernel rows and columns.
+    pub kernel: (usize, usize),
+    /// Output channels.
+    pub filters: usize,
+    /// Channel groups (both channel counts divide by it).
+    pub groups: usize,
+    /// Strides (rows, columns).
+    pub stride: (usize, usize),
+    /// Dilations (rows, columns).
+    pub dilation: (usize, usize),
+    /// Zero rows before the input (top) and zero columns before it (left).
+    pub pad: (usize, usize),
+    /// Output rows and columns.
+    pub output: (usize, usize),
+}
+
+/// Values per copied block of window rows (4 MiB of f32).
+const BLOCK_VALUES: usize = 1 << 20;
+
+impl Conv2dGeometry {
+    /// Input channels of one group.
+    fn group_in(&self) -> usize {
+        self.input.2 / self.groups
+    }
+
+    /// Values of one window of one group: a row of the copied matrix.
+    pub fn patch(&self) -> usize {
+        self.kernel.0 * self.kernel.1 * self.group_in()
+    }
+
+    /// Output pixels over the batch: the rows of the products.
+    pub fn rows(&self) -> usize {
+        self.batch * self.output.0 * self.output.1
+    }
+
+    /// Elements of the input, kernel and output.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let (h, w, c) = self.input;
+        (
+            self.batch * h * w * c,
+            self.patch() * self.filters,
+            self.rows() * self.filters,
+        )
+    }
+
+    /// Rows per block.
+    fn block(&self) -> usize {
+        (BLOCK_VALUES / self.patch().max(1)).max(1)
+    }
+
+    /// Calls `f(offset in the row, Some(input offset) or None for padding)` for each of
+    /// the `kh * kw` pieces of `group_in` values of output pixel `r`'s window.
+    fn window(&self, r: usize, group: usize, mut f: impl FnMut(usize, Option<usize>)) {
+        let (h, w, c) = self.input;
+        let (oh, ow) = self.output;
+        let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
+        let cg = self.group_in();
+        for i in 0..self.kernel.0 {
+            let iy = (oy * self.stride.0 + i * self.dilation.0).checked_sub(self.pad.0);
+            for j in 0..self.kernel.1 {
+                let ix = (ox * self.stride.1 + j * self.dilation.1).checked_sub(self.pad.1);
+                let at = match (iy, ix) {
+                    (Some(y), Some(x)) if y < h && x < w => {
+                        Some(((b * h + y) * w + x) * c + group * cg)
+                    }
+                    _ => None,
+                };
+                f((i * self.kernel.1 + j) * cg, at);
+            }
+        }
+    }
+
+    /// Copies the windows of output pixels `rows` (group `group`) into `cols`, one row each.
+    fn im2col<T: Float>(&self, x: &[T], rows: Range<usize>, group: usize, cols: &mut [T]) {
+        let (patch, cg) = (self.patch(), self.group_in());
+        for (k, r) in rows.enumerate() {
+            let row = &mut cols[k * patch..(k + 1) * patch];
+            self.window(r, group, |o, at| match at {
+                Some(a) => row[o..o + cg].copy_from_slice(&x[a..a + cg]),
+                None => row[o..o + cg].fill(T::ZERO),
+            });
+        }
+    }
+
+    /// Adds the rows of `cols` (windows of output pixels `rows`, group `group`) back into
+    /// the input's gradient `dx`, whose first element is input element `dx_start`.
+    fn col2im_add<T: Float>(
+        &self,
+        cols: &[T],
+        rows: Range<usize>,
+        group: usize,
+        dx: &mut [T],
+        dx_start: usize,
+    ) {
+        let (patch, cg) = (self.patch(), self.group_in());
+        for (k, r) in rows.enumerate() {
+            let row = &cols[k * patch..(k + 1) * patch];
+            self.window(r, group, |o, at| {
+                if let Some(a) = at {
+                    let d = &mut dx[a - dx_start..a - dx_start + cg];
+                    for (d, v) in d.iter_mut().zip(&row[o..o + cg]) {
+                        *d += *v;
+                    }
+                }
+            });
+        }
+    }
+
+    /// The kernel of group `group` as a `(patch, filters / groups)` matrix.
+    fn kernel_view<'a, T>(&self, k: &'a [T], group: usize) -> View<'a, T> {
+        let per = self.filters / self.groups;
+        View {
+            data: k,
+            offset: group * per,
+            rows: self.patch(),
+            cols: per,
+            rs: self.filters,
+            cs: 1,
+        }
+    }
+
+    /// `(0..n)` split into at most `parts` contiguous ranges.
+    fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
+        let parts = parts.clamp(1, n.max(1));
+        (0..parts)
+            .map(|p| p * n / parts..(p + 1) * n / parts)
+            .filter(|r| !r.is_empty())
+            .collect()
+    }
+}
+
+/// `y = conv(x, k)`: `x` (batch, h, w, in), `k` (kh, kw, in / groups, filters), `y`
+/// (batch, out_h, out_w, filters), all row-major.
+pub fn conv2d_forward<T: Float>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    k: &[T],
+    y: &mut [T],
+    threads: Threads,
+) {
+    let (n, f) = (g.rows(), g.filters);
+    let per = f / g.groups;
+    let parts = Conv2dGeometry::split(n, threads.at_once(threads.count));
+    let mut outs: Vec<Option<&mut [T]>> = Vec::with_capacity(parts.len());
+    let mut rest = &mut y[..n * f];
+    for r in &parts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * f);
+        outs.push(Some(head));
+        rest = tail;
+    }
+    let outs = Mutex::new(outs);
+    threads.team.run(parts.len(), &|p| {
+        let Some(out) = outs.lock().ok().and_then(|mut o| o[p].take()) else {
+            return;
+        };
+        let mut cols = vec![T::ZERO; g.block().min(parts[p].len()) * g.patch()];
+        let mut start = parts[p].start;
+        while start < parts[p].end {
+            let end = (start + g.block()).min(parts[p].end);
+            let rows = end - start;
+            for group in 0..g.groups {
+                g.im2col(x, start..end, group, &mut cols);
+                let a = View::rows(&cols, 0, rows, g.patch(), g.patch());
+                let off = (start - parts[p].start) * f + group * per;
+                gemm(out, off, f, a, g.kernel_view(k, group), false, Threads::ONE);
+            }
+            start = end;
+        }
+    });
+}
+
+/// The kernel's gradient: `dk = sum over output pixels of window^T @ dy`, in Keras' layout.
+pub fn conv2d_backward_kernel<T: Float>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    dy: &[T],
+    dk: &mut [T],
+    threads: Threads,
+) {
+    let (n, f, patch) = (g.rows(), g.filters, g.patch());
+    let per = f / g.groups;
+    let parts = Conv2dGeometry::split(n, threads.at_once(threads.count));
+    let partial = Mutex::new(Vec::with_capacity(parts.len()));
+    threads.team.run(parts.len(), &|p| {
+        let mut sum = vec![T::ZERO; patch * f];
+        let mut cols = vec![T::ZERO; g.block().min(parts[p].len()) * patch];
+        let mut start = parts[p].start;
+        while start < parts[p].end {
+            let end = (start + g.block()).min(parts[p].end);
+            for group in 0..g.groups {
+                g.im2col(x, start..end, group, &mut cols);
+                let a = View::rows(&cols, 0, end - start, patch, patch).t();
+                let b = View {
+                    data: dy,
+                    offset: start * f + group * per,
+                    rows: end - start,
+                    cols: per,
+                    rs: f,
+                    cs: 1,
+                };
+                gemm(&mut sum, group * per, f, a, b, true, Threads::ONE);
+            }
+            start = end;
+        }
+        if let Ok(mut all) = partial.lock() {
+            all.push(sum);
+        }
+    });
+    dk[..patch * f].fill(T::ZERO);
+    for part in partial.into_inner().unwrap_or_default() {
+        for (d, v) in dk.iter_mut().zip(&part) {
+            *d += *v;
+        }
+    }
+}
+
+/// The input's gradient: each output pixel's `dy @ kernel^T` added back over its window.
+pub fn conv2d_backward_input<T: Float>(
+    g: &Conv2dGeometry,
+    dy: &[T],
+    k: &[T],
+    dx: &mut [T],
+    threads: Threads,
+) {
+    let (f, patch) = (g.filters, g.patch());
+    let per = f / g.groups;
+    let (h, w, c) = g.input;
+    let sample = h * w * c;
+    let pixels = g.output.0 * g.output.1;
+    // Samples' windows never overlap: a part owns whole samples of `dx`.
+    let parts = Conv2dGeometry::split(g.batch, threads.at_once(threads.count));
+    let mut outs: Vec<Option<&mut [T]>> = Vec::with_capacity(parts.len());
+    let mut rest = &mut dx[..g.batch * sample];
+    for r in &parts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * sample);
+        head.fill(T::ZERO);
+        outs.push(Some(head));
+        rest = tail;
+    }
+    let outs = Mutex::new(outs);
+    threads.team.run(parts.len(), &|p| {
+        let Some(out) = outs.lock().ok().and_then(|mut o| o[p].take()) else {
+            return;
+        };
+        let rows = parts[p].start * pixels..parts[p].end * pixels;
+        let mut cols = vec![T::ZERO; g.block().min(rows.len()) * patch];
+        let mut start = rows.start;
+        while start < rows.end {
+            let end = (start + g.block()).min(rows.end);
+            for group in 0..g.groups {
+                let a = View {
+                    data: dy,
+                    offset: start * f + group * per,
+                    rows: end - start,
+                    cols: per,
+                    rs: f,
+                    cs: 1,
+                };
+                let b = g.kernel_view(k, group).t();
+                gemm(&mut cols, 0, patch, a, b, false, Threads::ONE);
+                g.col2im_add(&cols, start..end, group, out, parts[p].start * sample);
+            }
+            start = end;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution by its definition.
+    fn naive(g: &Conv2dGeometry, x: &[f64], k: &[f64]) -> Vec<f64> {
+        let (h, w, c) = g.input;
+        let (cg, per) = (c / g.groups, g.filters / g.groups);
+        let mut y = vec![0.0; g.rows() * g.filters];
+        for b in 0..g.batch {
+            for oy in 0..g.output.0 {
+                for ox in 0..g.output.1 {
+                    for o in 0..g.filters {
+                        let group = o / per;
+                        let mut s = 0.0;
+                        for i in 0..g.kernel.0 {
+                            for j in 0..g.kernel.1 {
+                                let iy = (oy * g.stride.0 + i * g.dilation.0) as isize
+                                    - g.pad.0 as isize;
+                                let ix = (ox * g.stride.1 + j * g.dilation.1) as isize
+                                    - g.pad.1 as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                for ci in 0..cg {
+                                    let xv = x[((b * h + iy as usize) * w + ix as usize) * c
+                                        + group * cg
+                                        + ci];
+                                    let kv = k[((i * g.kernel.1 + j) * cg + ci) * g.filters + o];
+                                    s += xv * kv;
+                                }
+                            }
+                        }
+                        y[((b * g.output.0 + oy) * g.output.1 + ox) * g.filters + o] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(n: usize, seed: f64) -> Vec<f64> {
+        (0..n).map(|i| ((i as f64) * 0.37 + seed).sin()).collect()
+    }
+
+    fn geometries() -> Vec<Conv2dGeometry> {
+        let g = |input, kernel, filters, groups, stride, dilation, pad, output| Conv2dGeometry {
+            batch: 3,
+            input,
+            kernel,
+            filters,
+            groups,
+            stride,
+            dilation,
+            pad,
+            output,
+        };
+        vec![
+            g((7, 9, 4), (3, 2), 5, 1, (1, 1), (1, 1), (0, 0), (5, 8)),
+            g((7, 9, 4), (3, 5), 6, 1, (2, 3), (1, 1), (1, 2), (4, 3)),
+            g((8, 6, 4), (2, 3), 6, 2, (1, 2), (2, 1), (0, 1), (6, 3)),
+            g((5, 5, 2), (5, 5), 3, 1, (1, 1), (1, 1), (2, 2), (5, 5)),
+        ]
+    }
+
+    #[test]
+    fn products_equal_the_definition() {
+        for g in geometries() {
+            let (nx, nk, ny) = g.sizes();
+            let (x, k) = (values(nx, 0.1), values(nk, 0.7));
+            let want = naive(&g, &x, &k);
+            let mut y = vec![0.0; ny];
+            conv2d_forward(&g, &x, &k, &mut y, Threads::ONE);
+            let err = y
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-12, "{g:?}: {err}");
+            // Gradients of sum(y * dy): dk and dx by the definition's linearity.
+            let dy = values(ny, 1.3);
+            let mut dk = vec![0.0; nk];
+            conv2d_backward_kernel(&g, &x, &dy, &mut dk, Threads::ONE);
+            let mut dx = vec![0.0; nx];
+            conv2d_backward_input(&g, &dy, &k, &mut dx, Threads::ONE);
+            for (which, probe) in [(0usize, 3usize), (1, nk / 2), (1, nk - 1), (0, nx - 2)] {
+                let (mut xp, mut kp) = (x.clone(), k.clone());
+                match which {
+                    0 => xp[probe] += 1.0,
+                    _ => kp[probe] += 1.0,
+                }
+                let moved: f64 = naive(&g, &xp, &kp)
+                    .iter()
+                    .zip(&want)
+                    .zip(&dy)
+                    .map(|((a, b), d)| (a - b) * d)
+                    .sum();
+                let ours = if which == 0 { dx[probe] } else { dk[probe] };
+                assert!(
+                    (moved - ours).abs() < 1e-9,
+                    "{g:?} {which} {probe}: {moved} vs {ours}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_and_parts_give_the_same_sums() {
+        // Many pixels and a wide window: several blocks per part.
+        let g = Conv2dGeometry {
+            batch: 2,
+            input: (40, 33, 8),
+            kernel: (11, 21),
+            filters: 4,
+            groups: 1,
+            stride: (1, 2),
+            dilation: (1, 1),
+            pad: (5, 10),
+            output: (40, 17),
+        };
+        assert!(g.block() < g.rows());
+        let (nx, nk, ny) = g.sizes();
+        let (x, k) = (values(nx, 0.2), values(nk, 0.9));
+        let want = naive(&g, &x, &k);
+        let mut y = vec![0.0; ny];
+        conv2d_forward(
+            &g,
+            &x,
+            &k,
+            &mut y,
+            Threads::new(3, &crate::seq::ScopedThreads),
+        );
+        let err = y
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-10, "{err}");
+        let dy = values(ny, 0.4);
+        let (mut dk1, mut dk3) = (vec![0.0; nk], vec![0.0; nk]);
+        conv2d_backward_kernel(&g, &x, &dy, &mut dk1, Threads::ONE);
+        conv2d_backward_kernel(
+            &g,
+            &x,
+            &dy,
+            &mut dk3,
+            Threads::new(3, &crate::seq::ScopedThreads),
+        );
+        let err = dk1
+            .iter()
+            .zip(&dk3)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-9, "{err}");
+    }
+}

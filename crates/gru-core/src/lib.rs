@@ -16,6 +16,7 @@ pub mod cell_config;
 pub mod config;
 pub mod constraint;
 pub mod conv2d;
+pub mod ctc;
 pub mod dispatch;
 pub mod error;
 pub mod initializer;

@@ -29,8 +29,11 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use gru_core::GruError;
 
+mod graph;
+mod host;
+
 /// TensorFlow's log-probability of an impossible path: `ln(1e-307)`.
-const LOG_ZERO: f64 = -706.893_623_549_172_6;
+use gru_core::ctc::LOG_ZERO;
 
 fn shape_error(what: &str, expected: String, got: String) -> Error {
     Error::Gru(GruError::Shape {
@@ -55,109 +58,16 @@ pub fn ctc_loss(
     output_length: &[usize],
     mask_index: usize,
 ) -> Result<Tensor> {
-    let (b, frames, classes) = output_dims(output, output_length, mask_index)?;
+    let (b, _, classes) = output_dims(output, output_length, mask_index)?;
     let labels = read_targets(target, target_length, b, classes, mask_index)?;
     let dtype = match output.dtype() {
         DType::F64 => DType::F64,
         _ => DType::F32,
     };
-    let dev = output.device();
     let logp = candle_nn::ops::log_softmax(&output.to_dtype(dtype)?, D::Minus1)?;
-    let states = 2 * target.dim(1)? + 1;
-    let ext = Extended::new(&labels, states, mask_index);
-    // (b, frames, states): each state's log-probability at each frame.
-    let index = Tensor::from_vec(ext.classes.clone(), (b, 1, states), dev)?
-        .broadcast_as((b, frames, states))?
-        .contiguous()?;
-    let emit = logp.gather(&index, 2)?;
-    let log_zero = |shape: (usize, usize)| -> Result<Tensor> {
-        Ok(Tensor::full(LOG_ZERO, shape, dev)?.to_dtype(dtype)?)
-    };
-    let skip = Tensor::from_vec(ext.skip.clone(), (b, states), dev)?;
-    let starts = Tensor::from_vec(ext.starts(), (b, states), dev)?;
-    let mut alpha =
-        starts.where_cond(&emit.narrow(1, 0, 1)?.squeeze(1)?, &log_zero((b, states))?)?;
-    for t in 1..frames {
-        let pad = |n: usize| -> Result<Tensor> {
-            Ok(Tensor::cat(
-                &[&log_zero((b, n))?, &alpha.narrow(1, 0, states - n)?],
-                1,
-            )?)
-        };
-        let one = pad(1)?;
-        let two = skip.where_cond(&pad(2)?, &log_zero((b, states))?)?;
-        let next = (log_sum_exp3(&alpha, &one, &two)? + emit.narrow(1, t, 1)?.squeeze(1)?)?;
-        let live: Vec<u8> = output_length.iter().map(|&n| u8::from(t < n)).collect();
-        let live = Tensor::from_vec(live, (b, 1), dev)?.broadcast_as((b, states))?;
-        alpha = live.where_cond(&next, &alpha)?;
-    }
-    // The path ends on the last label or the blank after it.
-    let ends = Tensor::from_vec(ext.ends(), (b, states), dev)?;
-    let last = ends.where_cond(&alpha, &log_zero((b, states))?)?;
-    let m = last.max_keepdim(1)?.detach();
-    let total = (last.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + m)?;
-    Ok(total.squeeze(1)?.neg()?)
-}
-
-/// `log(exp a + exp b + exp c)`, elementwise and stable (every input is at least
-/// `LOG_ZERO`, so no NaN reaches a gradient).
-fn log_sum_exp3(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
-    let m = a.maximum(b)?.maximum(c)?.detach();
-    let sum = ((a - &m)?.exp()? + (b - &m)?.exp()?)?;
-    Ok(((sum + (c - &m)?.exp()?)?.log()? + m)?)
-}
-
-/// The target with a blank before, between and after its labels: each state's class,
-/// whether it may be reached from two states back (a label unlike the one before it), and
-/// the target lengths.
-struct Extended {
-    classes: Vec<u32>,
-    skip: Vec<u8>,
-    lengths: Vec<usize>,
-    states: usize,
-}
-
-impl Extended {
-    fn new(labels: &[Vec<u32>], states: usize, blank: usize) -> Extended {
-        let (mut classes, mut skip) = (Vec::new(), Vec::new());
-        for row in labels {
-            for s in 0..states {
-                let class = match s % 2 {
-                    0 => blank as u32,
-                    _ => row.get(s / 2).copied().unwrap_or(blank as u32),
-                };
-                classes.push(class);
-                let repeat = s >= 3 && row.get(s / 2 - 1) == row.get(s / 2);
-                skip.push(u8::from(
-                    s % 2 == 1 && s >= 3 && s / 2 < row.len() && !repeat,
-                ));
-            }
-        }
-        let lengths = labels.iter().map(Vec::len).collect();
-        Extended {
-            classes,
-            skip,
-            lengths,
-            states,
-        }
-    }
-
-    /// The states a path may start in: the first blank and the first label.
-    fn starts(&self) -> Vec<u8> {
-        self.per_state(|s, len| s == 0 || (s == 1 && len > 0))
-    }
-
-    /// The states a path may end in: the last label and the blank after it.
-    fn ends(&self) -> Vec<u8> {
-        self.per_state(|s, len| s == 2 * len || (len > 0 && s == 2 * len - 1))
-    }
-
-    fn per_state(&self, f: impl Fn(usize, usize) -> bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.lengths.len() * self.states);
-        for &len in &self.lengths {
-            out.extend((0..self.states).map(|s| u8::from(f(s, len))));
-        }
-        out
+    match logp.device().is_cpu() {
+        true => host::loss(&logp, labels, output_length, mask_index),
+        false => graph::loss(&logp, &labels, target.dim(1)?, output_length, mask_index),
     }
 }
 
@@ -302,4 +212,42 @@ pub fn ctc_greedy_decode(
         scores.push(-top[..n].iter().sum::<f64>());
     }
     Ok(CtcDecoded { labels, scores })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    /// The CPU's recursions and the tensor-op recursion (the path off the CPU) agree:
+    /// losses, and gradients with respect to the logits.
+    #[test]
+    fn host_and_graph_agree() {
+        let dev = Device::Cpu;
+        let logits = Var::randn(0f64, 2.0, (4, 9, 5), &dev).unwrap();
+        let labels = vec![vec![1, 1, 2], vec![3], vec![], vec![4, 2, 4, 2]];
+        let frames = [9, 6, 3, 9];
+        let logp = candle_nn::ops::log_softmax(logits.as_tensor(), D::Minus1).unwrap();
+        let a = host::loss(&logp, labels.clone(), &frames, 0).unwrap();
+        let b = graph::loss(&logp, &labels, 4, &frames, 0).unwrap();
+        let w = Tensor::new(&[0.5f64, -1.0, 2.0, 1.5], &dev).unwrap();
+        let diff = |x: &Tensor, y: &Tensor| {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        assert!(diff(&a, &b) < 1e-9, "{a} {b}");
+        let ga = (&a * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (&b * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ga, gb) = (
+            ga.get(logits.as_tensor()).unwrap(),
+            gb.get(logits.as_tensor()).unwrap(),
+        );
+        assert!(diff(ga, gb) < 1e-9, "{}", diff(ga, gb));
+    }
 }

@@ -73,36 +73,62 @@ impl Conv2dGeometry {
         (BLOCK_VALUES / self.patch().max(1)).max(1)
     }
 
-    /// Calls `f(offset in the row, Some(input offset) or None for padding)` for each of
-    /// the `kh * kw` pieces of `group_in` values of output pixel `r`'s window.
-    fn window(&self, r: usize, group: usize, mut f: impl FnMut(usize, Option<usize>)) {
+    /// Calls `f(offset in the row, Some(input offset) or None for padding, length)` for the
+    /// pieces of output pixel `r`'s window in group `group`: a kernel row's columns in one
+    /// piece where they are contiguous in the input (no column dilation, one group), else a
+    /// piece of `in / groups` values per tap.
+    fn window(&self, r: usize, group: usize, mut f: impl FnMut(usize, Option<usize>, usize)) {
         let (h, w, c) = self.input;
         let (oh, ow) = self.output;
         let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
+        let (kh, kw) = self.kernel;
         let cg = self.group_in();
-        for i in 0..self.kernel.0 {
+        let x0 = ox * self.stride.1;
+        for i in 0..kh {
+            let row = i * kw * cg;
             let iy = (oy * self.stride.0 + i * self.dilation.0).checked_sub(self.pad.0);
-            for j in 0..self.kernel.1 {
-                let ix = (ox * self.stride.1 + j * self.dilation.1).checked_sub(self.pad.1);
-                let at = match (iy, ix) {
-                    (Some(y), Some(x)) if y < h && x < w => {
-                        Some(((b * h + y) * w + x) * c + group * cg)
-                    }
-                    _ => None,
-                };
-                f((i * self.kernel.1 + j) * cg, at);
+            let Some(y) = iy.filter(|&y| y < h) else {
+                f(row, None, kw * cg);
+                continue;
+            };
+            let at = |x: usize| ((b * h + y) * w + x) * c + group * cg;
+            if self.dilation.1 == 1 && self.groups == 1 {
+                // Taps j in [first, end) fall inside the input: x0 + j - pad in [0, w).
+                let first = self.pad.1.saturating_sub(x0).min(kw);
+                let end = (w + self.pad.1).saturating_sub(x0).clamp(first, kw);
+                if first > 0 {
+                    f(row, None, first * cg);
+                }
+                if end > first {
+                    f(
+                        row + first * cg,
+                        Some(at(x0 + first - self.pad.1)),
+                        (end - first) * cg,
+                    );
+                }
+                if end < kw {
+                    f(row + end * cg, None, (kw - end) * cg);
+                }
+                continue;
+            }
+            for j in 0..kw {
+                let ix = (x0 + j * self.dilation.1).checked_sub(self.pad.1);
+                match ix.filter(|&x| x < w) {
+                    Some(x) => f(row + j * cg, Some(at(x)), cg),
+                    None => f(row + j * cg, None, cg),
+                }
             }
         }
     }
 
     /// Copies the windows of output pixels `rows` (group `group`) into `cols`, one row each.
     fn im2col<T: Float>(&self, x: &[T], rows: Range<usize>, group: usize, cols: &mut [T]) {
-        let (patch, cg) = (self.patch(), self.group_in());
+        let patch = self.patch();
         for (k, r) in rows.enumerate() {
             let row = &mut cols[k * patch..(k + 1) * patch];
-            self.window(r, group, |o, at| match at {
-                Some(a) => row[o..o + cg].copy_from_slice(&x[a..a + cg]),
-                None => row[o..o + cg].fill(T::ZERO),
+            self.window(r, group, |o, at, n| match at {
+                Some(a) => row[o..o + n].copy_from_slice(&x[a..a + n]),
+                None => row[o..o + n].fill(T::ZERO),
             });
         }
     }
@@ -117,13 +143,13 @@ impl Conv2dGeometry {
         dx: &mut [T],
         dx_start: usize,
     ) {
-        let (patch, cg) = (self.patch(), self.group_in());
+        let patch = self.patch();
         for (k, r) in rows.enumerate() {
             let row = &cols[k * patch..(k + 1) * patch];
-            self.window(r, group, |o, at| {
+            self.window(r, group, |o, at, n| {
                 if let Some(a) = at {
-                    let d = &mut dx[a - dx_start..a - dx_start + cg];
-                    for (d, v) in d.iter_mut().zip(&row[o..o + cg]) {
+                    let d = &mut dx[a - dx_start..a - dx_start + n];
+                    for (d, v) in d.iter_mut().zip(&row[o..o + n]) {
                         *d += *v;
                     }
                 }

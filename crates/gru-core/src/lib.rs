@@ -22,6 +22,7 @@ pub mod error;
 pub mod initializer;
 pub mod keras_object;
 pub mod layout;
+pub mod pool2d;
 pub mod regularizer;
 pub mod seq;
 pub mod step;

@@ -44,10 +44,21 @@ impl Window {
     }
 }
 
-/// Pools `x` (batch, spatial..., channels) over its spatial axes (1..=`windows.len()`):
-/// (batch, windows per axis..., channels). `max` picks the largest value of each window,
-/// else the mean of the positions it covers.
+/// Pools `x` (batch, spatial..., channels) over its spatial axes (1..=`windows.len()`, one
+/// or two): (batch, windows per axis..., channels). `max` picks the largest value of each
+/// window, else the mean of the positions it covers. On the CPU in f32/f64 gru-core's
+/// loops run it ([`host`]); elsewhere the windows are gathered with tensor ops.
 pub(super) fn pool(x: &Tensor, windows: &[Window], max: bool) -> Result<Tensor> {
+    match x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        true => host::pool(x, windows, max),
+        false => gathered(x, windows, max),
+    }
+}
+
+/// [`pool`] in tensor ops: every window offset's positions gathered with `index_select`,
+/// reduced with differentiable ops (a max through `argmax` and `gather`, so that its
+/// gradient reaches the first largest position only).
+fn gathered(x: &Tensor, windows: &[Window], max: bool) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let padded = pad(x, windows, max)?;
     // Every offset of the window, row-major: the first axis' offset varies slowest.
@@ -73,6 +84,144 @@ pub(super) fn pool(x: &Tensor, windows: &[Window], max: bool) -> Result<Tensor> 
     }
     let sum = stacked.sum(D::Minus1)?;
     Ok(sum.broadcast_div(&covered_counts(&dims, windows, x)?)?)
+}
+
+/// The pooling on the CPU: Candle custom ops over [`gru_core::pool2d`].
+mod host {
+    use super::Window;
+    use crate::error::{Error, Result};
+    use crate::paths::fused_cpu::HostFloat;
+    use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+    use gru_core::pool2d::Pool2dGeometry;
+
+    /// [`super::pool`] on the CPU.
+    pub(super) fn pool(x: &Tensor, windows: &[Window], max: bool) -> Result<Tensor> {
+        let dims = x.dims();
+        let (rows, cols) = match windows {
+            [w] => (None, *w),
+            [h, w] => (Some(*h), *w),
+            _ => {
+                return Err(Error::Candle(candle_core::Error::msg(
+                    "pooling over 1 or 2 axes",
+                )))
+            }
+        };
+        let one = Window {
+            size: 1,
+            stride: 1,
+            pad: (0, 0),
+        };
+        let rows_w = rows.unwrap_or(one);
+        let (h, w, c) = match (rows.is_some(), dims) {
+            (false, [_, t, c]) => (1, *t, *c),
+            (true, [_, h, w, c]) => (*h, *w, *c),
+            _ => return Err(Error::Candle(candle_core::Error::msg("pooling input rank"))),
+        };
+        let g = Pool2dGeometry {
+            batch: dims[0],
+            input: (h, w, c),
+            size: (rows_w.size, cols.size),
+            stride: (rows_w.stride, cols.stride),
+            pad: (rows_w.pad.0, cols.pad.0),
+            output: (rows_w.count(h), cols.count(w)),
+        };
+        Ok(x.contiguous()?.apply_op1(Pool { g, max })?)
+    }
+
+    #[derive(Clone, Copy)]
+    struct Pool {
+        g: Pool2dGeometry,
+        max: bool,
+    }
+
+    impl Pool {
+        fn out_shape(&self, rank: usize) -> Shape {
+            let g = self.g;
+            match rank {
+                3 => Shape::from((g.batch, g.output.1, g.input.2)),
+                _ => Shape::from((g.batch, g.output.0, g.output.1, g.input.2)),
+            }
+        }
+    }
+
+    fn values<'a, T: HostFloat>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+        let v = T::values(s).ok_or_else(|| candle_core::Error::msg("pooling: not f32/f64"))?;
+        match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&v[a..b]),
+            None => candle_core::bail!("pooling needs a contiguous input"),
+        }
+    }
+
+    fn forward<T: HostFloat>(
+        p: &Pool,
+        s: &CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<CpuStorage> {
+        let x = values::<T>(s, l)?;
+        let mut y = vec![T::ZERO; p.g.sizes().1];
+        match p.max {
+            true => p.g.max_forward(x, &mut y),
+            false => p.g.avg_forward(x, &mut y),
+        }
+        Ok(T::storage(y))
+    }
+
+    impl CustomOp1 for Pool {
+        fn name(&self) -> &'static str {
+            "keras-pooling"
+        }
+
+        fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            let out = match s {
+                CpuStorage::F32(_) => forward::<f32>(self, s, l)?,
+                CpuStorage::F64(_) => forward::<f64>(self, s, l)?,
+                _ => candle_core::bail!("pooling: f32 or f64"),
+            };
+            Ok((out, self.out_shape(l.dims().len())))
+        }
+
+        fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+            Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &Grad(*self))?))
+        }
+    }
+
+    /// `(x, dy) -> dx`.
+    struct Grad(Pool);
+
+    fn backward<T: HostFloat>(
+        p: &Pool,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+    ) -> candle_core::Result<CpuStorage> {
+        let (x, dy) = (values::<T>(s1, l1)?, values::<T>(s2, l2)?);
+        let mut dx = vec![T::ZERO; p.g.sizes().0];
+        match p.max {
+            true => p.g.max_backward(x, dy, &mut dx),
+            false => p.g.avg_backward(dy, &mut dx),
+        }
+        Ok(T::storage(dx))
+    }
+
+    impl CustomOp2 for Grad {
+        fn name(&self) -> &'static str {
+            "keras-pooling-grad"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            let out = match s1 {
+                CpuStorage::F32(_) => backward::<f32>(&self.0, (s1, l1), (s2, l2))?,
+                CpuStorage::F64(_) => backward::<f64>(&self.0, (s1, l1), (s2, l2))?,
+                _ => candle_core::bail!("pooling: f32 or f64"),
+            };
+            Ok((out, l1.shape().clone()))
+        }
+    }
 }
 
 /// `x` with each axis' padding: zeros, or for a max the dtype's lowest value; contiguous
@@ -174,6 +323,48 @@ mod tests {
             y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             [5., 5., 5.]
         );
+    }
+
+    /// The CPU's loops and the gathered tensor ops (the path off the CPU) agree, values and
+    /// gradients, on every kind of window.
+    #[test]
+    fn host_and_gathered_agree() {
+        let dev = Device::Cpu;
+        let w = |size, stride, pad| Window { size, stride, pad };
+        let cases: Vec<(Vec<usize>, Vec<Window>)> = vec![
+            (vec![2, 11, 3], vec![w(3, 2, (1, 1))]),
+            (vec![2, 11, 3], vec![w(2, 2, (0, 0))]),
+            (vec![2, 7, 9, 3], vec![w(2, 2, (0, 0)), w(3, 2, (1, 1))]),
+            (vec![2, 7, 9, 3], vec![w(3, 1, (1, 1)), w(2, 3, (0, 1))]),
+        ];
+        for (shape, windows) in cases {
+            for max in [true, false] {
+                // Rounded values: ties in the max windows.
+                let v = Tensor::randn(0f32, 2.0, shape.as_slice(), &dev).unwrap();
+                let x = Var::from_tensor(&v.round().unwrap()).unwrap();
+                let a = pool(x.as_tensor(), &windows, max).unwrap();
+                let b = gathered(x.as_tensor(), &windows, max).unwrap();
+                let diff = |p: &Tensor, q: &Tensor| {
+                    (p - q)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                };
+                assert!(diff(&a, &b) < 1e-6, "{shape:?} {max}");
+                let r = Tensor::randn(0f32, 1.0, a.dims(), &dev).unwrap();
+                let ga = (&a * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let gb = (&b * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let (ga, gb) = (
+                    ga.get(x.as_tensor()).unwrap(),
+                    gb.get(x.as_tensor()).unwrap(),
+                );
+                assert!(diff(ga, gb) < 1e-5, "{shape:?} {max} gradient");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A deterministic mutation test of everything that reads outside data: 2,420 mutated
 //! `.keras` archives (raw bytes, and members mutated then re-zipped), `.weights.h5` files,
 //! legacy `.h5` models and weights files, functional graph configs,
-//! safetensors state_dicts, `.onnx` models and GRU config dicts, from fixed seeds. Each must
+//! safetensors state_dicts, `.onnx` models and GRU config dicts, from fixed seeds, and 400
+//! mutated configs of the convolutional models and 200 random CTC inputs. Each must
 //! load (and what loads must run) or return a typed error; none may panic (a panic fails the
 //! test, naming the mutation).
 //! A config that parses builds a layer and runs a call. The coverage-guided version of this
@@ -536,4 +537,90 @@ fn mutated_cell_configs_and_torch_cells_load_and_step_or_fail_typed() {
         counts[0], counts[1]
     );
     assert!(counts[1] > 0);
+}
+
+/// The convolutional models (Conv1D/2D, 1-D and 2-D pooling, Reshape with -1,
+/// TimeDistributed over a CNN): mutated configs build and run on their case inputs (and
+/// on inputs of another size) or fail typed; training calls too. CTC on random lengths and
+/// labels runs or fails typed.
+#[test]
+fn mutated_conv_model_configs_and_ctc_inputs_run_or_fail_typed() {
+    let mut rng = StdRng::seed_from_u64(0x636f6e76);
+    let mut counts = [0usize; 2];
+    for name in [
+        "deepspeech2_conv2d_bigru",
+        "crnn_ocr_conv2d_pooling",
+        "conv2d_variants_gru",
+        "pooling1d_training",
+        "time_distributed_conv2d_frames",
+    ] {
+        let original = PathBuf::from(MODELS).join(format!("{name}.keras"));
+        let config = KerasModel::archive_config(&original).unwrap();
+        let weights = PathBuf::from(MODELS).join(format!("{name}.weights.h5"));
+        let case: Value = serde_json::from_str(
+            &std::fs::read_to_string(PathBuf::from(MODELS).join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let x = gru_support::golden::models::case_inputs(&case).unwrap();
+        let shorter = x[0].narrow(1, 0, x[0].dim(1).unwrap() - 1).unwrap();
+        for k in 0..80 {
+            let mut c = config.clone();
+            for _ in 0..rng.random_range(1..4) {
+                mutate_json(&mut c, &mut rng);
+            }
+            let training = k % 2 == 1;
+            let r = no_panic(&format!("{name} config mutation {k}"), || {
+                let m = KerasModel::load_weights_h5(&c, &weights, DType::F32, &Device::Cpu)?;
+                let call = ModelCall {
+                    mask: None,
+                    training,
+                };
+                m.call_inputs(&x, call)?;
+                m.call_inputs(std::slice::from_ref(&shorter), call)
+            });
+            counts[r.is_err() as usize] += 1;
+        }
+    }
+    println!(
+        "mutated conv model configs: {} ran, {} typed errors",
+        counts[0], counts[1]
+    );
+    assert!(counts[1] > 0 && counts[0] > 0 && counts[0] + counts[1] == 400);
+    let mut ctc = [0usize; 2];
+    for k in 0..200 {
+        // Mostly well-formed, with one thing off now and then.
+        let off = |rng: &mut StdRng| rng.random_range(0..8) == 0;
+        let (b, t, c) = (
+            rng.random_range(0..4),
+            rng.random_range(0..7),
+            rng.random_range(0..6),
+        );
+        let logits = Tensor::randn(0f32, 1.0, (b, t, c), &Device::Cpu).unwrap();
+        let width = rng.random_range(0..4);
+        let top = if off(&mut rng) {
+            c as i64 + 2
+        } else {
+            c as i64
+        };
+        let labels: Vec<i64> = (0..b * width)
+            .map(|_| rng.random_range(-1..top.max(1)))
+            .collect();
+        let target = Tensor::from_vec(labels, (b, width), &Device::Cpu).unwrap();
+        let lens = |n: usize, low: usize, rng: &mut StdRng| -> Vec<usize> {
+            let count = if off(rng) { rng.random_range(0..5) } else { b };
+            (0..count)
+                .map(|_| rng.random_range(low.min(n)..=n))
+                .collect()
+        };
+        let (tl, ol) = (lens(width, 0, &mut rng), lens(t, 1, &mut rng));
+        let blank = if off(&mut rng) { c + 1 } else { 0 };
+        let r = no_panic(&format!("ctc inputs {k}"), || {
+            let loss = candle_gru::candle::ctc::ctc_loss(&target, &logits, &tl, &ol, blank)?;
+            candle_gru::candle::ctc::ctc_greedy_decode(&logits, &ol, true, blank)?;
+            Ok::<_, candle_gru::candle::Error>(loss)
+        });
+        ctc[r.is_err() as usize] += 1;
+    }
+    println!("random ctc inputs: {} ran, {} typed errors", ctc[0], ctc[1]);
+    assert!(ctc[0] > 0 && ctc[1] > 0);
 }

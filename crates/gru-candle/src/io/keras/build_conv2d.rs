@@ -8,9 +8,11 @@ use super::{Conv2D, LayerActivation, ModelLayer, Pooling2D};
 use crate::error::Result;
 use serde_json::Value;
 
-/// A pair of positive sizes from a config (`n`, `[a, b]`, or `default` when absent).
+/// A pair of positive sizes from a config (`n`, `[a, b]`, or `default` when absent), each
+/// at most `i32::MAX` as TensorFlow takes them (so that spans cannot overflow).
 fn sizes(cfg: &Value, key: &str, default: usize) -> Option<(usize, usize)> {
-    pair(&cfg[key], default).filter(|&(a, b)| a > 0 && b > 0)
+    let ok = |n: usize| n > 0 && n <= i32::MAX as usize;
+    pair(&cfg[key], default).filter(|&(a, b)| ok(a) && ok(b))
 }
 
 fn channels_last(cfg: &Value) -> bool {

@@ -172,14 +172,17 @@ impl ChainBuilder<'_> {
     }
 }
 
-/// A 1-D size from a config: `n`, `[n]`, or null for `default`; `None` unless positive.
+/// A 1-D size from a config: `n`, `[n]`, or null for `default`; `None` unless positive and
+/// at most `i32::MAX`.
 fn one_size(v: &Value, default: u64) -> Option<usize> {
     let n = match v {
         Value::Null => Some(default),
         Value::Array(a) if a.len() == 1 => a[0].as_u64(),
         v => v.as_u64(),
     };
-    n.filter(|&n| n > 0).map(|n| n as usize)
+    // At most i32::MAX, as TensorFlow takes sizes (so that spans cannot overflow).
+    n.filter(|&n| n > 0 && n <= i32::MAX as u64)
+        .map(|n| n as usize)
 }
 
 /// A layer's `padding`: `valid`, `same`, and (for `Conv1D`) `causal`.

@@ -12,9 +12,10 @@
 //! values.
 
 use crate::seq::matmul::{gemm, View};
+use crate::seq::parallel::{split, split_mut};
+use crate::seq::team::run_each;
 use crate::seq::{Float, Threads};
 use std::ops::Range;
-use std::sync::Mutex;
 
 /// The sizes of one convolution call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,15 +170,6 @@ impl Conv2dGeometry {
             cs: 1,
         }
     }
-
-    /// `(0..n)` split into at most `parts` contiguous ranges.
-    fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
-        let parts = parts.clamp(1, n.max(1));
-        (0..parts)
-            .map(|p| p * n / parts..(p + 1) * n / parts)
-            .filter(|r| !r.is_empty())
-            .collect()
-    }
 }
 
 /// `y = conv(x, k)`: `x` (batch, h, w, in), `k` (kh, kw, in / groups, filters), `y`
@@ -191,33 +183,26 @@ pub fn conv2d_forward<T: Float>(
 ) {
     let (n, f) = (g.rows(), g.filters);
     let per = f / g.groups;
-    let parts = Conv2dGeometry::split(n, threads.at_once(threads.count));
-    let mut outs: Vec<Option<&mut [T]>> = Vec::with_capacity(parts.len());
-    let mut rest = &mut y[..n * f];
-    for r in &parts {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * f);
-        outs.push(Some(head));
-        rest = tail;
-    }
-    let outs = Mutex::new(outs);
-    threads.team.run(parts.len(), &|p| {
-        let Some(out) = outs.lock().ok().and_then(|mut o| o[p].take()) else {
-            return;
-        };
-        let mut cols = vec![T::ZERO; g.block().min(parts[p].len()) * g.patch()];
-        let mut start = parts[p].start;
-        while start < parts[p].end {
-            let end = (start + g.block()).min(parts[p].end);
-            let rows = end - start;
-            for group in 0..g.groups {
-                g.im2col(x, start..end, group, &mut cols);
-                let a = View::rows(&cols, 0, rows, g.patch(), g.patch());
-                let off = (start - parts[p].start) * f + group * per;
-                gemm(out, off, f, a, g.kernel_view(k, group), false, Threads::ONE);
+    let parts = split(n, threads.at_once(threads.count));
+    let outs = split_mut(&mut y[..n * f], &parts, f);
+    run_each(
+        threads.team,
+        parts.iter().cloned().zip(outs),
+        |(part, out)| {
+            let mut cols = vec![T::ZERO; g.block().min(part.len()) * g.patch()];
+            let mut start = part.start;
+            while start < part.end {
+                let end = (start + g.block()).min(part.end);
+                for group in 0..g.groups {
+                    g.im2col(x, start..end, group, &mut cols);
+                    let a = View::rows(&cols, 0, end - start, g.patch(), g.patch());
+                    let off = (start - part.start) * f + group * per;
+                    gemm(out, off, f, a, g.kernel_view(k, group), false, Threads::ONE);
+                }
+                start = end;
             }
-            start = end;
-        }
-    });
+        },
+    );
 }
 
 /// The kernel's gradient: `dk = sum over output pixels of window^T @ dy`, in Keras' layout.
@@ -230,14 +215,13 @@ pub fn conv2d_backward_kernel<T: Float>(
 ) {
     let (n, f, patch) = (g.rows(), g.filters, g.patch());
     let per = f / g.groups;
-    let parts = Conv2dGeometry::split(n, threads.at_once(threads.count));
-    let partial = Mutex::new(Vec::with_capacity(parts.len()));
-    threads.team.run(parts.len(), &|p| {
+    let parts = split(n, threads.at_once(threads.count));
+    let sums = run_each(threads.team, parts, |part| {
         let mut sum = vec![T::ZERO; patch * f];
-        let mut cols = vec![T::ZERO; g.block().min(parts[p].len()) * patch];
-        let mut start = parts[p].start;
-        while start < parts[p].end {
-            let end = (start + g.block()).min(parts[p].end);
+        let mut cols = vec![T::ZERO; g.block().min(part.len()) * patch];
+        let mut start = part.start;
+        while start < part.end {
+            let end = (start + g.block()).min(part.end);
             for group in 0..g.groups {
                 g.im2col(x, start..end, group, &mut cols);
                 let a = View::rows(&cols, 0, end - start, patch, patch).t();
@@ -253,12 +237,10 @@ pub fn conv2d_backward_kernel<T: Float>(
             }
             start = end;
         }
-        if let Ok(mut all) = partial.lock() {
-            all.push(sum);
-        }
+        sum
     });
     dk[..patch * f].fill(T::ZERO);
-    for part in partial.into_inner().unwrap_or_default() {
+    for part in sums.unwrap_or_default() {
         for (d, v) in dk.iter_mut().zip(&part) {
             *d += *v;
         }
@@ -279,41 +261,35 @@ pub fn conv2d_backward_input<T: Float>(
     let sample = h * w * c;
     let pixels = g.output.0 * g.output.1;
     // Samples' windows never overlap: a part owns whole samples of `dx`.
-    let parts = Conv2dGeometry::split(g.batch, threads.at_once(threads.count));
-    let mut outs: Vec<Option<&mut [T]>> = Vec::with_capacity(parts.len());
-    let mut rest = &mut dx[..g.batch * sample];
-    for r in &parts {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * sample);
-        head.fill(T::ZERO);
-        outs.push(Some(head));
-        rest = tail;
-    }
-    let outs = Mutex::new(outs);
-    threads.team.run(parts.len(), &|p| {
-        let Some(out) = outs.lock().ok().and_then(|mut o| o[p].take()) else {
-            return;
-        };
-        let rows = parts[p].start * pixels..parts[p].end * pixels;
-        let mut cols = vec![T::ZERO; g.block().min(rows.len()) * patch];
-        let mut start = rows.start;
-        while start < rows.end {
-            let end = (start + g.block()).min(rows.end);
-            for group in 0..g.groups {
-                let a = View {
-                    data: dy,
-                    offset: start * f + group * per,
-                    rows: end - start,
-                    cols: per,
-                    rs: f,
-                    cs: 1,
-                };
-                let b = g.kernel_view(k, group).t();
-                gemm(&mut cols, 0, patch, a, b, false, Threads::ONE);
-                g.col2im_add(&cols, start..end, group, out, parts[p].start * sample);
+    let parts = split(g.batch, threads.at_once(threads.count));
+    let outs = split_mut(&mut dx[..g.batch * sample], &parts, sample);
+    run_each(
+        threads.team,
+        parts.iter().cloned().zip(outs),
+        |(part, out)| {
+            out.fill(T::ZERO);
+            let rows = part.start * pixels..part.end * pixels;
+            let mut cols = vec![T::ZERO; g.block().min(rows.len()) * patch];
+            let mut start = rows.start;
+            while start < rows.end {
+                let end = (start + g.block()).min(rows.end);
+                for group in 0..g.groups {
+                    let a = View {
+                        data: dy,
+                        offset: start * f + group * per,
+                        rows: end - start,
+                        cols: per,
+                        rs: f,
+                        cs: 1,
+                    };
+                    let b = g.kernel_view(k, group).t();
+                    gemm(&mut cols, 0, patch, a, b, false, Threads::ONE);
+                    g.col2im_add(&cols, start..end, group, out, part.start * sample);
+                }
+                start = end;
             }
-            start = end;
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]

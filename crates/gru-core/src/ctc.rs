@@ -8,8 +8,9 @@
 //! infinity: a target its frames cannot hold gets a loss of 700 or more and a finite
 //! gradient.
 
+use crate::seq::parallel::{split, split_mut};
+use crate::seq::team::run_each;
 use crate::seq::{Float, Threads};
-use std::sync::Mutex;
 
 /// TensorFlow's log-probability of an impossible path: `ln(1e-307)`.
 pub const LOG_ZERO: f64 = -706.893_623_549_172_6;
@@ -166,21 +167,12 @@ impl<T: Float> CtcProblem<'_, T> {
 
     /// Each sample's loss `-ln p(target)`.
     pub fn losses(&self, threads: Threads) -> Vec<f64> {
-        let batch = self.dims.0;
-        let out = Mutex::new(vec![0.0; batch]);
-        let parts = split(batch, threads.at_once(threads.count));
-        threads.team.run(parts.len(), &|p| {
-            let mine: Vec<(usize, f64)> = parts[p]
-                .clone()
-                .map(|b| (b, self.sample(b, 1.0, None)))
-                .collect();
-            if let Ok(mut o) = out.lock() {
-                for (b, l) in mine {
-                    o[b] = l;
-                }
-            }
+        let parts = split(self.dims.0, threads.at_once(threads.count));
+        let each = run_each(threads.team, parts, |part| {
+            part.map(|b| self.sample(b, 1.0, None))
+                .collect::<Vec<f64>>()
         });
-        out.into_inner().unwrap_or_default()
+        each.unwrap_or_default().concat()
     }
 
     /// The gradient of `sum_b scale[b] * loss_b` with respect to the log-probabilities,
@@ -190,34 +182,18 @@ impl<T: Float> CtcProblem<'_, T> {
         let block = frames * classes;
         let mut grad = vec![T::ZERO; batch * block];
         let parts = split(batch, threads.at_once(threads.count));
-        let mut chunks: Vec<Option<&mut [T]>> = Vec::with_capacity(parts.len());
-        let mut rest = grad.as_mut_slice();
-        for r in &parts {
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * block);
-            chunks.push(Some(head));
-            rest = tail;
-        }
-        let chunks = Mutex::new(chunks);
-        threads.team.run(parts.len(), &|p| {
-            let Some(mine) = chunks.lock().ok().and_then(|mut c| c[p].take()) else {
-                return;
-            };
-            for (k, b) in parts[p].clone().enumerate() {
-                let g = &mut mine[k * block..(k + 1) * block];
-                self.sample(b, scale[b], Some(g));
-            }
-        });
+        let chunks = split_mut(&mut grad, &parts, block);
+        run_each(
+            threads.team,
+            parts.iter().cloned().zip(chunks),
+            |(part, mine)| {
+                for (k, b) in part.enumerate() {
+                    self.sample(b, scale[b], Some(&mut mine[k * block..(k + 1) * block]));
+                }
+            },
+        );
         grad
     }
-}
-
-/// `(0..n)` in at most `parts` contiguous ranges.
-fn split(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
-    let parts = parts.clamp(1, n.max(1));
-    (0..parts)
-        .map(|p| p * n / parts..(p + 1) * n / parts)
-        .filter(|r| !r.is_empty())
-        .collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::paths::cpu_pool::CANDLE_POOL;
-use crate::paths::fused_cpu::HostFloat;
+use crate::paths::fused_cpu::{values, HostFloat};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use gru_core::ctc::CtcProblem;
 use gru_core::seq::{Float, Team, Threads};
@@ -50,16 +50,8 @@ impl Ctc {
     }
 }
 
-fn values<'a, T: HostFloat>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let v = T::values(s).ok_or_else(|| candle_core::Error::msg("ctc: not f32 or f64"))?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("ctc needs contiguous log-probabilities"),
-    }
-}
-
 fn losses<T: HostFloat>(op: &Ctc, s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
-    let logp = values::<T>(s, l)?;
+    let logp = values::<T>(s, l, "log-probabilities")?;
     let out = op.problem(logp).losses(threads());
     Ok(T::storage(
         out.into_iter().map(<T as Float>::from_f64).collect(),
@@ -101,8 +93,8 @@ fn gradient<T: HostFloat>(
     (s1, l1): (&CpuStorage, &Layout),
     (s2, l2): (&CpuStorage, &Layout),
 ) -> candle_core::Result<CpuStorage> {
-    let logp = values::<T>(s1, l1)?;
-    let scale: Vec<f64> = values::<T>(s2, l2)?
+    let logp = values::<T>(s1, l1, "log-probabilities")?;
+    let scale: Vec<f64> = values::<T>(s2, l2, "loss gradient")?
         .iter()
         .map(|v| Float::to_f64(*v))
         .collect();

@@ -387,18 +387,18 @@ impl<G: std::ops::Deref<Target = candle_core::Storage>, T: HostFloat> HostValues
     }
 }
 
-/// The contiguous values of a storage of type `T`.
-pub(super) fn values<'a, T: HostFloat>(
+/// The contiguous values of a storage of type `T` (the operand of a custom CPU op).
+pub(crate) fn values<'a, T: HostFloat>(
     s: &'a CpuStorage,
     l: &Layout,
     what: &str,
 ) -> Result<&'a [T]> {
     let v = T::values(s).ok_or_else(|| {
-        candle_core::Error::msg(format!("gru-fused: {what} is not {:?}", T::DTYPE))
+        candle_core::Error::msg(format!("gru-candle: {what} is not {:?}", T::DTYPE))
     })?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("gru-fused needs a contiguous {what}"),
+        None => candle_core::bail!("gru-candle needs a contiguous {what}"),
     }
 }
 

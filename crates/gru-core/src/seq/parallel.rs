@@ -16,6 +16,22 @@ pub fn split(batch: usize, chunks: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// `buf` cut into consecutive disjoint pieces of `unit * range.len()` values, one per range
+/// of `parts` (which cover `0..n` in order, as [`split`] gives them).
+pub fn split_mut<'a, T>(
+    mut buf: &'a mut [T],
+    parts: &[std::ops::Range<usize>],
+    unit: usize,
+) -> Vec<&'a mut [T]> {
+    let mut out = Vec::with_capacity(parts.len());
+    for r in parts {
+        let (head, tail) = std::mem::take(&mut buf).split_at_mut(r.len() * unit);
+        out.push(head);
+        buf = tail;
+    }
+    out
+}
+
 fn sub_spec(spec: &SeqSpec, rows: &std::ops::Range<usize>) -> SeqSpec {
     SeqSpec {
         batch: rows.len(),

@@ -1,10 +1,10 @@
 //! The builders of `Conv2D`, `MaxPooling2D` and `AveragePooling2D` (channels_last).
 
 use super::build::ChainBuilder;
-use super::build_layers::{padding, rules};
+use super::build_layers::padding;
 use super::build_simple::pair;
 use super::unsupported;
-use super::{Conv2D, LayerActivation, ModelLayer, Pooling2D};
+use super::{Conv2D, ModelLayer, Pooling2D};
 use crate::error::Result;
 use serde_json::Value;
 
@@ -56,23 +56,16 @@ impl ChainBuilder<'_> {
             return Err(unsupported(&src, what));
         }
         let shape = [kernel_size.0, kernel_size.1, d / groups, filters];
-        let kernel = self.weight(cfg, &format!("{group}/vars/0"), &shape)?;
-        let bias = match cfg["use_bias"].as_bool().unwrap_or(true) {
-            true => Some(self.weight(cfg, &format!("{group}/vars/1"), &[filters])?),
-            false => None,
-        };
-        let activation =
-            LayerActivation::from_keras_value(cfg.get("activation").unwrap_or(&Value::Null))?;
-        self.features = Some(filters);
+        let w = self.conv_weights(cfg, group, &shape)?;
         Ok(ModelLayer::Conv2D(Conv2D {
-            rules: rules(cfg, [("kernel", Some(&kernel)), ("bias", bias.as_ref())])?,
-            kernel,
-            bias,
+            rules: w.rules,
+            kernel: w.kernel,
+            bias: w.bias,
             strides,
             dilation,
             groups,
             padding: padding(cfg, lname, &src, false)?,
-            activation,
+            activation: w.activation,
             compute_dtype: self.compute_dtype(cfg)?,
         }))
     }

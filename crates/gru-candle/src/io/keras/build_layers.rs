@@ -41,7 +41,31 @@ impl ChainBuilder<'_> {
             );
             return Err(unsupported(&src, what));
         }
-        let kernel = self.weight(cfg, &format!("{group}/vars/0"), &[k, d / groups, filters])?;
+        let w = self.conv_weights(cfg, group, &[k, d / groups, filters])?;
+        Ok(ModelLayer::Conv1D(Conv1D {
+            rules: w.rules,
+            kernel: w.kernel,
+            bias: w.bias,
+            stride,
+            dilation,
+            groups,
+            padding,
+            activation: w.activation,
+            compute_dtype: self.compute_dtype(cfg)?,
+        }))
+    }
+
+    /// A convolution's kernel of `shape` (its last dim the filters), its bias with
+    /// `use_bias`, its activation and its weights' rules; the chain's features become the
+    /// filters.
+    pub(super) fn conv_weights(
+        &mut self,
+        cfg: &Value,
+        group: &str,
+        shape: &[usize],
+    ) -> Result<ConvWeights> {
+        let filters = shape.last().copied().unwrap_or(0);
+        let kernel = self.weight(cfg, &format!("{group}/vars/0"), shape)?;
         let bias = match cfg["use_bias"].as_bool().unwrap_or(true) {
             true => Some(self.weight(cfg, &format!("{group}/vars/1"), &[filters])?),
             false => None,
@@ -49,17 +73,12 @@ impl ChainBuilder<'_> {
         let activation =
             LayerActivation::from_keras_value(cfg.get("activation").unwrap_or(&Value::Null))?;
         self.features = Some(filters);
-        Ok(ModelLayer::Conv1D(Conv1D {
+        Ok(ConvWeights {
             rules: rules(cfg, [("kernel", Some(&kernel)), ("bias", bias.as_ref())])?,
             kernel,
             bias,
-            stride,
-            dilation,
-            groups,
-            padding,
             activation,
-            compute_dtype: self.compute_dtype(cfg)?,
-        }))
+        })
     }
 
     pub(super) fn pooling(&self, cfg: &Value, class: &str, lname: &str) -> Result<ModelLayer> {
@@ -170,6 +189,14 @@ impl ChainBuilder<'_> {
             compute_dtype: self.compute_dtype(cfg)?,
         }))
     }
+}
+
+/// What [`ChainBuilder::conv_weights`] reads.
+pub(super) struct ConvWeights {
+    pub(super) kernel: Tensor,
+    pub(super) bias: Option<Tensor>,
+    pub(super) activation: LayerActivation,
+    pub(super) rules: Vec<WeightRule>,
 }
 
 /// A 1-D size from a config: `n`, `[n]`, or null for `default`; `None` unless positive and

@@ -90,7 +90,7 @@ fn gathered(x: &Tensor, windows: &[Window], max: bool) -> Result<Tensor> {
 mod host {
     use super::Window;
     use crate::error::{Error, Result};
-    use crate::paths::fused_cpu::HostFloat;
+    use crate::paths::fused_cpu::{values, HostFloat};
     use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
     use gru_core::pool2d::Pool2dGeometry;
 
@@ -144,20 +144,12 @@ mod host {
         }
     }
 
-    fn values<'a, T: HostFloat>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-        let v = T::values(s).ok_or_else(|| candle_core::Error::msg("pooling: not f32/f64"))?;
-        match l.contiguous_offsets() {
-            Some((a, b)) => Ok(&v[a..b]),
-            None => candle_core::bail!("pooling needs a contiguous input"),
-        }
-    }
-
     fn forward<T: HostFloat>(
         p: &Pool,
         s: &CpuStorage,
         l: &Layout,
     ) -> candle_core::Result<CpuStorage> {
-        let x = values::<T>(s, l)?;
+        let x = values::<T>(s, l, "pooling input")?;
         let mut y = vec![T::ZERO; p.g.sizes().1];
         match p.max {
             true => p.g.max_forward(x, &mut y),
@@ -193,7 +185,10 @@ mod host {
         (s1, l1): (&CpuStorage, &Layout),
         (s2, l2): (&CpuStorage, &Layout),
     ) -> candle_core::Result<CpuStorage> {
-        let (x, dy) = (values::<T>(s1, l1)?, values::<T>(s2, l2)?);
+        let (x, dy) = (
+            values::<T>(s1, l1, "pooling input")?,
+            values::<T>(s2, l2, "pooling gradient")?,
+        );
         let mut dx = vec![T::ZERO; p.g.sizes().0];
         match p.max {
             true => p.g.max_backward(x, dy, &mut dx),

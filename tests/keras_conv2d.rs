@@ -88,6 +88,25 @@ fn the_layers_are_what_keras_built() {
     ));
 }
 
+#[test]
+fn conv1d_and_pooling_inputs_of_another_rank_are_shape_errors() {
+    let file = data("pooling1d_training.keras");
+    let model = KerasModel::load(&file, DType::F32, &Device::Cpu).unwrap();
+    for dims in [vec![2, 33, 4, 1], vec![2, 33]] {
+        let x = Tensor::zeros(dims.as_slice(), DType::F32, &Device::Cpu).unwrap();
+        assert!(matches!(
+            model.call(&x, None),
+            Err(Error::Gru(GruError::Shape { .. }))
+        ));
+    }
+    // Channels other than the kernel's.
+    let x = Tensor::zeros((2, 33, 5), DType::F32, &Device::Cpu).unwrap();
+    assert!(matches!(
+        model.call(&x, None),
+        Err(Error::Gru(GruError::Shape { .. }))
+    ));
+}
+
 /// Settings Conv2D and the poolings do not run here are refused by name.
 #[test]
 fn unsupported_settings_are_refused_by_name() {

@@ -62,8 +62,14 @@ pub struct Conv1D {
 impl Conv1D {
     /// Convolves over time.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let [_, t, _] = *x.dims() else {
+            return Err(Error::Gru(GruError::Shape {
+                what: "Conv1D input".into(),
+                expected: "(batch, steps, channels)".into(),
+                got: format!("{:?}", x.dims()),
+            }));
+        };
         let x = autocast(x, self.compute_dtype)?;
-        let (_, t, _) = x.dims3()?;
         let k = self.kernel.dim(0)?;
         let span = (k - 1) * self.dilation + 1;
         let (left, right) = self.padding.amounts(t, span, self.stride);
@@ -154,7 +160,13 @@ pub struct Pooling1D {
 impl Pooling1D {
     /// Pools (batch, T, f) over time.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, t, _) = x.dims3()?;
+        let [_, t, _] = *x.dims() else {
+            return Err(Error::Gru(GruError::Shape {
+                what: "pooling input".into(),
+                expected: "(batch, steps, channels)".into(),
+                got: format!("{:?}", x.dims()),
+            }));
+        };
         let (left, right) = self.padding.amounts(t, self.size, self.stride);
         if t + left + right < self.size {
             return Err(Error::Gru(GruError::Shape {

@@ -5,8 +5,10 @@
 //! window (row-major), as TensorFlow's `MaxPoolGrad` routes it.
 //!
 //! Candle's own `max_pool2d` / `avg_pool2d` gradients are only right when the stride equals
-//! the window and divides the length (and the max's is halved by two-wide windows), so the
-//! windows here are gathered with `index_select` and reduced with differentiable ops.
+//! the window and divides the length (and the max's is halved by two-wide windows), so they
+//! are not used: on the CPU (f32, f64) custom ops over gru-core's loops run the pooling and
+//! its gradient; elsewhere the windows are gathered with `index_select` and reduced with
+//! differentiable ops. The two agree on values and gradients, ties included.
 
 use crate::error::Result;
 use candle_core::{DType, Tensor, D};

@@ -71,7 +71,7 @@ fn run(s: Shape, dir: &std::path::Path, min_time: std::time::Duration) -> anyhow
 
 fn main() -> anyhow::Result<()> {
     let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-models/models");
-    let a = parse_args(&["4,200,161,128"], |flag, value| match flag {
+    let a = parse_args(&["4,200,193,128"], |flag, value| match flag {
         "--models" => {
             dir = PathBuf::from(value.context("--models DIR")?);
             Ok(true)

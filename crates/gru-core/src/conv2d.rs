@@ -181,6 +181,9 @@ pub fn conv2d_forward<T: Float>(
     y: &mut [T],
     threads: Threads,
 ) {
+    if g.groups == 1 && g.dilation.1 == 1 {
+        return forward_in_place(g, x, k, y, threads);
+    }
     let (n, f) = (g.rows(), g.filters);
     let per = f / g.groups;
     let parts = split(n, threads.at_once(threads.count));
@@ -200,6 +203,52 @@ pub fn conv2d_forward<T: Float>(
                     gemm(out, off, f, a, g.kernel_view(k, group), false, Threads::ONE);
                 }
                 start = end;
+            }
+        },
+    );
+}
+
+/// The forward without copied windows (one group, no column dilation): the input padded
+/// once, then for each output row and kernel row a product of the input's rows read in place
+/// (a window's `kw * in` values are contiguous, windows `stride * in` apart) and that kernel
+/// row's `(kw * in, filters)` block.
+fn forward_in_place<T: Float>(g: &Conv2dGeometry, x: &[T], k: &[T], y: &mut [T], threads: Threads) {
+    let (h, w, c) = g.input;
+    let (oh, ow) = g.output;
+    let (kh, kw) = g.kernel;
+    let f = g.filters;
+    let hp = (h + g.pad.0).max((oh - 1) * g.stride.0 + (kh - 1) * g.dilation.0 + 1);
+    let wp = (w + g.pad.1).max((ow - 1) * g.stride.1 + kw);
+    let mut xp = vec![T::ZERO; g.batch * hp * wp * c];
+    for b in 0..g.batch {
+        for r in 0..h {
+            let src = &x[(b * h + r) * w * c..][..w * c];
+            let at = ((b * hp + r + g.pad.0) * wp + g.pad.1) * c;
+            xp[at..at + w * c].copy_from_slice(src);
+        }
+    }
+    let rows = g.batch * oh;
+    let parts = split(rows, threads.at_once(threads.count));
+    let outs = split_mut(&mut y[..rows * ow * f], &parts, ow * f);
+    run_each(
+        threads.team,
+        parts.iter().cloned().zip(outs),
+        |(part, out)| {
+            for (n, r) in part.enumerate() {
+                let (b, oy) = (r / oh, r % oh);
+                for i in 0..kh {
+                    let iy = oy * g.stride.0 + i * g.dilation.0;
+                    let a = View {
+                        data: &xp,
+                        offset: (b * hp + iy) * wp * c,
+                        rows: ow,
+                        cols: kw * c,
+                        rs: g.stride.1 * c,
+                        cs: 1,
+                    };
+                    let kr = View::rows(k, i * kw * c * f, kw * c, f, f);
+                    gemm(out, n * ow * f, f, a, kr, i > 0, Threads::ONE);
+                }
             }
         },
     );

@@ -5,7 +5,9 @@
 //! block of output pixels (`im2col`). The backward is two more products: the kernel's
 //! gradient `rows^T @ dY`, the input's `dY @ kernel^T` added back window by window
 //! (`col2im`). Strides, dilations and padding may differ per axis; padding is read as zeros,
-//! never copied.
+//! never copied. With one group and no column dilation the forward copies no windows: the
+//! input is padded once and each kernel row's product reads a window's `kw * in` values in
+//! place, windows `stride * in` apart.
 //!
 //! Rows are split over the threads in contiguous parts (the input's gradient by samples,
 //! whose windows never overlap), each part in blocks of at most about a million copied

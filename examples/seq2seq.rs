@@ -6,10 +6,10 @@
 //!
 //! `cargo run --release --example seq2seq`
 
-use gru_support::decoder::{train, Seq2SeqConfig};
+use gru_support::decoder::{config, train};
 
 fn main() -> anyhow::Result<()> {
-    let cfg = Seq2SeqConfig::default();
+    let cfg = config();
     let report = train(&cfg, |e| {
         println!(
             "epoch {:>2}  loss {:.4}  held-out exact {:.1}%  {:.1}s",

@@ -4,11 +4,11 @@
 
 use candle_core::{Module, Tensor, D};
 use gru_candle::CallOptions;
-use gru_support::decoder::{train, Seq2SeqConfig, END, MAX_LEN, START};
+use gru_support::decoder::{config, train, END, MAX_LEN, START};
 
 #[test]
 fn step_by_step_decoding_reverses_held_out_sequences() {
-    let cfg = Seq2SeqConfig::default();
+    let cfg = config();
     let report = train(&cfg, |e| {
         println!("epoch {} loss {:.4} exact {:.3}", e.epoch, e.loss, e.exact)
     })

@@ -8,6 +8,7 @@
 //! 6 and masked; the target is the digits reversed, then the end token. The decoder starts
 //! from the encoder's final state and the start token.
 
+use crate::demo::TrainConfig;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Linear, Optimizer, VarBuilder, VarMap};
 use gru_candle::{keras_variable, CallOptions, Gru, GruCell};
@@ -80,42 +81,19 @@ pub fn make_pairs(n: usize, rng: &mut StdRng, dev: &Device) -> candle_core::Resu
     })
 }
 
-/// Settings of a run.
-#[derive(Debug, Clone)]
-pub struct Seq2SeqConfig {
-    /// Epochs.
-    pub epochs: usize,
-    /// Training examples.
-    pub train_size: usize,
-    /// Held-out examples.
-    pub test_size: usize,
-    /// Batch size.
-    pub batch_size: usize,
-    /// Units of both GRUs.
-    pub units: usize,
-    /// Embedding size.
-    pub embedding_dim: usize,
-    /// Adam learning rate.
-    pub learning_rate: f64,
-    /// Seed of the data and the weights.
-    pub seed: u64,
-    /// Device.
-    pub device: Device,
-}
-
-impl Default for Seq2SeqConfig {
-    fn default() -> Self {
-        Seq2SeqConfig {
-            epochs: 12,
-            train_size: 4096,
-            test_size: 512,
-            batch_size: 64,
-            units: 64,
-            embedding_dim: 16,
-            learning_rate: 0.005,
-            seed: 11,
-            device: Device::Cpu,
-        }
+/// The run's settings: the classifier demo's settings ([`TrainConfig`]) with this task's
+/// values.
+pub fn config() -> TrainConfig {
+    TrainConfig {
+        epochs: 12,
+        train_size: 4096,
+        test_size: 512,
+        batch_size: 64,
+        units: 64,
+        embedding_dim: 16,
+        learning_rate: 0.005,
+        seed: 11,
+        device: Device::Cpu,
     }
 }
 
@@ -132,7 +110,7 @@ pub struct Reverser {
 
 impl Reverser {
     /// Builds the model's variables in `vb`.
-    pub fn new(cfg: &Seq2SeqConfig, vb: VarBuilder) -> gru_candle::Result<Reverser> {
+    pub fn new(cfg: &TrainConfig, vb: VarBuilder) -> gru_candle::Result<Reverser> {
         let glorot = |s: u64| Initializer::preset(ScalingPreset::GlorotUniform, Some(cfg.seed + s));
         let uniform = Initializer::RandomUniform {
             minval: Num::Float(-0.05),
@@ -256,7 +234,7 @@ pub struct Seq2SeqReport {
 
 /// Trains the model; `on_epoch` sees each epoch's numbers as they come.
 pub fn train(
-    cfg: &Seq2SeqConfig,
+    cfg: &TrainConfig,
     mut on_epoch: impl FnMut(&Seq2SeqEpoch),
 ) -> gru_candle::Result<Seq2SeqReport> {
     let dev = &cfg.device;

@@ -26,27 +26,32 @@ pub(super) fn loss(
     let log_zero = |shape: (usize, usize)| -> Result<Tensor> {
         Ok(Tensor::full(LOG_ZERO, shape, dev)?.to_dtype(dtype)?)
     };
+    // Made once, not per frame: the padding, and which samples are still inside their
+    // frames at each frame.
+    let (zero_states, zero_one, zero_two) =
+        (log_zero((b, states))?, log_zero((b, 1))?, log_zero((b, 2))?);
+    let live: Vec<u8> = output_length
+        .iter()
+        .flat_map(|&n| (0..frames).map(move |t| u8::from(t < n)))
+        .collect();
+    let live = Tensor::from_vec(live, (b, frames), dev)?;
     let skip = Tensor::from_vec(ext.skip.clone(), (b, states), dev)?;
     let starts = Tensor::from_vec(ext.starts(), (b, states), dev)?;
-    let mut alpha =
-        starts.where_cond(&emit.narrow(1, 0, 1)?.squeeze(1)?, &log_zero((b, states))?)?;
+    let mut alpha = starts.where_cond(&emit.narrow(1, 0, 1)?.squeeze(1)?, &zero_states)?;
     for t in 1..frames {
-        let pad = |n: usize| -> Result<Tensor> {
-            Ok(Tensor::cat(
-                &[&log_zero((b, n))?, &alpha.narrow(1, 0, states - n)?],
-                1,
-            )?)
+        let one = Tensor::cat(&[&zero_one, &alpha.narrow(1, 0, states - 1)?], 1)?;
+        let two = match states {
+            1 => zero_states.clone(),
+            _ => Tensor::cat(&[&zero_two, &alpha.narrow(1, 0, states - 2)?], 1)?,
         };
-        let one = pad(1)?;
-        let two = skip.where_cond(&pad(2)?, &log_zero((b, states))?)?;
+        let two = skip.where_cond(&two, &zero_states)?;
         let next = (log_sum_exp3(&alpha, &one, &two)? + emit.narrow(1, t, 1)?.squeeze(1)?)?;
-        let live: Vec<u8> = output_length.iter().map(|&n| u8::from(t < n)).collect();
-        let live = Tensor::from_vec(live, (b, 1), dev)?.broadcast_as((b, states))?;
-        alpha = live.where_cond(&next, &alpha)?;
+        let live_t = live.narrow(1, t, 1)?.broadcast_as((b, states))?;
+        alpha = live_t.where_cond(&next, &alpha)?;
     }
     // The path ends on the last label or the blank after it.
     let ends = Tensor::from_vec(ext.ends(), (b, states), dev)?;
-    let last = ends.where_cond(&alpha, &log_zero((b, states))?)?;
+    let last = ends.where_cond(&alpha, &zero_states)?;
     let m = last.max_keepdim(1)?.detach();
     let total = (last.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + m)?;
     Ok(total.squeeze(1)?.neg()?)

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::paths::cpu_pool::CANDLE_POOL;
-use crate::paths::fused_cpu::{values, HostFloat};
+use crate::paths::fused_cpu::{run_host, HostBody, HostFloat};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use gru_core::ctc::CtcProblem;
 use gru_core::seq::{Float, Team, Threads};
@@ -50,12 +50,11 @@ impl Ctc {
     }
 }
 
-fn losses<T: HostFloat>(op: &Ctc, s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
-    let logp = values::<T>(s, l, "log-probabilities")?;
-    let out = op.problem(logp).losses(threads());
-    Ok(T::storage(
-        out.into_iter().map(<T as Float>::from_f64).collect(),
-    ))
+impl HostBody for Ctc {
+    fn run<T: HostFloat>(&self, v: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let losses = self.problem(v[0]).losses(threads());
+        Ok(losses.into_iter().map(<T as Float>::from_f64).collect())
+    }
 }
 
 impl CustomOp1 for Ctc {
@@ -64,12 +63,7 @@ impl CustomOp1 for Ctc {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(_) => losses::<f32>(self, s, l)?,
-            CpuStorage::F64(_) => losses::<f64>(self, s, l)?,
-            _ => candle_core::bail!("ctc: f32 or f64 log-probabilities"),
-        };
-        Ok((out, Shape::from(self.dims.0)))
+        Ok((run_host(self, &[(s, l)])?, Shape::from(self.dims.0)))
     }
 
     fn bwd(
@@ -88,17 +82,11 @@ impl CustomOp1 for Ctc {
 /// `(logp, dloss) -> dlogp`.
 struct Gradient(Ctc);
 
-fn gradient<T: HostFloat>(
-    op: &Ctc,
-    (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-) -> candle_core::Result<CpuStorage> {
-    let logp = values::<T>(s1, l1, "log-probabilities")?;
-    let scale: Vec<f64> = values::<T>(s2, l2, "loss gradient")?
-        .iter()
-        .map(|v| Float::to_f64(*v))
-        .collect();
-    Ok(T::storage(op.problem(logp).gradient(&scale, threads())))
+impl HostBody for Gradient {
+    fn run<T: HostFloat>(&self, v: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let scale: Vec<f64> = v[1].iter().map(|g| Float::to_f64(*g)).collect();
+        Ok(self.0.problem(v[0]).gradient(&scale, threads()))
+    }
 }
 
 impl CustomOp2 for Gradient {
@@ -113,11 +101,7 @@ impl CustomOp2 for Gradient {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match s1 {
-            CpuStorage::F32(_) => gradient::<f32>(&self.0, (s1, l1), (s2, l2))?,
-            CpuStorage::F64(_) => gradient::<f64>(&self.0, (s1, l1), (s2, l2))?,
-            _ => candle_core::bail!("ctc: f32 or f64 log-probabilities"),
-        };
+        let out = run_host(self, &[(s1, l1), (s2, l2)])?;
         Ok((out, Shape::from(self.0.dims)))
     }
 }

@@ -387,6 +387,41 @@ impl<G: std::ops::Deref<Target = candle_core::Storage>, T: HostFloat> HostValues
     }
 }
 
+/// Whether the crate's custom CPU ops run on `t`: a CPU tensor of f32 or f64.
+pub(crate) fn host_float(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// The body of a custom CPU op, one for f32 and f64: the output's values from the
+/// operands' (contiguous) values.
+pub(crate) trait HostBody {
+    /// Runs the op in `T`.
+    fn run<T: HostFloat>(&self, operands: &[&[T]]) -> Result<Vec<T>>;
+}
+
+/// Runs `body` on f32 or f64 operands (all of the first one's type; anything else is an
+/// error) into a storage of that type.
+pub(crate) fn run_host(
+    body: &impl HostBody,
+    operands: &[(&CpuStorage, &Layout)],
+) -> Result<CpuStorage> {
+    fn typed<T: HostFloat>(
+        body: &impl HostBody,
+        operands: &[(&CpuStorage, &Layout)],
+    ) -> Result<CpuStorage> {
+        let v = operands
+            .iter()
+            .map(|(s, l)| values::<T>(s, l, "operand"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(T::storage(body.run(&v)?))
+    }
+    match operands.first().map(|(s, _)| *s) {
+        Some(CpuStorage::F32(_)) => typed::<f32>(body, operands),
+        Some(CpuStorage::F64(_)) => typed::<f64>(body, operands),
+        _ => candle_core::bail!("gru-candle: a custom CPU op takes f32 or f64 operands"),
+    }
+}
+
 /// The contiguous values of a storage of type `T` (the operand of a custom CPU op).
 pub(crate) fn values<'a, T: HostFloat>(
     s: &'a CpuStorage,

@@ -1,7 +1,7 @@
 //! The builders of `Conv2D`, `MaxPooling2D` and `AveragePooling2D` (channels_last).
 
 use super::build::ChainBuilder;
-use super::build_layers::padding;
+use super::build_layers::{padding, pooling_refused};
 use super::build_simple::pair;
 use super::unsupported;
 use super::{Conv2D, ModelLayer, Pooling2D};
@@ -79,11 +79,7 @@ impl ChainBuilder<'_> {
             _ => sizes(cfg, "strides", 0),
         };
         let (Some(size), Some(strides), true) = (size, strides, channels_last(cfg)) else {
-            let what = format!(
-                "layer {lname:?}: {class} with pool_size {}, strides {}, data_format {} (positive sizes, channels_last)",
-                cfg["pool_size"], cfg["strides"], cfg["data_format"]
-            );
-            return Err(unsupported(src, what));
+            return Err(pooling_refused(src, lname, class, cfg));
         };
         Ok(ModelLayer::Pooling2D(Pooling2D {
             max: class == "MaxPooling2D",

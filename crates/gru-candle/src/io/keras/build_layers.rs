@@ -6,7 +6,7 @@ use super::train::WeightRule;
 use super::{malformed, unsupported};
 use super::{BatchNorm, Conv1D, Embedding, LayerActivation, LayerNorm, ModelLayer};
 use super::{Padding1D, Pooling1D};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 use serde_json::Value;
 
@@ -91,11 +91,7 @@ impl ChainBuilder<'_> {
         let channels_last =
             cfg["data_format"].as_str().unwrap_or("channels_last") == "channels_last";
         let (Some(size), Some(stride), true) = (pool, stride, channels_last) else {
-            let what = format!(
-                "layer {lname:?}: {class} with pool_size {}, strides {}, data_format {} (positive sizes, channels_last)",
-                cfg["pool_size"], cfg["strides"], cfg["data_format"]
-            );
-            return Err(unsupported(src, what));
+            return Err(pooling_refused(src, lname, class, cfg));
         };
         Ok(ModelLayer::Pooling(Pooling1D {
             max: class == "MaxPooling1D",
@@ -189,6 +185,15 @@ impl ChainBuilder<'_> {
             compute_dtype: self.compute_dtype(cfg)?,
         }))
     }
+}
+
+/// The refusal of a pooling layer's sizes or data format, naming them.
+pub(super) fn pooling_refused(src: &str, lname: &str, class: &str, cfg: &Value) -> Error {
+    let what = format!(
+        "layer {lname:?}: {class} with pool_size {}, strides {}, data_format {} (positive sizes, channels_last)",
+        cfg["pool_size"], cfg["strides"], cfg["data_format"]
+    );
+    unsupported(src, what)
 }
 
 /// What [`ChainBuilder::conv_weights`] reads.

@@ -89,7 +89,7 @@ impl Conv1D {
             }));
         }
         let kernel = autocast(&self.kernel, self.compute_dtype)?;
-        let mut y = match super::conv_op::applies(&x) {
+        let mut y = match crate::paths::fused_cpu::host_float(&x) {
             true => {
                 let g = gru_core::conv2d::Conv2dGeometry {
                     batch: x.dim(0)?,

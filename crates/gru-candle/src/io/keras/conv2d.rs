@@ -97,7 +97,7 @@ impl Conv2D {
                 got: format!("{:?}", x.dims()),
             }));
         }
-        let mut y = match super::conv_op::applies(&x) {
+        let mut y = match crate::paths::fused_cpu::host_float(&x) {
             true => self.products(&x, (h, w), (top, left))?,
             false => self.candle_conv(&x, (top, bottom), (left, right))?,
         };

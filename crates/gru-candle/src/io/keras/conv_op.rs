@@ -9,17 +9,12 @@
 
 use crate::error::Result;
 use crate::paths::cpu_pool::CANDLE_POOL;
-use crate::paths::fused_cpu::HostFloat;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use crate::paths::fused_cpu::{run_host, HostBody, HostFloat};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use gru_core::conv2d::{
     conv2d_backward_input, conv2d_backward_kernel, conv2d_forward, Conv2dGeometry,
 };
 use gru_core::seq::{Team, Threads};
-
-/// Whether the custom ops run a convolution of `x` (on the CPU, in f32 or f64).
-pub(super) fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
-}
 
 /// `conv(x, kernel)` for geometry `g`: `x` (batch, h, w, in), `kernel` in Keras' layout;
 /// (batch, out_h, out_w, filters).
@@ -32,44 +27,27 @@ fn threads() -> Threads {
     Threads::new(CANDLE_POOL.size(), &CANDLE_POOL)
 }
 
-fn values<'a, T: HostFloat>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    n: usize,
-) -> candle_core::Result<&'a [T]> {
-    let v = T::values(s)
-        .ok_or_else(|| candle_core::Error::msg(format!("keras-conv: not {:?}", T::DTYPE)))?;
-    match l.contiguous_offsets() {
-        Some((a, b)) if b - a == n => Ok(&v[a..b]),
-        _ => candle_core::bail!("keras-conv needs a contiguous operand of {n} values"),
-    }
-}
-
-/// Runs `f` on the two operands in their float type; a storage of `n` outputs.
-fn run2(
-    (s1, l1, n1): (&CpuStorage, &Layout, usize),
-    (s2, l2, n2): (&CpuStorage, &Layout, usize),
-    n: usize,
-    f32_op: impl Fn(&[f32], &[f32], &mut [f32]),
-    f64_op: impl Fn(&[f64], &[f64], &mut [f64]),
-) -> candle_core::Result<CpuStorage> {
-    match s1 {
-        CpuStorage::F32(_) => {
-            let mut out = vec![0f32; n];
-            f32_op(values(s1, l1, n1)?, values(s2, l2, n2)?, &mut out);
-            Ok(CpuStorage::F32(out))
-        }
-        CpuStorage::F64(_) => {
-            let mut out = vec![0f64; n];
-            f64_op(values(s1, l1, n1)?, values(s2, l2, n2)?, &mut out);
-            Ok(CpuStorage::F64(out))
-        }
-        _ => candle_core::bail!("keras-conv: f32 or f64 operands only"),
+/// The two operands, checked to hold `n` values each.
+fn sized<'a, T>(v: &[&'a [T]], n: [usize; 2]) -> candle_core::Result<(&'a [T], &'a [T])> {
+    match v {
+        [a, b] if a.len() == n[0] && b.len() == n[1] => Ok((a, b)),
+        _ => candle_core::bail!("keras-conv: operands of {n:?} values expected"),
     }
 }
 
 /// The forward: `(x, kernel) -> y`.
 struct Forward(Conv2dGeometry);
+
+impl HostBody for Forward {
+    fn run<T: HostFloat>(&self, v: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let g = self.0;
+        let (nx, nk, ny) = g.sizes();
+        let (x, k) = sized(v, [nx, nk])?;
+        let mut y = vec![T::ZERO; ny];
+        conv2d_forward(&g, x, k, &mut y, threads());
+        Ok(y)
+    }
+}
 
 impl CustomOp2 for Forward {
     fn name(&self) -> &'static str {
@@ -84,16 +62,8 @@ impl CustomOp2 for Forward {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (nx, nk, ny) = g.sizes();
-        let out = run2(
-            (s1, l1, nx),
-            (s2, l2, nk),
-            ny,
-            |x, k, y| conv2d_forward(&g, x, k, y, threads()),
-            |x, k, y| conv2d_forward(&g, x, k, y, threads()),
-        )?;
         let shape = (g.batch, g.output.0, g.output.1, g.filters);
-        Ok((out, Shape::from(shape)))
+        Ok((run_host(self, &[(s1, l1), (s2, l2)])?, Shape::from(shape)))
     }
 
     fn bwd(
@@ -120,6 +90,17 @@ impl CustomOp2 for Forward {
 /// The input's gradient: `(dy, kernel) -> dx`.
 struct InputGrad(Conv2dGeometry);
 
+impl HostBody for InputGrad {
+    fn run<T: HostFloat>(&self, v: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let g = self.0;
+        let (nx, nk, ny) = g.sizes();
+        let (dy, k) = sized(v, [ny, nk])?;
+        let mut dx = vec![T::ZERO; nx];
+        conv2d_backward_input(&g, dy, k, &mut dx, threads());
+        Ok(dx)
+    }
+}
+
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
         "keras-conv2d-input-grad"
@@ -133,21 +114,25 @@ impl CustomOp2 for InputGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (nx, nk, ny) = g.sizes();
-        let out = run2(
-            (s1, l1, ny),
-            (s2, l2, nk),
-            nx,
-            |dy, k, dx| conv2d_backward_input(&g, dy, k, dx, threads()),
-            |dy, k, dx| conv2d_backward_input(&g, dy, k, dx, threads()),
-        )?;
         let (h, w, c) = g.input;
+        let out = run_host(self, &[(s1, l1), (s2, l2)])?;
         Ok((out, Shape::from((g.batch, h, w, c))))
     }
 }
 
 /// The kernel's gradient: `(x, dy) -> dkernel`, in Keras' layout.
 struct KernelGrad(Conv2dGeometry);
+
+impl HostBody for KernelGrad {
+    fn run<T: HostFloat>(&self, v: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let g = self.0;
+        let (nx, nk, ny) = g.sizes();
+        let (x, dy) = sized(v, [nx, ny])?;
+        let mut dk = vec![T::ZERO; nk];
+        conv2d_backward_kernel(&g, x, dy, &mut dk, threads());
+        Ok(dk)
+    }
+}
 
 impl CustomOp2 for KernelGrad {
     fn name(&self) -> &'static str {
@@ -162,15 +147,8 @@ impl CustomOp2 for KernelGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (nx, nk, ny) = g.sizes();
-        let out = run2(
-            (s1, l1, nx),
-            (s2, l2, ny),
-            nk,
-            |x, dy, dk| conv2d_backward_kernel(&g, x, dy, dk, threads()),
-            |x, dy, dk| conv2d_backward_kernel(&g, x, dy, dk, threads()),
-        )?;
         let (kh, kw) = g.kernel;
+        let out = run_host(self, &[(s1, l1), (s2, l2)])?;
         Ok((out, Shape::from((kh, kw, g.input.2 / g.groups, g.filters))))
     }
 }

@@ -51,7 +51,7 @@ impl Window {
 /// window, else the mean of the positions it covers. On the CPU in f32/f64 gru-core's
 /// loops run it ([`host`]); elsewhere the windows are gathered with tensor ops.
 pub(super) fn pool(x: &Tensor, windows: &[Window], max: bool) -> Result<Tensor> {
-    match x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+    match crate::paths::fused_cpu::host_float(x) {
         true => host::pool(x, windows, max),
         false => gathered(x, windows, max),
     }
@@ -92,7 +92,7 @@ fn gathered(x: &Tensor, windows: &[Window], max: bool) -> Result<Tensor> {
 mod host {
     use super::Window;
     use crate::error::{Error, Result};
-    use crate::paths::fused_cpu::{values, HostFloat};
+    use crate::paths::fused_cpu::{run_host, HostBody, HostFloat};
     use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
     use gru_core::pool2d::Pool2dGeometry;
 
@@ -146,18 +146,15 @@ mod host {
         }
     }
 
-    fn forward<T: HostFloat>(
-        p: &Pool,
-        s: &CpuStorage,
-        l: &Layout,
-    ) -> candle_core::Result<CpuStorage> {
-        let x = values::<T>(s, l, "pooling input")?;
-        let mut y = vec![T::ZERO; p.g.sizes().1];
-        match p.max {
-            true => p.g.max_forward(x, &mut y),
-            false => p.g.avg_forward(x, &mut y),
+    impl HostBody for Pool {
+        fn run<T: HostFloat>(&self, v: &[&[T]]) -> candle_core::Result<Vec<T>> {
+            let mut y = vec![T::ZERO; self.g.sizes().1];
+            match self.max {
+                true => self.g.max_forward(v[0], &mut y),
+                false => self.g.avg_forward(v[0], &mut y),
+            }
+            Ok(y)
         }
-        Ok(T::storage(y))
     }
 
     impl CustomOp1 for Pool {
@@ -166,12 +163,7 @@ mod host {
         }
 
         fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            let out = match s {
-                CpuStorage::F32(_) => forward::<f32>(self, s, l)?,
-                CpuStorage::F64(_) => forward::<f64>(self, s, l)?,
-                _ => candle_core::bail!("pooling: f32 or f64"),
-            };
-            Ok((out, self.out_shape(l.dims().len())))
+            Ok((run_host(self, &[(s, l)])?, self.out_shape(l.dims().len())))
         }
 
         fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -182,21 +174,18 @@ mod host {
     /// `(x, dy) -> dx`.
     struct Grad(Pool);
 
-    fn backward<T: HostFloat>(
-        p: &Pool,
-        (s1, l1): (&CpuStorage, &Layout),
-        (s2, l2): (&CpuStorage, &Layout),
-    ) -> candle_core::Result<CpuStorage> {
-        let (x, dy) = (
-            values::<T>(s1, l1, "pooling input")?,
-            values::<T>(s2, l2, "pooling gradient")?,
-        );
-        let mut dx = vec![T::ZERO; p.g.sizes().0];
-        match p.max {
-            true => p.g.max_backward(x, dy, &mut dx),
-            false => p.g.avg_backward(dy, &mut dx),
+    impl HostBody for Grad {
+        fn run<T: HostFloat>(&self, v: &[&[T]]) -> candle_core::Result<Vec<T>> {
+            let (p, [x, dy]) = (&self.0, v) else {
+                candle_core::bail!("pooling gradient: two operands");
+            };
+            let mut dx = vec![T::ZERO; p.g.sizes().0];
+            match p.max {
+                true => p.g.max_backward(x, dy, &mut dx),
+                false => p.g.avg_backward(dy, &mut dx),
+            }
+            Ok(dx)
         }
-        Ok(T::storage(dx))
     }
 
     impl CustomOp2 for Grad {
@@ -211,11 +200,7 @@ mod host {
             s2: &CpuStorage,
             l2: &Layout,
         ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let out = match s1 {
-                CpuStorage::F32(_) => backward::<f32>(&self.0, (s1, l1), (s2, l2))?,
-                CpuStorage::F64(_) => backward::<f64>(&self.0, (s1, l1), (s2, l2))?,
-                _ => candle_core::bail!("pooling: f32 or f64"),
-            };
+            let out = run_host(self, &[(s1, l1), (s2, l2)])?;
             Ok((out, l1.shape().clone()))
         }
     }

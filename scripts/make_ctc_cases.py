@@ -3,7 +3,8 @@
 gradient with respect to the logits) and `keras.ops.ctc_decode` (greedy) with Keras 3.15.1
 (TensorFlow backend, CPU) on random logits, for targets with repeated labels (a blank
 between them is required), padded targets and outputs shorter than the tensor, a blank
-index other than 0, and a target too long for its output.
+index other than 0, and a target too long for its output; and
+`keras.ops.ctc_decode(strategy="beam_search")` (`beam_cases`).
 
     python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (keras, tf)
     target/anchors-venv/bin/python scripts/make_ctc_cases.py tests/data/ctc/ctc_cases.json
@@ -44,6 +45,47 @@ def case(name, logits, target, target_length, output_length, mask_index):
     }
 
 
+def beam_case(name, logits, output_length, beam_width, top_paths, mask_index):
+    decoded, scores = keras.ops.ctc_decode(logits, output_length, strategy="beam_search",
+                                           beam_width=beam_width, top_paths=top_paths,
+                                           mask_index=mask_index)
+    return {
+        "name": name,
+        "logits": np.asarray(logits).astype(np.float64).tolist(),
+        "output_length": list(map(int, output_length)),
+        "beam_width": beam_width,
+        "top_paths": top_paths,
+        "mask_index": mask_index,
+        "decoded": [np.asarray(d).tolist() for d in decoded],
+        "scores": np.asarray(scores).astype(np.float64).tolist(),
+    }
+
+
+def beam_cases():
+    """`keras.ops.ctc_decode(strategy="beam_search")`: narrow beams (prefixes fall out and
+    come back), several paths, the blank first, last and in the middle, raw logits and
+    log-probabilities, outputs shorter than the tensor."""
+    rng = np.random.default_rng(78)
+    out = []
+    logits = rng.normal(size=(4, 15, 6)).astype(np.float32) * 2.0
+    out.append(beam_case("narrow_blank_first", logits, [15, 11, 15, 4], 3, 3, 0))
+    logits = rng.normal(size=(3, 20, 5)).astype(np.float32) * 1.5
+    out.append(beam_case("blank_last", logits, [20, 20, 13], 5, 2, 4))
+    logits = rng.normal(size=(3, 18, 7)).astype(np.float32)
+    logp = np.asarray(tf.nn.log_softmax(logits)).astype(np.float32)
+    out.append(beam_case("log_probs_blank_middle", logp, [18, 9, 16], 8, 4, 3))
+    # Peaked frames: repeated labels with and without a blank between them.
+    peaks = np.array([1, 1, 0, 1, 2, 2, 2, 0, 0, 3, 0, 3, 3, 1, 0, 2])
+    logits = rng.normal(size=(2, 16, 4)).astype(np.float32) * 0.5
+    logits[0, np.arange(16), peaks] += 4.0
+    logits[1, np.arange(16), peaks[::-1]] += 2.0
+    out.append(beam_case("repeats", logits, [16, 16], 10, 3, 0))
+    # Keras' defaults: beam_width 100, one path.
+    logits = rng.normal(size=(2, 30, 9)).astype(np.float32) * 2.0
+    out.append(beam_case("default_width", logits, [30, 22], 100, 1, 0))
+    return out
+
+
 def main(path):
     rng = np.random.default_rng(77)
     cases = []
@@ -62,7 +104,7 @@ def main(path):
     cases.append(case("too_long_for_output", logits, target, [3, 3], [5, 4], 0))
     with open(path, "w") as fh:
         json.dump({"keras_version": keras.__version__, "tensorflow_version": tf.__version__,
-                   "cases": cases}, fh)
+                   "cases": cases, "beam_cases": beam_cases()}, fh)
     for cs in cases:
         print(cs["name"], cs["loss"], cs["greedy_scores"])
 

@@ -1,17 +1,27 @@
-//! The CTC cases of tests/data/ctc (Keras 3.15.1's `keras.ops.ctc_loss` and greedy
-//! `keras.ops.ctc_decode`, made by scripts/make_ctc_cases.py), checked on a device.
+//! The CTC cases of tests/data/ctc (Keras 3.15.1's `keras.ops.ctc_loss` and
+//! `keras.ops.ctc_decode`, greedy and beam search, made by scripts/make_ctc_cases.py),
+//! checked on a device.
 
 use super::{flat, max_diff};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_gru::candle::ctc::{ctc_greedy_decode, ctc_loss};
+use candle_gru::candle::ctc::{ctc_beam_search_decode, ctc_greedy_decode, ctc_loss};
 use gru_support::golden::Array;
 use serde_json::Value;
 
-/// The cases.
+/// The loss and greedy cases.
 pub fn cases() -> Vec<Value> {
+    all("cases")
+}
+
+/// The beam search cases.
+pub fn beam_cases() -> Vec<Value> {
+    all("beam_cases")
+}
+
+fn all(key: &str) -> Vec<Value> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ctc/ctc_cases.json");
     let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    all["cases"].as_array().unwrap().clone()
+    all[key].as_array().unwrap().clone()
 }
 
 fn tensor(v: &Value, dtype: DType, dev: &Device) -> Tensor {
@@ -96,4 +106,36 @@ pub fn check_greedy(dev: &Device) {
             d.scores
         );
     }
+}
+
+/// Every beam search case's labelings (each rank, Keras' dense form) and scores on `dev`
+/// against Keras'; returns the largest score error.
+pub fn check_beam(dev: &Device) -> f64 {
+    let mut worst: f64 = 0.0;
+    for c in beam_cases() {
+        let name = c["name"].as_str().unwrap();
+        let logits = tensor(&c["logits"], DType::F32, dev);
+        let blank = c["mask_index"].as_u64().unwrap() as usize;
+        let ol = lengths(&c["output_length"]);
+        let width = c["beam_width"].as_u64().unwrap() as usize;
+        let top = c["top_paths"].as_u64().unwrap() as usize;
+        let paths = ctc_beam_search_decode(&logits, &ol, width, top, blank).unwrap();
+        assert_eq!(paths.len(), top, "{name}");
+        let frames = logits.dim(1).unwrap();
+        let keras_scores = tensor(&c["scores"], DType::F64, &Device::Cpu);
+        for (k, path) in paths.iter().enumerate() {
+            let dense = path.dense(frames, dev).unwrap();
+            let keras = Array::from_json(&c["decoded"][k]).unwrap().data;
+            assert_eq!(flat(&dense), keras, "{name}: path {k}");
+            let keras = flat(&keras_scores.narrow(1, k, 1).unwrap());
+            let err = max_diff(&path.scores, &keras);
+            assert!(
+                err < 1e-4,
+                "{name}: path {k}: scores {:?} vs {keras:?}",
+                path.scores
+            );
+            worst = worst.max(err);
+        }
+    }
+    worst
 }

@@ -35,9 +35,11 @@ pub fn conv_models_match_keras(target: &Target) {
     }
 }
 
-/// The CTC cases on the target: losses, gradients, greedy labels and scores.
+/// The CTC cases on the target: losses, gradients, greedy and beam search labels and scores.
 pub fn ctc_matches_keras(target: &Target) {
     let worst = ctc_cases::check_losses(&target.dev, 2e-5, tolerance(target).max(2e-6));
     println!("ctc losses and gradients within {worst:.2e} of Keras");
     ctc_cases::check_greedy(&target.dev);
+    let beam = ctc_cases::check_beam(&target.dev);
+    println!("ctc beam search scores within {beam:.2e} of Keras");
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod constraint;
 pub mod conv2d;
 pub mod ctc;
+pub mod ctc_beam;
 pub mod dispatch;
 pub mod error;
 pub mod initializer;

@@ -25,7 +25,8 @@ pub(super) fn loss(
     Ok(logp.contiguous()?.apply_op1(op)?)
 }
 
-fn threads() -> Threads {
+/// Candle's CPU workers.
+pub(super) fn threads() -> Threads {
     Threads::new(CANDLE_POOL.size(), &CANDLE_POOL)
 }
 

@@ -1,7 +1,7 @@
 //! Connectionist temporal classification, as Keras computes it: `keras.ops.ctc_loss` (the
 //! loss of speech and text-recognition models whose GRUs emit one distribution per frame,
-//! such as keras.io's DeepSpeech2 and captcha OCR models) and the greedy
-//! `keras.ops.ctc_decode`.
+//! such as keras.io's DeepSpeech2 and captcha OCR models) and `keras.ops.ctc_decode`,
+//! greedy and beam search.
 //!
 //! The loss is the forward algorithm in log space over the target with a blank between and
 //! around its labels, written in differentiable tensor ops: its gradient is the exact
@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
-//! use gru_candle::ctc::{ctc_greedy_decode, ctc_loss};
+//! use gru_candle::ctc::{ctc_beam_search_decode, ctc_greedy_decode, ctc_loss};
 //!
 //! let dev = Device::Cpu;
 //! // Two samples, 6 frames, 4 classes (0 is the blank).
@@ -22,11 +22,15 @@
 //! let loss = ctc_loss(&targets, &logits, &[3, 1], &[6, 4], 0)?; // (2,)
 //! let decoded = ctc_greedy_decode(&logits, &[6, 4], true, 0)?;
 //! assert_eq!(decoded.labels.len(), 2);
+//! // The 3 most probable labelings of each sample, a beam of 10.
+//! let best = ctc_beam_search_decode(&logits, &[6, 4], 10, 3, 0)?;
+//! assert_eq!((best.len(), best[0].labels.len()), (3, 2));
 //! # Ok::<(), gru_candle::Error>(())
 //! ```
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
+use gru_core::ctc_beam::beam_search_batch;
 use gru_core::GruError;
 
 mod graph;
@@ -158,14 +162,15 @@ fn read_targets(
     Ok(labels)
 }
 
-/// What [`ctc_greedy_decode`] returns.
+/// What [`ctc_greedy_decode`] returns, and [`ctc_beam_search_decode`] for each rank.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CtcDecoded {
     /// Each sample's labels: the most likely class of each of its frames, repeats merged
     /// (with `merge_repeated`), blanks removed.
     pub labels: Vec<Vec<u32>>,
-    /// Each sample's score as Keras gives it: minus the sum over its frames of the
-    /// largest logit.
+    /// Each sample's score as Keras gives it: for greedy decoding minus the sum over its
+    /// frames of the largest logit; for beam search the labeling's log-probability
+    /// ([`ctc_beam_search_decode`]).
     pub scores: Vec<f64>,
 }
 
@@ -212,6 +217,93 @@ pub fn ctc_greedy_decode(
         scores.push(-top[..n].iter().sum::<f64>());
     }
     Ok(CtcDecoded { labels, scores })
+}
+
+/// The most bytes a beam search's prefix tree may take (about 48 bytes per prefix, at most
+/// `beam_width` new prefixes per frame): 8 GiB.
+const MAX_BEAM_BYTES: u128 = 8 << 30;
+
+/// Keras' `keras.ops.ctc_decode(output, output_length, strategy="beam_search", beam_width,
+/// top_paths, mask_index)` as its TensorFlow backend computes it (TensorFlow's CTC beam
+/// search, [`gru_core::ctc_beam`]): the `top_paths` most probable labelings of each sample,
+/// best first, element `k` holding every sample's `k`-th labeling.
+///
+/// Each frame goes through a log-softmax first, as in TensorFlow, so `output` may hold
+/// logits or log-probabilities, and the scores (`CtcDecoded::scores`, Keras'
+/// `scores[:, k]`) are the log-probabilities the search gathered for each labeling (with a
+/// beam as wide as every labeling, exactly `-ctc_loss` of it). Keras' `merge_repeated` has
+/// no effect on this strategy in Keras' TensorFlow backend, and has none here: a
+/// labeling's repeats are those its frames put a blank between.
+///
+/// Errors: `beam_width` 0, `top_paths` 0 or above `beam_width`, a sample whose beam holds
+/// fewer labelings than `top_paths` (TensorFlow refuses these too), inputs that are NaN or
+/// plus infinity, and a beam past 8 GiB of prefixes.
+pub fn ctc_beam_search_decode(
+    output: &Tensor,
+    output_length: &[usize],
+    beam_width: usize,
+    top_paths: usize,
+    mask_index: usize,
+) -> Result<Vec<CtcDecoded>> {
+    let dims = output_dims(output, output_length, mask_index)?;
+    if beam_width == 0 || top_paths == 0 || top_paths > beam_width {
+        let expected = "beam_width >= 1 and top_paths in 1..=beam_width".into();
+        let got = format!("beam_width {beam_width}, top_paths {top_paths}");
+        return Err(shape_error("CTC beam search", expected, got));
+    }
+    check_beam_size(dims, beam_width)?;
+    let values = output
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    if let Some(bad) = values.iter().find(|v| v.is_nan() || **v == f64::INFINITY) {
+        let expected = "finite logits or log-probabilities (minus infinity allowed)".into();
+        return Err(shape_error(
+            "CTC beam search input",
+            expected,
+            bad.to_string(),
+        ));
+    }
+    let params = (mask_index, beam_width, top_paths);
+    let found = beam_search_batch(&values, dims, output_length, params, host::threads());
+    let mut paths: Vec<CtcDecoded> = (0..top_paths)
+        .map(|_| CtcDecoded {
+            labels: Vec::with_capacity(dims.0),
+            scores: Vec::with_capacity(dims.0),
+        })
+        .collect();
+    for (b, sample) in found.into_iter().enumerate() {
+        if sample.len() < top_paths {
+            let expected = format!("at least {top_paths} labelings (top_paths)");
+            let got = format!("{} for sample {b}", sample.len());
+            return Err(shape_error("CTC beam search", expected, got));
+        }
+        for (k, path) in sample.into_iter().enumerate() {
+            paths[k].labels.push(path.labels);
+            paths[k].scores.push(path.score);
+        }
+    }
+    Ok(paths)
+}
+
+/// A beam's prefix tree within [`MAX_BEAM_BYTES`]: at most `beam_width` new prefixes a frame
+/// (fewer while the labelings are fewer), each about 48 bytes.
+fn check_beam_size((_, frames, classes): (usize, usize, usize), beam_width: usize) -> Result<()> {
+    let mut reachable: u128 = 1;
+    let mut prefixes: u128 = 0;
+    for _ in 0..frames {
+        reachable = reachable.saturating_mul(classes as u128);
+        prefixes = prefixes.saturating_add(reachable.min(beam_width as u128));
+    }
+    let needed = prefixes.saturating_mul(48);
+    match needed <= MAX_BEAM_BYTES {
+        true => Ok(()),
+        false => Err(Error::Gru(GruError::TooLarge {
+            what: format!("a CTC beam search of width {beam_width} over {frames} frames"),
+            limit: format!("{MAX_BEAM_BYTES} bytes of prefixes"),
+            needed: format!("{needed} bytes"),
+        })),
+    }
 }
 
 #[cfg(test)]

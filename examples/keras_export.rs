@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 30] = [
+const MODELS: [&str; 31] = [
     "embedding_bigru_layernorm_average_pool.keras",
     "siamese_nested_encoder.keras",
     "shared_dense_and_gru.keras",
@@ -40,6 +40,7 @@ const MODELS: [&str; 30] = [
     "conv1d_pooling_gru.keras",
     "deepspeech2_conv2d_bigru.keras",
     "crnn_ocr_conv2d_pooling.keras",
+    "video_classifier_mask_input.keras",
     "training_regularized.keras",
     "keras2_embedding_bigru.h5",
     "keras2_conv_norm_gru.h5",

@@ -27,7 +27,7 @@ def main(d):
         extra = case.get("extra_inputs") or []
         dtypes = case.get("extra_input_dtypes") or [dtype] * len(extra)
         x = [np.array(case["inputs"], dtype=dtype)]
-        x += [np.array(v, dtype="int32" if d == "int32" else "float32") for v, d in zip(extra, dtypes)]
+        x += [np.array(v, dtype=d if d in ("int32", "bool") else "float32") for v, d in zip(extra, dtypes)]
         x = x[0] if len(x) == 1 else x
         want = np.array(case["expected"]["data"]).reshape(case["expected"]["shape"])
         line = []

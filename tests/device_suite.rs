@@ -34,6 +34,7 @@ suite_tests! { Some(Target::cpu());
     step_kernels_on_host_bad_input_is_typed => suite::step_kernels_bad_input_is_typed,
     cells_match_keras_on_the_cpu => suite::cells_match_keras,
     conv_models_match_keras_on_the_cpu => suite::conv_models_match_keras,
+    mask_input_models_match_keras_on_the_cpu => suite::mask_input_models_match_keras,
     ctc_matches_keras_on_the_cpu => suite::ctc_matches_keras,
     step_kernels_memory_test_setup_on_the_cpu =>
         |t: &Target| suite::step_kernels_memory_is_steady(t, 20, Duration::from_secs(10)),

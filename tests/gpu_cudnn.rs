@@ -35,6 +35,7 @@ suite_tests! { Target::cuda();
     gpu_step_kernels_bad_input_is_typed => suite::step_kernels_bad_input_is_typed,
     gpu_cells_match_keras => suite::cells_match_keras,
     gpu_conv_models_match_keras => suite::conv_models_match_keras,
+    gpu_mask_input_models_match_keras => suite::mask_input_models_match_keras,
     gpu_ctc_matches_keras => suite::ctc_matches_keras,
     gpu_step_kernels_memory_is_steady_over_10000_training_calls =>
         |t: &Target| suite::step_kernels_memory_is_steady(t, 10_000, Duration::from_secs(25)),

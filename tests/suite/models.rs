@@ -1,7 +1,8 @@
 //! Keras models with convolutional front ends (keras.io's DeepSpeech2 and captcha OCR
 //! models, Conv2D's and the poolings' settings, 1-D convolutions and poolings, a CNN on every
-//! video frame) and CTC on a target: outputs, Keras' loss and every gradient, CTC losses,
-//! gradients and greedy decoding, against Keras 3.15.1.
+//! video frame), models whose masks come in as boolean inputs, and CTC on a target: outputs,
+//! Keras' loss and every gradient; CTC losses, gradients, greedy and beam search decoding;
+//! against Keras 3.15.1.
 
 use crate::common::ctc_cases;
 use crate::common::keras_cases::check_gradients_on;
@@ -31,6 +32,19 @@ fn tolerance(target: &Target) -> f64 {
 pub fn conv_models_match_keras(target: &Target) {
     for name in CONV_MODEL_CASES {
         let worst = check_gradients_on(name, &target.dev, tolerance(target));
+        println!("{name:<32} outputs and gradients within {worst:.2e} of Keras");
+    }
+}
+
+/// The model cases of tests/data/models made by scripts/make_keras_mask_input_cases.py:
+/// boolean model inputs handed to layers as their `mask` argument.
+pub const MASK_INPUT_CASES: [&str; 2] = ["video_classifier_mask_input", "mask_input_everywhere"];
+
+/// Every mask-input model case on the target: outputs, loss and gradients (the fused and
+/// cuDNN GRU paths under masks; no convolution, so f32 round-off on every target).
+pub fn mask_input_models_match_keras(target: &Target) {
+    for name in MASK_INPUT_CASES {
+        let worst = check_gradients_on(name, &target.dev, 2e-6);
         println!("{name:<32} outputs and gradients within {worst:.2e} of Keras");
     }
 }

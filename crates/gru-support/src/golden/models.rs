@@ -85,6 +85,8 @@ pub fn case_inputs(case: &Value) -> anyhow::Result<Vec<Tensor>> {
     let dtype = |name: Option<&str>| match name {
         None | Some("float32") => Ok(DType::F32),
         Some("int32") => Ok(DType::I64),
+        // A boolean mask input, written as 0/1.
+        Some("bool") => Ok(DType::U8),
         Some(other) => anyhow::bail!("unknown input dtype {other:?}"),
     };
     let first = dtype(case["input_dtype"].as_str())?;

@@ -381,7 +381,10 @@ pub(super) fn graph_inbound(
             return Err(unsupported(source, what));
         }
         let (node, tensor, from_mask_op) = find(m)?;
-        if !from_mask_op {
+        // A boolean tensor is a mask whatever made it (a boolean model input: keras.io's
+        // video classifier hands one to its GRU).
+        let boolean = m["config"]["dtype"].as_str() == Some("bool");
+        if !from_mask_op && !boolean {
             let what = format!(
                 "layer {lname:?}: its mask argument is the output of {:?}, which computes no mask",
                 m["config"]["keras_history"][0]

@@ -133,7 +133,7 @@ impl Run<'_> {
             .iter()
             .map(|m| {
                 m.as_ref()
-                    .map(|s| self.take(s, slots).map(|t| t.x))
+                    .map(|s| self.take(s, slots).and_then(|t| as_mask(&t.x)))
                     .transpose()
             })
             .collect::<Result<_>>()?;
@@ -499,5 +499,15 @@ fn step(
         outs,
         mask,
         gru_activity,
+    })
+}
+
+/// A `mask` argument as the u8 mask (1 = keep) layers take: the output of a recorded mask
+/// operation as it is, a boolean model input given as u8, another integer or a float
+/// dtype as its non-zero entries.
+fn as_mask(x: &Tensor) -> Result<Tensor> {
+    Ok(match x.dtype() {
+        DType::U8 => x.ne(0u8)?,
+        _ => x.ne(0.0)?,
     })
 }

@@ -2,7 +2,7 @@
 //! `tests/data/models/deepspeech2_conv2d_bigru.keras`: Conv2D over a spectrogram of any
 //! length, bidirectional GRUs, a per-frame softmax) learns to transcribe synthetic
 //! spectrograms of 2..=4 "phonemes", trained with `ctc::ctc_loss` and read out with
-//! `ctc::ctc_greedy_decode`; the tuned model is written back as a `.keras` file Keras
+//! `ctc::ctc_greedy_decode` (and, at the end, `ctc::ctc_beam_search_decode`); the tuned model is written back as a `.keras` file Keras
 //! loads. Prints one line per epoch (CTC loss, held-out exact transcriptions) and a few
 //! transcriptions.
 //!
@@ -11,7 +11,7 @@
 use candle_core::Device;
 use candle_gru::candle::ctc::ctc_greedy_decode;
 use candle_gru::candle::io::keras::ModelCall;
-use gru_support::speech::{batch, train, utterance, SpeechConfig, PHONEMES};
+use gru_support::speech::{batch, exact, train, utterance, Decoding, SpeechConfig, PHONEMES};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::path::Path;
@@ -30,6 +30,12 @@ fn main() -> anyhow::Result<()> {
             e.elapsed_s
         )
     })?;
+    let beam = exact(&report.model, &report.test_set, &dev, Decoding::Beam(16))?;
+    println!(
+        "held-out exact: greedy {:.1}%, beam search (width 16) {:.1}%",
+        100.0 * report.epochs.last().map_or(0.0, |e| e.test_exact),
+        100.0 * beam
+    );
     let mut rng = StdRng::seed_from_u64(99);
     let fresh: Vec<_> = (0..5).map(|_| utterance(&mut rng)).collect();
     let b = batch(&fresh.iter().collect::<Vec<_>>(), &dev)?;

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device};
 use candle_gru::candle::io::keras::KerasModel;
-use gru_support::speech::{batch, train, utterance, SpeechConfig};
+use gru_support::speech::{batch, exact, train, utterance, Decoding, SpeechConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::path::Path;
@@ -24,6 +24,9 @@ fn ctc_fine_tuning_transcribes_held_out_utterances() {
         "held-out exact {:.3}",
         last.test_exact
     );
+    // Beam search reads the same distributions at least about as well.
+    let beam = exact(&report.model, &report.test_set, &dev, Decoding::Beam(16)).unwrap();
+    assert!(beam >= 0.9, "held-out exact with beam search {beam:.3}");
     assert!(
         last.loss < 0.5 * first.loss,
         "{} -> {}",

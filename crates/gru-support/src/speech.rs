@@ -13,7 +13,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Optimizer, VarMap};
-use gru_candle::ctc::{ctc_greedy_decode, ctc_loss};
+use gru_candle::ctc::{ctc_beam_search_decode, ctc_greedy_decode, ctc_loss};
 use gru_candle::io::keras::{KerasModel, ModelCall};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -165,6 +165,8 @@ pub struct SpeechReport {
     pub model: KerasModel,
     /// Its variables.
     pub varmap: VarMap,
+    /// The held-out utterances the epochs were scored on.
+    pub test_set: Vec<Utterance>,
 }
 
 /// The per-frame log-probabilities of the model for a batch (its softmax output, logged;
@@ -178,14 +180,34 @@ fn log_probs(model: &KerasModel, x: &Tensor, training: bool) -> gru_candle::Resu
     Ok(out.outputs[0].clamp(1e-7f32, 1.0)?.log()?)
 }
 
+/// How transcriptions are read from the per-frame distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoding {
+    /// The best class of each frame (`ctc_greedy_decode`).
+    Greedy,
+    /// The most probable labeling a beam of this width finds (`ctc_beam_search_decode`).
+    Beam(usize),
+}
+
 /// The share of utterances transcribed exactly.
-pub fn exact(model: &KerasModel, set: &[Utterance], device: &Device) -> gru_candle::Result<f64> {
+pub fn exact(
+    model: &KerasModel,
+    set: &[Utterance],
+    device: &Device,
+    decoding: Decoding,
+) -> gru_candle::Result<f64> {
     let mut right = 0usize;
     for chunk in set.chunks(64) {
         let items: Vec<&Utterance> = chunk.iter().collect();
         let b = batch(&items, device)?;
         let lp = log_probs(model, &b.x, false)?;
-        let decoded = ctc_greedy_decode(&lp, &b.output_length, true, PHONEMES)?;
+        let decoded = match decoding {
+            Decoding::Greedy => ctc_greedy_decode(&lp, &b.output_length, true, PHONEMES)?,
+            Decoding::Beam(width) => {
+                let mut best = ctc_beam_search_decode(&lp, &b.output_length, width, 1, PHONEMES)?;
+                best.swap_remove(0)
+            }
+        };
         right += decoded
             .labels
             .iter()
@@ -239,7 +261,7 @@ pub fn train(
         let stats = SpeechEpoch {
             epoch,
             loss: loss_sum / steps as f64,
-            test_exact: exact(&model, &test_set, device)?,
+            test_exact: exact(&model, &test_set, device, Decoding::Greedy)?,
             elapsed_s: start.elapsed().as_secs_f64(),
         };
         on_epoch(&stats);
@@ -249,5 +271,6 @@ pub fn train(
         epochs,
         model,
         varmap,
+        test_set,
     })
 }

@@ -84,6 +84,11 @@ fn bad_beam_settings_are_typed_errors() {
     assert!(shape(ctc_beam_search_decode(&nan, &[1], 2, 1, 0)));
     let inf = Tensor::new(&[[[0f32, f32::INFINITY]]], dev).unwrap();
     assert!(shape(ctc_beam_search_decode(&inf, &[1], 2, 1, 0)));
+    let nothing = Tensor::new(&[[[f32::NEG_INFINITY, f32::NEG_INFINITY]]], dev).unwrap();
+    assert!(shape(ctc_beam_search_decode(&nothing, &[1], 2, 1, 0)));
+    // Frames past a sample's length are not read.
+    let padded = Tensor::new(&[[[0f32, -1.0], [f32::NAN, f32::NAN]]], dev).unwrap();
+    assert!(ctc_beam_search_decode(&padded, &[1], 2, 1, 0).is_ok());
     let never = Tensor::new(&[[[0f32, f32::NEG_INFINITY, -0.5]]], dev).unwrap();
     let got = ctc_beam_search_decode(&never, &[1], 3, 2, 0).unwrap();
     assert_eq!((&got[0].labels[0], &got[1].labels[0]), (&vec![], &vec![2]));

@@ -165,8 +165,9 @@ fn read_targets(
 /// What [`ctc_greedy_decode`] returns, and [`ctc_beam_search_decode`] for each rank.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CtcDecoded {
-    /// Each sample's labels: the most likely class of each of its frames, repeats merged
-    /// (with `merge_repeated`), blanks removed.
+    /// Each sample's labels, blanks removed: for greedy decoding the most likely class of
+    /// each of its frames, repeats merged (with `merge_repeated`); for beam search the
+    /// labeling found.
     pub labels: Vec<Vec<u32>>,
     /// Each sample's score as Keras gives it: for greedy decoding minus the sum over its
     /// frames of the largest logit; for beam search the labeling's log-probability
@@ -237,7 +238,8 @@ const MAX_BEAM_BYTES: u128 = 8 << 30;
 ///
 /// Errors: `beam_width` 0, `top_paths` 0 or above `beam_width`, a sample whose beam holds
 /// fewer labelings than `top_paths` (TensorFlow refuses these too), inputs that are NaN or
-/// plus infinity, and a beam past 8 GiB of prefixes.
+/// plus infinity or a frame minus infinity for every class, and a beam past 8 GiB of
+/// prefixes.
 pub fn ctc_beam_search_decode(
     output: &Tensor,
     output_length: &[usize],
@@ -256,14 +258,7 @@ pub fn ctc_beam_search_decode(
         .to_dtype(DType::F64)?
         .flatten_all()?
         .to_vec1::<f64>()?;
-    if let Some(bad) = values.iter().find(|v| v.is_nan() || **v == f64::INFINITY) {
-        let expected = "finite logits or log-probabilities (minus infinity allowed)".into();
-        return Err(shape_error(
-            "CTC beam search input",
-            expected,
-            bad.to_string(),
-        ));
-    }
+    check_beam_input(&values, dims, output_length)?;
     let params = (mask_index, beam_width, top_paths);
     let found = beam_search_batch(&values, dims, output_length, params, host::threads());
     let mut paths: Vec<CtcDecoded> = (0..top_paths)
@@ -284,6 +279,29 @@ pub fn ctc_beam_search_decode(
         }
     }
     Ok(paths)
+}
+
+/// Every frame a sample decodes holds no NaN and no plus infinity, and some class that is
+/// not minus infinity (frames past a sample's length are not read).
+fn check_beam_input(
+    values: &[f64],
+    (_, frames, classes): (usize, usize, usize),
+    output_length: &[usize],
+) -> Result<()> {
+    for (b, &n) in output_length.iter().enumerate() {
+        for t in 0..n {
+            let frame = &values[(b * frames + t) * classes..][..classes];
+            let bad = frame.iter().any(|v| v.is_nan() || *v == f64::INFINITY)
+                || frame.iter().all(|v| *v == f64::NEG_INFINITY);
+            if bad {
+                let expected = "finite logits or log-probabilities (minus infinity allowed, \
+                                not for every class)";
+                let got = format!("{frame:?} at frame {t} of sample {b}");
+                return Err(shape_error("CTC beam search input", expected.into(), got));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A beam's prefix tree within [`MAX_BEAM_BYTES`]: at most `beam_width` new prefixes a frame

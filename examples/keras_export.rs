@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Models from Keras 3 (`.keras`), Keras 2 and Keras 3's legacy writer (`.h5`).
-const MODELS: [&str; 31] = [
+const MODELS: [&str; 32] = [
     "embedding_bigru_layernorm_average_pool.keras",
     "siamese_nested_encoder.keras",
     "shared_dense_and_gru.keras",
@@ -47,6 +47,7 @@ const MODELS: [&str; 31] = [
     "keras3_legacy_h5.h5",
     "keras2_siamese_nested.h5",
     "keras2_nested_functional.h5",
+    "keras2_video_classifier_mask_input.h5",
 ];
 
 fn call(m: &KerasModel, x: &[Tensor], training: bool) -> anyhow::Result<Tensor> {

@@ -5,9 +5,11 @@ Classification with a CNN-RNN Architecture" does (frame features and a frame mas
 first GRU called with `mask=mask_input`), with Keras 3.15.1 (TensorFlow backend, CPU), in
 the schema of tests/data/models/README.md. The mask inputs are written as 0/1 with the
 input dtype "bool". Each case holds `training` (Keras' loss mean(output^2) +
-model.losses and every gradient).
+model.losses and every gradient), except the tf_keras twin of the classifier
+(`keras2_video_classifier_mask_input`: `.h5`, `save_weights` `.h5` and tf_keras' `.keras`).
 
     python3 scripts/bench_anchors.py --help   # once: makes target/anchors-venv (keras, tf)
+    target/anchors-venv/bin/pip install --no-deps tf_keras==2.21.0
     target/anchors-venv/bin/python scripts/make_keras_mask_input_cases.py tests/data/models
 """
 import json
@@ -100,10 +102,39 @@ def mask_everywhere(out_dir, rng):
     mark_bool(out_dir, name, mask)
 
 
+def keras2_video_classifier(out_dir, rng):
+    """The video classifier as the TensorFlow 2 Keras (tf_keras 2.21.0) version of the
+    keras.io example writes it: the mask argument recorded as `["input_2", 0, 0]` and the
+    second GRU taking the mask the first one's sequence carries."""
+    import make_keras2_h5_cases as k2cases
+    import tf_keras
+
+    K = tf_keras.layers
+    t, features = 8, 12
+    frame_features_input = tf_keras.Input((t, features))
+    mask_input = tf_keras.Input((t,), dtype="bool")
+    x = K.GRU(16, return_sequences=True)(frame_features_input, mask=mask_input)
+    x = K.GRU(8)(x)
+    x = K.Dropout(0.4)(x)
+    x = K.Dense(8, activation="relu")(x)
+    output = K.Dense(5, activation="softmax")(x)
+    model = tf_keras.Model([frame_features_input, mask_input], output)
+    k2cases.randomize(model, rng)
+    x, mask = frames_and_mask(rng, [8, 5, 2], t, features)
+    name = "keras2_video_classifier_mask_input"
+    k2cases.save_case(out_dir, model, name,
+                      "tf_keras 2.21.0 video classifier: Input((8, 12)) and Input((8,), bool) -> "
+                      "GRU(16, return_sequences)(x, mask=mask) -> GRU(8) -> Dropout -> "
+                      "Dense(8, relu) -> Dense(5, softmax); videos of 8, 5 and 2 frames",
+                      x, "float32", extra_inputs=[mask])
+    mark_bool(out_dir, name, mask)
+
+
 def main(out_dir):
     rng = np.random.default_rng(1130 + 7)
     video_classifier(out_dir, rng)
     mask_everywhere(out_dir, rng)
+    keras2_video_classifier(out_dir, rng)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 //! scripts/make_keras_mask_input_cases.py): keras.io's video classifier (frame features and
 //! a boolean frame mask in, `GRU(...)(x, mask=mask_input)`) and one boolean input handed to
 //! a Bidirectional GRU, an attention layer, a pooling and a go_backwards GRU: outputs,
-//! Keras' loss and every gradient; the mask in any dtype; what a mask hides cannot change
+//! Keras' loss and every gradient; the classifier as tf_keras 2.21.0 wrote it (the mask
+//! argument in Keras 2's form); the mask in any dtype; what a mask hides cannot change
 //! the outputs; a mask of the wrong shape is a typed error.
 
 mod common;
@@ -24,8 +25,15 @@ fn one_mask_input_everywhere_gradients_match_keras() {
     check_gradients("mask_input_everywhere");
 }
 
-fn load(name: &str) -> KerasModel {
-    KerasModel::load(&data(&format!("{name}.keras")), DType::F32, &Device::Cpu).unwrap()
+/// The cases and the file each is read from (the tf_keras twin from its Keras 2 `.h5`).
+const CASES: [(&str, &str); 3] = [
+    ("video_classifier_mask_input", "keras"),
+    ("mask_input_everywhere", "keras"),
+    ("keras2_video_classifier_mask_input", "h5"),
+];
+
+fn load(name: &str, ext: &str) -> KerasModel {
+    KerasModel::load(&data(&format!("{name}.{ext}")), DType::F32, &Device::Cpu).unwrap()
 }
 
 fn run(model: &KerasModel, x: &Tensor, mask: &Tensor) -> Vec<f64> {
@@ -37,9 +45,9 @@ fn run(model: &KerasModel, x: &Tensor, mask: &Tensor) -> Vec<f64> {
 /// can hold anything; without it (every frame kept) the outputs are others.
 #[test]
 fn the_mask_input_in_any_dtype_hides_its_frames() {
-    for name in ["video_classifier_mask_input", "mask_input_everywhere"] {
+    for (name, ext) in CASES {
         let c = case(name);
-        let model = load(name);
+        let model = load(name, ext);
         let all = inputs(&c);
         let (x, mask) = (&all[0], &all[1]);
         let keras = gru_support::golden::Array::from_json(&c["expected"][0])
@@ -69,7 +77,7 @@ fn the_mask_input_in_any_dtype_hides_its_frames() {
 #[test]
 fn a_mask_input_of_the_wrong_shape_is_a_typed_error() {
     let name = "video_classifier_mask_input";
-    let model = load(name);
+    let model = load(name, "keras");
     let all = inputs(&case(name));
     let x = &all[0];
     let (b, t) = (x.dim(0).unwrap(), x.dim(1).unwrap());

@@ -32,7 +32,7 @@ fn file_problem<T: std::fmt::Debug>(r: candle_gru::candle::Result<T>) -> FilePro
 #[test]
 fn every_model_case_reproduces_its_framework() {
     let files = model_case_files(&data("")).unwrap();
-    assert_eq!(files.len(), 60);
+    assert_eq!(files.len(), 61);
     let mut runs = 0;
     for f in files {
         let r = run_model_case(&f).unwrap();
@@ -41,8 +41,8 @@ fn every_model_case_reproduces_its_framework() {
         runs += r.files.len();
     }
     assert_eq!(
-        runs, 131,
-        "44 keras cases x (.keras, .weights.h5) + 2 torch cases + 28 legacy .h5 files + 13 tf_keras .keras archives"
+        runs, 134,
+        "44 keras cases x (.keras, .weights.h5) + 2 torch cases + 30 legacy .h5 files + 14 tf_keras .keras archives"
     );
 }
 

@@ -29,12 +29,26 @@ pub(super) fn upgrade_config(config: &mut Value, source: &str, keras2: bool) -> 
         .filter_map(|l| l["config"]["name"].as_str().or(l["name"].as_str()))
         .map(str::to_string)
         .collect();
+    // Boolean model inputs: a Keras 2 `mask` argument naming one is a mask.
+    let boolean_inputs: HashSet<String> = config["config"]["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["class_name"] == "InputLayer" && l["config"]["dtype"] == "bool")
+        .filter_map(|l| l["config"]["name"].as_str().or(l["name"].as_str()))
+        .map(str::to_string)
+        .collect();
+    let scope = Scope {
+        skip_first,
+        boolean_inputs,
+    };
     let mut keras2_nodes = false;
     if let Some(layers) = config["config"]["layers"].as_array_mut() {
         for l in layers {
-            keras2_nodes |= upgrade_layer(l, source, &skip_first, keras2)?;
+            keras2_nodes |= upgrade_layer(l, source, &scope, keras2)?;
         }
     }
+    let skip_first = scope.skip_first;
     if keras2_nodes {
         if let Some(outputs) = config["config"].get_mut("output_layers") {
             renumber(outputs, &skip_first);
@@ -84,18 +98,20 @@ fn renumber(refs: &mut Value, skip_first: &HashSet<String>) {
     }
 }
 
+/// What the upgrade of one model's layers needs to know of the model: the nested models
+/// whose calls Keras 2 numbers from 1, and the boolean model inputs.
+struct Scope {
+    skip_first: HashSet<String>,
+    boolean_inputs: HashSet<String>,
+}
+
 /// Upgrades one layer (a nested model's layers too); returns whether its nodes were in
 /// Keras 2's list form.
-fn upgrade_layer(
-    l: &mut Value,
-    source: &str,
-    skip_first: &HashSet<String>,
-    keras2: bool,
-) -> Result<bool> {
+fn upgrade_layer(l: &mut Value, source: &str, scope: &Scope, keras2: bool) -> Result<bool> {
     let class = l["class_name"].as_str().unwrap_or("").to_string();
     let rnn = matches!(class.as_str(), "GRU" | "RNN" | "Bidirectional");
     let keras2_nodes = match l.get_mut("inbound_nodes") {
-        Some(nodes) => upgrade_nodes(nodes, skip_first, rnn),
+        Some(nodes) => upgrade_nodes(nodes, scope, rnn),
         None => false,
     };
     if l["config"]["layers"].is_array() {
@@ -267,9 +283,11 @@ fn legacy_node(node: &mut Value) -> std::result::Result<(), String> {
 
 /// `[[[name, node, tensor, kwargs], ...], ...]` -> `[{args: [tensor or [tensors]], kwargs}]`,
 /// the calls of `skip_first` models numbered from 0; a recurrent layer's (`rnn`) tensors
-/// after the first are its `initial_state` (Keras 2 calls it on `[inputs] + states`).
-/// Returns whether any node was in the list form.
-fn upgrade_nodes(nodes: &mut Value, skip_first: &HashSet<String>, rnn: bool) -> bool {
+/// after the first are its `initial_state` (Keras 2 calls it on `[inputs] + states`); a
+/// `mask` argument naming a boolean model input, `[name, node, tensor]`, becomes that
+/// tensor, marked boolean. Returns whether any node was in the list form.
+fn upgrade_nodes(nodes: &mut Value, scope: &Scope, rnn: bool) -> bool {
+    let skip_first = &scope.skip_first;
     let Some(list) = nodes.as_array_mut() else {
         return false;
     };
@@ -289,6 +307,9 @@ fn upgrade_nodes(nodes: &mut Value, skip_first: &HashSet<String>, rnn: bool) -> 
             .map(|t| t[3].clone())
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({}));
+        if let Some(mask) = kwargs.get_mut("mask") {
+            upgrade_mask(mask, scope);
+        }
         let args = match inputs.as_slice() {
             [one] => vec![tensor(one)],
             [first, states @ ..] if rnn => {
@@ -300,6 +321,27 @@ fn upgrade_nodes(nodes: &mut Value, skip_first: &HashSet<String>, rnn: bool) -> 
         *node = json!({"args": args, "kwargs": kwargs});
     }
     keras2
+}
+
+/// A Keras 2 `mask` argument `[name, node, tensor]` (or a list of them) naming a boolean
+/// model input -> that tensor as Keras 3 records it, of dtype bool; others stay as they are
+/// (and are refused by the graph, naming them).
+fn upgrade_mask(mask: &mut Value, scope: &Scope) {
+    let one = |r: &mut Value| {
+        let Some(name) = r[0].as_str().filter(|n| scope.boolean_inputs.contains(*n)) else {
+            return;
+        };
+        let mut refs = r.clone();
+        renumber(&mut refs, &scope.skip_first);
+        *r = json!({"class_name": "__keras_tensor__",
+                    "config": {"dtype": "bool",
+                               "keras_history": [name, refs[1], refs[2]]}});
+    };
+    match mask.as_array_mut() {
+        Some(list) if list.first().is_some_and(Value::is_string) => one(mask),
+        Some(list) => list.iter_mut().for_each(one),
+        None => {}
+    }
 }
 
 /// Whether Keras 2 wrote the model: the `keras_version` its file records (a legacy file's

@@ -404,6 +404,31 @@ mod tests {
     }
 
     #[test]
+    fn a_keras2_mask_argument_naming_a_boolean_input_becomes_its_tensor() {
+        let mut c = json!({"class_name": "Functional", "config": {"layers": [
+            {"class_name": "InputLayer", "config": {"name": "x", "dtype": "float32"},
+             "inbound_nodes": []},
+            {"class_name": "InputLayer", "config": {"name": "m", "dtype": "bool"},
+             "inbound_nodes": []},
+            {"class_name": "GRU", "config": {"name": "g"},
+             "inbound_nodes": [[["x", 0, 0, {"mask": ["m", 0, 0]}]]]},
+            {"class_name": "GRU", "config": {"name": "h"},
+             "inbound_nodes": [[["g", 0, 0, {"mask": ["x", 0, 0]}]]]}],
+            "output_layers": [["h", 0, 0]]}});
+        upgrade_config(&mut c, "f", true).unwrap();
+        let l = &c["config"]["layers"];
+        let mask = &l[2]["inbound_nodes"][0]["kwargs"]["mask"];
+        assert_eq!(mask["class_name"], "__keras_tensor__");
+        assert_eq!(mask["config"]["dtype"], "bool");
+        assert_eq!(mask["config"]["keras_history"], json!(["m", 0, 0]));
+        // A float input named as a mask stays as written (the graph refuses it by name).
+        assert_eq!(
+            l[3]["inbound_nodes"][0]["kwargs"]["mask"],
+            json!(["x", 0, 0])
+        );
+    }
+
+    #[test]
     fn an_archive_config_refuses_shapeless_keyword_tensors_and_lists_shapeless_calls() {
         let t = |name: &str| {
             json!({"class_name": "__keras_tensor__",

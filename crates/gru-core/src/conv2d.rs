@@ -7,12 +7,15 @@
 //! (`col2im`). Strides, dilations and padding may differ per axis; padding is read as zeros,
 //! never copied. With one group and no column dilation the forward copies no windows: the
 //! input is padded once and each kernel row's product reads a window's `kw * in` values in
-//! place, windows `stride * in` apart.
+//! place, windows `stride * in` apart; in f32 on AVX-512 or AVX2 those products run on the
+//! per-step product kernels (`seq::kernel`) over the kernel packed once per call, and kernel
+//! rows that fall on padding rows are skipped.
 //!
 //! Rows are split over the threads in contiguous parts (the input's gradient by samples,
 //! whose windows never overlap), each part in blocks of at most about a million copied
 //! values.
 
+use crate::seq::kernel::PackedProduct;
 use crate::seq::matmul::{gemm, View};
 use crate::seq::parallel::{split, split_mut};
 use crate::seq::team::run_each;
@@ -230,6 +233,10 @@ fn forward_in_place<T: Float>(g: &Conv2dGeometry, x: &[T], k: &[T], y: &mut [T],
         }
     }
     let rows = g.batch * oh;
+    let span = kw * c;
+    // f32 on AVX-512/AVX2: the kernel packed once for the per-step product kernels, which
+    // read the windows in place (gemm would pack both operands on every product).
+    let packed = T::pack(View::rows(k, 0, kh * span, f, f), ow);
     let parts = split(rows, threads.at_once(threads.count));
     let outs = split_mut(&mut y[..rows * ow * f], &parts, ow * f);
     run_each(
@@ -238,18 +245,39 @@ fn forward_in_place<T: Float>(g: &Conv2dGeometry, x: &[T], k: &[T], y: &mut [T],
         |(part, out)| {
             for (n, r) in part.enumerate() {
                 let (b, oy) = (r / oh, r % oh);
-                for i in 0..kh {
+                // Kernel rows over padding rows add nothing.
+                let real = |i: &usize| {
+                    let iy = oy * g.stride.0 + i * g.dilation.0;
+                    iy >= g.pad.0 && iy < g.pad.0 + h
+                };
+                let taps: Vec<usize> = (0..kh).filter(real).collect();
+                if taps.is_empty() {
+                    out[n * ow * f..(n + 1) * ow * f].fill(T::ZERO);
+                }
+                for (tap, &i) in taps.iter().enumerate() {
                     let iy = oy * g.stride.0 + i * g.dilation.0;
                     let a = View {
                         data: &xp,
                         offset: (b * hp + iy) * wp * c,
                         rows: ow,
-                        cols: kw * c,
+                        cols: span,
                         rs: g.stride.1 * c,
                         cs: 1,
                     };
-                    let kr = View::rows(k, i * kw * c * f, kw * c, f, f);
-                    gemm(out, n * ow * f, f, a, kr, i > 0, Threads::ONE);
+                    let call = || PackedProduct {
+                        a,
+                        k_rows: i * span..(i + 1) * span,
+                        cols: 0..f,
+                        accumulate: tap > 0,
+                    };
+                    let fast = a.in_bounds()
+                        && packed
+                            .as_ref()
+                            .is_some_and(|p| T::gemm_packed(out, n * ow * f, f, p, call()));
+                    if !fast {
+                        let kr = View::rows(k, i * span * f, span, f, f);
+                        gemm(out, n * ow * f, f, a, kr, tap > 0, Threads::ONE);
+                    }
                 }
             }
         },
@@ -445,6 +473,46 @@ mod tests {
                     (moved - ours).abs() < 1e-9,
                     "{g:?} {which} {probe}: {moved} vs {ours}"
                 );
+            }
+        }
+    }
+
+    /// f32 (on AVX-512 or AVX2 the forward's packed kernel products), over output rows
+    /// whose kernel rows fall partly or wholly on padding, on one and two threads.
+    #[test]
+    fn f32_forward_equals_the_definition() {
+        let g = |input, kernel, filters, stride, pad, output| Conv2dGeometry {
+            batch: 2,
+            input,
+            kernel,
+            filters,
+            groups: 1,
+            stride,
+            dilation: (1, 1),
+            pad,
+            output,
+        };
+        let mut all = geometries();
+        all.push(g((3, 4, 2), (2, 2), 3, (1, 1), (3, 0), (5, 3)));
+        all.push(g((9, 13, 3), (5, 7), 40, (2, 2), (2, 3), (5, 7)));
+        for geo in all {
+            let (nx, nk, ny) = geo.sizes();
+            let (x, k) = (values(nx, 0.1), values(nk, 0.7));
+            let want = naive(&geo, &x, &k);
+            let (x32, k32): (Vec<f32>, Vec<f32>) = (
+                x.iter().map(|&v| v as f32).collect(),
+                k.iter().map(|&v| v as f32).collect(),
+            );
+            for threads in [Threads::ONE, Threads::new(2, &crate::seq::ScopedThreads)] {
+                let mut y = vec![f32::NAN; ny];
+                conv2d_forward(&geo, &x32, &k32, &mut y, threads);
+                assert!(y.iter().all(|v| v.is_finite()), "{geo:?}: not written");
+                let err = y
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (f64::from(*a) - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(err < 1e-4, "{geo:?}: {err}");
             }
         }
     }

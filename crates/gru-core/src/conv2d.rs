@@ -9,7 +9,8 @@
 //! input is padded once and each kernel row's product reads a window's `kw * in` values in
 //! place, windows `stride * in` apart; in f32 on AVX-512 or AVX2 those products run on the
 //! per-step product kernels (`seq::kernel`) over the kernel packed once per call, and kernel
-//! rows that fall on padding rows are skipped.
+//! rows that fall on padding rows are skipped. The input's gradient runs on the same kernels
+//! over the kernel's transpose, packed once per call.
 //!
 //! Rows are split over the threads in contiguous parts (the input's gradient by samples,
 //! whose windows never overlap), each part in blocks of at most about a million copied
@@ -342,6 +343,10 @@ pub fn conv2d_backward_input<T: Float>(
     // Samples' windows never overlap: a part owns whole samples of `dx`.
     let parts = split(g.batch, threads.at_once(threads.count));
     let outs = split_mut(&mut dx[..g.batch * sample], &parts, sample);
+    // f32 on AVX-512/AVX2: each group's kernel^T packed once for the product kernels.
+    let packed: Vec<_> = (0..g.groups)
+        .map(|group| T::pack(g.kernel_view(k, group).t(), g.block()))
+        .collect();
     run_each(
         threads.team,
         parts.iter().cloned().zip(outs),
@@ -352,7 +357,7 @@ pub fn conv2d_backward_input<T: Float>(
             let mut start = rows.start;
             while start < rows.end {
                 let end = (start + g.block()).min(rows.end);
-                for group in 0..g.groups {
+                for (group, kt) in packed.iter().enumerate() {
                     let a = View {
                         data: dy,
                         offset: start * f + group * per,
@@ -361,8 +366,20 @@ pub fn conv2d_backward_input<T: Float>(
                         rs: f,
                         cs: 1,
                     };
-                    let b = g.kernel_view(k, group).t();
-                    gemm(&mut cols, 0, patch, a, b, false, Threads::ONE);
+                    let call = PackedProduct {
+                        a,
+                        k_rows: 0..per,
+                        cols: 0..patch,
+                        accumulate: false,
+                    };
+                    let fast = a.in_bounds()
+                        && kt
+                            .as_ref()
+                            .is_some_and(|p| T::gemm_packed(&mut cols, 0, patch, p, call));
+                    if !fast {
+                        let b = g.kernel_view(k, group).t();
+                        gemm(&mut cols, 0, patch, a, b, false, Threads::ONE);
+                    }
                     g.col2im_add(&cols, start..end, group, out, part.start * sample);
                 }
                 start = end;
@@ -477,8 +494,9 @@ mod tests {
         }
     }
 
-    /// f32 (on AVX-512 or AVX2 the forward's packed kernel products), over output rows
-    /// whose kernel rows fall partly or wholly on padding, on one and two threads.
+    /// f32 (on AVX-512 or AVX2 the packed kernel products) against the definition (the
+    /// forward, over output rows whose kernel rows fall partly or wholly on padding) and
+    /// against f64 (the input's gradient), on one and two threads.
     #[test]
     fn f32_forward_equals_the_definition() {
         let g = |input, kernel, filters, stride, pad, output| Conv2dGeometry {
@@ -513,6 +531,20 @@ mod tests {
                     .map(|(a, b)| (f64::from(*a) - b).abs())
                     .fold(0.0, f64::max);
                 assert!(err < 1e-4, "{geo:?}: {err}");
+                // The input's gradient (f32: the packed kernel^T) against f64's.
+                let dy = values(ny, 1.3);
+                let mut want_dx = vec![0.0; nx];
+                conv2d_backward_input(&geo, &dy, &k, &mut want_dx, Threads::ONE);
+                let dy32: Vec<f32> = dy.iter().map(|&v| v as f32).collect();
+                let mut dx = vec![f32::NAN; nx];
+                conv2d_backward_input(&geo, &dy32, &k32, &mut dx, threads);
+                let err = dx
+                    .iter()
+                    .zip(&want_dx)
+                    .map(|(a, b)| (f64::from(*a) - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(dx.iter().all(|v| v.is_finite()), "{geo:?}: dx not written");
+                assert!(err < 1e-4, "{geo:?}: dx {err}");
             }
         }
     }

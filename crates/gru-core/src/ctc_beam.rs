@@ -253,14 +253,14 @@ impl Search {
 pub struct BeamPath {
     /// The labels, blanks and repeats already collapsed.
     pub labels: Vec<u32>,
-    /// Its log-probability (relative to each frame's largest input, see the module docs).
+    /// The log-probability the search gathered for it (each frame through a log-softmax).
     pub score: f64,
 }
 
 /// The beam search over one sample's `frames` rows of `classes` inputs (`inputs` row-major,
 /// at least `frames * classes` long): the `top_paths` most probable labelings, best first,
-/// or as many as the beam holds when that is fewer. `beam_width` and `top_paths` are at
-/// least 1 and `blank < classes` (the caller checks).
+/// or as many as the beam holds when that is fewer (none without classes). `beam_width`
+/// is taken as at least 1; `blank < classes` (the caller checks).
 pub fn beam_search(
     inputs: &[f64],
     frames: usize,
@@ -269,6 +269,9 @@ pub fn beam_search(
     beam_width: usize,
     top_paths: usize,
 ) -> Vec<BeamPath> {
+    if classes == 0 {
+        return Vec::new();
+    }
     let mut search = Search::new(beam_width.max(1), blank);
     for row in inputs.chunks_exact(classes).take(frames) {
         search.step(row);

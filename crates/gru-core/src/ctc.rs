@@ -197,7 +197,7 @@ impl<T: Float> CtcProblem<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Every path of `frames` frames through the classes, its probability summed where it
@@ -235,7 +235,8 @@ mod tests {
         -total.ln()
     }
 
-    fn log_softmax(v: &mut [f64], classes: usize) {
+    /// Each row of `classes` values through a log-softmax, in place.
+    pub(crate) fn log_softmax(v: &mut [f64], classes: usize) {
         for row in v.chunks_mut(classes) {
             let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let z = row.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;

@@ -311,6 +311,7 @@ pub fn beam_search_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctc::tests::log_softmax;
 
     /// Every labeling of `frames` frames with its probability: the sum over the frame
     /// paths that collapse to it.
@@ -338,14 +339,6 @@ mod tests {
             .collect();
         all.sort_by(|a, b| b.score.total_cmp(&a.score));
         all
-    }
-
-    fn log_softmax(v: &mut [f64], classes: usize) {
-        for row in v.chunks_mut(classes) {
-            let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z = row.iter().map(|x| (x - m).exp()).sum::<f64>().ln() + m;
-            row.iter_mut().for_each(|x| *x -= z);
-        }
     }
 
     #[test]

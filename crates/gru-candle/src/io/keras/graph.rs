@@ -233,8 +233,9 @@ pub(super) enum Takes {
     QueryValueKey,
 }
 
-/// Finds the graph node of call `call` of the layer named `name`, and whether that layer
-/// is a mask operation; `None` when the model has no such call.
+/// Finds the graph node of call `call` of the layer named `name`, and whether its output
+/// is a mask (a mask operation's, or a boolean model input); `None` when the model has no
+/// such call.
 pub(super) type Locate<'a> = dyn Fn(&str, usize) -> Option<(usize, bool)> + 'a;
 
 /// The calls whose outputs an inbound node takes, `(layer name, call index)`: every
@@ -380,11 +381,10 @@ pub(super) fn graph_inbound(
             let what = format!("layer {lname:?}: mask argument {m}");
             return Err(unsupported(source, what));
         }
-        let (node, tensor, from_mask_op) = find(m)?;
-        // A boolean tensor is a mask whatever made it (a boolean model input: keras.io's
-        // video classifier hands one to its GRU).
-        let boolean = m["config"]["dtype"].as_str() == Some("bool");
-        if !from_mask_op && !boolean {
+        // A mask operation's output, or a boolean model input (keras.io's video classifier
+        // hands one to its GRU).
+        let (node, tensor, is_mask) = find(m)?;
+        if !is_mask {
             let what = format!(
                 "layer {lname:?}: its mask argument is the output of {:?}, which computes no mask",
                 m["config"]["keras_history"][0]

@@ -70,6 +70,10 @@ fn build_model(
             false => Vec::new(),
         },
         names,
+        boolean_input: list
+            .iter()
+            .map(|l| l["class_name"] == "InputLayer" && l["config"]["dtype"] == "bool")
+            .collect(),
         built: (0..n).map(|_| None).collect(),
         calls: vec![Vec::new(); n],
         call_counts: list
@@ -121,6 +125,8 @@ struct ModelBuilder<'a> {
     input_names: Vec<String>,
     /// Per layer: its name.
     names: Vec<String>,
+    /// Per layer: whether it is a boolean model input (a mask a layer may take).
+    boolean_input: Vec<bool>,
     /// Per layer: the layer, once built (at its first call).
     built: Vec<Option<ModelLayer>>,
     /// Per layer: the graph nodes of its calls so far.
@@ -198,11 +204,13 @@ impl ModelBuilder<'_> {
             )
     }
 
-    /// The graph node of call `call` of the layer `name`, and whether it is a mask operation.
+    /// The graph node of call `call` of the layer `name`, and whether its output is a mask
+    /// (a mask operation's, or a boolean model input).
     fn locate(&self, name: &str, call: usize) -> Option<(usize, bool)> {
         let i = self.names.iter().position(|n| n == name)?;
         let node = *self.calls[i].get(call)?;
-        Some((node, matches!(self.built[i], Some(ModelLayer::MaskOp(_)))))
+        let mask_op = matches!(self.built[i], Some(ModelLayer::MaskOp(_)));
+        Some((node, mask_op || self.boolean_input[i]))
     }
 
     /// One call of layer `i`: builds the layer at its first call, and records the node.

@@ -9,8 +9,10 @@
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
-use candle_gru::candle::io::keras::{KerasModel, ModelCall};
-use candle_nn::{Optimizer, VarMap, SGD};
+use candle_gru::candle::io::keras::{KerasLayer, KerasModel, ModelCall};
+use candle_gru::candle::{Bidirectional, MergeMode};
+use candle_gru::{Gru, GruConfig};
+use candle_nn::{Optimizer, VarBuilder, VarMap, SGD};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -94,6 +96,30 @@ fn export(src: &Path, out: &Path) -> anyhow::Result<String> {
     if moved < 1e-4 {
         bail!("{name}: training moved the outputs by {moved:.1e} only");
     }
+    let record = json!({
+        "input_dtype": case["input_dtype"],
+        "inputs": case["inputs"],
+        "extra_inputs": case["extra_inputs"],
+        "extra_input_dtypes": case["extra_input_dtypes"],
+    });
+    write_and_check(&name, &model, &x, after, record, out)?;
+    Ok(format!(
+        "{name}: tuned (outputs moved {moved:.1e}), written and read back"
+    ))
+}
+
+/// Writes `NAME.keras`, `NAME.weights.h5` and `NAME.json` (`record` plus the name, the files
+/// and the expected first output `after`), after reading both files back here to the same
+/// output.
+fn write_and_check(
+    name: &str,
+    model: &KerasModel,
+    x: &[Tensor],
+    after: Tensor,
+    mut record: Value,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let x = x.to_vec();
     let keras = out.join(format!("{name}.keras"));
     let weights = out.join(format!("{name}.weights.h5"));
     model.save(&keras)?;
@@ -112,22 +138,85 @@ fn export(src: &Path, out: &Path) -> anyhow::Result<String> {
         bail!("{name}: reloaded outputs differ by {d1:.1e} (.keras) and {d2:.1e} (.weights.h5)");
     }
     let expected: Vec<f64> = after.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-    let record = json!({
-        "name": name,
-        "files": [format!("{name}.keras"), format!("{name}.weights.h5")],
-        "input_dtype": case["input_dtype"],
-        "inputs": case["inputs"],
-        "extra_inputs": case["extra_inputs"],
-        "extra_input_dtypes": case["extra_input_dtypes"],
-        "expected": {"shape": after.dims(), "data": expected},
-    });
+    record["name"] = json!(name);
+    record["files"] = json!([format!("{name}.keras"), format!("{name}.weights.h5")]);
+    record["expected"] = json!({"shape": after.dims(), "data": expected});
     std::fs::write(
         out.join(format!("{name}.json")),
         serde_json::to_string(&record)?,
     )?;
-    Ok(format!(
-        "{name}: tuned (outputs moved {moved:.1e}), written and read back"
-    ))
+    Ok(())
+}
+
+/// Layers built in Rust (a Bidirectional GRU into a go_backwards GRU; a reset-before GRU
+/// into a Bidirectional with `merge_mode=None`), trained a few steps, written with
+/// `KerasModel::from_layers`.
+fn export_built(out: &Path) -> anyhow::Result<Vec<String>> {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let base = GruConfig::from_keras_str(r#"{"units": 4, "return_sequences": true}"#)?;
+    let bi = Bidirectional::new(base.clone(), 5, MergeMode::Concat, vb.pp("bi"))?;
+    let gru = Gru::new(
+        GruConfig::from_keras_str(r#"{"units": 6, "go_backwards": true, "return_state": true}"#)?,
+        8,
+        vb.pp("gru"),
+    )?;
+    let mut before = base.clone();
+    (before.units, before.reset_after, before.name) = (3, false, "before".into());
+    let before = Gru::new(before, 5, vb.pp("before"))?;
+    let none = Bidirectional::new(base, 3, MergeMode::None, vb.pp("none"))?;
+    let chains = [
+        (
+            "built_bidirectional_gru",
+            vec![KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&gru)],
+        ),
+        (
+            "built_reset_before_no_merge",
+            vec![KerasLayer::Gru(&before), KerasLayer::Bidirectional(&none)],
+        ),
+    ];
+    let x = Tensor::randn(0f32, 1.0, (3, 7, 5), &dev)?;
+    let mut sgd = SGD::new(varmap.all_vars(), 0.2)?;
+    for _ in 0..3 {
+        let mut loss = Tensor::zeros((), DType::F32, &dev)?;
+        for (_, chain) in &chains {
+            let model = KerasModel::from_layers(chain, 5)?;
+            let y = KerasModel::call(&model, &x, None)?;
+            loss = (loss + y[0].sqr()?.mean_all()?)?;
+        }
+        // The models copy the variables; the gradient goes through the layers themselves.
+        let y = gru.call(
+            &bi.call(&x, None, None, true)?.outputs[0],
+            Default::default(),
+        )?;
+        let z = none.call(
+            &before.call(&x, Default::default())?.output,
+            None,
+            None,
+            true,
+        )?;
+        loss = (loss + y.output.sqr()?.mean_all()? + z.outputs[0].sqr()?.mean_all()?)?;
+        sgd.backward_step(&loss)?;
+    }
+    let mut lines = Vec::new();
+    for (name, chain) in &chains {
+        let model = KerasModel::from_layers(chain, 5)?;
+        let after = call(&model, std::slice::from_ref(&x), false)?;
+        // Every output (states too), for the Keras check.
+        let mut all = Vec::new();
+        for y in KerasModel::call(&model, &x, None)? {
+            let data: Vec<f64> = y.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+            all.push(json!({"shape": y.dims(), "data": data}));
+        }
+        let record = json!({"input_dtype": "float32", "inputs": x.to_vec3::<f32>()?,
+            "expected_outputs": all});
+        write_and_check(name, &model, std::slice::from_ref(&x), after, record, out)?;
+        lines.push(format!(
+            "{name}: built in Rust, trained, written and read back"
+        ));
+    }
+    Ok(lines)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -140,6 +229,9 @@ fn main() -> anyhow::Result<()> {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models");
     for m in MODELS {
         println!("{}", export(&data.join(m), &out)?);
+    }
+    for line in export_built(&out)? {
+        println!("{line}");
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks the models `examples/keras_export` writes with Keras 3 itself: `load_model` reads
-each `NAME.keras` and computes the case's (first) output as candle-gru did; a fresh copy of the
+each `NAME.keras` and computes the case's first output (every output, where the case records
+them all) as candle-gru did; a fresh copy of the
 architecture (`clone_model`) reads `NAME.weights.h5` with `load_weights` and computes them
 too (abs 1e-5 + rel 1e-5). Prints a line per model and exits 1 on any failure.
 
@@ -29,17 +30,23 @@ def main(d):
         x = [np.array(case["inputs"], dtype=dtype)]
         x += [np.array(v, dtype=d if d in ("int32", "bool") else "float32") for v, d in zip(extra, dtypes)]
         x = x[0] if len(x) == 1 else x
-        want = np.array(case["expected"]["data"]).reshape(case["expected"]["shape"])
+        # Every output when the case records them all, else the first.
+        wants = [np.array(e["data"]).reshape(e["shape"])
+                 for e in case.get("expected_outputs") or [case["expected"]]]
         line = []
         try:
             model = keras.saving.load_model(os.path.join(d, name + ".keras"))
             fresh = keras.models.clone_model(model)
             fresh.load_weights(os.path.join(d, name + ".weights.h5"))
             for what, m in ((".keras", model), (".weights.h5", fresh)):
-                got = m(x, training=False)
-                got = np.asarray(got[0] if isinstance(got, (list, tuple)) else got)
-                ok = got.shape == want.shape and np.all(np.abs(got - want) <= 1e-5 + 1e-5 * np.abs(want))
-                err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
+                gots = m(x, training=False)
+                gots = list(gots) if isinstance(gots, (list, tuple)) else [gots]
+                ok, err = len(gots) >= len(wants), 0.0
+                for got, want in zip(gots, wants):
+                    got = np.asarray(got)
+                    same = got.shape == want.shape
+                    ok &= same and bool(np.all(np.abs(got - want) <= 1e-5 + 1e-5 * np.abs(want)))
+                    err = max(err, float(np.max(np.abs(got - want))) if same else float("inf"))
                 line.append(f"{what} max err {err:.1e}{'' if ok else ' FAIL'}")
                 failed += not ok
         except Exception as e:  # noqa: BLE001

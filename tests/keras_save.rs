@@ -6,8 +6,9 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use candle_gru::candle::io::keras::{KerasModel, ModelCall};
-use candle_gru::candle::{Error, FileProblem};
+use candle_gru::candle::io::keras::{KerasLayer, KerasModel, ModelCall};
+use candle_gru::candle::{Bidirectional, Error, FileProblem, MergeMode};
+use candle_gru::{CallOptions, Gru, GruError};
 use candle_nn::{Optimizer, VarMap, SGD};
 use common::flat;
 use std::path::{Path, PathBuf};
@@ -202,4 +203,107 @@ fn an_adapted_normalization_keeps_its_statistics_through_training_and_writes_its
         count.to_vec0::<i64>().unwrap()
     );
     assert_eq!(out(&again, &x()), out(&m, &x()));
+}
+
+/// A Bidirectional GRU (concat) into a GRU with return_state, and a reset-before GRU
+/// (named like the first, so renamed) into a Bidirectional with no merge, built in Rust.
+fn built_layers(vm: &VarMap) -> (Bidirectional, Gru, Gru, Bidirectional) {
+    use candle_gru::GruConfig;
+    let vb = candle_nn::VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu);
+    let c = GruConfig::from_keras_str(
+        r#"{"units": 4, "return_sequences": true,
+            "bias_initializer": {"class_name": "RandomNormal", "config": {"stddev": 0.5, "seed": 3}}}"#,
+    )
+    .unwrap();
+    let bi = Bidirectional::new(c.clone(), 5, MergeMode::Concat, vb.pp("a")).unwrap();
+    let mut s = c.clone();
+    s.units = 6;
+    s.return_state = true;
+    s.go_backwards = true;
+    let gru = Gru::new(s, 8, vb.pp("b")).unwrap();
+    let mut r = c.clone();
+    r.reset_after = false;
+    r.units = 3;
+    let before = Gru::new(r, 5, vb.pp("c")).unwrap();
+    let mut d = c;
+    d.return_state = true;
+    let last = Bidirectional::new(d, 3, MergeMode::None, vb.pp("d")).unwrap();
+    (bi, gru, before, last)
+}
+
+#[test]
+fn layers_built_in_rust_become_a_keras_model_that_writes_and_reads_back() {
+    let vm = VarMap::new();
+    let (bi, gru, before, last) = built_layers(&vm);
+    let x = x();
+    let none = CallOptions::default();
+
+    let model =
+        KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&gru)], 5)
+            .unwrap();
+    let mid = bi.call(&x, None, None, false).unwrap().outputs.remove(0);
+    let direct = gru.call(&mid, none).unwrap();
+    let outputs = model.call(&x, None).unwrap();
+    assert_eq!(outputs.len(), 2, "the sequence and the state");
+    assert_eq!(flat(&outputs[0]), flat(&direct.output));
+    assert_eq!(flat(&outputs[1]), flat(direct.state.as_ref().unwrap()));
+    let paths: Vec<&str> = model.variables().iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths[0], "layers/bidirectional/forward_layer/cell/vars/0");
+    assert_eq!(paths[3], "layers/bidirectional/backward_layer/cell/vars/0");
+    assert_eq!(paths[6], "layers/gru/cell/vars/0");
+
+    // Written as .keras and .weights.h5, read back to the same outputs.
+    let keras = scratch("built.keras");
+    model.save(&keras).unwrap();
+    let again = KerasModel::load(&keras, DType::F32, &Device::Cpu).unwrap();
+    let config = KerasModel::archive_config(&keras).unwrap();
+    let weights = scratch("built.weights.h5");
+    model.save_weights_h5(&weights).unwrap();
+    let h5 = KerasModel::load_weights_h5(&config, &weights, DType::F32, &Device::Cpu).unwrap();
+    for m in [&again, &h5] {
+        let o = m.call(&x, None).unwrap();
+        assert_eq!(flat(&o[0]), flat(&outputs[0]));
+        assert_eq!(flat(&o[1]), flat(&outputs[1]));
+    }
+
+    // Two layers with one name: the second is renamed; no merge gives two outputs, then
+    // the two states.
+    let chain = [KerasLayer::Gru(&before), KerasLayer::Bidirectional(&last)];
+    let model = KerasModel::from_layers(&chain, 5).unwrap();
+    let names: Vec<&str> = model.config()["config"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["input_layer", "gru", "bidirectional"]);
+    let mid = before.call(&x, none).unwrap().output;
+    let direct = last.call(&mid, None, None, false).unwrap();
+    let o = model.call(&x, None).unwrap();
+    assert_eq!(o.len(), 4);
+    assert_eq!(flat(&o[0]), flat(&direct.outputs[0]));
+    assert_eq!(flat(&o[1]), flat(&direct.outputs[1]));
+    assert_eq!(flat(&o[3]), flat(&direct.states.as_ref().unwrap().1));
+}
+
+#[test]
+fn a_chain_whose_sizes_disagree_or_is_empty_is_a_typed_error() {
+    let vm = VarMap::new();
+    let (bi, gru, _, _) = built_layers(&vm);
+    let err = KerasModel::from_layers(&[KerasLayer::Gru(&gru), KerasLayer::Bidirectional(&bi)], 8)
+        .unwrap_err();
+    let Error::Gru(GruError::Shape { expected, got, .. }) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        (expected.as_str(), got.as_str()),
+        ("5 features", "6 features")
+    );
+    let err = KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi)], 3).unwrap_err();
+    assert!(matches!(err, Error::Gru(GruError::Shape { .. })), "{err}");
+    let err = KerasModel::from_layers(&[], 3).unwrap_err();
+    assert!(
+        matches!(err, Error::Gru(GruError::InvalidConfig { .. })),
+        "{err}"
+    );
 }

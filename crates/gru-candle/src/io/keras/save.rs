@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// The Keras release whose file layout is written.
-const KERAS_VERSION: &str = "3.15.1";
+pub(super) const KERAS_VERSION: &str = "3.15.1";
 
 /// One HDF5 group of the file being written.
 #[derive(Default)]
@@ -61,6 +61,27 @@ fn fill(g: &mut GroupBuilder, node: &Node) -> Result<()> {
     Ok(())
 }
 
+/// The bytes of a Keras 3 `.weights.h5` file holding `variables` at their object-tree paths.
+pub(super) fn weights_h5_bytes(variables: &[(String, Tensor)]) -> Result<Vec<u8>> {
+    let mut root = Node::default();
+    for (path, t) in variables {
+        root.insert(path, t);
+    }
+    let mut file = FileBuilder::new();
+    for (name, t) in &root.datasets {
+        dataset(file.create_dataset(name), t)?;
+    }
+    for (name, child) in &root.groups {
+        let mut g = file.create_group(name);
+        fill(&mut g, child)?;
+        file.add_group(g.finish());
+    }
+    file.finish().map_err(|e| {
+        let what = format!("HDF5 encoding: {e}");
+        file_error("model.weights.h5", FileProblem::Unwritable(what))
+    })
+}
+
 impl KerasModel {
     /// Every variable of the model by its Keras 3 object-tree path (`layers/gru/cell/vars/0`
     /// is the first GRU's kernel), the tensors the layers compute with: after training a
@@ -77,23 +98,7 @@ impl KerasModel {
     /// The bytes of the `.weights.h5` file Keras 3's `model.save_weights` writes for this
     /// model, with the variables' current values.
     pub fn weights_h5_bytes(&self) -> Result<Vec<u8>> {
-        let mut root = Node::default();
-        for (path, t) in &self.variables {
-            root.insert(path, t);
-        }
-        let mut file = FileBuilder::new();
-        for (name, t) in &root.datasets {
-            dataset(file.create_dataset(name), t)?;
-        }
-        for (name, child) in &root.groups {
-            let mut g = file.create_group(name);
-            fill(&mut g, child)?;
-            file.add_group(g.finish());
-        }
-        file.finish().map_err(|e| {
-            let what = format!("HDF5 encoding: {e}");
-            file_error("model.weights.h5", FileProblem::Unwritable(what))
-        })
+        weights_h5_bytes(&self.variables)
     }
 
     /// Writes the variables' current values as Keras 3's `model.save_weights("m.weights.h5")`

@@ -7,8 +7,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_gru::candle::io::keras::{KerasLayer, KerasModel, ModelCall};
-use candle_gru::candle::{Bidirectional, Error, FileProblem, MergeMode};
-use candle_gru::{CallOptions, Gru, GruError};
+use candle_gru::candle::{Bidirectional, Error, FileProblem, GruStack, MergeMode, StackLayer};
+use candle_gru::{CallOptions, Gru, GruConfig, GruError};
 use candle_nn::{Optimizer, VarMap, SGD};
 use common::flat;
 use std::path::{Path, PathBuf};
@@ -208,7 +208,6 @@ fn an_adapted_normalization_keeps_its_statistics_through_training_and_writes_its
 /// A Bidirectional GRU (concat) into a GRU with return_state, and a reset-before GRU
 /// (named like the first, so renamed) into a Bidirectional with no merge, built in Rust.
 fn built_layers(vm: &VarMap) -> (Bidirectional, Gru, Gru, Bidirectional) {
-    use candle_gru::GruConfig;
     let vb = candle_nn::VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu);
     let c = GruConfig::from_keras_str(
         r#"{"units": 4, "return_sequences": true,
@@ -287,23 +286,58 @@ fn layers_built_in_rust_become_a_keras_model_that_writes_and_reads_back() {
 }
 
 #[test]
-fn a_chain_whose_sizes_disagree_or_is_empty_is_a_typed_error() {
+fn a_chain_that_keras_could_not_build_is_a_typed_error() {
     let vm = VarMap::new();
-    let (bi, gru, _, _) = built_layers(&vm);
-    let err = KerasModel::from_layers(&[KerasLayer::Gru(&gru), KerasLayer::Bidirectional(&bi)], 8)
-        .unwrap_err();
+    let (bi, _, before, _) = built_layers(&vm);
+    let chain = [KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&before)];
+    let err = KerasModel::from_layers(&chain, 5).unwrap_err();
     let Error::Gru(GruError::Shape { expected, got, .. }) = err else {
         panic!("{err}")
     };
     assert_eq!(
         (expected.as_str(), got.as_str()),
-        ("5 features", "6 features")
+        ("5 features", "8 features")
     );
     let err = KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi)], 3).unwrap_err();
     assert!(matches!(err, Error::Gru(GruError::Shape { .. })), "{err}");
     let err = KerasModel::from_layers(&[], 3).unwrap_err();
-    assert!(
-        matches!(err, Error::Gru(GruError::InvalidConfig { .. })),
-        "{err}"
-    );
+    let Error::Gru(GruError::InvalidConfig { key, .. }) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "layers");
+
+    // A GRU that returns its last output only: nothing can follow it.
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let last_only = Gru::new(GruConfig::new(5), 5, vb.pp("e")).unwrap();
+    let chain = [KerasLayer::Gru(&last_only), KerasLayer::Gru(&before)];
+    let err = KerasModel::from_layers(&chain, 5).unwrap_err();
+    let Error::Gru(GruError::InvalidConfig { key, .. }) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "layers[0].return_sequences");
+    let stateful = GruConfig::from_keras_str(r#"{"units": 2, "stateful": true}"#).unwrap();
+    let stateful = Gru::new(stateful, 5, vb.pp("f")).unwrap();
+    let err = KerasModel::from_layers(&[KerasLayer::Gru(&stateful)], 5).unwrap_err();
+    let Error::Gru(GruError::InvalidConfig { key, .. }) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "layers[0].stateful");
+}
+
+#[test]
+fn a_gru_stack_becomes_a_keras_model_of_its_layers() {
+    let vm = VarMap::new();
+    let (bi, gru, _, _) = built_layers(&vm);
+    let stack = GruStack::new(vec![
+        StackLayer::Bidirectional(Box::new(bi)),
+        StackLayer::Gru(Box::new(gru)),
+    ])
+    .unwrap();
+    let layers: Vec<KerasLayer> = stack.layers().iter().map(KerasLayer::from).collect();
+    let model = KerasModel::from_layers(&layers, 5).unwrap();
+    let x = x();
+    let direct = stack.call(&x, None, None, false).unwrap();
+    let o = model.call(&x, None).unwrap();
+    assert_eq!(flat(&o[0]), flat(&direct.output));
+    assert_eq!(flat(&o[1]), flat(&direct.states[0]));
 }

@@ -10,6 +10,7 @@ use super::{malformed, snake, KerasModel};
 use crate::bidirectional::Bidirectional;
 use crate::error::{Error, Result};
 use crate::layer::Gru;
+use crate::stack::StackLayer;
 use candle_core::Tensor;
 use gru_core::GruError;
 use hdf5_reader::Hdf5File;
@@ -25,7 +26,25 @@ pub enum KerasLayer<'a> {
     Bidirectional(&'a Bidirectional),
 }
 
+impl<'a> From<&'a StackLayer> for KerasLayer<'a> {
+    /// A layer of a [`crate::GruStack`]: `stack.layers().iter().map(KerasLayer::from)`.
+    fn from(layer: &'a StackLayer) -> Self {
+        match layer {
+            StackLayer::Gru(g) => KerasLayer::Gru(g),
+            StackLayer::Bidirectional(b) => KerasLayer::Bidirectional(b),
+        }
+    }
+}
+
 impl KerasLayer<'_> {
+    /// The layer's GRU config (a Bidirectional's forward layer's).
+    fn gru_config(&self) -> &gru_core::GruConfig {
+        match self {
+            KerasLayer::Gru(g) => g.config(),
+            KerasLayer::Bidirectional(b) => b.forward_layer().config(),
+        }
+    }
+
     fn class(&self) -> &'static str {
         match self {
             KerasLayer::Gru(_) => "GRU",
@@ -145,12 +164,42 @@ fn keras_tensor(dim: usize, from: &str, dtype: &str) -> Value {
         "shape": sequence_shape(dim), "dtype": dtype, "keras_history": [from, 0, 0]}})
 }
 
-fn chain_error(k: usize, expected: usize, got: usize) -> Error {
-    Error::Gru(GruError::Shape {
-        what: format!("layer {k}'s input (the previous layer's output)"),
-        expected: format!("{expected} features"),
-        got: format!("{got} features"),
-    })
+/// Layer `k` fits the chain: its input size is `prev_dim`, a layer before it returns
+/// sequences, and it is not stateful (a stateful Keras layer needs the batch size fixed in
+/// the model's input).
+fn check_link(
+    k: usize,
+    layer: KerasLayer,
+    prev_dim: usize,
+    prev: Option<KerasLayer>,
+) -> Result<()> {
+    let invalid = |key: String, expected: &str, got: &str| {
+        Err(Error::Gru(GruError::InvalidConfig {
+            key,
+            expected: expected.into(),
+            got: got.into(),
+        }))
+    };
+    if layer.gru_config().stateful {
+        let expected = "false (the model's input takes any batch size)";
+        return invalid(format!("layers[{k}].stateful"), expected, "true");
+    }
+    if prev.is_some_and(|p| !p.gru_config().return_sequences) {
+        let expected = "true (a following layer reads its sequence)";
+        return invalid(
+            format!("layers[{}].return_sequences", k - 1),
+            expected,
+            "false",
+        );
+    }
+    if layer.input_dim() != prev_dim {
+        return Err(Error::Gru(GruError::Shape {
+            what: format!("layers[{k}] input (the previous layer's output)"),
+            expected: format!("{} features", layer.input_dim()),
+            got: format!("{prev_dim} features"),
+        }));
+    }
+    Ok(())
 }
 
 impl KerasModel {
@@ -162,8 +211,10 @@ impl KerasModel {
     /// here like any loaded model. Layer names are the layers' own (`name_1`, ... where
     /// two agree), a Bidirectional's `bidirectional`.
     ///
-    /// Errors: no layers, or a layer whose input size is not its predecessor's output size
-    /// (`GruError::Shape`).
+    /// Errors: no layers, a stateful layer or one before another that does not return
+    /// sequences (`GruError::InvalidConfig` naming it), a layer whose input size is not its
+    /// predecessor's output size (`GruError::Shape`). A [`crate::GruStack`]'s layers:
+    /// `stack.layers().iter().map(KerasLayer::from).collect::<Vec<_>>()`.
     pub fn from_layers(layers: &[KerasLayer], input_dim: usize) -> Result<KerasModel> {
         let Some(first) = layers.first() else {
             return Err(Error::Gru(GruError::InvalidConfig {
@@ -194,9 +245,7 @@ impl KerasModel {
         let mut groups: HashMap<&str, usize> = HashMap::new();
         let (mut prev, mut prev_dim) = (input.clone(), input_dim);
         for (k, &layer) in layers.iter().enumerate() {
-            if layer.input_dim() != prev_dim {
-                return Err(chain_error(k, layer.input_dim(), prev_dim));
-            }
+            check_link(k, layer, prev_dim, k.checked_sub(1).map(|p| layers[p]))?;
             let name = unique(&layer.name(), &mut taken);
             let mut entry = layer_entry(layer, &name);
             entry["name"] = json!(name);

@@ -322,6 +322,16 @@ fn a_chain_that_keras_could_not_build_is_a_typed_error() {
         panic!("{err}")
     };
     assert_eq!(key, "layers[0].stateful");
+
+    // One model, one dtype: an f64 layer after f32 ones is not silently cast.
+    let vb64 = candle_nn::VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+    let wide = Gru::new(GruConfig::new(2), 8, vb64.pp("g")).unwrap();
+    let err = KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&wide)], 5)
+        .unwrap_err();
+    let Error::Gru(GruError::DType { what, .. }) = err else {
+        panic!("{err}")
+    };
+    assert!(what.starts_with("layers[1]"), "{what}");
 }
 
 #[test]

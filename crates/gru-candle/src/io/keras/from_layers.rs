@@ -11,7 +11,7 @@ use crate::bidirectional::Bidirectional;
 use crate::error::{Error, Result};
 use crate::layer::Gru;
 use crate::stack::StackLayer;
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
 use gru_core::GruError;
 use hdf5_reader::Hdf5File;
 use serde_json::{json, Value};
@@ -39,9 +39,14 @@ impl<'a> From<&'a StackLayer> for KerasLayer<'a> {
 impl KerasLayer<'_> {
     /// The layer's GRU config (a Bidirectional's forward layer's).
     fn gru_config(&self) -> &gru_core::GruConfig {
+        self.gru().config()
+    }
+
+    /// The layer's (forward) GRU.
+    fn gru(&self) -> &Gru {
         match self {
-            KerasLayer::Gru(g) => g.config(),
-            KerasLayer::Bidirectional(b) => b.forward_layer().config(),
+            KerasLayer::Gru(g) => g,
+            KerasLayer::Bidirectional(b) => b.forward_layer(),
         }
     }
 
@@ -53,10 +58,7 @@ impl KerasLayer<'_> {
     }
 
     fn input_dim(&self) -> usize {
-        match self {
-            KerasLayer::Gru(g) => g.input_dim(),
-            KerasLayer::Bidirectional(b) => b.forward_layer().input_dim(),
-        }
+        self.gru().input_dim()
     }
 
     /// The feature size of output 0 (the tensor the next layer takes).
@@ -202,6 +204,29 @@ fn check_link(
     Ok(())
 }
 
+/// Every layer's weights have `dtype` and live on `device` (the model holds one of each).
+fn same_storage(layers: &[KerasLayer], dtype: DType, device: &Device) -> Result<()> {
+    for (k, layer) in layers.iter().enumerate() {
+        let g = layer.gru();
+        let what = || format!("layers[{k}] weights (the model's are layers[0]'s)");
+        if g.dtype() != dtype {
+            return Err(Error::Gru(GruError::DType {
+                what: what(),
+                expected: format!("{dtype:?}"),
+                got: format!("{:?}", g.dtype()),
+            }));
+        }
+        if !g.device().same_device(device) {
+            return Err(Error::Gru(GruError::Device {
+                what: what(),
+                expected: format!("{device:?}"),
+                got: format!("{:?}", g.device()),
+            }));
+        }
+    }
+    Ok(())
+}
+
 impl KerasModel {
     /// A Keras 3 functional model of `layers` in a chain: an `InputLayer` of
     /// `(None, None, input_dim)`, then each layer called on the previous layer's first
@@ -211,7 +236,8 @@ impl KerasModel {
     /// here like any loaded model. Layer names are the layers' own (`name_1`, ... where
     /// two agree), a Bidirectional's `bidirectional`.
     ///
-    /// Errors: no layers, a stateful layer or one before another that does not return
+    /// Errors: no layers, layers of different dtypes or devices (`GruError::DType`,
+    /// `GruError::Device`), a stateful layer or one before another that does not return
     /// sequences (`GruError::InvalidConfig` naming it), a layer whose input size is not its
     /// predecessor's output size (`GruError::Shape`). A [`crate::GruStack`]'s layers:
     /// `stack.layers().iter().map(KerasLayer::from).collect::<Vec<_>>()`.
@@ -223,13 +249,8 @@ impl KerasModel {
                 got: "none".into(),
             }));
         };
-        let (dtype, device) = match first {
-            KerasLayer::Gru(g) => (g.dtype(), g.device().clone()),
-            KerasLayer::Bidirectional(b) => (
-                b.forward_layer().dtype(),
-                b.forward_layer().device().clone(),
-            ),
-        };
+        let (dtype, device) = (first.gru().dtype(), first.gru().device().clone());
+        same_storage(layers, dtype, &device)?;
         let mut taken = HashMap::new();
         let input = unique("input_layer", &mut taken);
         let mut entries = vec![json!({

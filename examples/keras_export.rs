@@ -148,70 +148,104 @@ fn write_and_check(
     Ok(())
 }
 
-/// Layers built in Rust (a Bidirectional GRU into a go_backwards GRU; a reset-before GRU
-/// into a Bidirectional with `merge_mode=None`), trained a few steps, written with
-/// `KerasModel::from_layers`.
+/// Layers built in Rust, trained a few steps, written with `KerasModel::from_layers`: a
+/// Bidirectional GRU into a go_backwards GRU with its state; a reset-before GRU into a
+/// Bidirectional with `merge_mode=None`; an Embedding(mask_zero) classifier over padded
+/// token ids (GRU, Dense softmax).
 fn export_built(out: &Path) -> anyhow::Result<Vec<String>> {
+    use candle_core::Module;
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let base = GruConfig::from_keras_str(r#"{"units": 4, "return_sequences": true}"#)?;
     let bi = Bidirectional::new(base.clone(), 5, MergeMode::Concat, vb.pp("bi"))?;
-    let gru = Gru::new(
-        GruConfig::from_keras_str(r#"{"units": 6, "go_backwards": true, "return_state": true}"#)?,
-        8,
-        vb.pp("gru"),
-    )?;
+    let state = r#"{"units": 6, "go_backwards": true, "return_state": true}"#;
+    let gru = Gru::new(GruConfig::from_keras_str(state)?, 8, vb.pp("gru"))?;
     let mut before = base.clone();
     (before.units, before.reset_after, before.name) = (3, false, "before".into());
     let before = Gru::new(before, 5, vb.pp("before"))?;
     let none = Bidirectional::new(base, 3, MergeMode::None, vb.pp("none"))?;
+    let table = candle_nn::embedding(10, 5, vb.pp("embedding"))?;
+    let encoder = Gru::new(GruConfig::new(4), 5, vb.pp("encoder"))?;
+    let head = candle_nn::linear(4, 3, vb.pp("head"))?;
+
+    let x = Tensor::randn(0f32, 1.0, (3, 7, 5), &dev)?;
+    let ids: Vec<u32> = (0..21u32)
+        .map(|k| {
+            if k % 7 >= 7 - k / 7 * 2 {
+                0
+            } else {
+                1 + k * 5 % 9
+            }
+        })
+        .collect();
+    let ids = Tensor::from_vec(ids, (3, 7), &dev)?;
+    let mask = ids.ne(0u32)?;
+    let mut sgd = SGD::new(varmap.all_vars(), 0.2)?;
+    let none_opts = Default::default();
+    for _ in 0..3 {
+        let y = gru.call(&bi.call(&x, None, None, true)?.outputs[0], none_opts)?;
+        let z = none.call(&before.call(&x, none_opts)?.output, None, None, true)?;
+        let opts = candle_gru::CallOptions {
+            mask: Some(&mask),
+            ..none_opts
+        };
+        let h = encoder.call(&table.forward(&ids)?, opts)?.output;
+        let p = candle_nn::ops::softmax_last_dim(&head.forward(&h)?)?;
+        let loss = (y.output.sqr()?.mean_all()? + z.outputs[0].sqr()?.mean_all()?)?;
+        sgd.backward_step(&(loss + p.sqr()?.mean_all()?)?)?;
+    }
+    let classifier = [
+        KerasLayer::Embedding {
+            table: &table,
+            mask_zero: true,
+        },
+        KerasLayer::Gru(&encoder),
+        KerasLayer::Dense {
+            linear: &head,
+            activation: "softmax",
+        },
+    ];
     let chains = [
         (
             "built_bidirectional_gru",
             vec![KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&gru)],
+            &x,
         ),
         (
             "built_reset_before_no_merge",
             vec![KerasLayer::Gru(&before), KerasLayer::Bidirectional(&none)],
+            &x,
         ),
+        ("built_embedding_classifier", classifier.to_vec(), &ids),
     ];
-    let x = Tensor::randn(0f32, 1.0, (3, 7, 5), &dev)?;
-    let mut sgd = SGD::new(varmap.all_vars(), 0.2)?;
-    for _ in 0..3 {
-        let mut loss = Tensor::zeros((), DType::F32, &dev)?;
-        for (_, chain) in &chains {
-            let model = KerasModel::from_layers(chain, 5)?;
-            let y = KerasModel::call(&model, &x, None)?;
-            loss = (loss + y[0].sqr()?.mean_all()?)?;
-        }
-        // The models copy the variables; the gradient goes through the layers themselves.
-        let y = gru.call(
-            &bi.call(&x, None, None, true)?.outputs[0],
-            Default::default(),
-        )?;
-        let z = none.call(
-            &before.call(&x, Default::default())?.output,
-            None,
-            None,
-            true,
-        )?;
-        loss = (loss + y.output.sqr()?.mean_all()? + z.outputs[0].sqr()?.mean_all()?)?;
-        sgd.backward_step(&loss)?;
-    }
     let mut lines = Vec::new();
-    for (name, chain) in &chains {
-        let model = KerasModel::from_layers(chain, 5)?;
-        let after = call(&model, std::slice::from_ref(&x), false)?;
+    for (name, chain, input) in chains {
+        let model = KerasModel::from_layers(&chain)?;
+        let input = input.to_dtype(match input.dtype() {
+            DType::U32 => DType::I64,
+            d => d,
+        })?;
+        let after = call(&model, std::slice::from_ref(&input), false)?;
         // Every output (states too), for the Keras check.
         let mut all = Vec::new();
-        for y in KerasModel::call(&model, &x, None)? {
+        for y in KerasModel::call(&model, &input, None)? {
             let data: Vec<f64> = y.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
             all.push(json!({"shape": y.dims(), "data": data}));
         }
-        let record = json!({"input_dtype": "float32", "inputs": x.to_vec3::<f32>()?,
-            "expected_outputs": all});
-        write_and_check(name, &model, std::slice::from_ref(&x), after, record, out)?;
+        let (dtype, values) = match input.dtype() {
+            DType::I64 => ("int32", json!(input.to_vec2::<i64>()?)),
+            _ => ("float32", json!(input.to_vec3::<f32>()?)),
+        };
+        let record = json!({"input_dtype": dtype, "inputs": values, "expected_outputs": all});
+        write_and_check(
+            name,
+            &model,
+            std::slice::from_ref(&input),
+            after,
+            record,
+            out,
+        )?;
         lines.push(format!(
             "{name}: built in Rust, trained, written and read back"
         ));

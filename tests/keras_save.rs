@@ -238,8 +238,7 @@ fn layers_built_in_rust_become_a_keras_model_that_writes_and_reads_back() {
     let none = CallOptions::default();
 
     let model =
-        KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&gru)], 5)
-            .unwrap();
+        KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&gru)]).unwrap();
     let mid = bi.call(&x, None, None, false).unwrap().outputs.remove(0);
     let direct = gru.call(&mid, none).unwrap();
     let outputs = model.call(&x, None).unwrap();
@@ -268,7 +267,7 @@ fn layers_built_in_rust_become_a_keras_model_that_writes_and_reads_back() {
     // Two layers with one name: the second is renamed; no merge gives two outputs, then
     // the two states.
     let chain = [KerasLayer::Gru(&before), KerasLayer::Bidirectional(&last)];
-    let model = KerasModel::from_layers(&chain, 5).unwrap();
+    let model = KerasModel::from_layers(&chain).unwrap();
     let names: Vec<&str> = model.config()["config"]["layers"]
         .as_array()
         .unwrap()
@@ -290,34 +289,49 @@ fn a_chain_that_keras_could_not_build_is_a_typed_error() {
     let vm = VarMap::new();
     let (bi, _, before, _) = built_layers(&vm);
     let chain = [KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&before)];
-    let err = KerasModel::from_layers(&chain, 5).unwrap_err();
+    let err = KerasModel::from_layers(&chain).unwrap_err();
     let Error::Gru(GruError::Shape { expected, got, .. }) = err else {
         panic!("{err}")
     };
     assert_eq!(
         (expected.as_str(), got.as_str()),
-        ("5 features", "8 features")
+        ("(batch, steps, 5)", "(batch, steps, 8)")
     );
-    let err = KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi)], 3).unwrap_err();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let head = candle_nn::linear(3, 2, vb.pp("head")).unwrap();
+    let dense = KerasLayer::Dense {
+        linear: &head,
+        activation: "linear",
+    };
+    let err = KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi), dense]).unwrap_err();
     assert!(matches!(err, Error::Gru(GruError::Shape { .. })), "{err}");
-    let err = KerasModel::from_layers(&[], 3).unwrap_err();
+    let table = candle_nn::embedding(10, 5, vb.pp("emb")).unwrap();
+    let embedding = KerasLayer::Embedding {
+        table: &table,
+        mask_zero: true,
+    };
+    let err = KerasModel::from_layers(&[KerasLayer::Gru(&before), embedding]).unwrap_err();
+    let Error::Gru(GruError::InvalidConfig { key, .. }) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(key, "layers[1]");
+    let err = KerasModel::from_layers(&[]).unwrap_err();
     let Error::Gru(GruError::InvalidConfig { key, .. }) = err else {
         panic!("{err}")
     };
     assert_eq!(key, "layers");
 
-    // A GRU that returns its last output only: nothing can follow it.
-    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    // A GRU that returns its last output only: no GRU can follow it.
     let last_only = Gru::new(GruConfig::new(5), 5, vb.pp("e")).unwrap();
     let chain = [KerasLayer::Gru(&last_only), KerasLayer::Gru(&before)];
-    let err = KerasModel::from_layers(&chain, 5).unwrap_err();
+    let err = KerasModel::from_layers(&chain).unwrap_err();
     let Error::Gru(GruError::InvalidConfig { key, .. }) = err else {
         panic!("{err}")
     };
     assert_eq!(key, "layers[0].return_sequences");
     let stateful = GruConfig::from_keras_str(r#"{"units": 2, "stateful": true}"#).unwrap();
     let stateful = Gru::new(stateful, 5, vb.pp("f")).unwrap();
-    let err = KerasModel::from_layers(&[KerasLayer::Gru(&stateful)], 5).unwrap_err();
+    let err = KerasModel::from_layers(&[KerasLayer::Gru(&stateful)]).unwrap_err();
     let Error::Gru(GruError::InvalidConfig { key, .. }) = err else {
         panic!("{err}")
     };
@@ -326,7 +340,7 @@ fn a_chain_that_keras_could_not_build_is_a_typed_error() {
     // One model, one dtype: an f64 layer after f32 ones is not silently cast.
     let vb64 = candle_nn::VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
     let wide = Gru::new(GruConfig::new(2), 8, vb64.pp("g")).unwrap();
-    let err = KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&wide)], 5)
+    let err = KerasModel::from_layers(&[KerasLayer::Bidirectional(&bi), KerasLayer::Gru(&wide)])
         .unwrap_err();
     let Error::Gru(GruError::DType { what, .. }) = err else {
         panic!("{err}")
@@ -344,10 +358,111 @@ fn a_gru_stack_becomes_a_keras_model_of_its_layers() {
     ])
     .unwrap();
     let layers: Vec<KerasLayer> = stack.layers().iter().map(KerasLayer::from).collect();
-    let model = KerasModel::from_layers(&layers, 5).unwrap();
+    let model = KerasModel::from_layers(&layers).unwrap();
     let x = x();
     let direct = stack.call(&x, None, None, false).unwrap();
     let o = model.call(&x, None).unwrap();
     assert_eq!(flat(&o[0]), flat(&direct.output));
     assert_eq!(flat(&o[1]), flat(&direct.states[0]));
+}
+
+/// Token ids 1..10 with zero padding at the end of two rows.
+fn ids() -> Tensor {
+    let v: Vec<u32> = (0..3 * 7)
+        .map(|k| match (k / 7, k % 7) {
+            (1, t) if t >= 4 => 0,
+            (2, t) if t >= 2 => 0,
+            _ => 1 + (k * 7 % 9) as u32,
+        })
+        .collect();
+    Tensor::from_vec(v, (3, 7), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn an_embedding_classifier_built_in_rust_masks_its_padding_as_keras_does() {
+    let vm = VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let table = candle_nn::embedding(10, 5, vb.pp("emb")).unwrap();
+    let seq = GruConfig::from_keras_str(r#"{"units": 4, "return_sequences": true}"#).unwrap();
+    let bi = Bidirectional::new(seq, 5, MergeMode::Sum, vb.pp("bi")).unwrap();
+    let gru = Gru::new(GruConfig::new(6), 4, vb.pp("gru")).unwrap();
+    let per_step = candle_nn::linear(4, 4, vb.pp("step")).unwrap();
+    let head = candle_nn::linear(6, 3, vb.pp("head")).unwrap();
+    let layers = [
+        KerasLayer::Embedding {
+            table: &table,
+            mask_zero: true,
+        },
+        KerasLayer::Bidirectional(&bi),
+        KerasLayer::Dense {
+            linear: &per_step,
+            activation: "relu",
+        },
+        KerasLayer::Gru(&gru),
+        KerasLayer::Dense {
+            linear: &head,
+            activation: "softmax",
+        },
+    ];
+    let model = KerasModel::from_layers(&layers).unwrap();
+    let names: Vec<&str> = model.config()["config"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "input_layer",
+            "not_equal",
+            "embedding",
+            "bidirectional",
+            "dense",
+            "gru",
+            "dense_1"
+        ]
+    );
+
+    // The same computation by hand, with the mask ids != 0.
+    use candle_core::Module;
+    let ids = ids();
+    let mask = ids.ne(0u32).unwrap();
+    let x = table.forward(&ids).unwrap();
+    let y = bi
+        .call(&x, Some(&mask), None, false)
+        .unwrap()
+        .outputs
+        .remove(0);
+    let y = per_step.forward(&y).unwrap().relu().unwrap();
+    let options = CallOptions {
+        mask: Some(&mask),
+        ..Default::default()
+    };
+    let h = gru.call(&y, options).unwrap().output;
+    let want = candle_nn::ops::softmax_last_dim(&head.forward(&h).unwrap()).unwrap();
+    let got = model.call(&ids, None).unwrap();
+    assert_eq!(got.len(), 1);
+    let diff = (&got[0] - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    assert!(diff.max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-6);
+    // Without the mask the padded rows would differ: the mask is what made them agree.
+    let unmasked = gru.call(&y, CallOptions::default()).unwrap().output;
+    let unmasked = candle_nn::ops::softmax_last_dim(&head.forward(&unmasked).unwrap()).unwrap();
+    let moved = (&got[0] - &unmasked)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    assert!(moved.max(0).unwrap().to_scalar::<f32>().unwrap() > 1e-4);
+
+    let keras = scratch("classifier.keras");
+    model.save(&keras).unwrap();
+    let again = KerasModel::load(&keras, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(flat(&again.call(&ids, None).unwrap()[0]), flat(&got[0]));
 }

@@ -1,7 +1,8 @@
 //! Trains an embedding -> GRU -> Dense classifier on a synthetic counting task (made in code,
 //! no download): which of three marker tokens occurs most often after the last reset token
-//! of a variable-length, masked sequence. Prints one line per epoch, saves the weights and the GRU's Keras config,
-//! and writes a loss/accuracy plot.
+//! of a variable-length, masked sequence. Prints one line per epoch, saves the weights, the
+//! GRU's Keras config and the trained model as a Keras 3 `.keras` file, and writes a
+//! loss/accuracy plot.
 //!
 //! `cargo run --release --example train [-- --epochs N] [--out DIR] [--cpu | --gpu]`
 //!
@@ -77,6 +78,9 @@ fn main() -> anyhow::Result<()> {
         &config,
         serde_json::to_string_pretty(&report.model.gru.config().to_keras_json())?,
     )?;
+    // The trained model for Keras 3: keras.saving.load_model("target/train/classifier.keras").
+    let keras = out.join("classifier.keras");
+    report.model.keras_model()?.save(&keras)?;
     let png = out.join("training.png");
     plot::write_png(&report.epochs, &png)?;
     let last = report.epochs.last().context("no epoch ran")?;
@@ -88,9 +92,10 @@ fn main() -> anyhow::Result<()> {
         println!("GRU path of the last call: {}", d.explain());
     }
     println!(
-        "saved {}, {}, {}",
+        "saved {}, {}, {}, {}",
         weights.display(),
         config.display(),
+        keras.display(),
         png.display()
     );
     Ok(())

@@ -58,6 +58,20 @@ fn training_reaches_the_stated_accuracy() {
         b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     );
 
+    // The Keras 3 model the example writes (classifier.keras) computes the same logits from
+    // the token ids alone (its Embedding's mask_zero is the mask), before and after a save.
+    let keras = report.model.keras_model().unwrap();
+    let path = dir.join("classifier.keras");
+    keras.save(&path).unwrap();
+    let read = gru_candle::io::keras::KerasModel::load(&path, candle_core::DType::F32, &cfg.device)
+        .unwrap();
+    for m in [&keras, &read] {
+        let c = m.call(&data.tokens, None).unwrap().remove(0);
+        let diff = (&c - &a).unwrap().abs().unwrap().flatten_all().unwrap();
+        let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "Keras model logits differ by {diff}");
+    }
+
     // The plot is a PNG of the expected size.
     let png = dir.join("training.png");
     plot::write_png(&report.epochs, &png).unwrap();

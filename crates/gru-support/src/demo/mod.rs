@@ -12,6 +12,7 @@ pub mod plot;
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, Linear, Optimizer, VarBuilder, VarMap};
+use gru_candle::io::keras::{KerasLayer, KerasModel};
 use gru_candle::keras_variable;
 use gru_candle::{CallOptions, Gru};
 use gru_core::GruConfig;
@@ -188,6 +189,23 @@ impl Classifier {
             gru,
             head,
         })
+    }
+
+    /// The classifier as a Keras 3 model (`Embedding(mask_zero=True) -> GRU -> Dense`),
+    /// for [`KerasModel::save`]: padding is token 0, so Keras' `mask_zero` mask is the mask
+    /// [`Classifier::logits`] takes. It computes the same logits from the token ids alone.
+    pub fn keras_model(&self) -> gru_candle::Result<KerasModel> {
+        KerasModel::from_layers(&[
+            KerasLayer::Embedding {
+                table: &self.embedding,
+                mask_zero: true,
+            },
+            KerasLayer::Gru(&self.gru),
+            KerasLayer::Dense {
+                linear: &self.head,
+                activation: "linear",
+            },
+        ])
     }
 
     /// Logits (n, CLASSES).

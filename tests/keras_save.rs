@@ -230,6 +230,14 @@ fn built_layers(vm: &VarMap) -> (Bidirectional, Gru, Gru, Bidirectional) {
     (bi, gru, before, last)
 }
 
+fn layer_names(model: &KerasModel) -> Vec<String> {
+    let layers = model.config()["config"]["layers"].as_array().unwrap();
+    layers
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn layers_built_in_rust_become_a_keras_model_that_writes_and_reads_back() {
     let vm = VarMap::new();
@@ -264,17 +272,10 @@ fn layers_built_in_rust_become_a_keras_model_that_writes_and_reads_back() {
         assert_eq!(flat(&o[1]), flat(&outputs[1]));
     }
 
-    // Two layers with one name: the second is renamed; no merge gives two outputs, then
-    // the two states.
+    // No merge gives two outputs, then the two states.
     let chain = [KerasLayer::Gru(&before), KerasLayer::Bidirectional(&last)];
     let model = KerasModel::from_layers(&chain).unwrap();
-    let names: Vec<&str> = model.config()["config"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["input_layer", "gru", "bidirectional"]);
+    assert_eq!(layer_names(&model), ["input_layer", "gru", "bidirectional"]);
     let mid = before.call(&x, none).unwrap().output;
     let direct = last.call(&mid, None, None, false).unwrap();
     let o = model.call(&x, None).unwrap();
@@ -282,6 +283,17 @@ fn layers_built_in_rust_become_a_keras_model_that_writes_and_reads_back() {
     assert_eq!(flat(&o[0]), flat(&direct.outputs[0]));
     assert_eq!(flat(&o[1]), flat(&direct.outputs[1]));
     assert_eq!(flat(&o[3]), flat(&direct.states.as_ref().unwrap().1));
+
+    // Two layers named alike: the second is renamed, its variables at `layers/gru_1`.
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let twin = Gru::new(GruConfig::new(2), 3, vb.pp("twin")).unwrap();
+    assert_eq!(twin.config().name, before.config().name);
+    let model =
+        KerasModel::from_layers(&[KerasLayer::Gru(&before), KerasLayer::Gru(&twin)]).unwrap();
+    assert_eq!(layer_names(&model), ["input_layer", "gru", "gru_1"]);
+    assert_eq!(model.variables()[3].0, "layers/gru_1/cell/vars/0");
+    let direct = twin.call(&mid, none).unwrap().output;
+    assert_eq!(flat(&model.call(&x, None).unwrap()[0]), flat(&direct));
 }
 
 #[test]
@@ -405,14 +417,8 @@ fn an_embedding_classifier_built_in_rust_masks_its_padding_as_keras_does() {
         },
     ];
     let model = KerasModel::from_layers(&layers).unwrap();
-    let names: Vec<&str> = model.config()["config"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
+        layer_names(&model),
         [
             "input_layer",
             "not_equal",

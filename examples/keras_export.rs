@@ -151,7 +151,7 @@ fn write_and_check(
 /// Layers built in Rust, trained a few steps, written with `KerasModel::from_layers`: a
 /// Bidirectional GRU into a go_backwards GRU with its state; a reset-before GRU into a
 /// Bidirectional with `merge_mode=None`; an Embedding(mask_zero) classifier over padded
-/// token ids (GRU, Dense softmax).
+/// token ids (a Bidirectional GRU, a Dense on every step, a GRU, a Dense softmax).
 fn export_built(out: &Path) -> anyhow::Result<Vec<String>> {
     use candle_core::Module;
     let dev = Device::Cpu;
@@ -166,7 +166,10 @@ fn export_built(out: &Path) -> anyhow::Result<Vec<String>> {
     let before = Gru::new(before, 5, vb.pp("before"))?;
     let none = Bidirectional::new(base, 3, MergeMode::None, vb.pp("none"))?;
     let table = candle_nn::embedding(10, 5, vb.pp("embedding"))?;
-    let encoder = Gru::new(GruConfig::new(4), 5, vb.pp("encoder"))?;
+    let seq = GruConfig::from_keras_str(r#"{"units": 4, "return_sequences": true}"#)?;
+    let words = Bidirectional::new(seq, 5, MergeMode::Sum, vb.pp("words"))?;
+    let per_step = candle_nn::linear(4, 4, vb.pp("per_step"))?;
+    let encoder = Gru::new(GruConfig::new(4), 4, vb.pp("encoder"))?;
     let head = candle_nn::linear(4, 3, vb.pp("head"))?;
 
     let x = Tensor::randn(0f32, 1.0, (3, 7, 5), &dev)?;
@@ -190,7 +193,9 @@ fn export_built(out: &Path) -> anyhow::Result<Vec<String>> {
             mask: Some(&mask),
             ..none_opts
         };
-        let h = encoder.call(&table.forward(&ids)?, opts)?.output;
+        let w = words.call(&table.forward(&ids)?, Some(&mask), None, true)?;
+        let w = per_step.forward(&w.outputs[0])?.relu()?;
+        let h = encoder.call(&w, opts)?.output;
         let p = candle_nn::ops::softmax_last_dim(&head.forward(&h)?)?;
         let loss = (y.output.sqr()?.mean_all()? + z.outputs[0].sqr()?.mean_all()?)?;
         sgd.backward_step(&(loss + p.sqr()?.mean_all()?)?)?;
@@ -199,6 +204,11 @@ fn export_built(out: &Path) -> anyhow::Result<Vec<String>> {
         KerasLayer::Embedding {
             table: &table,
             mask_zero: true,
+        },
+        KerasLayer::Bidirectional(&words),
+        KerasLayer::Dense {
+            linear: &per_step,
+            activation: "relu",
         },
         KerasLayer::Gru(&encoder),
         KerasLayer::Dense {

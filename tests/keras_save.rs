@@ -472,3 +472,46 @@ fn an_embedding_classifier_built_in_rust_masks_its_padding_as_keras_does() {
     let again = KerasModel::load(&keras, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(flat(&again.call(&ids, None).unwrap()[0]), flat(&got[0]));
 }
+
+#[test]
+fn a_float64_chain_stays_float64() {
+    use candle_core::Module;
+    let vm = VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+    let table = candle_nn::embedding(10, 5, vb.pp("emb")).unwrap();
+    let gru = Gru::new(GruConfig::new(4), 5, vb.pp("gru")).unwrap();
+    let head = candle_nn::linear(4, 2, vb.pp("head")).unwrap();
+    let layers = [
+        KerasLayer::Embedding {
+            table: &table,
+            mask_zero: false,
+        },
+        KerasLayer::Gru(&gru),
+        KerasLayer::Dense {
+            linear: &head,
+            activation: "linear",
+        },
+    ];
+    let model = KerasModel::from_layers(&layers).unwrap();
+    let config = &model.config()["config"]["layers"];
+    assert_eq!(config[1]["config"]["dtype"]["config"]["name"], "float64");
+    assert_eq!(config[3]["config"]["dtype"]["config"]["name"], "float64");
+    assert!(model
+        .variables()
+        .iter()
+        .all(|(_, t)| t.dtype() == DType::F64));
+    let ids = ids();
+    let h = gru
+        .call(&table.forward(&ids).unwrap(), CallOptions::default())
+        .unwrap();
+    let want = head.forward(&h.output).unwrap();
+    let got = model.call(&ids, None).unwrap().remove(0);
+    assert_eq!(got.dtype(), DType::F64);
+    let diff = (&got - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    assert!(diff.max(0).unwrap().to_scalar::<f64>().unwrap() < 1e-12);
+}

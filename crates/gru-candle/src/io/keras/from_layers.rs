@@ -165,10 +165,13 @@ impl KerasLayer<'_> {
     }
 }
 
-/// Keras' `DTypePolicy` of a layer whose variables have `dtype`.
+/// Keras' `DTypePolicy` of a layer whose variables have `dtype` (Keras reads the
+/// values written as float32 into variables of the policy's type).
 fn policy(dtype: DType) -> Value {
     let name = match dtype {
         DType::F64 => "float64",
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
         _ => "float32",
     };
     json!({"module": "keras", "class_name": "DTypePolicy", "config": {"name": name},

@@ -515,3 +515,36 @@ fn a_float64_chain_stays_float64() {
         .unwrap();
     assert!(diff.max(0).unwrap().to_scalar::<f64>().unwrap() < 1e-12);
 }
+
+#[test]
+fn candle_nn_weights_of_other_ranks_are_a_typed_error() {
+    let dev = Device::Cpu;
+    let zeros = |s: &[usize]| Tensor::zeros(s, DType::F32, &dev).unwrap();
+    let flat_table = candle_nn::Embedding::new(zeros(&[10]), 10);
+    let cube = candle_nn::Linear::new(zeros(&[2, 3, 4]), None);
+    let bad_bias = candle_nn::Linear::new(zeros(&[2, 3]), Some(zeros(&[3])));
+    let layers = [
+        KerasLayer::Embedding {
+            table: &flat_table,
+            mask_zero: false,
+        },
+        KerasLayer::Dense {
+            linear: &cube,
+            activation: "linear",
+        },
+        KerasLayer::Dense {
+            linear: &bad_bias,
+            activation: "linear",
+        },
+    ];
+    for (layer, what) in layers
+        .into_iter()
+        .zip(["embedding table", "Linear weight", "Linear bias"])
+    {
+        let err = KerasModel::from_layers(&[layer]).unwrap_err();
+        let Error::Gru(GruError::Shape { what: got, .. }) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(got, format!("layers[0] {what}"));
+    }
+}

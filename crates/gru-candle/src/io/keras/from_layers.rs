@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use gru_core::GruError;
 use hdf5_reader::Hdf5File;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A layer built in Rust, as one layer of [`KerasModel::from_layers`].
 #[derive(Debug, Clone, Copy)]
@@ -270,15 +270,16 @@ fn layer_variables(layer: KerasLayer, group: &str, out: &mut Vec<(String, Tensor
     Ok(())
 }
 
-/// `name`, or `name_1`, `name_2`, ... if taken.
-fn unique(name: &str, taken: &mut HashMap<String, usize>) -> String {
+/// `name`, or the first of `name_1`, `name_2`, ... not taken; then taken.
+fn unique(name: &str, taken: &mut HashSet<String>) -> String {
     let mut candidate = name.to_string();
-    while taken.contains_key(&candidate) {
-        let n = taken.entry(name.to_string()).or_insert(0);
-        *n += 1;
+    for n in 1.. {
+        if !taken.contains(&candidate) {
+            break;
+        }
         candidate = format!("{name}_{n}");
     }
-    taken.insert(candidate.clone(), 0);
+    taken.insert(candidate.clone());
     candidate
 }
 
@@ -387,7 +388,7 @@ struct Chain<'l> {
     layers: &'l [KerasLayer<'l>],
     entries: Vec<Value>,
     variables: Vec<(String, Tensor)>,
-    taken: HashMap<String, usize>,
+    taken: HashSet<String>,
     groups: HashMap<&'static str, usize>,
     /// The `NotEqual` operation's name, when an `Embedding(mask_zero=True)` makes a mask.
     mask: Option<String>,
@@ -481,7 +482,7 @@ impl KerasModel {
             layers,
             entries: Vec::new(),
             variables: Vec::new(),
-            taken: HashMap::new(),
+            taken: HashSet::new(),
             groups: HashMap::new(),
             mask: None,
         };
@@ -491,7 +492,7 @@ impl KerasModel {
             mask_zero: true, ..
         } = first
         {
-            chain.not_equal(&prev.clone());
+            chain.not_equal(&prev);
         }
         let input = prev.clone();
         for k in 0..layers.len() {
